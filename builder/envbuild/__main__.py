@@ -1,0 +1,7 @@
+"""``python -m envbuild``: the command line."""
+
+import sys
+
+from envbuild.cli import main
+
+sys.exit(main())
