@@ -259,6 +259,18 @@ def bootstrap(ref: str, mirror: str | None, keyring: Path | None, as_json: bool)
         click.echo(f"{result.ref} {result.image_id}")
 
 
+def _register_run_commands() -> None:
+    """Add the run layer's commands (run, runs, logs), defined in envbuild.cli_run."""
+    try:
+        from envbuild import cli_run
+    except ImportError:  # pragma: no cover - only while the run layer is absent
+        return
+    cli_run.register(cli)
+
+
+_register_run_commands()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv``; return the exit code (for tests and scripts)."""
     try:

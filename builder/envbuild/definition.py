@@ -15,6 +15,7 @@ Nothing downstream sees a raw dict or ``None``-means-unset.
 from __future__ import annotations
 
 import difflib
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -389,9 +390,11 @@ def parse_file(path: Path) -> dict[str, Any]:
         data: dict[str, Any] = tomllib.loads(text)
         return data
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
-        col = getattr(exc, "colno", None)
-        msg = getattr(exc, "msg", str(exc))
+        # Python < 3.14 has the position only in the message: "... (at line 3, column 5)".
+        where = re.search(r"\s*\(at line (\d+), column (\d+)\)$", str(exc))
+        line = int(where.group(1)) if where else None
+        col = int(where.group(2)) if where else None
+        msg = str(exc)[: where.start()] if where else str(exc)
         raise DefinitionError(
             [
                 Problem(
@@ -523,7 +526,7 @@ def load(env: str | Path) -> Environment:
         problems.extend(found)
         chain.append((current, partial))
         parent = partial.get("extends")
-        current = definition_path(current.parent / parent) if parent else None
+        current = definition_path((current.parent / parent).resolve()) if parent else None
     if problems:
         raise DefinitionError(problems)
 

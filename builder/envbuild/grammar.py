@@ -32,7 +32,16 @@ _PEP508_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
 _EXTRAS = rf"\[\s*{_PEP508_NAME}(?:\s*,\s*{_PEP508_NAME})*\s*\]"
 _VERSION_ONE = r"(?:===|==|!=|~=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]+"
 _VERSIONS = rf"{_VERSION_ONE}(?:\s*,\s*{_VERSION_ONE})*"
-_MARKER = r"[A-Za-z0-9_.'\" <>=!~(),-]+"
+_MARKER_VAR = (
+    r"(?:python_version|python_full_version|os_name|sys_platform|platform_release"
+    r"|platform_system|platform_version|platform_machine|platform_python_implementation"
+    r"|implementation_name|implementation_version|extra)"
+)
+_MARKER_VALUE = r"(?:'[A-Za-z0-9._*+ -]*'|\"[A-Za-z0-9._*+ -]*\")"
+_MARKER_OP = r"(?:===|==|!=|~=|<=|>=|<|>|not\s+in|in)"
+_MARKER_TERM = rf"(?:{_MARKER_VAR}|{_MARKER_VALUE})"
+_MARKER_EXPR = rf"\(?\s*{_MARKER_TERM}\s*{_MARKER_OP}\s*{_MARKER_TERM}\s*\)?"
+_MARKER = rf"{_MARKER_EXPR}(?:\s+(?:and|or)\s+{_MARKER_EXPR})*"
 PIP_REQUIREMENT = re.compile(
     rf"{_PEP508_NAME}\s*(?:{_EXTRAS})?\s*(?:\(\s*{_VERSIONS}\s*\)|{_VERSIONS})?\s*(?:;\s*{_MARKER})?"
 )

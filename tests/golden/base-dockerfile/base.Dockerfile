@@ -1,0 +1,3 @@
+# The user's own base stage.
+FROM debian:bookworm-slim AS base
+RUN echo "custom base" > /etc/custom-base

@@ -1,0 +1,121 @@
+"""The build orchestration against a fake engine: cache hits, tagging, failures."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from envbuild.build import HASH_LABEL, build, find_ca_bundle, resolve
+from envbuild.engine import ImageInfo
+from envbuild.errors import BuildError, EngineError
+from envbuild.settings import load_settings
+from tests.fakes import FakeEngine
+
+HELLO = Path(__file__).resolve().parents[2] / "envs" / "hello"
+
+
+def test_miss_builds_then_tags_hash_last() -> None:
+    settings = load_settings()
+    engine = FakeEngine()
+    result = build(HELLO, settings=settings, engine=engine)
+    assert not result.cached
+    kinds = [kind for kind, _ in engine.calls]
+    assert kinds == ["inspect", "inspect", "build", "tag", "tag"]
+    resolved = resolve(HELLO, settings)
+    assert engine.calls[-1] == ("tag", resolved.hash_tag)
+    assert engine.calls[-2] == ("tag", resolved.version_tag)
+    assert result.image == f"envbuild/hello:{resolved.hash[:12]}"
+    assert engine.images[resolved.hash_tag].labels[HASH_LABEL] == resolved.hash
+
+
+def test_hit_is_one_engine_call() -> None:
+    settings = load_settings()
+    engine = FakeEngine()
+    build(HELLO, settings=settings, engine=engine)
+    engine.calls.clear()
+    result = build(HELLO, settings=settings, engine=engine)
+    assert result.cached
+    assert engine.calls == [("inspect", result.image)]
+
+
+def test_hash12_collision_is_not_a_hit() -> None:
+    settings = load_settings()
+    resolved = resolve(HELLO, settings)
+    engine = FakeEngine(
+        images={resolved.hash_tag: ImageInfo(id="sha256:x", labels={HASH_LABEL: "0" * 64})}
+    )
+    assert not build(HELLO, settings=settings, engine=engine).cached
+
+
+def test_failed_build_leaves_no_tag() -> None:
+    settings = load_settings()
+    engine = FakeEngine(fail_build=True)
+    with pytest.raises(BuildError):
+        build(HELLO, settings=settings, engine=engine)
+    assert not any(kind == "tag" for kind, _ in engine.calls)
+    assert engine.images == {}
+
+
+def test_rebuild_skips_the_cache() -> None:
+    settings = load_settings()
+    engine = FakeEngine()
+    build(HELLO, settings=settings, engine=engine)
+    engine.calls.clear()
+    result = build(HELLO, settings=settings, engine=engine, rebuild=True)
+    assert not result.cached
+    assert engine.calls[0][0] == "build"
+
+
+def test_waiting_process_reuses_the_image() -> None:
+    """A second build of the same hash waits for the lock, then reuses the image."""
+    settings = load_settings()
+    release = threading.Event()
+    started = threading.Event()
+
+    class SlowEngine(FakeEngine):
+        def build(self, request, log):  # type: ignore[no-untyped-def]
+            started.set()
+            release.wait(10)
+            return super().build(request, log)
+
+    engine = SlowEngine()
+    results = []
+    first = threading.Thread(
+        target=lambda: results.append(build(HELLO, settings=settings, engine=engine))
+    )
+    first.start()
+    started.wait(5)
+    messages: list[str] = []
+    second = threading.Thread(
+        target=lambda: results.append(
+            build(HELLO, settings=settings, engine=engine, log=messages.append)
+        )
+    )
+    second.start()
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert sum(1 for kind, _ in engine.calls if kind == "build") == 1
+    assert sorted(r.cached for r in results) == [False, True]
+
+
+def test_ca_bundle_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("x")
+    monkeypatch.setenv("PIP_CERT", str(bundle))
+    assert find_ca_bundle() == bundle
+    with pytest.raises(EngineError):
+        find_ca_bundle(tmp_path / "missing.pem")
+
+
+def test_ca_bundle_is_not_hashed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    before = resolve(HELLO, settings).hash
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("rotated")
+    monkeypatch.setenv("PIP_CERT", str(bundle))
+    engine = FakeEngine()
+    result = build(HELLO, settings=settings, engine=engine)
+    assert result.hash == before

@@ -1,0 +1,94 @@
+"""Pure parts of the engine layer: BuildKit detection and log parsing."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from envbuild.engine import BuildKitClient, BuildRequest, find_buildkit, parse_failure
+from envbuild.errors import ToolMissingError
+
+FAILED_LOG = """\
+#1 [internal] load build definition from Dockerfile
+#1 DONE 0.0s
+#5 [2/4] RUN echo one
+#5 0.241 one
+#5 DONE 0.3s
+#6 [3/4] RUN echo boom && exit 3
+#6 0.201 boom
+#6 ERROR: executor failed running [/bin/sh -c echo boom && exit 3]: exit code: 3
+------
+ > [3/4] RUN echo boom && exit 3:
+#6 0.201 boom
+------
+failed to solve: executor failed running [/bin/sh -c echo boom && exit 3]: exit code: 3
+""".splitlines()
+
+
+def test_parse_failure_names_step_code_and_tail() -> None:
+    failure = parse_failure(FAILED_LOG)
+    assert failure.step == "[3/4] RUN echo boom && exit 3"
+    assert failure.exit_code == 3
+    assert "boom" in failure.tail
+
+
+def test_parse_failure_newer_buildkit_wording() -> None:
+    log = [
+        "#7 [2/2] RUN false",
+        '#7 ERROR: process "/bin/sh -c false" did not complete successfully: exit code: 1',
+    ]
+    failure = parse_failure(log)
+    assert failure.step == "[2/2] RUN false" and failure.exit_code == 1
+
+
+def test_parse_failure_without_steps() -> None:
+    failure = parse_failure(["error: something else"])
+    assert failure.step is None and failure.tail == ("error: something else",)
+
+
+def _fake_client(tmp_path: Path, version: str, buildx: bool) -> str:
+    script = tmp_path / f"docker-{version}"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = buildx ]; then exit {0 if buildx else 1}; fi\n'
+        f'echo "Docker version {version}, build abc"\n'
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return str(script)
+
+
+def test_buildx_preferred(tmp_path: Path) -> None:
+    client = find_buildkit(_fake_client(tmp_path, "28.2.2", buildx=True))
+    assert client.mode == "buildx"
+
+
+def test_old_client_uses_embedded_buildkit(tmp_path: Path) -> None:
+    client = find_buildkit(_fake_client(tmp_path, "20.10.24+dfsg1", buildx=False))
+    assert client.mode == "classic"
+
+
+def test_new_client_without_buildx_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ToolMissingError) as info:
+        find_buildkit(_fake_client(tmp_path, "28.2.2", buildx=False))
+    text = info.value.render()
+    assert "buildx plugin is missing" in text and "ENVBUILD_DOCKER" in text
+
+
+def test_missing_client(tmp_path: Path) -> None:
+    with pytest.raises(ToolMissingError) as info:
+        find_buildkit(str(tmp_path / "nope"))
+    assert "was not found" in info.value.render()
+
+
+def test_command_never_pulls_and_passes_secrets(tmp_path: Path) -> None:
+    request = BuildRequest(tmp_path, labels={"a": "b"}, secrets={"envbuild-ca": tmp_path / "ca"})
+    argv, env = BuildKitClient("/usr/bin/docker", "classic").command(request, tmp_path / "iid")
+    assert "--pull" not in argv
+    assert env["DOCKER_BUILDKIT"] == "1"
+    assert f"id=envbuild-ca,src={tmp_path / 'ca'}" in argv
+    argv, env = BuildKitClient("/x/docker", "buildx").command(request, tmp_path / "iid")
+    assert argv[1:4] == ["buildx", "build", "--load"]
+    assert env.get("DOCKER_BUILDKIT") == os.environ.get("DOCKER_BUILDKIT")

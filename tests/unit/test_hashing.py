@@ -1,0 +1,142 @@
+"""The content hash: pinned vectors, invariance and sensitivity."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from envbuild.definition import load
+from envbuild.hashing import HASH_SCHEMA, content_hash, manifest
+from envbuild.render import render
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+PLATFORM = "linux/amd64"
+
+# Pinned: a change to a template, a helper script or what is hashed changes
+# these on purpose. Update them together with HASH_SCHEMA when that is meant.
+PINNED = {
+    "minimal": "f2cf4c258b62aa28985fb75c93458a968d656331fa59a33f1872426926d1e651",
+    "full": "2346b9c770fa466df4c8fd989e02a273924b7536df57faf06d643611072a5fcf",
+    "base-dockerfile": "bd4b80c664e93902261da3f045c30601b926d084d4838e4012544b575bebc781",
+    "extends": "8a9abde16905dec57e48d99469f1b7b168dfe38454568d48022ba8d3d2e5dc10",
+}
+
+BASE = """\
+schema = 1
+name = "inv"
+version = 2
+description = "invariance"
+
+[pip]
+packages = ["six==1.16.0", "attrs==23.1.0"]
+
+[variables]
+A = "1"
+B = "2"
+"""
+
+# The same definition: other key order, comments, formatting.
+REORDERED = """\
+# a comment that changes nothing
+[variables]
+B = "2"   # trailing comment
+A = "1"
+
+[pip]
+packages = [
+  "six==1.16.0",
+  "attrs==23.1.0",
+]
+
+version = 2
+"""
+
+
+def _hash(folder: Path) -> str:
+    return content_hash(render(load(folder)), platform=PLATFORM)
+
+
+@pytest.mark.parametrize("case", sorted(PINNED))
+def test_pinned_vectors(case: str) -> None:
+    assert _hash(GOLDEN / case) == PINNED[case]
+
+
+def test_schema_version_is_hashed() -> None:
+    data = manifest(render(load(GOLDEN / "minimal")), platform=PLATFORM)
+    assert data["hash_schema"] == HASH_SCHEMA
+    assert [f["path"] for f in data["files"]] == sorted(f["path"] for f in data["files"])
+
+
+def test_invariant_to_comments_order_folder_and_mtime(write_env, tmp_path: Path) -> None:
+    one = write_env(BASE, folder="one")
+    # TOML needs top-level keys before tables; move them, then reorder the rest.
+    two = write_env(
+        'schema = 1\nname = "inv"\ndescription = "invariance"\n'
+        + REORDERED.replace("version = 2\n", "").replace("# a comment", "version = 2\n# a comment"),
+        folder="deep/two",
+    )
+    os.utime(one / "env.toml", (0, 0))
+    assert _hash(one) == _hash(two)
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(one, moved)
+    assert _hash(moved) == _hash(one)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ('"six==1.16.0"', '"six==1.15.0"'),
+        ('A = "1"', 'A = "1 "'),
+        ('B = "2"', 'B = "2"\nC = "3"'),
+        ("version = 2", "version = 3"),
+        ('description = "invariance"', 'description = "other"'),
+        ("[pip]", '[system]\npackages = ["git"]\n\n[pip]'),
+        ("[pip]", '[base]\nimage = "ubuntu:22.04"\n\n[pip]'),
+        ("[pip]", '[run]\nworkdir = "/w"\n\n[pip]'),
+    ],
+)
+def test_sensitive_to_every_input(write_env, old: str, new: str) -> None:
+    assert old in BASE
+    assert _hash(write_env(BASE)) != _hash(write_env(BASE.replace(old, new)))
+
+
+def test_sensitive_to_platform(write_env) -> None:
+    context = render(load(write_env(BASE)))
+    assert content_hash(context, platform="linux/amd64") != content_hash(
+        context, platform="linux/arm64"
+    )
+
+
+@pytest.mark.parametrize("template", ["partials/pip.j2", "files/pip-install.sh", "Dockerfile.j2"])
+def test_sensitive_to_template_bytes(
+    write_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, template: str
+) -> None:
+    from envbuild import render as render_mod
+
+    env = load(write_env(BASE))
+    before = content_hash(render(env), platform=PLATFORM)
+    copy = tmp_path / "templates"
+    shutil.copytree(render_mod.templates_dir(), copy)
+    with (copy / template).open("a") as handle:
+        handle.write("\n")
+    render_mod._jinja_env.cache_clear()
+    monkeypatch.setattr(render_mod, "templates_dir", lambda: copy)
+    try:
+        assert content_hash(render(env), platform=PLATFORM) != before
+    finally:
+        render_mod._jinja_env.cache_clear()
+
+
+def test_exec_bit_is_hashed() -> None:
+    import dataclasses
+
+    from envbuild.context import BuildContext
+
+    context = render(load(GOLDEN / "minimal"))
+    files = dict(context.files)
+    files["Dockerfile"] = dataclasses.replace(files["Dockerfile"], executable=True)
+    flipped = BuildContext(files=files, base_image=context.base_image)
+    assert content_hash(flipped, platform=PLATFORM) != content_hash(context, platform=PLATFORM)

@@ -1,0 +1,104 @@
+"""Golden Dockerfiles, compared byte for byte (``pytest --update-golden`` rewrites them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from envbuild.definition import load
+from envbuild.render import apt_packages, render
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "env.toml").is_file())
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_dockerfile(case: str, update_golden: bool) -> None:
+    context = render(load(GOLDEN / case))
+    expected = GOLDEN / case / "Dockerfile"
+    if update_golden or not expected.exists():
+        expected.write_text(context.dockerfile, encoding="utf-8")
+        if not update_golden:
+            pytest.fail(f"wrote the missing golden file {expected}; check it and rerun")
+    assert context.dockerfile == expected.read_text(encoding="utf-8")
+
+
+def test_render_is_deterministic() -> None:
+    first = render(load(GOLDEN / "full"))
+    second = render(load(GOLDEN / "full"))
+    assert first == second
+
+
+def test_packages_sorted_and_deduplicated() -> None:
+    env = load(GOLDEN / "full")
+    assert apt_packages(env) == ("git", "libgomp1", "python3", "python3-venv")
+    context = render(env)
+    req = context.files["envbuild/requirements.txt"].data.decode()
+    lines = [ln for ln in req.splitlines() if not ln.startswith("#")]
+    assert lines == sorted(lines)
+    assert 'numpy>=1.18,<2; python_version >= "3.8"' in lines
+
+
+def test_packages_are_files_not_inlined() -> None:
+    context = render(load(GOLDEN / "full"))
+    assert "torch==1.6.0" not in context.dockerfile
+    assert "libgomp1" not in context.dockerfile
+    assert "envbuild/apt-packages.txt" in context.files
+
+
+def test_no_syntax_line_and_no_pull() -> None:
+    for case in CASES:
+        text = render(load(GOLDEN / case)).dockerfile
+        assert "# syntax" not in text.lower()
+        assert "--pull" not in text
+
+
+def test_final_user_is_not_root() -> None:
+    for case in CASES:
+        text = render(load(GOLDEN / case)).dockerfile
+        users = [ln for ln in text.splitlines() if ln.startswith("USER ")]
+        assert users[-1] == "USER 1000"
+
+
+def test_extends_merges_child_wins() -> None:
+    env = load(GOLDEN / "extends")
+    assert env.name == "child"
+    assert env.version == 3
+    assert env.base.image == "ubuntu:20.04"  # inherited
+    assert dict(env.variables)["OMP_NUM_THREADS"] == "4"  # child wins
+    assert "TRICKY" in dict(env.variables)  # parent's kept
+    assert "six==1.16.0" in env.pip.packages and "torch==1.6.0" in env.pip.packages
+    assert "curl" in env.system_packages and "git" in env.system_packages
+    assert env.run.workdir == "/work/space"
+    assert len(env.tests) == 1
+    assert env.parents == (GOLDEN / "full",)
+
+
+def test_extends_cycle(tmp_path: Path, write_env) -> None:
+    from envbuild.errors import DefinitionError
+
+    write_env('schema = 1\nname = "a"\nextends = "../b"\n', folder="a")
+    write_env('schema = 1\nname = "b"\nextends = "../a"\n', folder="b")
+    with pytest.raises(DefinitionError) as info:
+        load(tmp_path / "a")
+    assert "forms a cycle" in info.value.render()
+
+
+def test_extends_missing_parent(write_env) -> None:
+    from envbuild.errors import DefinitionError
+
+    folder = write_env('schema = 1\nname = "a"\nextends = "../nope"\n')
+    with pytest.raises(DefinitionError) as info:
+        load(folder)
+    text = info.value.render()
+    assert "extends: the parent" in text and "no such environment definition" in text
+
+
+def test_unsupported_python_source_is_clear(write_env) -> None:
+    from envbuild.errors import RenderError
+
+    folder = write_env('schema = 1\nname = "c"\n[python]\nsource = "conda"\n')
+    with pytest.raises(RenderError) as info:
+        render(load(folder))
+    assert "python.source = 'conda' cannot be built" in info.value.render()
