@@ -1,7 +1,5 @@
 """``python -m envbuild``: the command line."""
 
-import sys
+from envbuild.launcher import entry
 
-from envbuild.cli import main
-
-sys.exit(main())
+entry()

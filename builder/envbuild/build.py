@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import hashlib
 import os
 import tempfile
 import time
@@ -18,12 +20,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from envbuild import __version__
 from envbuild.context import BuildContext
-from envbuild.definition import Environment, load
+from envbuild.definition import DEFINITION_FILE, Environment, load
 from envbuild.engine import BuildRequest, Engine, ImageInfo
 from envbuild.errors import EngineError
-from envbuild.hashing import content_hash
-from envbuild.render import render
+from envbuild.hashing import HASH_SCHEMA, content_hash
+from envbuild.render import render, templates_dir
 from envbuild.settings import Settings
 
 HASH_LABEL = "io.envbuild.hash"
@@ -35,12 +38,19 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Resolved:
-    """An environment with its rendered context and content hash."""
+    """An environment with its content hash; its build context is rendered on demand."""
 
     env: Environment
-    context: BuildContext
     hash: str
     prefix: str
+    rendered: BuildContext | None = None
+
+    @functools.cached_property
+    def context(self) -> BuildContext:
+        """The rendered build context (rendered now if the hash came from the memo)."""
+        if self.rendered is not None:
+            return self.rendered
+        return render(self.env)
 
     @property
     def repository(self) -> str:
@@ -81,12 +91,55 @@ class BuildResult:
         }
 
 
-def resolve(env: str | Path | Environment, settings: Settings) -> Resolved:
-    """Load (if needed), render and hash ``env``; touches neither network nor engine."""
+def _memo_key(env: Environment, settings: Settings) -> str:
+    """A digest of everything rendering reads: if it is unchanged, so is the hash.
+
+    The definition files of the whole ``extends`` chain, a base Dockerfile,
+    every template, and the source of the modules that render and hash.
+    """
+    from envbuild import context, definition, grammar, hashing, quoting
+    from envbuild import render as render_mod
+
+    digest = hashlib.sha256()
+    digest.update(f"{__version__}\0{HASH_SCHEMA}\0{settings.platform}\0".encode())
+    for module in (context, definition, grammar, hashing, quoting, render_mod):
+        digest.update(Path(module.__file__ or "").read_bytes())
+    root = templates_dir()
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    for folder in (env.path, *env.parents):
+        digest.update(b"\0env\0" + (folder / DEFINITION_FILE).read_bytes())
+    if env.base.dockerfile is not None:
+        digest.update(b"\0base\0" + env.base.dockerfile.read_bytes())
+    return digest.hexdigest()
+
+
+def resolve(env: str | Path | Environment, settings: Settings, *, memo: bool = True) -> Resolved:
+    """Load (if needed) and hash ``env``; touches neither network nor engine.
+
+    Rendering costs more than everything else on a cache hit, so the hash of a
+    definition whose inputs (see :func:`_memo_key`) are unchanged is read from a
+    memo under ``settings.home``; the context is then rendered only if needed.
+    """
     environment = env if isinstance(env, Environment) else load(env)
+    memo_file = None
+    if memo:
+        memo_file = settings.home / "cache" / "hashes" / _memo_key(environment, settings)
+        with contextlib.suppress(OSError):
+            remembered = memo_file.read_text(encoding="ascii").strip()
+            if len(remembered) == 64:
+                return Resolved(environment, remembered, settings.prefix)
     context = render(environment)
     digest = content_hash(context, platform=settings.platform)
-    return Resolved(environment, context, digest, settings.prefix)
+    if memo_file is not None:
+        with contextlib.suppress(OSError):
+            memo_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(digest, encoding="ascii")
+            tmp.replace(memo_file)
+    return Resolved(environment, digest, settings.prefix, context)
 
 
 def find_ca_bundle(explicit: Path | None = None) -> Path | None:
@@ -127,6 +180,43 @@ def _cache_hit(engine: Engine, resolved: Resolved) -> ImageInfo | None:
     return None
 
 
+def cached(
+    env: str | Path | Environment | Resolved, settings: Settings, engine: Engine | None = None
+) -> BuildResult | None:
+    """The existing image of ``env`` (one engine call), or ``None`` on a cache miss."""
+    started = time.monotonic()
+    resolved = env if isinstance(env, Resolved) else resolve(env, settings)
+    if engine is None:
+        from envbuild.engine import DockerEngine
+
+        engine = DockerEngine(settings.docker)
+    info = _cache_hit(engine, resolved)
+    if info is None:
+        return None
+    return BuildResult(
+        resolved.hash_tag,
+        resolved.hash,
+        True,
+        info.id,
+        time.monotonic() - started,
+        (resolved.hash_tag, resolved.version_tag),
+    )
+
+
+def report(result: BuildResult, *, as_json: bool, quiet: bool) -> None:
+    """Print a build's result as ``envbuild build`` does: the image (or JSON) to stdout."""
+    import json
+    import sys
+
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
+        return
+    if not quiet:
+        what = "cached" if result.cached else f"built in {result.seconds:.1f}s"
+        sys.stderr.write(f"envbuild: {result.image} ({what})\n")
+    sys.stdout.write(result.image + "\n")
+
+
 def build(
     env: str | Path | Environment | Resolved,
     *,
@@ -141,11 +231,9 @@ def build(
     resolved = env if isinstance(env, Resolved) else resolve(env, settings)
     tags = (resolved.hash_tag, resolved.version_tag)
     if not rebuild:
-        info = _cache_hit(engine, resolved)
-        if info is not None:
-            return BuildResult(
-                resolved.hash_tag, resolved.hash, True, info.id, time.monotonic() - started, tags
-            )
+        hit = cached(resolved, settings, engine)
+        if hit is not None:
+            return hit
     with _hash_lock(settings, resolved.hash, log):
         if not rebuild:
             info = _cache_hit(engine, resolved)  # built while we waited
@@ -163,8 +251,17 @@ def build(
         bundle = find_ca_bundle(ca_bundle)
         if bundle is not None:
             secrets[CA_SECRET] = bundle
+        context = resolved.context
+        if resolved.rendered is None:
+            # The hash came from the memo: the context must still hash the same.
+            actual = content_hash(context, platform=settings.platform)
+            if actual != resolved.hash:
+                raise EngineError(  # a bug, not a user error: say so plainly
+                    f"internal error: memoised hash {resolved.hash[:12]} != rendered {actual[:12]}",
+                    hint=f"remove {settings.home / 'cache'} and report this",
+                )
         with tempfile.TemporaryDirectory(prefix="envbuild-ctx-") as tmp:
-            resolved.context.write(Path(tmp))
+            context.write(Path(tmp))
             request = BuildRequest(
                 context_dir=Path(tmp),
                 labels={HASH_LABEL: resolved.hash},

@@ -167,27 +167,20 @@ def build(env: Path, as_json: bool, rebuild: bool, quiet: bool, ca_bundle: Path 
     only after the build succeeded.
     """
     from envbuild.build import build as do_build
-    from envbuild.build import resolve
+    from envbuild.build import report, resolve
     from envbuild.engine import DockerEngine
 
     settings = _settings()
     resolved = resolve(env, settings)
-    progress = _Progress(quiet)
     result = do_build(
         resolved,
         settings=settings,
         engine=DockerEngine(settings.docker),
         rebuild=rebuild,
         ca_bundle=ca_bundle,
-        log=progress,
+        log=_Progress(quiet),
     )
-    if as_json:
-        _emit_json(result.to_json())
-    else:
-        what = "cached" if result.cached else f"built in {result.seconds:.1f}s"
-        if not quiet:
-            click.echo(f"envbuild: {result.image} ({what})", err=True)
-        click.echo(result.image)
+    report(result, as_json=as_json, quiet=quiet)
 
 
 @cli.command()
@@ -285,9 +278,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
-def entry() -> None:
-    """The console script: exit with :func:`main`'s code."""
     sys.exit(main())

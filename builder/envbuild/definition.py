@@ -14,7 +14,6 @@ Nothing downstream sees a raw dict or ``None``-means-unset.
 
 from __future__ import annotations
 
-import difflib
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -143,6 +142,12 @@ class _Ctx:
         self.problems.append(Problem(self.file, key, message, hint))
 
 
+def _close_matches(word: str, candidates: Any, n: int = 1) -> list[str]:
+    import difflib  # only on the error path
+
+    return difflib.get_close_matches(word, list(candidates), n=n)
+
+
 def _type_name(value: object) -> str:
     return {
         bool: "a boolean",
@@ -154,10 +159,12 @@ def _type_name(value: object) -> str:
     }.get(type(value), type(value).__name__)
 
 
-@dataclass(frozen=True)
 class _Str:
-    check: Check | None = None
-    allow_tab: bool = False
+    __slots__ = ("allow_tab", "check")
+
+    def __init__(self, check: Check | None = None, *, allow_tab: bool = False) -> None:
+        self.check = check
+        self.allow_tab = allow_tab
 
     def __call__(self, ctx: _Ctx, key: str, value: object) -> object:
         if not isinstance(value, str):
@@ -174,10 +181,12 @@ class _Str:
         return value
 
 
-@dataclass(frozen=True)
 class _Int:
-    minimum: int = 0
-    choices: tuple[int, ...] = ()
+    __slots__ = ("choices", "minimum")
+
+    def __init__(self, minimum: int = 0, choices: tuple[int, ...] = ()) -> None:
+        self.minimum = minimum
+        self.choices = choices
 
     def __call__(self, ctx: _Ctx, key: str, value: object) -> object:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -192,16 +201,18 @@ class _Int:
         return value
 
 
-@dataclass(frozen=True)
 class _Choice:
-    choices: tuple[str, ...]
+    __slots__ = ("choices",)
+
+    def __init__(self, choices: tuple[str, ...]) -> None:
+        self.choices = choices
 
     def __call__(self, ctx: _Ctx, key: str, value: object) -> object:
         if not isinstance(value, str):
             ctx.add(key, f"expected a string, got {_type_name(value)}")
             return None
         if value not in self.choices:
-            close = difflib.get_close_matches(value, self.choices, n=1)
+            close = _close_matches(value, self.choices, n=1)
             hint = f"did you mean {close[0]!r}?" if close else None
             ctx.add(
                 key, f"expected one of {', '.join(map(repr, self.choices))}, got {value!r}", hint
@@ -210,10 +221,12 @@ class _Choice:
         return value
 
 
-@dataclass(frozen=True)
 class _List:
-    item: _Str
-    non_empty: bool = False
+    __slots__ = ("item", "non_empty")
+
+    def __init__(self, item: _Str, *, non_empty: bool = False) -> None:
+        self.item = item
+        self.non_empty = non_empty
 
     def __call__(self, ctx: _Ctx, key: str, value: object) -> object:
         if not isinstance(value, list):
@@ -235,10 +248,12 @@ class _List:
         return tuple(out) if ok else None
 
 
-@dataclass(frozen=True)
 class _Table:
-    fields: Mapping[str, Any]
-    required: tuple[str, ...] = ()
+    __slots__ = ("fields", "required")
+
+    def __init__(self, fields: Mapping[str, Any], required: tuple[str, ...] = ()) -> None:
+        self.fields = fields
+        self.required = required
 
     def __call__(self, ctx: _Ctx, key: str, value: object) -> object:
         if not isinstance(value, dict):
@@ -248,7 +263,7 @@ class _Table:
         for name, item in value.items():
             sub = f"{key}.{name}" if key else name
             if name not in self.fields:
-                close = difflib.get_close_matches(name, list(self.fields), n=1)
+                close = _close_matches(name, list(self.fields), n=1)
                 known = ", ".join(sorted(self.fields))
                 hint = f"did you mean {close[0]!r}?" if close else f"known keys here: {known}"
                 ctx.add(sub, "unknown key", hint)
@@ -262,7 +277,6 @@ class _Table:
         return out
 
 
-@dataclass(frozen=True)
 class _Variables:
     def __call__(self, ctx: _Ctx, key: str, value: object) -> object:
         if not isinstance(value, dict):
@@ -281,7 +295,6 @@ class _Variables:
         return out
 
 
-@dataclass(frozen=True)
 class _Tests:
     def __call__(self, ctx: _Ctx, key: str, value: object) -> object:
         if not isinstance(value, list):

@@ -15,22 +15,24 @@ Two channels, hidden behind :class:`Engine`:
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import http.client
 import json
 import os
 import re
 import shutil
 import socket
-import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote, urlencode
 
 from envbuild.errors import BuildError, EngineError, ToolMissingError
+
+if TYPE_CHECKING:
+    import subprocess
 
 Log = Callable[[str], None]
 
@@ -83,16 +85,24 @@ class Engine(Protocol):
 # --------------------------------------------------------------------------
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
+def _api_get(socket_path: str, path: str, timeout: float = 30) -> tuple[int, bytes]:
+    """One GET on the engine's unix socket: HTTP/1.0, so the engine closes when done.
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
+    Deliberately not ``http.client`` or the SDK: this is the whole cache-hit
+    path, and their imports alone cost more than the request.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(socket_path)
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n".encode("ascii"))
+        chunks = []
+        while chunk := sock.recv(1 << 16):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].split(b" ", 2)
+    if len(status_line) < 2 or not status_line[1].isdigit():
+        raise OSError(f"unexpected answer from the engine: {head[:80]!r}")
+    return int(status_line[1]), body
 
 
 def _socket_path() -> str | None:
@@ -156,6 +166,8 @@ class BuildKitClient:
 
 
 def _run_quiet(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    import subprocess
+
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -263,21 +275,14 @@ class DockerEngine:
         path = _socket_path()
         if path is None:
             return self._inspect_sdk(ref)
-        conn = _UnixConnection(path, timeout=30)
         try:
-            conn.request("GET", f"/images/{quote(ref, safe='/:@')}/json")
-            response = conn.getresponse()
-            body = response.read()
+            status, body = _api_get(path, f"/images/{quote(ref, safe='/:@')}/json")
         except OSError as exc:
             raise _engine_down(f"{path}: {exc.strerror or exc}") from exc
-        finally:
-            conn.close()
-        if response.status == 404:
+        if status == 404:
             return None
-        if response.status != 200:
-            raise EngineError(
-                f"inspect {ref}: the engine answered {response.status}: {body[:300]!r}"
-            )
+        if status != 200:
+            raise EngineError(f"inspect {ref}: the engine answered {status}: {body[:300]!r}")
         return _to_info(json.loads(body))
 
     def _inspect_sdk(self, ref: str) -> ImageInfo | None:
@@ -293,6 +298,8 @@ class DockerEngine:
     # -- build: BuildKit through the CLI ------------------------------------------
     def build(self, request: BuildRequest, log: Log) -> str:
         """See :meth:`Engine.build`. Raises :class:`BuildError` with the failing step."""
+        import subprocess
+
         client = find_buildkit(self.docker_cli)
         with tempfile.TemporaryDirectory(prefix="envbuild-iid-") as tmp:
             iidfile = Path(tmp) / "iid"
@@ -365,3 +372,520 @@ class DockerEngine:
         except self._sdk_errors() as exc:
             raise EngineError(f"cannot list images: {exc}") from exc
         return [_to_info(item) for item in found]
+
+    # -- containers (run layer) -------------------------------------------------------
+    # Every call is one request of the Engine API. On a local unix socket (the usual
+    # case) it is made here without the docker SDK, so `envbuild run` does not pay the
+    # SDK's import; other hosts (tcp+TLS, ssh) go through the SDK's session.
+
+    def _run_api(self) -> _RunApi:
+        api: _RunApi | None = getattr(self, "_run_api_cache", None)
+        if api is None:
+            path = _socket_path()
+            api = _RawRunApi(path) if path is not None else _SdkRunApi(self)
+            self._run_api_cache = api
+        return api
+
+    def create_container(self, spec: ContainerSpec) -> str:
+        """See :meth:`RunEngine.create_container`."""
+        query = {"name": spec.name} if spec.name else None
+        status, body = self._run_api().call(
+            "POST", "/containers/create", query=query, json_body=container_config(spec)
+        )
+        if status == 404:
+            raise EngineError(f"cannot create the container: no such image {spec.image}")
+        _check(status, body, "create the container")
+        return str(json.loads(body)["Id"])
+
+    def put_archive(self, container_id: str, path: str, chunks: Iterable[bytes]) -> None:
+        """See :meth:`RunEngine.put_archive`."""
+        status, body = self._run_api().call(
+            "PUT",
+            f"/containers/{container_id}/archive",
+            query={"path": path},
+            body=chunks,
+            timeout=None,
+        )
+        _check(status, body, f"copy files into the container at {path}")
+
+    def attach_container(self, container_id: str) -> ContainerStream:
+        """See :meth:`RunEngine.attach_container`."""
+        return self._run_api().attach(container_id)
+
+    def start_container(self, container_id: str) -> None:
+        """See :meth:`RunEngine.start_container`."""
+        status, body = self._run_api().call("POST", f"/containers/{container_id}/start")
+        if status == 304:  # already started
+            return
+        _check(status, body, "start the container")
+
+    def wait_container(self, container_id: str) -> int:
+        """See :meth:`RunEngine.wait_container`."""
+        status, body = self._run_api().call(
+            "POST", f"/containers/{container_id}/wait", timeout=None
+        )
+        _check(status, body, "wait for the container")
+        data = json.loads(body)
+        error = (data.get("Error") or {}).get("Message")
+        if error:
+            raise EngineError(f"waiting for the container failed: {error}")
+        return int(data["StatusCode"])
+
+    def stop_container(self, container_id: str, timeout: float) -> None:
+        """See :meth:`RunEngine.stop_container`."""
+        seconds = max(0, round(timeout))
+        status, body = self._run_api().call(
+            "POST",
+            f"/containers/{container_id}/stop",
+            query={"t": str(seconds)},
+            timeout=seconds + 60,
+        )
+        if status in (304, 404):  # already stopped, or already gone
+            return
+        _check(status, body, "stop the container")
+
+    def kill_container(self, container_id: str, signal: str = "SIGKILL") -> None:
+        """See :meth:`RunEngine.kill_container`."""
+        status, body = self._run_api().call(
+            "POST", f"/containers/{container_id}/kill", query={"signal": signal}
+        )
+        if status in (404, 409):  # gone, or not running any more
+            return
+        _check(status, body, f"send {signal} to the container")
+
+    def remove_container(self, container_id: str) -> None:
+        """See :meth:`RunEngine.remove_container`."""
+        status, body = self._run_api().call(
+            "DELETE", f"/containers/{container_id}", query={"force": "1", "v": "1"}
+        )
+        if status == 404:
+            return
+        if status == 409 and b"already in progress" in body:
+            return
+        _check(status, body, f"remove the container {container_id[:12]}")
+
+    def list_labelled(self, label: str) -> Labelled:
+        """See :meth:`RunEngine.list_labelled`."""
+        api = self._run_api()
+        query = {"all": "1", "filters": json.dumps({"label": [label]})}
+        status, body = api.call("GET", "/containers/json", query=query)
+        _check(status, body, "list containers")
+        containers = tuple(str(item["Id"]) for item in json.loads(body))
+        query = {"filters": json.dumps({"label": [label]})}
+        status, body = api.call("GET", "/networks", query=query)
+        _check(status, body, "list networks")
+        networks = tuple(str(item["Id"]) for item in json.loads(body))
+        query = {"filters": json.dumps({"label": [label]})}
+        status, body = api.call("GET", "/volumes", query=query)
+        _check(status, body, "list volumes")
+        volumes = tuple(str(item["Name"]) for item in json.loads(body).get("Volumes") or ())
+        return Labelled(containers, networks, volumes)
+
+    def remove_labelled(self, label: str) -> Labelled:
+        """See :meth:`RunEngine.remove_labelled`."""
+        found = self.list_labelled(label)
+        api = self._run_api()
+        for container_id in found.containers:
+            self.remove_container(container_id)
+        for network_id in found.networks:
+            # A network with lingering endpoints refuses removal: disconnect them first.
+            status, body = api.call("GET", f"/networks/{network_id}")
+            if status == 200:
+                for endpoint in json.loads(body).get("Containers") or {}:
+                    api.call(
+                        "POST",
+                        f"/networks/{network_id}/disconnect",
+                        json_body={"Container": endpoint, "Force": True},
+                    )
+            status, body = api.call("DELETE", f"/networks/{network_id}")
+            if status != 404:
+                _check(status, body, f"remove the network {network_id[:12]}")
+        for volume in found.volumes:
+            status, body = api.call("DELETE", f"/volumes/{volume}", query={"force": "1"})
+            if status != 404:
+                _check(status, body, f"remove the volume {volume}")
+        return found
+
+
+# --------------------------------------------------------------------------
+# Containers (run layer): typed specs, the protocol, and the API channels
+# --------------------------------------------------------------------------
+
+STDOUT = 1
+STDERR = 2
+
+
+@dataclass(frozen=True)
+class BindMount:
+    """A host path bound into a container; ``source`` is absolute and already vetted."""
+
+    source: str
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class GpuRequest:
+    """GPUs asked of the engine: ``count=-1`` is all of them, else ``count`` or ``device_ids``."""
+
+    count: int | None = None
+    device_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything one container of a run is created with.
+
+    ``argv`` is the command as a list (never a shell string); ``env`` holds
+    ``(name, value)`` pairs handed to the engine as they are.
+    """
+
+    image: str
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    user: str | None = None
+    workdir: str | None = None
+    mounts: tuple[BindMount, ...] = ()
+    shm_size: int | None = None
+    gpus: GpuRequest | None = None
+    init: bool = True
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """The engine resources that carry one label."""
+
+    containers: tuple[str, ...] = ()
+    networks: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.containers or self.networks or self.volumes)
+
+
+class ContainerStream(Protocol):
+    """The demultiplexed output of a container: ``(STDOUT|STDERR, bytes)`` frames."""
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        """Frames in arrival order, until the container's output ends."""
+
+    def close(self) -> None:
+        """Drop the connection (safe to call twice)."""
+
+
+class RunEngine(Engine, Protocol):
+    """What the run layer asks of an engine, on top of :class:`Engine`.
+
+    The order of a run is create -> (put_archive) -> attach -> start -> read the
+    stream to its end -> wait -> remove: attaching before start loses no
+    output, and removing only after wait keeps the exit code and the last lines
+    (``auto_remove`` races both, docker-py#1813).
+    """
+
+    def create_container(self, spec: ContainerSpec) -> str:
+        """Create (not start) a container; return its ID."""
+
+    def put_archive(self, container_id: str, path: str, chunks: Iterable[bytes]) -> None:
+        """Extract a tar stream into the (created) container at ``path``."""
+
+    def attach_container(self, container_id: str) -> ContainerStream:
+        """Attach to stdout and stderr (call before start: nothing is lost)."""
+
+    def start_container(self, container_id: str) -> None:
+        """Start a created container."""
+
+    def wait_container(self, container_id: str) -> int:
+        """Wait until the container stops; return its exit status."""
+
+    def stop_container(self, container_id: str, timeout: float) -> None:
+        """Send the stop signal; kill after ``timeout`` seconds (gone is not an error)."""
+
+    def kill_container(self, container_id: str, signal: str = "SIGKILL") -> None:
+        """Send ``signal`` to the container (not running is not an error)."""
+
+    def remove_container(self, container_id: str) -> None:
+        """Force-remove the container and its anonymous volumes (gone is not an error)."""
+
+    def list_labelled(self, label: str) -> Labelled:
+        """Containers, networks and volumes carrying ``label`` (``key`` or ``key=value``)."""
+
+    def remove_labelled(self, label: str) -> Labelled:
+        """Remove everything :meth:`list_labelled` finds; return what was found."""
+
+
+def container_config(spec: ContainerSpec) -> dict[str, Any]:
+    """The Engine API body of ``POST /containers/create`` for ``spec`` (pure)."""
+    host: dict[str, Any] = {
+        "Init": spec.init,
+        "AutoRemove": False,  # removed by envbuild after the logs and exit code are in
+        "Mounts": [
+            {
+                "Type": "bind",
+                "Source": mount.source,
+                "Target": mount.target,
+                "ReadOnly": mount.read_only,
+                "BindOptions": {"Propagation": "rprivate"},
+            }
+            for mount in spec.mounts
+        ],
+    }
+    if spec.shm_size is not None:
+        host["ShmSize"] = spec.shm_size
+    if spec.gpus is not None:
+        request: dict[str, Any] = {"Driver": "", "Capabilities": [["gpu"]], "Options": {}}
+        if spec.gpus.device_ids:
+            request["DeviceIDs"] = list(spec.gpus.device_ids)
+            request["Count"] = 0
+        else:
+            request["Count"] = spec.gpus.count if spec.gpus.count is not None else -1
+        host["DeviceRequests"] = [request]
+    config: dict[str, Any] = {
+        "Image": spec.image,
+        "Cmd": list(spec.argv),
+        "Env": [f"{name}={value}" for name, value in spec.env],
+        "Labels": dict(spec.labels),
+        "AttachStdin": False,
+        "AttachStdout": True,
+        "AttachStderr": True,
+        "OpenStdin": False,
+        "Tty": False,
+        "HostConfig": host,
+    }
+    if spec.user:
+        config["User"] = spec.user
+    if spec.workdir:
+        config["WorkingDir"] = spec.workdir
+    return config
+
+
+def _check(status: int, body: bytes, what: str) -> None:
+    if 200 <= status < 300:
+        return
+    try:
+        message = str(json.loads(body).get("message", "")) or body.decode("utf-8", "replace")
+    except (ValueError, AttributeError):
+        message = body.decode("utf-8", "replace")
+    raise EngineError(f"cannot {what}: the engine answered {status}: {message.strip()[:500]}")
+
+
+class _RunApi(Protocol):
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        json_body: object = None,
+        body: Iterable[bytes] | None = None,
+        timeout: float | None = 60,
+    ) -> tuple[int, bytes]: ...
+
+    def attach(self, container_id: str) -> ContainerStream: ...
+
+
+def _url(path: str, query: Mapping[str, str] | None) -> str:
+    return path + ("?" + urlencode(dict(query)) if query else "")
+
+
+def _read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """Read one HTTP/1.1 response from ``sock`` (the request said ``Connection: close``)."""
+    chunks = []
+    while chunk := sock.recv(1 << 16):
+        chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status_line = lines[0].split(b" ", 2)
+    if len(status_line) < 2 or not status_line[1].isdigit():
+        raise OSError(f"unexpected answer from the engine: {head[:80]!r}")
+    chunked = any(
+        line.lower().startswith(b"transfer-encoding:") and b"chunked" in line.lower()
+        for line in lines[1:]
+    )
+    if chunked:
+        decoded = bytearray()
+        rest = body
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                break
+            decoded += rest[:size]
+            rest = rest[size + 2 :]
+        body = bytes(decoded)
+    return int(status_line[1]), body
+
+
+class _RawRunApi:
+    """The Engine API on a unix socket, with ``socket`` only (no http.client, no SDK).
+
+    Each call is one connection: ``Connection: close`` lets the engine end the
+    answer by closing, and request bodies of unknown length (tar streams) are
+    sent chunked.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        json_body: object = None,
+        body: Iterable[bytes] | None = None,
+        timeout: float | None = 60,
+    ) -> tuple[int, bytes]:
+        head = f"{method} {_url(path, query)} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n"
+        payload = b""
+        if json_body is not None:
+            payload = json.dumps(json_body).encode()
+            head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+        elif body is not None:
+            head += "Content-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\n"
+        else:
+            head += "Content-Length: 0\r\n"
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout)
+                sock.connect(self.path)
+                sock.sendall(head.encode("utf-8") + b"\r\n" + payload)
+                if body is not None and json_body is None:
+                    for chunk in body:
+                        if chunk:
+                            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    sock.sendall(b"0\r\n\r\n")
+                return _read_response(sock)
+        except OSError as exc:
+            raise _engine_down(f"{self.path}: {exc.strerror or exc}") from exc
+
+    def attach(self, container_id: str) -> ContainerStream:
+        query = {"logs": "1", "stream": "1", "stdout": "1", "stderr": "1"}
+        request = (
+            f"POST {_url(f'/containers/{container_id}/attach', query)} HTTP/1.1\r\n"
+            "Host: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(60)
+            sock.connect(self.path)
+            sock.sendall(request)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise EngineError("cannot attach to the container: the engine hung up")
+                head += chunk
+            head, rest = head.split(b"\r\n\r\n", 1)
+            status = int(head.split(b" ", 2)[1])
+            if status not in (101, 200):
+                raise EngineError(
+                    f"cannot attach to the container: the engine answered {status}: "
+                    f"{rest.decode('utf-8', 'replace').strip()[:300]}"
+                )
+            sock.settimeout(None)  # a run may stay silent for hours
+        except OSError as exc:
+            sock.close()
+            raise _engine_down(f"{self.path}: {exc.strerror or exc}") from exc
+        except BaseException:
+            sock.close()
+            raise
+        return _FrameStream(sock.recv, sock.close, rest)
+
+
+class _SdkRunApi:
+    """The same Engine API calls through the docker SDK's session (tcp, TLS, ssh hosts)."""
+
+    def __init__(self, engine: DockerEngine) -> None:
+        self.engine = engine
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        json_body: object = None,
+        body: Iterable[bytes] | None = None,
+        timeout: float | None = 60,
+    ) -> tuple[int, bytes]:
+        api = self.engine.client.api
+        url = f"{api.base_url}/v{api.api_version}{path}"
+        headers: dict[str, str] = {}
+        data: bytes | Iterable[bytes] | None = body
+        if json_body is not None:
+            data = json.dumps(json_body).encode()
+            headers["Content-Type"] = "application/json"
+        elif body is not None:
+            headers["Content-Type"] = "application/x-tar"
+        try:
+            response = api.request(
+                method, url, params=dict(query or {}), data=data, headers=headers, timeout=timeout
+            )
+        except self.engine._sdk_errors() as exc:
+            raise _engine_down(str(exc)) from exc
+        except OSError as exc:  # requests' ConnectionError is an OSError
+            raise _engine_down(str(exc)) from exc
+        return int(response.status_code), bytes(response.content)
+
+    def attach(self, container_id: str) -> ContainerStream:
+        from docker.utils.socket import read
+
+        params = {"logs": 1, "stream": 1, "stdout": 1, "stderr": 1}
+        try:
+            sock = self.engine.client.api.attach_socket(container_id, params=params)
+        except self.engine._sdk_errors() as exc:
+            raise EngineError(f"cannot attach to the container: {exc}") from exc
+
+        def recv(size: int) -> bytes:
+            data = read(sock, size)
+            return bytes(data or b"")
+
+        return _FrameStream(recv, sock.close, b"")
+
+
+class _FrameStream:
+    """Demultiplex the engine's raw stream: 8-byte headers (stream, size), then data."""
+
+    def __init__(self, recv: Callable[[int], bytes], close: Callable[[], None], head: bytes):
+        self._recv = recv
+        self._close = close
+        self._buffer = bytearray(head)
+        self._closed = False
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        buffer = self._buffer
+        try:
+            while True:
+                # Hand out every complete frame we hold, then read more.
+                while len(buffer) >= 8:
+                    size = int.from_bytes(buffer[4:8], "big")
+                    if len(buffer) < 8 + size:
+                        break
+                    kind = buffer[0]
+                    data = bytes(buffer[8 : 8 + size])
+                    del buffer[: 8 + size]
+                    yield (STDERR if kind == STDERR else STDOUT), data
+                if self._closed:
+                    return
+                try:
+                    chunk = self._recv(262144)
+                except OSError:
+                    if self._closed:
+                        return
+                    raise
+                if not chunk:
+                    if buffer:  # a truncated last frame: hand out what there is
+                        yield STDOUT, bytes(buffer[8:] if len(buffer) > 8 else b"")
+                    return
+                buffer += chunk
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(OSError):
+                self._close()

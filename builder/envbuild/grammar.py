@@ -12,19 +12,36 @@ from urllib.parse import urlsplit
 
 Verdict = tuple[str, str | None] | None
 
+
+class _Pattern:
+    """A regex compiled on first use: envbuild starts fast and pays only for what it checks."""
+
+    __slots__ = ("_compiled", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._compiled: re.Pattern[str] | None = None
+
+    def fullmatch(self, value: str) -> re.Match[str] | None:
+        """``re.fullmatch`` of the pattern against ``value``."""
+        if self._compiled is None:
+            self._compiled = re.compile(self.source)
+        return self._compiled.fullmatch(value)
+
+
 # Control characters end a Dockerfile instruction or corrupt a log line; no
 # string that can reach a Dockerfile may hold one. A tab is allowed only in
 # variable values and descriptions, where it is harmless once quoted.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 _CONTROL_OR_TAB = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
 
-NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
-VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+NAME = _Pattern(r"[a-z0-9][a-z0-9._-]{0,127}")
+VARIABLE = _Pattern(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 RESERVED_VARIABLES = frozenset({"PATH", "HOME", "VIRTUAL_ENV", "PWD", "HOSTNAME"})
 RESERVED_VARIABLE_PREFIXES = ("ENVBUILD_", "BUILDKIT_", "DOCKER_")
 
 # Debian/Ubuntu package names (Debian policy 5.6.1), optionally "=version".
-APT_PACKAGE = re.compile(r"[a-z0-9][a-z0-9.+-]+(?::[a-z0-9]+)?(?:=[A-Za-z0-9.+~:-]+)?")
+APT_PACKAGE = _Pattern(r"[a-z0-9][a-z0-9.+-]+(?::[a-z0-9]+)?(?:=[A-Za-z0-9.+~:-]+)?")
 
 # PEP 508 requirement, the subset envbuild accepts: name, extras, version
 # specifiers and an environment marker. Direct URLs are refused (lock them).
@@ -42,30 +59,30 @@ _MARKER_OP = r"(?:===|==|!=|~=|<=|>=|<|>|not\s+in|in)"
 _MARKER_TERM = rf"(?:{_MARKER_VAR}|{_MARKER_VALUE})"
 _MARKER_EXPR = rf"\(?\s*{_MARKER_TERM}\s*{_MARKER_OP}\s*{_MARKER_TERM}\s*\)?"
 _MARKER = rf"{_MARKER_EXPR}(?:\s+(?:and|or)\s+{_MARKER_EXPR})*"
-PIP_REQUIREMENT = re.compile(
+PIP_REQUIREMENT = _Pattern(
     rf"{_PEP508_NAME}\s*(?:{_EXTRAS})?\s*(?:\(\s*{_VERSIONS}\s*\)|{_VERSIONS})?\s*(?:;\s*{_MARKER})?"
 )
 
 # conda MatchSpec, the common forms: name, name=ver, name==ver=build, channel::name>=ver.
-CONDA_PACKAGE = re.compile(
+CONDA_PACKAGE = _Pattern(
     r"(?:[A-Za-z0-9][A-Za-z0-9._-]*::)?[A-Za-z0-9_][A-Za-z0-9._-]*"
     r"(?:\s*(?:==|=|>=|<=|>|<|!=|~=)\s*[A-Za-z0-9.*+!_,<>=|-]+(?:=[A-Za-z0-9._*-]+)?)?"
 )
-CONDA_CHANNEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*|https?://[A-Za-z0-9._~:/%+-]+")
+CONDA_CHANNEL = _Pattern(r"[A-Za-z0-9][A-Za-z0-9._-]*|https?://[A-Za-z0-9._~:/%+-]+")
 
 # An image reference: [registry[:port]/]path[:tag][@digest]
 _REF_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REF_DOMAIN = r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::[0-9]+)?/)"
-IMAGE_REF = re.compile(
+IMAGE_REF = _Pattern(
     rf"{_REF_DOMAIN}?{_REF_COMPONENT}(?:/{_REF_COMPONENT})*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?"
 )
 
-PYTHON_VERSION = re.compile(r"3\.[0-9]{1,2}")
-CUDA_VERSION = re.compile(r"[0-9]{1,2}\.[0-9]{1,2}(?:\.[0-9]{1,3})?")
-SHM_SIZE = re.compile(r"[1-9][0-9]*[bkmgBKMG]?")
-ABS_PATH = re.compile(r"/(?:[A-Za-z0-9._@+-]+/?)*")
-REL_PATH = re.compile(r"[A-Za-z0-9._@+-]+(?:/[A-Za-z0-9._@+-]+)*")
+PYTHON_VERSION = _Pattern(r"3\.[0-9]{1,2}")
+CUDA_VERSION = _Pattern(r"[0-9]{1,2}\.[0-9]{1,2}(?:\.[0-9]{1,3})?")
+SHM_SIZE = _Pattern(r"[1-9][0-9]*[bkmgBKMG]?")
+ABS_PATH = _Pattern(r"/(?:[A-Za-z0-9._@+-]+/?)*")
+REL_PATH = _Pattern(r"[A-Za-z0-9._@+-]+(?:/[A-Za-z0-9._@+-]+)*")
 
 
 def control_chars(value: str, *, allow_tab: bool = False) -> Verdict:
@@ -80,7 +97,7 @@ def control_chars(value: str, *, allow_tab: bool = False) -> Verdict:
     )
 
 
-def _fullmatch(pattern: re.Pattern[str], value: str, what: str, hint: str | None) -> Verdict:
+def _fullmatch(pattern: _Pattern, value: str, what: str, hint: str | None) -> Verdict:
     bad = control_chars(value)
     if bad:
         return bad
