@@ -137,7 +137,8 @@ def test_awkward_variable_values_round_trip(eb: Envbuild, tmp_path: Path) -> Non
     body = "\n".join(f"{k} = {_toml_string(v)}" for k, v in AWKWARD.items())
     folder = write_env(tmp_path / "vals", f'schema = 1\nname = "vals"\ndescription = {_toml_string(AWKWARD["QUOTES"] + AWKWARD["DOLLAR"])}\n[variables]\n{body}\n')
     image = json.loads(eb("build", "--json", "-q", str(folder)).stdout)["image"]
-    script = "import json, os; print(json.dumps({k: os.environ[k] for k in %r}))" % sorted(AWKWARD)
+    names = sorted(AWKWARD)
+    script = f"import json, os; print(json.dumps({{k: os.environ[k] for k in {names!r}}}))"
     seen = json.loads(eb.run_in(image, "python", "-c", script))
     assert seen == AWKWARD
     labels = json.loads(eb.docker_out("image", "inspect", image))[0]["Config"]["Labels"]
