@@ -1,0 +1,369 @@
+"""Base bootstrap without an engine or a network: recipes, the archive writer, the keyring pin."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import lzma
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from envbuild import bases
+from envbuild.bases import (
+    SUPPORTED,
+    UBUNTU_KEYRING_DEB_SHA256,
+    bootstrap,
+    image_config,
+    is_present,
+    mmdebstrap_command,
+    recipe_for,
+    ubuntu_archive_keyring,
+    write_docker_archive,
+)
+from envbuild.errors import BootstrapError, ToolMissingError
+
+CANONICAL = ("debian:bookworm-slim", "ubuntu:20.04", "ubuntu:22.04", "ubuntu:24.04")
+DIFF_ID = "sha256:" + "ab" * 32
+
+
+def make_tar(members: dict[str, bytes]) -> bytes:
+    """A small tar with fixed headers, like a root filesystem's."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o755
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def make_deb(files: dict[str, bytes]) -> bytes:
+    """A minimal .deb: an ar archive with an xz data.tar."""
+    members = [
+        ("debian-binary", b"2.0\n"),
+        ("control.tar.xz", lzma.compress(make_tar({"./control": b"Package: x\n"}))),
+        ("data.tar.xz", lzma.compress(make_tar(files))),
+    ]
+    out = bytearray(b"!<arch>\n")
+    for name, data in members:
+        header = f"{name:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(data):<10}`\n"
+        out += header.encode("ascii") + data + (b"\n" if len(data) % 2 else b"")
+    return bytes(out)
+
+
+# --- recipes -----------------------------------------------------------------
+
+
+def test_every_promised_reference_has_a_recipe() -> None:
+    for ref in CANONICAL:
+        assert SUPPORTED[ref].ref == ref
+
+
+@pytest.mark.parametrize(
+    ("alias", "canonical"),
+    [
+        ("debian:12-slim", "debian:bookworm-slim"),
+        ("ubuntu:focal", "ubuntu:20.04"),
+        ("ubuntu:jammy", "ubuntu:22.04"),
+        ("ubuntu:noble", "ubuntu:24.04"),
+    ],
+)
+def test_aliases_name_the_same_recipe(alias: str, canonical: str) -> None:
+    assert SUPPORTED[alias] is SUPPORTED[canonical]
+
+
+def test_the_table_is_read_only() -> None:
+    with pytest.raises(TypeError):
+        SUPPORTED["debian:sid"] = SUPPORTED["debian:bookworm-slim"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("ref", CANONICAL)
+def test_recipe_sanity(ref: str) -> None:
+    recipe = SUPPORTED[ref]
+    assert recipe.variant == "minbase"
+    assert recipe.pockets[0] == recipe.suite
+    assert all(p == recipe.suite or p.startswith(recipe.suite + "-") for p in recipe.pockets)
+    assert recipe.epoch > 1_500_000_000
+    # Both host files are blanked, or the bytes differ between hosts.
+    assert any("/etc/resolv.conf" in h for h in recipe.customize_hooks)
+    assert any("/etc/hostname" in h for h in recipe.customize_hooks)
+
+
+@pytest.mark.parametrize("ref", ["ubuntu:20.04", "ubuntu:22.04", "ubuntu:24.04"])
+def test_ubuntu_recipes_avoid_the_known_traps(ref: str) -> None:
+    recipe = SUPPORTED[ref]
+    assert recipe.mirror_kind == "ubuntu"
+    assert {"apt", "ca-certificates"} <= set(recipe.includes)  # minbase lacks apt
+    assert recipe.dpkg_options == ()  # Debian's path filters broke focal-updates
+    assert recipe.hook_dirs == ()  # the merged-usr hook directory fails on jammy and noble
+
+
+def test_debian_recipe_is_slim() -> None:
+    recipe = SUPPORTED["debian:bookworm-slim"]
+    assert recipe.mirror_kind == "debian"
+    assert "path-exclude=/usr/share/doc/*" in recipe.dpkg_options
+    assert "path-include=/usr/share/doc/*/copyright" in recipe.dpkg_options
+
+
+def test_unknown_reference_names_the_choices_and_the_nearest() -> None:
+    with pytest.raises(BootstrapError) as info:
+        recipe_for("debian:bookworm")
+    assert "ubuntu:20.04" in info.value.message
+    assert info.value.hint == "did you mean debian:bookworm-slim?"
+
+
+def test_sources_debian_security_lives_next_to_the_mirror() -> None:
+    assert SUPPORTED["debian:12-slim"].sources("http://mirror.example/debian/") == (
+        "deb http://mirror.example/debian bookworm main",
+        "deb http://mirror.example/debian bookworm-updates main",
+        "deb http://mirror.example/debian-security bookworm-security main",
+    )
+
+
+def test_sources_ubuntu_pockets_share_the_mirror() -> None:
+    components = "main restricted universe multiverse"
+    assert SUPPORTED["ubuntu:20.04"].sources("http://m.example/ubuntu") == (
+        f"deb http://m.example/ubuntu focal {components}",
+        f"deb http://m.example/ubuntu focal-updates {components}",
+        f"deb http://m.example/ubuntu focal-security {components}",
+    )
+
+
+def test_mmdebstrap_command_debian() -> None:
+    argv = mmdebstrap_command(
+        SUPPORTED["debian:bookworm-slim"], "http://d.example/debian", "/o.tar"
+    )
+    assert argv == [
+        "mmdebstrap",
+        "--variant=minbase",
+        "--components=main",
+        "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
+        "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/doc/*",
+        "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+        "--dpkgopt=path-exclude=/usr/share/locale/*",
+        "--dpkgopt=path-include=/usr/share/locale/locale.alias",
+        "--dpkgopt=path-exclude=/usr/share/info/*",
+        "--dpkgopt=path-exclude=/usr/share/groff/*",
+        "--dpkgopt=path-exclude=/usr/share/lintian/*",
+        "--dpkgopt=path-exclude=/usr/share/linda/*",
+        '--customize-hook=: > "$1/etc/resolv.conf"',
+        '--customize-hook=: > "$1/etc/hostname"',
+        "bookworm",
+        "/o.tar",
+        "deb http://d.example/debian bookworm main",
+        "deb http://d.example/debian bookworm-updates main",
+        "deb http://d.example/debian-security bookworm-security main",
+    ]
+
+
+def test_mmdebstrap_command_jammy_uses_the_setup_hook_only() -> None:
+    argv = mmdebstrap_command(
+        SUPPORTED["ubuntu:22.04"], "http://u.example/ubuntu", "-", keyring=Path("/k.gpg")
+    )
+    assert argv[:6] == [
+        "mmdebstrap",
+        "--variant=minbase",
+        "--components=main,restricted,universe,multiverse",
+        "--include=apt,ca-certificates",
+        "--keyring=/k.gpg",
+        "--setup-hook=/usr/share/mmdebstrap/hooks/merged-usr/setup00.sh",
+    ]
+    assert '--customize-hook=chroot "$1" dpkg --purge usr-is-merged' in argv
+
+
+# --- image config and archive ---------------------------------------------------
+
+
+def test_image_config_is_canonical_and_pinned() -> None:
+    recipe = SUPPORTED["debian:bookworm-slim"]
+    config = image_config(DIFF_ID, recipe=recipe, mirror="http://deb.debian.org/debian", epoch=0)
+    assert config == image_config(
+        DIFF_ID, recipe=recipe, mirror="http://deb.debian.org/debian", epoch=0
+    )
+    data = json.loads(config)
+    assert data["created"] == "1970-01-01T00:00:00Z"
+    assert data["rootfs"] == {"type": "layers", "diff_ids": [DIFF_ID]}
+    assert data["architecture"] == "amd64"
+    assert data["config"]["Labels"] == {"io.envbuild.base.recipe": "debian:bookworm-slim"}
+    assert data["history"][0]["created_by"].startswith("SOURCE_DATE_EPOCH=0 mmdebstrap ")
+    # The image ID of every bootstrapped base derives from this text: a change
+    # here changes every base's ID, so it must be deliberate.
+    assert hashlib.sha256(config).hexdigest() == (
+        "09bb4bcac22ee1ae6d3dc4016b265f5a57693d057de282767d9d55d57cc4d0db"
+    )
+
+
+def test_image_config_depends_on_what_makes_the_image() -> None:
+    recipe = SUPPORTED["ubuntu:20.04"]
+    mirror = "http://archive.ubuntu.com/ubuntu"
+    base = image_config(DIFF_ID, recipe=recipe, mirror=mirror, epoch=1)
+    assert base != image_config(DIFF_ID, recipe=recipe, mirror=mirror, epoch=2)
+    assert base != image_config("sha256:" + "cd" * 32, recipe=recipe, mirror=mirror, epoch=1)
+    assert base != image_config(DIFF_ID, recipe=recipe, mirror="http://other/ubuntu", epoch=1)
+    arm = json.loads(
+        image_config(DIFF_ID, recipe=recipe, mirror=mirror, epoch=1, architecture="arm64")
+    )
+    assert (arm["architecture"], arm["variant"]) == ("arm64", "v8")
+
+
+def test_docker_archive_bytes_are_stable(tmp_path: Path) -> None:
+    layer = tmp_path / "rootfs.tar"
+    layer.write_bytes(make_tar({"./usr/bin/apt-get": b"x", "./bin/sh": b"y"}))
+    config = image_config(
+        "sha256:" + hashlib.sha256(layer.read_bytes()).hexdigest(),
+        recipe=SUPPORTED["debian:bookworm-slim"],
+        mirror="http://deb.debian.org/debian",
+        epoch=1686355200,
+    )
+    first, second = io.BytesIO(), io.BytesIO()
+    write_docker_archive(layer, config, first, repo_tag="envbuild-tmp/bootstrap:a")
+    layer.touch()  # the layer file's own mtime must not leak into the archive
+    write_docker_archive(layer, config, second, repo_tag="envbuild-tmp/bootstrap:a")
+    assert first.getvalue() == second.getvalue()
+
+
+def test_docker_archive_layout(tmp_path: Path) -> None:
+    layer_bytes = make_tar({"./bin/sh": b"sh"})
+    layer = tmp_path / "rootfs.tar"
+    layer.write_bytes(layer_bytes)
+    diff_hex = hashlib.sha256(layer_bytes).hexdigest()
+    config = b'{"fake":"config"}'
+    out = io.BytesIO()
+    write_docker_archive(layer, config, out, repo_tag="x/y:z")
+    out.seek(0)
+    with tarfile.open(fileobj=out) as archive:
+        names = archive.getnames()
+        config_name = hashlib.sha256(config).hexdigest() + ".json"
+        assert names == [diff_hex, f"{diff_hex}/layer.tar", config_name, "manifest.json"]
+        assert all(m.mtime == 0 and m.uid == 0 for m in archive.getmembers())
+        manifest = json.load(archive.extractfile("manifest.json"))  # type: ignore[arg-type]
+        assert manifest == [
+            {"Config": config_name, "Layers": [f"{diff_hex}/layer.tar"], "RepoTags": ["x/y:z"]}
+        ]
+        assert archive.extractfile(f"{diff_hex}/layer.tar").read() == layer_bytes  # type: ignore[union-attr]
+        assert archive.extractfile(config_name).read() == config  # type: ignore[union-attr]
+
+
+def test_an_empty_root_filesystem_is_refused(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.tar"
+    empty.write_bytes(b"")
+    with pytest.raises(BootstrapError, match="unreadable"):
+        bases._check_rootfs(empty)
+    no_apt = tmp_path / "no-apt.tar"
+    no_apt.write_bytes(make_tar({"./bin/sh": b"sh"}))
+    with pytest.raises(BootstrapError, match=r"lacks /usr/bin/apt-get, /usr/bin/dpkg"):
+        bases._check_rootfs(no_apt)
+    whole = tmp_path / "whole.tar"
+    whole.write_bytes(
+        make_tar({"./usr/bin/sh": b"", "./usr/bin/apt-get": b"", "./usr/bin/dpkg": b""})
+    )
+    bases._check_rootfs(whole)
+
+
+# --- the Ubuntu keyring -----------------------------------------------------------
+
+
+def test_keyring_digest_mismatch_names_both_digests(tmp_path: Path) -> None:
+    served = b"not the ubuntu-keyring package"
+    urls: list[str] = []
+
+    def fetch(url: str) -> bytes:
+        urls.append(url)
+        return served
+
+    with pytest.raises(BootstrapError) as info:
+        ubuntu_archive_keyring(tmp_path, mirror="http://m.example/ubuntu/", fetch=fetch)
+    message = info.value.message
+    assert hashlib.sha256(served).hexdigest() in message
+    assert UBUNTU_KEYRING_DEB_SHA256 in message
+    assert "--keyring" in (info.value.hint or "")
+    assert urls == [
+        "http://m.example/ubuntu/pool/main/u/ubuntu-keyring/ubuntu-keyring_2023.11.28.1_all.deb"
+    ]
+    assert list(tmp_path.iterdir()) == []  # nothing cached
+
+
+def test_keyring_extracted_cached_and_rechecked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = b"-- a keyring --"
+    deb = make_deb({"./usr/share/keyrings/ubuntu-archive-keyring.gpg": key, "./other": b"o"})
+    monkeypatch.setattr(bases, "UBUNTU_KEYRING_DEB_SHA256", hashlib.sha256(deb).hexdigest())
+    monkeypatch.setattr(bases, "UBUNTU_ARCHIVE_KEYRING_SHA256", hashlib.sha256(key).hexdigest())
+    fetched: list[str] = []
+
+    def fetch(url: str) -> bytes:
+        fetched.append(url)
+        return deb
+
+    path = ubuntu_archive_keyring(tmp_path / "keyrings", mirror="http://m/ubuntu", fetch=fetch)
+    assert path.read_bytes() == key
+    assert (
+        ubuntu_archive_keyring(tmp_path / "keyrings", mirror="http://m/ubuntu", fetch=fetch) == path
+    )
+    assert len(fetched) == 1  # the second call used the cache
+    path.write_bytes(b"tampered")
+    assert (
+        ubuntu_archive_keyring(tmp_path / "keyrings", mirror="http://m/ubuntu", fetch=fetch) == path
+    )
+    assert path.read_bytes() == key
+    assert len(fetched) == 2  # a cached keyring that fails its digest is fetched again
+
+
+def test_a_substituted_package_fails_the_pin(tmp_path: Path) -> None:
+    # The pin itself: a different package under the same name fails before extraction.
+    deb = make_deb({"./usr/share/keyrings/ubuntu-archive-keyring.gpg": b"k"})
+    with pytest.raises(BootstrapError, match=UBUNTU_KEYRING_DEB_SHA256):
+        ubuntu_archive_keyring(tmp_path, mirror="http://m/ubuntu", fetch=lambda _url: deb)
+
+
+# --- missing tools ------------------------------------------------------------------
+
+
+def test_missing_mmdebstrap_says_how_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH
+    with pytest.raises(ToolMissingError) as info:
+        bootstrap("debian:bookworm-slim", docker="docker")
+    assert "apt-get install mmdebstrap" in info.value.render()
+
+
+def test_unknown_reference_fails_before_any_tool_is_looked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(BootstrapError, match="no bootstrap recipe"):
+        bootstrap("alpine:3", docker="docker")
+
+
+def test_missing_docker_client(tmp_path: Path) -> None:
+    with pytest.raises(ToolMissingError, match="docker client"):
+        is_present("debian:bookworm-slim", docker=str(tmp_path / "no-docker"))
+
+
+# --- epoch -----------------------------------------------------------------------------
+
+
+def test_epoch_from_argument_then_environment_then_recipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe = SUPPORTED["ubuntu:20.04"]
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    assert bases._resolve_epoch(None, recipe) == recipe.epoch
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert bases._resolve_epoch(None, recipe) == 1700000000
+    assert bases._resolve_epoch(5, recipe) == 5
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(BootstrapError, match="SOURCE_DATE_EPOCH"):
+        bases._resolve_epoch(None, recipe)
+
+
+def test_module_entry_point_reports_errors_with_the_bootstrap_exit_code(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert bases.main(["alpine:3"]) == 4
+    assert "no bootstrap recipe for 'alpine:3'" in capsys.readouterr().err
