@@ -145,12 +145,18 @@ class _Progress:
 
 
 @cli.command()
-@ENV_ARG
+@click.argument("envs", metavar="ENV...", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--all",
+    "all_dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Build every environment in this folder (e.g. curated), parents first.",
+)
 @click.option(
     "--json",
     "as_json",
     is_flag=True,
-    help='Print {"image", "hash", "cached", "id", "seconds"} to stdout.',
+    help='Print {"image", "hash", "cached", "id", "seconds"} to stdout (a list for several).',
 )
 @click.option("--rebuild", is_flag=True, help="Build even if the image exists (no layer cache).")
 @click.option("-q", "--quiet", is_flag=True, help="Do not show the build log.")
@@ -160,27 +166,72 @@ class _Progress:
     help="CA bundle for package downloads (default: $PIP_CERT, $REQUESTS_CA_BUNDLE, "
     "$SSL_CERT_FILE); given to the build as a secret, never stored in the image.",
 )
-def build(env: Path, as_json: bool, rebuild: bool, quiet: bool, ca_bundle: Path | None) -> None:
-    """Build ENV's image, unless an image with its content hash exists.
+def build(
+    envs: tuple[Path, ...],
+    all_dir: Path | None,
+    as_json: bool,
+    rebuild: bool,
+    quiet: bool,
+    ca_bundle: Path | None,
+) -> None:
+    """Build each ENV's image, unless an image with its content hash exists.
 
     The image is tagged <prefix>/<name>:<hash12> and <prefix>/<name>:<version>
-    only after the build succeeded.
+    only after the build succeeded. With several ENVs (or --all DIR) they are
+    built parents first; a failure does not stop the others, and every result
+    is reported at the end.
     """
     from envbuild.build import build as do_build
     from envbuild.build import report, resolve
     from envbuild.engine import DockerEngine
 
     settings = _settings()
-    resolved = resolve(env, settings)
-    result = do_build(
-        resolved,
-        settings=settings,
-        engine=DockerEngine(settings.docker),
-        rebuild=rebuild,
-        ca_bundle=ca_bundle,
-        log=_Progress(quiet),
-    )
-    report(result, as_json=as_json, quiet=quiet)
+    engine = DockerEngine(settings.docker)
+    folders = list(envs)
+    if all_dir is not None:
+        from envbuild.catalog import discover
+
+        folders.extend(discover(all_dir))
+    if not folders:
+        raise click.UsageError("name at least one ENV, or --all DIR")
+
+    def one(folder: Path) -> Any:
+        return do_build(
+            resolve(folder, settings),
+            settings=settings,
+            engine=engine,
+            rebuild=rebuild,
+            ca_bundle=ca_bundle,
+            log=_Progress(quiet),
+        )
+
+    if len(folders) == 1 and all_dir is None:
+        report(one(folders[0]), as_json=as_json, quiet=quiet)
+        return
+    _build_many(folders, one, as_json=as_json)
+
+
+def _build_many(folders: list[Path], one: Any, *, as_json: bool) -> None:
+    from envbuild.catalog import build_all
+
+    def build_one(folder: Path) -> tuple[str, str, bool]:
+        result = one(folder)
+        return result.image, result.hash, result.cached
+
+    results = build_all(folders, build_one, log=lambda line: click.echo(line, err=True))
+    if as_json:
+        _emit_json([r.to_json() for r in results])
+    click.echo("", err=True)
+    for r in results:
+        status = "ok    " if r.ok else "FAILED"
+        what = ("cached" if r.cached else f"built {r.seconds:.1f}s") if r.ok else r.error or ""
+        click.echo(
+            f"{status} {Path(r.env).name:<28} {r.image or '':<45} {what.splitlines()[0]}", err=True
+        )
+    failed = [r for r in results if not r.ok]
+    click.echo(f"{len(results) - len(failed)} built or cached, {len(failed)} failed", err=True)
+    if failed:
+        click.get_current_context().exit(failed[0].exit_code)
 
 
 @cli.command()
@@ -262,6 +313,10 @@ def _register_run_commands() -> None:
 
 
 _register_run_commands()
+
+from envbuild import cli_catalog  # noqa: E402 - registers onto the group defined above
+
+cli_catalog.register(cli)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
