@@ -134,14 +134,19 @@ def hash_(env: Path, manifest: bool) -> None:
 
 
 class _Progress:
-    """Build log to stderr: every BuildKit line, or nothing with --quiet."""
+    """Build log to stderr: a live display on a terminal, the plain log elsewhere."""
 
     def __init__(self, quiet: bool) -> None:
+        from envbuild.progress import BuildProgress
+
         self.quiet = quiet
+        self.display = BuildProgress(
+            lambda text: click.echo(text, err=True, nl=False), tty=sys.stderr.isatty()
+        )
 
     def __call__(self, line: str) -> None:
         if not self.quiet:
-            click.echo(line, err=True)
+            self.display(line)
 
 
 @cli.command()
