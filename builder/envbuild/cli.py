@@ -300,10 +300,18 @@ def bootstrap(ref: str, mirror: str | None, keyring: Path | None, as_json: bool)
         docker=settings.docker,
         mirror=mirror,
         keyring=keyring,
+        settings=settings,
         log=lambda line: click.echo(line, err=True),
     )
     if as_json:
-        _emit_json({"ref": result.ref, "id": result.image_id, "seconds": round(result.seconds, 3)})
+        _emit_json(
+            {
+                "ref": result.ref,
+                "id": result.image_id,
+                "size": result.size,
+                "seconds": round(result.seconds, 3),
+            }
+        )
     else:
         click.echo(f"{result.ref} {result.image_id}")
 

@@ -31,26 +31,45 @@ class Envbuild:
         self.prefix = prefix
         self.env = {**os.environ, "ENVBUILD_PREFIX": prefix, "ENVBUILD_HOME": str(home)}
 
-    def __call__(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [sys.executable, "-m", "envbuild", *args],
-            capture_output=True, text=True, env=self.env, timeout=timeout, check=False,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+            check=False,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"envbuild {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+            raise AssertionError(
+                f"envbuild {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+            )
         return proc
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "envbuild", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
         )
 
     def docker_out(self, *args: str) -> str:
-        return subprocess.run([self.docker, *args], capture_output=True, text=True, check=True, timeout=120).stdout
+        return subprocess.run(
+            [self.docker, *args], capture_output=True, text=True, check=True, timeout=120
+        ).stdout
 
     def tags(self) -> list[str]:
-        out = self.docker_out("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", f"reference={self.prefix}/*")
+        out = self.docker_out(
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            "--filter",
+            f"reference={self.prefix}/*",
+        )
         return sorted(line for line in out.splitlines() if line)
 
     def run_in(self, image: str, *argv: str, user: str | None = None) -> str:
@@ -83,7 +102,12 @@ def test_hello_builds_then_hits_the_cache(eb: Envbuild) -> None:
     assert first["image"] == f"{eb.prefix}/hello:{first['hash'][:12]}"
     assert eb.tags() == sorted([first["image"], f"{eb.prefix}/hello:1"])
 
-    out = eb.run_in(first["image"], "python", "-c", "import os, six; print(six.__version__, os.environ['MESSAGE'])")
+    out = eb.run_in(
+        first["image"],
+        "python",
+        "-c",
+        "import os, six; print(six.__version__, os.environ['MESSAGE'])",
+    )
     assert out.strip() == "1.16.0 Hello"
 
     second = json.loads(eb("build", "--json", str(HELLO)).stdout)
@@ -96,8 +120,11 @@ def test_hello_builds_then_hits_the_cache(eb: Envbuild) -> None:
 
 
 def test_labels_user_workdir_and_python(eb: Envbuild, tmp_path: Path) -> None:
-    folder = write_env(tmp_path / "lab", 'schema = 1\nname = "lab"\nversion = 5\n'
-                       'description = "Label test"\n[run]\nworkdir = "/work/space"\n')
+    folder = write_env(
+        tmp_path / "lab",
+        'schema = 1\nname = "lab"\nversion = 5\n'
+        'description = "Label test"\n[run]\nworkdir = "/work/space"\n',
+    )
     result = json.loads(eb("build", "--json", "-q", str(folder)).stdout)
     inspect = json.loads(eb.docker_out("image", "inspect", result["image"]))[0]
     labels = inspect["Config"]["Labels"]
@@ -110,14 +137,19 @@ def test_labels_user_workdir_and_python(eb: Envbuild, tmp_path: Path) -> None:
     assert inspect["Config"]["WorkingDir"] == "/work/space"
     assert f"{eb.prefix}/lab:5" in inspect["RepoTags"]
     # python is the venv's; HOME is writable for the image user and for any uid.
-    assert eb.run_in(result["image"], "sh", "-c", "command -v python").strip() == "/opt/venv/bin/python"
+    assert (
+        eb.run_in(result["image"], "sh", "-c", "command -v python").strip()
+        == "/opt/venv/bin/python"
+    )
     for user in (None, "4242:4242"):
-        out = eb.run_in(result["image"], "sh", "-c", 'touch "$HOME/x" && touch ./y && echo ok', user=user)
+        out = eb.run_in(
+            result["image"], "sh", "-c", 'touch "$HOME/x" && touch ./y && echo ok', user=user
+        )
         assert out.strip() == "ok"
 
 
 AWKWARD = {
-    "QUOTES": 'a"b\'c',
+    "QUOTES": "a\"b'c",
     "BACKSLASH": "back\\slash\\",
     "DOLLAR": "$HOME ${PATH} $(id) `id`",
     "SPACES": "  leading and trailing  ",
@@ -135,7 +167,10 @@ def _toml_string(value: str) -> str:
 
 def test_awkward_variable_values_round_trip(eb: Envbuild, tmp_path: Path) -> None:
     body = "\n".join(f"{k} = {_toml_string(v)}" for k, v in AWKWARD.items())
-    folder = write_env(tmp_path / "vals", f'schema = 1\nname = "vals"\ndescription = {_toml_string(AWKWARD["QUOTES"] + AWKWARD["DOLLAR"])}\n[variables]\n{body}\n')
+    folder = write_env(
+        tmp_path / "vals",
+        f'schema = 1\nname = "vals"\ndescription = {_toml_string(AWKWARD["QUOTES"] + AWKWARD["DOLLAR"])}\n[variables]\n{body}\n',
+    )
     image = json.loads(eb("build", "--json", "-q", str(folder)).stdout)["image"]
     names = sorted(AWKWARD)
     script = f"import json, os; print(json.dumps({{k: os.environ[k] for k in {names!r}}}))"
@@ -146,7 +181,10 @@ def test_awkward_variable_values_round_trip(eb: Envbuild, tmp_path: Path) -> Non
 
 
 def test_failed_build_reports_step_and_leaves_no_tag(eb: Envbuild, tmp_path: Path) -> None:
-    folder = write_env(tmp_path / "broken", 'schema = 1\nname = "broken"\n[system]\npackages = ["envbuild-no-such-package"]\n')
+    folder = write_env(
+        tmp_path / "broken",
+        'schema = 1\nname = "broken"\n[system]\npackages = ["envbuild-no-such-package"]\n',
+    )
     proc = eb("build", str(folder), check=False)
     assert proc.returncode == 4, proc.stderr
     assert "the image build failed" in proc.stderr
@@ -161,7 +199,9 @@ def test_interrupted_build_leaves_no_tag(eb: Envbuild, tmp_path: Path) -> None:
     folder = write_env(
         tmp_path / "slow",
         'schema = 1\nname = "slow"\n[base]\ndockerfile = "base.Dockerfile"\n',
-        **{"base.Dockerfile": f"FROM debian:bookworm-slim\nRUN echo {uuid.uuid4().hex} && sleep 60\n"},
+        **{
+            "base.Dockerfile": f"FROM debian:bookworm-slim\nRUN echo {uuid.uuid4().hex} && sleep 60\n"
+        },
     )
     proc = eb.popen("build", str(folder))
     assert proc.stderr is not None
@@ -209,10 +249,14 @@ def test_image_list(eb: Envbuild) -> None:
 def test_no_buildkit_client_is_a_clear_error(eb: Envbuild, tmp_path: Path) -> None:
     if not Path("/usr/local/bin/docker").exists():
         pytest.skip("no second docker client without buildx on this machine")
-    probe = subprocess.run(["/usr/local/bin/docker", "buildx", "version"], capture_output=True, check=False)
+    probe = subprocess.run(
+        ["/usr/local/bin/docker", "buildx", "version"], capture_output=True, check=False
+    )
     if probe.returncode == 0:
         pytest.skip("/usr/local/bin/docker has buildx here")
-    folder = write_env(tmp_path / "nobk", f'schema = 1\nname = "nobk"\ndescription = "{uuid.uuid4().hex}"\n')
+    folder = write_env(
+        tmp_path / "nobk", f'schema = 1\nname = "nobk"\ndescription = "{uuid.uuid4().hex}"\n'
+    )
     eb.env["ENVBUILD_DOCKER"] = "/usr/local/bin/docker"
     proc = eb("build", str(folder), check=False)
     assert proc.returncode == 5
