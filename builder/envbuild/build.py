@@ -13,7 +13,9 @@ import contextlib
 import fcntl
 import functools
 import hashlib
+import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -30,8 +32,13 @@ from envbuild.render import render, templates_dir
 from envbuild.settings import Settings
 
 HASH_LABEL = "io.envbuild.hash"
+# The inputs of the hash in short (see envbuild.explain), so that `explain`
+# can say what changed against any image, even one built elsewhere.
+INPUTS_LABEL = "io.envbuild.inputs"
 CA_SECRET = "envbuild-ca"  # noqa: S105 - the secret's id, not a secret
+NETRC_SECRET = "envbuild-netrc"  # noqa: S105 - the secret's id, not a secret
 CA_ENV_VARS = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+PYTHON_MIRROR_VAR = "UV_PYTHON_INSTALL_MIRROR"
 
 Log = Callable[[str], None]
 
@@ -44,13 +51,14 @@ class Resolved:
     hash: str
     prefix: str
     rendered: BuildContext | None = None
+    platform: str = "linux/amd64"
 
     @functools.cached_property
     def context(self) -> BuildContext:
         """The rendered build context (rendered now if the hash came from the memo)."""
         if self.rendered is not None:
             return self.rendered
-        return render(self.env)
+        return render(self.env, platform=self.platform)
 
     @property
     def repository(self) -> str:
@@ -98,12 +106,25 @@ def _memo_key(env: Environment, settings: Settings) -> str:
     every template, and the source of the modules that render and hash.
     """
     from envbuild import context, definition, grammar, hashing, quoting
+    from envbuild import lock as lock_mod
     from envbuild import render as render_mod
 
     digest = hashlib.sha256()
     digest.update(f"{__version__}\0{HASH_SCHEMA}\0{settings.platform}\0".encode())
-    for module in (context, definition, grammar, hashing, quoting, render_mod):
+    for module in (context, definition, grammar, hashing, lock_mod, quoting, render_mod):
         digest.update(Path(module.__file__ or "").read_bytes())
+    # The lock files beside env.toml, and the tools copied into the context
+    # (by identity: hashing a 40 MB binary would cost more than a cache hit).
+    for name in lock_mod.LOCK_FILES:
+        with contextlib.suppress(OSError):
+            digest.update(f"\0lock\0{name}\0".encode() + (env.path / name).read_bytes())
+    tools = [lock_mod.uv_binary()] if env.pip.packages or env.python.source == "uv" else []
+    if lock_mod.needs_conda(env):
+        tools.append(render_mod.micromamba_binary() or Path("/nonexistent"))
+    for tool in tools:
+        with contextlib.suppress(OSError):
+            stat = tool.stat()
+            digest.update(f"\0tool\0{tool}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
     root = templates_dir()
     for path in sorted(root.rglob("*")):
         if path.is_file():
@@ -130,8 +151,8 @@ def resolve(env: str | Path | Environment, settings: Settings, *, memo: bool = T
         with contextlib.suppress(OSError):
             remembered = memo_file.read_text(encoding="ascii").strip()
             if len(remembered) == 64:
-                return Resolved(environment, remembered, settings.prefix)
-    context = render(environment)
+                return Resolved(environment, remembered, settings.prefix, None, settings.platform)
+    context = render(environment, platform=settings.platform)
     digest = content_hash(context, platform=settings.platform)
     if memo_file is not None:
         with contextlib.suppress(OSError):
@@ -139,7 +160,42 @@ def resolve(env: str | Path | Environment, settings: Settings, *, memo: bool = T
             tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(digest, encoding="ascii")
             tmp.replace(memo_file)
-    return Resolved(environment, digest, settings.prefix, context)
+    return Resolved(environment, digest, settings.prefix, context, settings.platform)
+
+
+def find_netrc(explicit: Path | None = None) -> Path | None:
+    """The netrc with private index credentials: explicit, else ``$NETRC`` if set.
+
+    Never ``~/.netrc`` implicitly: credentials reach a build only when asked.
+    """
+    if explicit is not None:
+        if not explicit.is_file():
+            raise EngineError(f"netrc file {explicit} does not exist")
+        return explicit
+    value = os.environ.get("NETRC")
+    if value and Path(value).is_file():
+        return Path(value)
+    return None
+
+
+def _python_mirror(env: Environment) -> dict[str, str]:
+    """The uv Python download mirror, forwarded as a build argument (it is not secret)."""
+    value = os.environ.get(PYTHON_MIRROR_VAR)
+    if env.python.source != "uv" or not value:
+        return {}
+    from envbuild.grammar import check_index_url
+
+    bad = check_index_url(value)
+    if bad:
+        raise EngineError(
+            f"{PYTHON_MIRROR_VAR}={value!r}: {bad[0]}",
+            hint=bad[1] or "use a plain http(s) URL; credentials go in a netrc (--netrc)",
+        )
+    return {PYTHON_MIRROR_VAR: value}
+
+
+def _stderr(line: str) -> None:
+    sys.stderr.write(line + "\n")
 
 
 def find_ca_bundle(explicit: Path | None = None) -> Path | None:
@@ -224,12 +280,30 @@ def build(
     engine: Engine,
     rebuild: bool = False,
     ca_bundle: Path | None = None,
+    netrc: Path | None = None,
+    strict: bool = False,
     log: Log = lambda line: None,
+    warn: Log = _stderr,
 ) -> BuildResult:
-    """Return the image of ``env``, building it only when its hash is not in the engine."""
+    """Return the image of ``env``, building it only when its hash is not in the engine.
+
+    ``strict`` refuses an environment whose inputs are not all locked; without
+    it such an image is built, labelled ``io.envbuild.reproducible=false``
+    with the reasons, and ``warn`` says why. A locked base must still be the
+    image the lock pinned, or the build refuses to start.
+    """
+    from envbuild import lock as locking
+
     started = time.monotonic()
     resolved = env if isinstance(env, Resolved) else resolve(env, settings)
     tags = (resolved.hash_tag, resolved.version_tag)
+    reasons = locking.unlocked_reasons(resolved.env, locking.read(resolved.env.path))
+    if reasons and strict:
+        raise locking.LockError(
+            f"{resolved.env.name} is not locked, and --strict builds only locked environments:\n"
+            + "\n".join(f"  - {r}" for r in reasons),
+            hint=f"run `envbuild lock {resolved.env.path}` and commit the lock files",
+        )
     if not rebuild:
         hit = cached(resolved, settings, engine)
         if hit is not None:
@@ -251,7 +325,22 @@ def build(
         bundle = find_ca_bundle(ca_bundle)
         if bundle is not None:
             secrets[CA_SECRET] = bundle
+        credentials = find_netrc(netrc)
+        if credentials is not None:
+            secrets[NETRC_SECRET] = credentials
         context = resolved.context
+        if context.base_pin is not None:
+            pinned = locking.read(resolved.env.path)
+            assert pinned is not None and pinned.base is not None
+            locking.check_base(pinned.base, engine)
+        _check_tools(resolved)
+        if reasons:
+            warn(
+                f"envbuild: warning: {resolved.env.name} is not reproducible, so its image is "
+                "labelled io.envbuild.reproducible=false: "
+                + "; ".join(reasons)
+                + f" (run `envbuild lock {resolved.env.path}`)"
+            )
         if resolved.rendered is None:
             # The hash came from the memo: the context must still hash the same.
             actual = content_hash(context, platform=settings.platform)
@@ -262,12 +351,19 @@ def build(
                 )
         with tempfile.TemporaryDirectory(prefix="envbuild-ctx-") as tmp:
             context.write(Path(tmp))
+            from envbuild.explain import inputs_record
+
+            record = inputs_record(context, platform=settings.platform)
             request = BuildRequest(
                 context_dir=Path(tmp),
-                labels={HASH_LABEL: resolved.hash},
+                labels={
+                    HASH_LABEL: resolved.hash,
+                    INPUTS_LABEL: json.dumps(record, sort_keys=True, separators=(",", ":")),
+                },
                 secrets=secrets,
                 platform=settings.platform,
                 no_cache=rebuild,
+                build_args=_python_mirror(resolved.env),
             )
             image_id = engine.build(request, log)
         # The hash tag is written last: its presence means "built completely".
@@ -276,3 +372,17 @@ def build(
     return BuildResult(
         resolved.hash_tag, resolved.hash, False, image_id, time.monotonic() - started, tags
     )
+
+
+def _check_tools(resolved: Resolved) -> None:
+    """Say plainly when a tool the Dockerfile bind-mounts is not in the context."""
+    from envbuild import lock as locking
+    from envbuild.render import MICROMAMBA_IN_CONTEXT
+
+    if locking.needs_conda(resolved.env) and MICROMAMBA_IN_CONTEXT not in resolved.context.files:
+        raise EngineError(
+            f"{resolved.env.name} installs conda packages with micromamba, and this machine "
+            "has none to put into the build",
+            hint="install micromamba (linux-64) and set ENVBUILD_MICROMAMBA to its path, "
+            "or put it on PATH",
+        )

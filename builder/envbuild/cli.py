@@ -171,6 +171,15 @@ class _Progress:
     help="CA bundle for package downloads (default: $PIP_CERT, $REQUESTS_CA_BUNDLE, "
     "$SSL_CERT_FILE); given to the build as a secret, never stored in the image.",
 )
+@click.option(
+    "--netrc",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="netrc with private index credentials (default: $NETRC); given to the package "
+    "steps as a secret, never stored in the image.",
+)
+@click.option(
+    "--strict", is_flag=True, help="Refuse to build an ENV that is not locked (`envbuild lock`)."
+)
 def build(
     envs: tuple[Path, ...],
     all_dir: Path | None,
@@ -178,6 +187,8 @@ def build(
     rebuild: bool,
     quiet: bool,
     ca_bundle: Path | None,
+    netrc: Path | None,
+    strict: bool,
 ) -> None:
     """Build each ENV's image, unless an image with its content hash exists.
 
@@ -207,6 +218,8 @@ def build(
             engine=engine,
             rebuild=rebuild,
             ca_bundle=ca_bundle,
+            netrc=netrc,
+            strict=strict,
             log=_Progress(quiet),
         )
 
@@ -326,6 +339,10 @@ def _register_run_commands() -> None:
 
 
 _register_run_commands()
+
+from envbuild import cli_lock  # noqa: E402 - added once the group is complete
+
+cli_lock.register(cli)
 
 from envbuild import cli_catalog  # noqa: E402 - registers onto the group defined above
 

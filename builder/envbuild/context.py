@@ -28,6 +28,9 @@ class BuildContext:
 
     files: Mapping[str, ContextFile]
     base_image: str | None = None
+    # The base as `envbuild lock` pinned it ("digest:sha256:..." or
+    # "image-id:sha256:..."): how the base actually used enters the hash.
+    base_pin: str | None = None
 
     @property
     def dockerfile(self) -> str:

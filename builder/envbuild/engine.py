@@ -48,17 +48,24 @@ class ImageInfo:
     labels: Mapping[str, str] = field(default_factory=dict)
     size: int = 0
     created: str = ""
+    repo_digests: tuple[str, ...] = ()  # "repo@sha256:..." the image has in registries
 
 
 @dataclass(frozen=True)
 class BuildRequest:
-    """One BuildKit build of a materialised context."""
+    """One BuildKit build of a materialised context.
+
+    ``secrets`` reach the build only as BuildKit secrets (``--secret``);
+    ``build_args`` are for values that are not secret (they show in the
+    image's history).
+    """
 
     context_dir: Path
     labels: Mapping[str, str] = field(default_factory=dict)
     secrets: Mapping[str, Path] = field(default_factory=dict)  # id -> file
     platform: str | None = None
     no_cache: bool = False
+    build_args: Mapping[str, str] = field(default_factory=dict)
 
 
 class Engine(Protocol):
@@ -129,6 +136,7 @@ def _to_info(data: Mapping[str, Any]) -> ImageInfo:
         labels=dict(config.get("Labels") or data.get("Labels") or {}),
         size=int(data.get("Size") or 0),
         created=str(data.get("Created") or ""),
+        repo_digests=tuple(data.get("RepoDigests") or ()),
     )
 
 
@@ -149,9 +157,13 @@ class BuildKitClient:
         env = dict(os.environ)
         if self.mode == "buildx":
             argv = [self.binary, "buildx", "build", "--load"]
-        else:
+        elif self.mode == "classic":
             argv = [self.binary, "build"]
+            # Always set, whatever the caller's environment says: without it the
+            # legacy builder would run, with no secrets and no cache mounts.
             env["DOCKER_BUILDKIT"] = "1"
+        else:  # never downgrade a build that may carry secrets
+            raise ToolMissingError(f"{self.binary}: {self.mode!r} is not a BuildKit mode")
         argv += ["--progress=plain", "--iidfile", str(iidfile)]
         if request.platform:
             argv += ["--platform", request.platform]
@@ -161,6 +173,8 @@ class BuildKitClient:
             argv += ["--label", f"{key}={value}"]
         for sid, src in sorted(request.secrets.items()):
             argv += ["--secret", f"id={sid},src={src}"]
+        for key, value in sorted(request.build_args.items()):
+            argv += ["--build-arg", f"{key}={value}"]
         argv += ["--file", str(request.context_dir / "Dockerfile"), str(request.context_dir)]
         return argv, env
 

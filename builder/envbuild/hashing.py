@@ -7,7 +7,9 @@ What is hashed (the *manifest*, :func:`manifest`):
   differently;
 * every context file (the Dockerfile included) by relative POSIX path, its
   executable bit and its sha256, sorted by path;
-* the base image as declared (a digest-pinned reference pins it);
+* the base image as declared and, when the environment is locked, its pin
+  (registry digest or image ID: the identity of the base actually used, known
+  offline from the lock);
 * the target platform and the build arguments.
 
 What is not: mtimes, absolute paths, the order of keys or comments in
@@ -23,7 +25,7 @@ from typing import Any
 
 from envbuild.context import BuildContext
 
-HASH_SCHEMA = 1
+HASH_SCHEMA = 2  # 2: the base pin of the lock is hashed
 
 
 def manifest(
@@ -37,6 +39,7 @@ def manifest(
         "hash_schema": HASH_SCHEMA,
         "platform": platform,
         "base": context.base_image,
+        "base_pin": context.base_pin,
         "build_args": dict(sorted((build_args or {}).items())),
         "files": [
             {"path": path, "executable": item.executable, "sha256": item.sha256}

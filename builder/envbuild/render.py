@@ -16,17 +16,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from envbuild import __version__
+from envbuild import lock as locking
 from envbuild.context import BuildContext, ContextFile
 from envbuild.definition import Environment
 from envbuild.errors import RenderError
 from envbuild.quoting import FILTERS, Quoted, UnsafeValueError
 
 VENV = "/opt/venv"
+CONDA_PREFIX = "/opt/conda"
 # The venv first, then the base image's own PATH (expanded by the builder:
 # this is envbuild's constant, never user text).
 VENV_PATH = VENV + "/bin:${PATH}"
-SUPPORTED_PYTHON_SOURCES = ("system",)
+CONDA_PATH = CONDA_PREFIX + "/bin:${PATH}"
+SUPPORTED_PYTHON_SOURCES = ("system", "uv", "conda")
+# Tools bind-mounted from the build context into the steps that use them:
+# never copied into a layer of the image.
+UV_IN_CONTEXT = "envbuild/bin/uv"
+MICROMAMBA_IN_CONTEXT = "envbuild/bin/micromamba"
+DEFAULT_PLATFORM = "linux/amd64"
 
 
 def templates_dir() -> Path:
@@ -77,8 +84,12 @@ def apt_packages(env: Environment) -> tuple[str, ...]:
     return tuple(sorted(set(needed) | set(env.system_packages)))
 
 
-def labels(env: Environment) -> tuple[tuple[str, str], ...]:
-    """The labels rendered into the Dockerfile (the hash label is added at build time)."""
+def labels(env: Environment, locks: locking.Locks | None = None) -> tuple[tuple[str, str], ...]:
+    """The labels rendered into the Dockerfile (the hash label is added at build time).
+
+    A locked environment says so; an unlocked one is labelled not reproducible,
+    with the reasons, so that nobody mistakes it for a pinned image.
+    """
     items = {
         "io.envbuild.name": env.name,
         "io.envbuild.version": str(env.version),
@@ -92,69 +103,163 @@ def labels(env: Environment) -> tuple[tuple[str, str], ...]:
         items["org.opencontainers.image.base.name"] = env.base.image
     if env.gpu.cuda:
         items["io.envbuild.cuda"] = env.gpu.cuda
+    if locks is not None and locks.base is not None:
+        items["org.opencontainers.image.base.digest"] = locks.base.id
+    reasons = locking.unlocked_reasons(env, locks)
+    if reasons:
+        items["io.envbuild.reproducible"] = "false"
+        items["io.envbuild.reproducible.reasons"] = "; ".join(reasons)
+    else:
+        items["io.envbuild.locked"] = "true"
     return tuple(sorted(items.items()))
 
 
-def prepare(env: Environment) -> dict[str, Any]:
+def prepare(env: Environment, locks: locking.Locks | None = None) -> dict[str, Any]:
     """The plain data the templates render: sorted, de-duplicated, validated."""
     if env.python.source not in SUPPORTED_PYTHON_SOURCES:
         raise RenderError(
-            f"{env.definition_file}: python.source = {env.python.source!r} cannot be built by "
-            f"envbuild {__version__} yet",
+            f"{env.definition_file}: python.source = {env.python.source!r} is not one of "
+            + ", ".join(SUPPORTED_PYTHON_SOURCES),
+        )
+    if env.python.source in ("uv", "conda") and not env.python.version:
+        raise RenderError(
+            f"{env.definition_file}: python.source = {env.python.source!r} needs "
+            '[python] version (e.g. version = "3.11")',
+        )
+    if env.conda.packages and env.python.source != "conda":
+        raise RenderError(
+            f"{env.definition_file}: [conda] packages need python.source = 'conda' "
+            f"(it is {env.python.source!r})",
         )
     base_dockerfile = None
     if env.base.dockerfile is not None:
         base_dockerfile = env.base.dockerfile.read_text(encoding="utf-8")
+    base_image = env.base.image
+    if base_image and locks is not None and locks.base is not None:
+        base_image = locks.base.from_ref
+    conda = env.python.source == "conda"
+    pip_file = None
+    if env.pip.packages:
+        pip_file = locking.PIP_LOCK_FILE if locks and locks.pip else "requirements.txt"
+    conda_file = None
+    if locking.needs_conda(env):
+        conda_file = locking.CONDA_LOCK_FILE if locks and locks.conda else "conda-specs.txt"
+    python_version = env.python.version or (locks.python if locks else None) or "any"
     return {
-        "base_image": env.base.image,
+        "base_image": base_image,
         "base_dockerfile": base_dockerfile,
-        "python_version": env.python.version or "any",
-        "venv": VENV,
-        "venv_path": VENV_PATH,
+        "apt_packages": list(apt_packages(env)),
+        "python_source": env.python.source,
+        "python_version": python_version,
+        "venv": CONDA_PREFIX if conda else VENV,
+        "venv_path": CONDA_PATH if conda else VENV_PATH,
+        "python": (CONDA_PREFIX if conda else VENV) + "/bin/python",
         "pip_packages": sorted(set(env.pip.packages)),
+        "pip_file": pip_file,
+        "pip_mode": "locked" if pip_file == locking.PIP_LOCK_FILE else "unlocked",
+        "conda_file": conda_file,
+        "conda_mode": "locked" if conda_file == locking.CONDA_LOCK_FILE else "unlocked",
+        "uv_bin": UV_IN_CONTEXT,
+        "micromamba_bin": MICROMAMBA_IN_CONTEXT,
         "variables": list(env.variables),
-        "labels": list(labels(env)),
+        "labels": list(labels(env, locks)),
         "workdir": env.run.workdir,
     }
 
 
-def _pip_conf(env: Environment) -> str:
-    lines = ["# Generated by envbuild from env.toml [pip].", "[global]"]
+def _requirements(env: Environment) -> str:
+    """The unlocked requirements file: index options first, then the sorted requirements."""
+    lines = ["# Generated by envbuild from env.toml [pip] (not locked: no hashes)."]
     if env.pip.index_url:
-        lines.append(f"index-url = {env.pip.index_url}")
-    if env.pip.extra_index_urls:
-        lines.append("extra-index-url =")
-        lines.extend(f"    {url}" for url in env.pip.extra_index_urls)
+        lines.append(f"--index-url {env.pip.index_url}")
+    lines.extend(f"--extra-index-url {url}" for url in env.pip.extra_index_urls)
+    lines.extend(sorted(set(env.pip.packages)))
     return "\n".join(lines) + "\n"
+
+
+def _condarc(env: Environment) -> str:
+    # JSON is YAML: micromamba reads this as its rc file for an unlocked solve.
+    import json
+
+    channels = list(env.conda.channels) or ["conda-forge"]
+    return json.dumps({"channels": channels, "channel_priority": "strict"}, indent=2) + "\n"
+
+
+@functools.lru_cache(maxsize=4)
+def _tool_bytes(path: str, size: int, mtime_ns: int) -> bytes:
+    return Path(path).read_bytes()
+
+
+def _tool(path: Path) -> ContextFile:
+    stat = path.stat()
+    return ContextFile(_tool_bytes(str(path), stat.st_size, stat.st_mtime_ns), executable=True)
+
+
+def micromamba_binary() -> Path | None:
+    """The micromamba (linux-64, static) copied into conda builds, if this machine has one."""
+    found = locking.find_conda_solver()
+    if found is not None and found[0] == "micromamba":
+        return found[1]
+    return None
 
 
 def _listing(header: str, items: list[str] | tuple[str, ...]) -> str:
     return f"# Generated by envbuild from env.toml {header}.\n" + "".join(f"{i}\n" for i in items)
 
 
-def render(env: Environment) -> BuildContext:
-    """Render ``env`` into its build context: the Dockerfile and every file it copies."""
-    data = prepare(env)
+def render(env: Environment, *, platform: str = DEFAULT_PLATFORM) -> BuildContext:
+    """Render ``env`` into its build context: the Dockerfile and every file it copies.
+
+    The locks beside ``env.toml`` are part of the input (a stale lock is an
+    error naming what changed); reading them is a file read, nothing more.
+    """
+    locks = locking.current(env, platform)
+    data = prepare(env, locks)
     root = templates_dir()
     try:
         dockerfile = _jinja_env(str(root)).get_template("Dockerfile.j2").render(**data)
     except UnsafeValueError as exc:
         raise RenderError(f"cannot render the Dockerfile: {exc}", template="Dockerfile.j2") from exc
-    files: dict[str, ContextFile] = {
-        "Dockerfile": ContextFile(dockerfile.encode("utf-8")),
-        "envbuild/apt-packages.txt": ContextFile(
-            # apt-get reads these through xargs: names only, no comment line.
-            "".join(f"{p}\n" for p in apt_packages(env)).encode()
-        ),
-        "envbuild/setup-python.sh": ContextFile((root / "files/setup-python.sh").read_bytes()),
-    }
-    if data["pip_packages"]:
-        files["envbuild/requirements.txt"] = ContextFile(
-            _listing("[pip] packages", data["pip_packages"]).encode("utf-8")
+    files: dict[str, ContextFile] = {"Dockerfile": ContextFile(dockerfile.encode("utf-8"))}
+    if data["apt_packages"]:
+        # apt-get reads these through xargs: names only, no comment line.
+        files["envbuild/apt-packages.txt"] = ContextFile(
+            "".join(f"{p}\n" for p in data["apt_packages"]).encode()
         )
-        files["envbuild/pip.conf"] = ContextFile(_pip_conf(env).encode("utf-8"))
+    setup = {"system": "setup-python.sh", "uv": "setup-python-uv.sh", "conda": "setup-conda.sh"}
+    script = setup[env.python.source]
+    files[f"envbuild/{script}"] = ContextFile((root / "files" / script).read_bytes())
+    needs_uv = env.python.source == "uv" or bool(data["pip_file"])
+    if needs_uv:
+        # uv is envbuild's own pinned dependency: the same binary that locked
+        # the requirements installs them, with no download and before any
+        # Python exists in the image (python.source = "uv").
+        files[UV_IN_CONTEXT] = _tool(locking.uv_binary())
+    if data["pip_file"] == locking.PIP_LOCK_FILE:
+        assert locks is not None and locks.pip is not None
+        files[f"envbuild/{locking.PIP_LOCK_FILE}"] = ContextFile(locks.pip.data)
+    elif data["pip_file"]:
+        files["envbuild/requirements.txt"] = ContextFile(_requirements(env).encode("utf-8"))
+    if data["pip_file"]:
         files["envbuild/pip-install.sh"] = ContextFile((root / "files/pip-install.sh").read_bytes())
-    return BuildContext(files=_frozen(files), base_image=env.base.image)
+    if data["conda_file"] == locking.CONDA_LOCK_FILE:
+        assert locks is not None and locks.conda is not None
+        files[f"envbuild/{locking.CONDA_LOCK_FILE}"] = ContextFile(locks.conda.data)
+    elif data["conda_file"]:
+        files["envbuild/conda-specs.txt"] = ContextFile(
+            _listing("[conda] packages", list(locking.conda_specs(env))).encode("utf-8")
+        )
+        files["envbuild/condarc"] = ContextFile(_condarc(env).encode("utf-8"))
+    if data["conda_file"]:
+        micromamba = micromamba_binary()
+        if micromamba is not None:  # else the build says what is missing
+            files[MICROMAMBA_IN_CONTEXT] = _tool(micromamba)
+    pin = locks.base if locks is not None else None
+    return BuildContext(
+        files=_frozen(files),
+        base_image=env.base.image,
+        base_pin=f"{pin.kind}:{pin.id}" if pin is not None else None,
+    )
 
 
 def _frozen(files: Mapping[str, ContextFile]) -> Mapping[str, ContextFile]:

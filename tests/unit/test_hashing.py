@@ -18,10 +18,10 @@ PLATFORM = "linux/amd64"
 # Pinned: a change to a template, a helper script or what is hashed changes
 # these on purpose. Update them together with HASH_SCHEMA when that is meant.
 PINNED = {
-    "minimal": "f2cf4c258b62aa28985fb75c93458a968d656331fa59a33f1872426926d1e651",
-    "full": "2346b9c770fa466df4c8fd989e02a273924b7536df57faf06d643611072a5fcf",
-    "base-dockerfile": "bd4b80c664e93902261da3f045c30601b926d084d4838e4012544b575bebc781",
-    "extends": "8a9abde16905dec57e48d99469f1b7b168dfe38454568d48022ba8d3d2e5dc10",
+    "minimal": "185160142017fd7ee3e0a075811ade62320e9f5f65258b4cb709f50d1288e8f0",
+    "full": "6c53e57c785851e2b06f01b861b3537d9f2dbb573c66fd81615e3bc54ccdf899",
+    "base-dockerfile": "6c746f5fe123f5b357e7b1cd975ff15b5bd38b2e7c34a927193a502049250710",
+    "extends": "b268793d221052aa3051a65bd7a6058f9450435bdf4892b3cb88a1a2880f089f",
 }
 
 BASE = """\
