@@ -143,6 +143,30 @@ class RunError(EnvbuildError):
     exit_code = EXIT_RUN_ENGINE
 
 
+class RunConfigError(RunError):
+    """A run's configuration is invalid (a bad option, mount, placeholder); nothing started."""
+
+
+class MountPolicyError(RunConfigError):
+    """A host path may not be mounted (the Docker socket, /proc, /etc, ...); carries the path."""
+
+    def __init__(self, message: str, *, path: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+
+
+class ScriptNotFoundError(RunError):
+    """The script to run does not exist (``docker run``'s 127)."""
+
+    exit_code = EXIT_RUN_NOT_FOUND
+
+
+class ScriptNotExecutableError(RunError):
+    """The script exists but cannot be executed (``docker run``'s 126)."""
+
+    exit_code = EXIT_RUN_CANNOT_INVOKE
+
+
 def exit_code_for(error: BaseException) -> int:
     """The process exit code for an error reaching the command line."""
     if isinstance(error, EnvbuildError):

@@ -1,0 +1,260 @@
+"""Run history: one SQLite file in envbuild's state folder (``ENVBUILD_HOME`` moves it).
+
+Each run is a row, written when it starts (status ``running``) and completed
+when it ends: run id, time, environment name/version/hash, image and image ID,
+script, arguments, variable *names* (never values), mounts, inputs, outputs,
+exit code, duration and log file.
+
+Concurrent runs share the file safely: WAL journal (readers never block the
+writer), a busy timeout (a writer waits for another instead of failing), and
+each write is one short ``BEGIN IMMEDIATE`` transaction on its own connection.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from envbuild.errors import EnvbuildError
+from envbuild.settings import Settings
+
+DATABASE = "runs.db"
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_SECONDS = 30.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id            TEXT PRIMARY KEY,
+    started_at    TEXT NOT NULL,      -- ISO 8601, UTC
+    finished_at   TEXT,
+    status        TEXT NOT NULL,      -- running | exited | interrupted | timed-out | failed
+    exit_code     INTEGER,
+    duration      REAL,               -- seconds
+    env_name      TEXT,
+    env_version   INTEGER,
+    env_hash      TEXT,
+    image         TEXT NOT NULL,
+    image_id      TEXT NOT NULL,
+    script        TEXT,
+    argv          TEXT NOT NULL,      -- JSON list: the container's command
+    arguments     TEXT NOT NULL,      -- JSON list: the script's arguments
+    variables     TEXT NOT NULL,      -- JSON list of variable NAMES, never values
+    mounts        TEXT NOT NULL,      -- JSON list of {source, target, read_only}
+    inputs        TEXT NOT NULL,      -- JSON object name -> {host, container, mode}
+    outputs       TEXT NOT NULL,      -- JSON object name -> {host, container}
+    source_dir    TEXT,
+    workdir       TEXT,
+    user          TEXT,
+    log_path      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
+"""
+
+
+class HistoryError(EnvbuildError):
+    """The run history could not be read or written, or a run id is unknown."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of the run history."""
+
+    id: str
+    started_at: str
+    status: str
+    image: str
+    image_id: str
+    log_path: str
+    argv: tuple[str, ...] = ()
+    arguments: tuple[str, ...] = ()
+    variables: tuple[str, ...] = ()
+    mounts: tuple[Mapping[str, Any], ...] = ()
+    inputs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    outputs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    script: str | None = None
+    env_name: str | None = None
+    env_version: int | None = None
+    env_hash: str | None = None
+    source_dir: str | None = None
+    workdir: str | None = None
+    user: str | None = None
+    finished_at: str | None = None
+    exit_code: int | None = None
+    duration: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping of every field."""
+        return {
+            "id": self.id,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "duration": self.duration,
+            "environment": {
+                "name": self.env_name,
+                "version": self.env_version,
+                "hash": self.env_hash,
+            },
+            "image": self.image,
+            "image_id": self.image_id,
+            "script": self.script,
+            "argv": list(self.argv),
+            "arguments": list(self.arguments),
+            "variables": list(self.variables),
+            "mounts": [dict(m) for m in self.mounts],
+            "inputs": {k: dict(v) for k, v in self.inputs.items()},
+            "outputs": {k: dict(v) for k, v in self.outputs.items()},
+            "source_dir": self.source_dir,
+            "workdir": self.workdir,
+            "user": self.user,
+            "log_path": self.log_path,
+        }
+
+
+def utc_iso(timestamp: float) -> str:
+    """``timestamp`` as an ISO 8601 UTC string with milliseconds."""
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+_JSON_COLUMNS = ("argv", "arguments", "variables", "mounts", "inputs", "outputs")
+
+
+def _row_to_record(row: sqlite3.Row) -> RunRecord:
+    data = dict(row)
+    for key in _JSON_COLUMNS:
+        data[key] = json.loads(data[key])
+    for key in ("argv", "arguments", "variables", "mounts"):
+        data[key] = tuple(data[key])
+    return RunRecord(**data)
+
+
+class History:
+    """The run history in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def at(cls, settings: Settings) -> History:
+        """The history of ``settings.home``."""
+        return cls(settings.home / DATABASE)
+
+    @contextmanager
+    def _connect(self, *, write: bool) -> Iterator[sqlite3.Connection]:
+        if not write and not self.path.exists():  # reading never creates the file
+            raise HistoryError(f"no runs recorded yet ({self.path} does not exist)")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise HistoryError(f"cannot open the run history {self.path}: {exc}") from exc
+        with closing(conn):
+            try:
+                conn.row_factory = sqlite3.Row
+                conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+                self._prepare(conn)
+                yield conn
+            except sqlite3.Error as exc:
+                raise HistoryError(f"the run history {self.path} failed: {exc}") from exc
+
+    @staticmethod
+    def _prepare(conn: sqlite3.Connection) -> None:
+        """WAL mode and the schema (both idempotent, safe when run by two processes at once)."""
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version < SCHEMA_VERSION:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        elif version > SCHEMA_VERSION:
+            raise HistoryError(
+                "the run history was written by a newer envbuild "
+                f"(schema {version}, this one knows {SCHEMA_VERSION})"
+            )
+
+    def start(self, record: RunRecord) -> None:
+        """Insert the row of a run that is starting."""
+        row = record.to_json()
+        values = {
+            "id": record.id,
+            "started_at": record.started_at,
+            "finished_at": record.finished_at,
+            "status": record.status,
+            "exit_code": record.exit_code,
+            "duration": record.duration,
+            "env_name": record.env_name,
+            "env_version": record.env_version,
+            "env_hash": record.env_hash,
+            "image": record.image,
+            "image_id": record.image_id,
+            "script": record.script,
+            "source_dir": record.source_dir,
+            "workdir": record.workdir,
+            "user": record.user,
+            "log_path": record.log_path,
+        }
+        for key in _JSON_COLUMNS:
+            values[key] = json.dumps(row[key], sort_keys=True)
+        columns = ", ".join(values)
+        marks = ", ".join(f":{key}" for key in values)
+        with self._connect(write=True) as conn:
+            conn.execute(f"INSERT INTO runs ({columns}) VALUES ({marks})", values)  # noqa: S608
+
+    def finish(
+        self, run_id: str, *, status: str, exit_code: int, duration: float, finished: float
+    ) -> None:
+        """Complete the row of run ``run_id``."""
+        with self._connect(write=True) as conn:
+            conn.execute(
+                "UPDATE runs SET status = ?, exit_code = ?, duration = ?, finished_at = ? "
+                "WHERE id = ?",
+                (status, exit_code, round(duration, 3), utc_iso(finished), run_id),
+            )
+
+    def get(self, run_id: str) -> RunRecord:
+        """The run whose id is ``run_id`` or starts with it (unambiguously)."""
+        if not run_id or any(c in run_id for c in "%_\\"):
+            raise HistoryError(f"no run {run_id!r}", hint="see `envbuild runs` for run ids")
+        with self._connect(write=False) as conn:
+            rows = conn.execute(
+                "SELECT * FROM runs WHERE id LIKE ? ORDER BY started_at DESC LIMIT 11",
+                (run_id + "%",),
+            ).fetchall()
+        exact = [r for r in rows if r["id"] == run_id]
+        if exact:
+            return _row_to_record(exact[0])
+        if not rows:
+            raise HistoryError(f"no run {run_id!r}", hint="see `envbuild runs` for run ids")
+        if len(rows) > 1:
+            ids = ", ".join(r["id"] for r in rows[:10])
+            raise HistoryError(f"run id {run_id!r} is ambiguous: {ids}", hint="give more of it")
+        return _row_to_record(rows[0])
+
+    def list(self, limit: int | None = 20) -> list[RunRecord]:
+        """The most recent runs, newest first (all of them when ``limit`` is ``None``)."""
+        if not self.path.exists():
+            return []
+        query = "SELECT * FROM runs ORDER BY started_at DESC, id"
+        params: Sequence[int] = ()
+        if limit is not None:
+            query += " LIMIT ?"
+            params = (limit,)
+        with self._connect(write=False) as conn:
+            return [_row_to_record(row) for row in conn.execute(query, params)]
