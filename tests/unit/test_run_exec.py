@@ -1,0 +1,233 @@
+"""run() against a fake engine: order of calls, logs, exit codes, signals, cleanup, history."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from envbuild.engine import STDERR, STDOUT
+from envbuild.errors import EngineError, RunError
+from envbuild.history import History
+from envbuild.run import Input, Output, RunConfig, run
+from envbuild.settings import Settings, load_settings
+from tests.run_fakes import IMAGE_ID, FakeRunEngine, out, tar_members
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return load_settings()
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / "train.py").write_text("")
+    return folder
+
+
+class Captured:
+    def __init__(self) -> None:
+        self.chunks: list[tuple[str, bytes]] = []
+        self.messages: list[str] = []
+
+    def output(self, stream: str, data: bytes) -> None:
+        self.chunks.append((stream, data))
+
+    def log(self, line: str) -> None:
+        self.messages.append(line)
+
+
+def go(
+    engine: FakeRunEngine, settings: Settings, src: Path, **overrides: object
+) -> tuple[object, Captured]:
+    captured = Captured()
+    values: dict[str, object] = {
+        "environment": "image:example:1",
+        "script": "train.py",
+        "source_directory": src,
+    }
+    values.update(overrides)
+    result = run(
+        RunConfig(**values),  # type: ignore[arg-type]
+        settings=settings,
+        engine=engine,
+        output=captured.output,
+        log=captured.log,
+    )
+    return result, captured
+
+
+def test_order_output_log_and_cleanup(settings: Settings, src: Path) -> None:
+    engine = FakeRunEngine(
+        frames=[out("one\n"), (STDERR, b"warn\n"), (STDOUT, b"bad \xff\xfe bytes\n")],
+        exit_code=3,
+    ).with_image()
+    result, captured = go(engine, settings, src)
+    # attach before start (no output lost), remove only after wait (exit code kept)
+    assert engine.ops == [
+        "create",
+        "attach",
+        "start",
+        "wait",
+        "remove",
+        "remove_labelled",
+    ]
+    assert result.exit_code == 3 and result.status == "exited"  # type: ignore[attr-defined]
+    assert captured.chunks == [
+        ("stdout", b"one\n"),
+        ("stderr", b"warn\n"),
+        ("stdout", b"bad \xff\xfe bytes\n"),
+    ]
+    log_path = result.log_path  # type: ignore[attr-defined]
+    assert log_path.read_bytes() == b"one\nwarn\nbad \xff\xfe bytes\n"
+    assert log_path.parent == settings.home / "runs"
+    assert not engine.live
+    spec = next(iter(engine.specs.values()))
+    assert spec.image == IMAGE_ID  # pinned by ID, not by tag
+    assert spec.labels == {"io.envbuild.run": result.run_id}  # type: ignore[attr-defined]
+    assert spec.init is True
+    assert engine.streams[0].closed
+
+
+@pytest.mark.parametrize("failing", ["create", "attach", "start", "wait"])
+def test_engine_failure_leaves_nothing(settings: Settings, src: Path, failing: str) -> None:
+    engine = FakeRunEngine(frames=[out("x\n")], fail=failing).with_image()
+    with pytest.raises(EngineError):
+        go(engine, settings, src)
+    assert not engine.live
+    assert "remove_labelled" in engine.ops
+    (record,) = History.at(settings).list()
+    assert record.status == "failed" and record.exit_code == 125
+
+
+def test_missing_image_is_a_run_error(settings: Settings, src: Path) -> None:
+    engine = FakeRunEngine()
+    with pytest.raises(RunError, match="no image example:1"):
+        go(engine, settings, src)
+    assert engine.ops == []
+
+
+def test_sigint_stops_then_reports_130(settings: Settings, src: Path) -> None:
+    engine = FakeRunEngine(frames=[out("sleeping\n")], block=True).with_image()
+    engine.after_frame = lambda index: os.kill(os.getpid(), signal.SIGINT)
+    before = signal.getsignal(signal.SIGINT)
+    result, captured = go(engine, settings, src)
+    assert result.exit_code == 130 and result.status == "interrupted"  # type: ignore[attr-defined]
+    assert engine.stopped and not engine.killed
+    assert not engine.live
+    assert signal.getsignal(signal.SIGINT) is before  # handlers restored
+    assert any("stopping the run" in m for m in captured.messages)
+
+
+def test_second_signal_kills(settings: Settings, src: Path) -> None:
+    engine = FakeRunEngine(frames=[out("a\n"), out("b\n")], block=True).with_image()
+    engine.stop_container = lambda cid, timeout: engine.ops.append("stop")  # type: ignore[method-assign]
+    engine.after_frame = lambda index: os.kill(os.getpid(), signal.SIGTERM)
+    result, _ = go(engine, settings, src)
+    assert result.exit_code == 143  # type: ignore[attr-defined]
+    assert engine.killed  # the graceful stop was ignored; the second signal killed it
+    assert not engine.live
+
+
+def test_signal_before_start_never_starts(settings: Settings, src: Path) -> None:
+    engine = FakeRunEngine().with_image()
+    original = engine.create_container
+
+    def create(spec):  # type: ignore[no-untyped-def]
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the container is being created
+        return original(spec)
+
+    engine.create_container = create  # type: ignore[method-assign]
+    result, _ = go(engine, settings, src)
+    assert result.exit_code == 130  # type: ignore[attr-defined]
+    assert "start" not in engine.ops and not engine.live
+
+
+def test_timeout_stops_the_run(settings: Settings, src: Path) -> None:
+    engine = FakeRunEngine(frames=[out("x\n")], block=True).with_image()
+    result, _ = go(engine, settings, src, timeout=0.05)
+    assert result.exit_code == 124 and result.status == "timed-out"  # type: ignore[attr-defined]
+    assert engine.stopped and not engine.live
+
+
+def test_outputs_are_created_by_the_caller(settings: Settings, src: Path, tmp_path: Path) -> None:
+    engine = FakeRunEngine().with_image()
+    target = tmp_path / "a" / "b"
+    result, _ = go(engine, settings, src, outputs=[Output("model", target)])
+    assert target.is_dir() and target.stat().st_uid == os.getuid()
+    assert result.outputs == {"model": target.resolve()}  # type: ignore[attr-defined]
+
+
+def test_download_inputs_are_copied_before_start(
+    settings: Settings, src: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "a.txt").write_text("A")
+    (data / "sub" / "b.txt").write_text("B")
+    single = tmp_path / "one.csv"
+    single.write_text("1,2\n")
+    engine = FakeRunEngine().with_image()
+    go(
+        engine,
+        settings,
+        src,
+        user="1234:99",
+        inputs=[Input("data", data, "download"), Input("table", single, "download")],
+    )
+    assert engine.ops.index("put_archive") < engine.ops.index("start")
+    ((path, archive),) = engine.archives
+    assert path == "/"
+    members = tar_members(archive)
+    assert set(members) == {
+        "inputs",
+        "inputs/data",
+        "inputs/data/a.txt",
+        "inputs/data/sub",
+        "inputs/data/sub/b.txt",
+        "inputs/table",
+    }
+    assert members["inputs"].uid == 0 and members["inputs"].mode == 0o755
+    assert all(members[n].uid == 1234 and members[n].gid == 99 for n in members if n != "inputs")
+    spec = next(iter(engine.specs.values()))
+    assert all(m.target not in ("/inputs/data", "/inputs/table") for m in spec.mounts)
+
+
+def test_history_row(settings: Settings, src: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    engine = FakeRunEngine(exit_code=0).with_image()
+    result, _ = go(
+        engine,
+        settings,
+        src,
+        arguments=["--data", "${{inputs.data}}"],
+        environment_variables={"TOKEN": "very-secret-value"},
+        inputs=[Input("data", data)],
+    )
+    record = History.at(settings).get(result.run_id)  # type: ignore[attr-defined]
+    assert record.status == "exited" and record.exit_code == 0
+    assert record.script == "train.py"
+    assert record.arguments == ("--data", "/inputs/data")
+    assert "TOKEN" in record.variables
+    assert record.image == "example:1" and record.image_id == IMAGE_ID
+    assert record.inputs["data"]["mode"] == "mount"
+    assert record.duration is not None and record.finished_at
+    db = (settings.home / "runs.db").read_bytes()
+    wal = settings.home / "runs.db-wal"
+    raw = db + (wal.read_bytes() if wal.exists() else b"")
+    assert b"very-secret-value" not in raw  # names only, never values
+
+
+def test_run_from_a_worker_thread_leaves_signals_alone(settings: Settings, src: Path) -> None:
+    engine = FakeRunEngine(frames=[out("x\n")]).with_image()
+    results: list[object] = []
+    thread = threading.Thread(target=lambda: results.append(go(engine, settings, src)[0]))
+    thread.start()
+    thread.join(10)
+    assert results and results[0].exit_code == 0  # type: ignore[attr-defined]

@@ -1,0 +1,106 @@
+"""The run history: rows, prefixes, and many writers at once."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from envbuild.history import History, HistoryError, RunRecord, utc_iso
+
+
+def record(run_id: str, started: float = 0.0, **fields: object) -> RunRecord:
+    values: dict[str, object] = {
+        "id": run_id,
+        "started_at": utc_iso(started or time.time()),
+        "status": "running",
+        "image": "envbuild/hello:abc",
+        "image_id": "sha256:1",
+        "log_path": f"/tmp/{run_id}.log",
+        "argv": ("python", "/workspace/train.py", "a b"),
+        "arguments": ("a b",),
+        "variables": ("MESSAGE",),
+        "mounts": ({"source": "/src", "target": "/workspace", "read_only": True},),
+        "inputs": {"data": {"host": "/d", "container": "/inputs/data", "mode": "mount"}},
+        "outputs": {},
+        "script": "train.py",
+        "env_name": "hello",
+        "env_version": 1,
+        "env_hash": "f" * 64,
+    }
+    values.update(fields)
+    return RunRecord(**values)  # type: ignore[arg-type]
+
+
+def test_start_finish_get(tmp_path: Path) -> None:
+    history = History(tmp_path / "runs.db")
+    history.start(record("abc123def456"))
+    history.finish("abc123def456", status="exited", exit_code=3, duration=1.23456, finished=1.0)
+    got = history.get("abc123def456")
+    assert got.status == "exited" and got.exit_code == 3 and got.duration == 1.235
+    assert got.argv == ("python", "/workspace/train.py", "a b")
+    assert got.mounts[0]["read_only"] is True
+    assert got.inputs["data"]["mode"] == "mount"
+    assert got.to_json()["environment"] == {"name": "hello", "version": 1, "hash": "f" * 64}
+    assert history.get("abc1").id == "abc123def456"  # a unique prefix is enough
+    with sqlite3.connect(tmp_path / "runs.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_unknown_and_ambiguous_ids(tmp_path: Path) -> None:
+    history = History(tmp_path / "runs.db")
+    with pytest.raises(HistoryError, match="no runs recorded yet"):
+        history.get("x")
+    assert history.list() == []
+    history.start(record("aa0000000001"))
+    history.start(record("aa0000000002"))
+    with pytest.raises(HistoryError, match="ambiguous"):
+        history.get("aa")
+    for bad in ("zz", "", "%", "a_"):
+        with pytest.raises(HistoryError, match="no run"):
+            history.get(bad)
+
+
+def test_list_newest_first(tmp_path: Path) -> None:
+    history = History(tmp_path / "runs.db")
+    for index in range(5):
+        history.start(record(f"run{index}", started=1_700_000_000 + index))
+    assert [r.id for r in history.list(limit=3)] == ["run4", "run3", "run2"]
+    assert len(history.list(limit=None)) == 5
+
+
+def _writer(path: str, worker: int, count: int) -> None:
+    history = History(Path(path))
+    for index in range(count):
+        run_id = f"w{worker:02d}r{index:03d}"
+        history.start(record(run_id))
+        history.finish(run_id, status="exited", exit_code=index % 7, duration=0.1, finished=1.0)
+
+
+def test_concurrent_writers_never_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "home" / "runs.db"  # the folder does not exist yet: created by racers
+    workers, count = 8, 25
+    context = multiprocessing.get_context("spawn")
+    procs = [context.Process(target=_writer, args=(str(path), w, count)) for w in range(workers)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+        assert proc.exitcode == 0
+    records = History(path).list(limit=None)
+    assert len(records) == workers * count
+    assert all(r.status == "exited" for r in records)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    History(path).start(record("r1"))
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(HistoryError, match="newer envbuild"):
+        History(path).list()
