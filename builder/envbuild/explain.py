@@ -217,8 +217,10 @@ def explain(
     record = inputs_record(context, platform=platform)
     if image is None:
         return Explanation(digest, record, manifest, note=None, unlocked=unlocked)
-    ref = image_ref or (sorted(image.tags)[0] if image.tags else image.id)
     old_hash = image.labels.get(HASH_LABEL)
+    # Name the image by its hash tag when it has one: that tag never moves.
+    by_hash = [t for t in sorted(image.tags) if old_hash and t.endswith(f":{old_hash[:12]}")]
+    ref = image_ref or (by_hash or sorted(image.tags) or [image.id])[0]
     raw = image.labels.get(INPUTS_LABEL)
     if raw is None:
         return Explanation(
