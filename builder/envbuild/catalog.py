@@ -29,17 +29,39 @@ def discover(root: Path) -> list[Path]:
     return sorted(p.absolute() for p in root.iterdir() if (p / DEFINITION_FILE).is_file())
 
 
+def lock_files(folder: Path) -> list[Path]:
+    """The lock files beside ``folder/env.toml``: every file whose name contains "lock".
+
+    ``envbuild lock`` writes ``env.lock.toml``, ``requirements.lock`` and
+    ``conda-<platform>.lock``; any other lock a person commits there counts too.
+    """
+    return sorted(p for p in folder.iterdir() if p.is_file() and "lock" in p.name)
+
+
 def definition_files(env: Environment) -> list[Path]:
     """The files a person or ``envbuild lock`` writes for ``env``'s own folder.
 
     ``env.toml``, every generated lock beside it and a base Dockerfile: what a
     version bump must follow. Parents are covered by :func:`definition_digest`.
     """
-    files = [env.definition_file]
-    files.extend(sorted(p for p in env.path.iterdir() if p.is_file() and ".lock" in p.name))
+    files = [env.definition_file, *lock_files(env.path)]
     if env.base.dockerfile is not None and env.base.dockerfile.parent == env.path:
         files.append(env.base.dockerfile)
     return files
+
+
+def definition_file_digests(env: Environment) -> dict[str, str]:
+    """``{"<folder>/<file>": sha256}`` for the definition files of ``env`` and its parents.
+
+    What :func:`definition_digest` covers, file by file: what lets a version
+    check name the files that changed.
+    """
+    out: dict[str, str] = {}
+    for folder in (env.path, *env.parents):
+        owner = env if folder == env.path else load(folder)
+        for path in definition_files(owner):
+            out[f"{folder.name}/{path.name}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return dict(sorted(out.items()))
 
 
 def definition_digest(env: Environment) -> str:
