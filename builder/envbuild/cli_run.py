@@ -159,27 +159,21 @@ def run(
     try:
         from envbuild import run as runner
 
-        pairs: list[tuple[str, str]] = []
-        for env_file in env_files:
-            pairs += runner.parse_env_file(env_file)
-        for text in variables:
-            pair = runner.parse_variable(text)
-            if pair is not None:
-                pairs.append(pair)
-        config = runner.RunConfig(
-            environment=env,
-            script=script,
-            arguments=args,
-            source_directory=source_dir,
-            environment_variables=dict(pairs),
-            mounts=tuple(runner.parse_mount(m) for m in mounts),
-            inputs=tuple(runner.parse_input(i) for i in inputs),
-            outputs=tuple(runner.parse_output(o) for o in outputs),
+        config = runner.config_from_options(
+            env,
+            script,
+            args,
+            source_dir=source_dir,
+            variables=variables,
+            env_files=env_files,
+            mounts=mounts,
+            inputs=inputs,
+            outputs=outputs,
             gpus=gpus,
             shm_size=shm_size,
-            timeout=timeout,
             workdir=workdir,
             user=user,
+            timeout=timeout,
             name=name,
             allow_dangerous_mount=allow_dangerous_mount,
         )

@@ -57,6 +57,10 @@ def cached_build(argv: Sequence[str]) -> int | None:
 def entry() -> None:
     """The console script ``envbuild``."""
     code = cached_build(sys.argv[1:])
+    if code is None and sys.argv[1:2] == ["run"]:
+        from envbuild.run_fast import fast_run  # plain `run` forms, also without click
+
+        code = fast_run(sys.argv[1:])
     if code is None:
         from envbuild.cli import main
 

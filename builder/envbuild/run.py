@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import FrameType, MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from envbuild.engine import (
     STDERR,
@@ -73,7 +73,7 @@ from envbuild.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from envbuild.build import Resolved
-    from envbuild.history import RunRecord
+    from envbuild.history import History
 
 __all__ = [
     "DEFAULT_SHM_SIZE",
@@ -87,6 +87,7 @@ __all__ = [
     "RunPlan",
     "RunResult",
     "check_host_path",
+    "config_from_options",
     "parse_env_file",
     "parse_gpus",
     "parse_input",
@@ -108,6 +109,7 @@ DEFAULT_SHM_SIZE = "2g"  # Docker's 64 MB gives PyTorch DataLoaders a "Bus error
 DEFAULT_STOP_TIMEOUT = 10.0
 EXIT_TIMEOUT = 124  # as GNU timeout(1)
 
+T = TypeVar("T")
 InputMode = Literal["mount", "download"]
 Output_ = Callable[[str, bytes], None]
 Log = Callable[[str], None]
@@ -355,6 +357,57 @@ def parse_gpus(text: str) -> GpuRequest:
             hint="e.g. --gpus all, --gpus 2, --gpus 0,1 or --gpus device=1",
         )
     return GpuRequest(device_ids=tuple(ids))
+
+
+def config_from_options(
+    environment: str,
+    script: str,
+    arguments: Sequence[str] = (),
+    *,
+    source_dir: str | Path = ".",
+    variables: Sequence[str] = (),
+    env_files: Sequence[str | Path] = (),
+    mounts: Sequence[str] = (),
+    inputs: Sequence[str] = (),
+    outputs: Sequence[str] = (),
+    gpus: str | None = None,
+    shm_size: str | None = None,
+    workdir: str | None = None,
+    user: str | None = None,
+    timeout: float | None = None,
+    name: str | None = None,
+    allow_dangerous_mount: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> RunConfig:
+    """A :class:`RunConfig` from ``envbuild run``'s option strings.
+
+    What every front end of the command line calls, so that they all mean the
+    same: env files first, then ``-e`` (a later value wins, as with docker).
+    """
+    pairs: list[tuple[str, str]] = []
+    for env_file in env_files:
+        pairs += parse_env_file(Path(env_file), environ)
+    for text in variables:
+        pair = parse_variable(text, environ)
+        if pair is not None:
+            pairs.append(pair)
+    return RunConfig(
+        environment=environment,
+        script=script,
+        arguments=tuple(arguments),
+        source_directory=Path(source_dir),
+        environment_variables=dict(pairs),
+        mounts=tuple(parse_mount(m) for m in mounts),
+        inputs=tuple(parse_input(i) for i in inputs),
+        outputs=tuple(parse_output(o) for o in outputs),
+        gpus=gpus,
+        shm_size=shm_size,
+        timeout=timeout,
+        workdir=workdir,
+        user=user,
+        name=name,
+        allow_dangerous_mount=allow_dangerous_mount,
+    )
 
 
 def _check_variable_name(name: str, text: str) -> None:
@@ -1045,8 +1098,6 @@ def run(
         DefinitionError, BuildError: the environment could not be built.
         EngineError, RunError: the engine failed; nothing is left behind.
     """
-    from envbuild.history import History
-
     settings = settings or load_settings()
     log = log or _stderr_log
     output = output or _ConsoleOutput()
@@ -1081,12 +1132,11 @@ def run(
     runs_dir = settings.home / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     log_path = runs_dir / f"{run_id}.log"
-    history = History.at(settings)
     started, clock = time.time(), time.monotonic()
     # The history row is written while the engine creates the container: a
     # SQLite commit costs as much as an engine request, and nothing depends on it.
     recorder = _Background(
-        lambda: history.start(_record(the_plan, run_id, image, image_id, log_path, started))
+        lambda: _record_start(settings, the_plan, run_id, image, image_id, log_path, started)
     )
 
     supervisor = _Supervisor(engine, config.stop_timeout, log)
@@ -1121,7 +1171,11 @@ def run(
                 supervisor.finishing = True
                 if stream is not None:
                     stream.close()
-                _cleanup(engine, supervisor.container_id, label, log)
+                # A clean run created one container and knows its ID; any other
+                # path also sweeps by label (a create cut short by a signal or
+                # an error may have left a container whose ID never came back).
+                clean = status_code is not None and not supervisor.received
+                _cleanup(engine, supervisor.container_id, label, log, sweep=not clean)
         if supervisor.received:
             exit_code, status = 128 + supervisor.received[0], "interrupted"
         elif supervisor.timed_out:
@@ -1131,7 +1185,7 @@ def run(
     finally:
         duration = time.monotonic() - clock
         try:
-            recorder.result()
+            history = recorder.result()
             history.finish(
                 run_id,
                 status=status,
@@ -1157,33 +1211,44 @@ def run(
     )
 
 
-def _record(
-    the_plan: RunPlan, run_id: str, image: str, image_id: str, log_path: Path, started: float
-) -> RunRecord:
-    from envbuild.history import RunRecord, utc_iso
+def _record_start(
+    settings: Settings,
+    the_plan: RunPlan,
+    run_id: str,
+    image: str,
+    image_id: str,
+    log_path: Path,
+    started: float,
+) -> History:
+    """Write the history row of a starting run; return the history."""
+    from envbuild.history import History, RunRecord, utc_iso
 
     doc = the_plan.to_json()
-    return RunRecord(
-        id=run_id,
-        started_at=utc_iso(started),
-        status="running",
-        image=image,
-        image_id=image_id,
-        log_path=str(log_path),
-        argv=the_plan.argv,
-        arguments=the_plan.arguments,
-        variables=tuple(doc["variables"]),
-        mounts=tuple(doc["mounts"]),
-        inputs=doc["inputs"],
-        outputs=doc["outputs"],
-        script=the_plan.config.script,
-        env_name=the_plan.env_name,
-        env_version=the_plan.env_version,
-        env_hash=the_plan.env_hash,
-        source_dir=the_plan.source.source if the_plan.source else None,
-        workdir=the_plan.workdir,
-        user=the_plan.user,
+    history = History.at(settings)
+    history.start(
+        RunRecord(
+            id=run_id,
+            started_at=utc_iso(started),
+            status="running",
+            image=image,
+            image_id=image_id,
+            log_path=str(log_path),
+            argv=the_plan.argv,
+            arguments=the_plan.arguments,
+            variables=tuple(doc["variables"]),
+            mounts=tuple(doc["mounts"]),
+            inputs=doc["inputs"],
+            outputs=doc["outputs"],
+            script=the_plan.config.script,
+            env_name=the_plan.env_name,
+            env_version=the_plan.env_version,
+            env_hash=the_plan.env_hash,
+            source_dir=the_plan.source.source if the_plan.source else None,
+            workdir=the_plan.workdir,
+            user=the_plan.user,
+        )
     )
+    return history
 
 
 def _start(engine: RunEngine, container_id: str, the_plan: RunPlan) -> None:
@@ -1199,26 +1264,28 @@ def _start(engine: RunEngine, container_id: str, the_plan: RunPlan) -> None:
         raise
 
 
-class _Background:
-    """Call ``work`` in a thread now; :meth:`result` waits and re-raises its error."""
+class _Background(Generic[T]):
+    """Call ``work`` in a thread now; :meth:`result` waits, returns its value or raises."""
 
-    def __init__(self, work: Callable[[], None]) -> None:
+    def __init__(self, work: Callable[[], T]) -> None:
         self._error: BaseException | None = None
+        self._value: list[T] = []
 
         def target() -> None:
             try:
-                work()
+                self._value.append(work())
             except BaseException as exc:  # handed to result()
                 self._error = exc
 
         self._thread = threading.Thread(target=target, daemon=True)
         self._thread.start()
 
-    def result(self) -> None:
-        """Wait for the work; raise what it raised."""
+    def result(self) -> T:
+        """Wait for the work; return its value, or raise what it raised."""
         self._thread.join()
         if self._error is not None:
             raise self._error
+        return self._value[0]
 
 
 def _drain(stream: Iterable[tuple[int, bytes]], output: Output_, log_file: Any) -> None:
@@ -1233,8 +1300,10 @@ def _drain(stream: Iterable[tuple[int, bytes]], output: Output_, log_file: Any) 
             last_flush = now
 
 
-def _cleanup(engine: RunEngine, container_id: str | None, label: str, log: Log) -> None:
-    """Remove the run's container and anything else carrying its label (retried)."""
+def _cleanup(
+    engine: RunEngine, container_id: str | None, label: str, log: Log, *, sweep: bool
+) -> None:
+    """Remove the run's container and, with ``sweep``, all else carrying its label (retried)."""
     problems: list[str] = []
     for attempt in range(3):
         problems = []
@@ -1243,10 +1312,11 @@ def _cleanup(engine: RunEngine, container_id: str | None, label: str, log: Log) 
                 engine.remove_container(container_id)
             except EngineError as exc:
                 problems.append(exc.message)
-        try:
-            engine.remove_labelled(label)
-        except EngineError as exc:
-            problems.append(exc.message)
+        if sweep or problems:
+            try:
+                engine.remove_labelled(label)
+            except EngineError as exc:
+                problems.append(exc.message)
         if not problems:
             return
         log(f"envbuild: cleanup attempt {attempt + 1} failed: {'; '.join(problems)}")
