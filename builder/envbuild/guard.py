@@ -291,6 +291,6 @@ def check_catalog(
             baseline = git_baseline(catalog, since, envs, Path(tmp))
             return baseline, judge(envs, baseline)
     if published is None:
-        published = catalog.absolute().parent / "published"
+        published = catalog.parent / "published"
     baseline = published_baseline(published)
     return baseline, judge(envs, baseline)
