@@ -121,7 +121,7 @@ def publish(catalog: Path, out: Path | None, check_only: bool, with_images: bool
     if check_only and with_images:
         raise click.UsageError("--check compares no image.json: leave out --with-images")
     settings = load_settings()
-    out = out if out is not None else catalog.parent / "published"
+    out = out if out is not None else pub.default_out(catalog)
     shown = _shown(out)
     if check_only:
         drift = pub.check(catalog, out, platform=settings.platform)

@@ -291,6 +291,8 @@ def check_catalog(
             baseline = git_baseline(catalog, since, envs, Path(tmp))
             return baseline, judge(envs, baseline)
     if published is None:
-        published = catalog.parent / "published"
+        from envbuild.publish import default_out
+
+        published = default_out(catalog)
     baseline = published_baseline(published)
     return baseline, judge(envs, baseline)

@@ -166,6 +166,13 @@ class PublishReport:
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
 
+def default_out(catalog: Path) -> Path:
+    """The published folder beside ``catalog``: ``curated`` -> ``published``."""
+    if catalog.name in ("", ".", ".."):  # "." or "..": name the real parent
+        return catalog.resolve().parent / "published"
+    return catalog.parent / "published"
+
+
 def dump_json(data: Mapping[str, Any]) -> bytes:
     """The published JSON form: indented, sorted keys, UTF-8, final newline."""
     return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()

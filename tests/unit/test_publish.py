@@ -294,3 +294,11 @@ def _load(folder: Path) -> Environment:
     from envbuild.definition import load
 
     return load(folder)
+
+
+def test_default_out_is_beside_the_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert pub.default_out(Path("curated")) == Path("published")
+    assert pub.default_out(Path("a/curated")) == Path("a/published")
+    (tmp_path / "curated").mkdir()
+    monkeypatch.chdir(tmp_path / "curated")
+    assert pub.default_out(Path(".")) == tmp_path.resolve() / "published"
