@@ -283,6 +283,21 @@ def test_the_scripts_exit_code(envbuild: Run, code: int) -> None:
     assert proc.stdout == f"exiting {code}\n".encode()
 
 
+def test_the_full_command_line_path(envbuild: Run, src: Path, cli_env: dict[str, str]) -> None:
+    """`--debug` goes through click (plain forms take the click-free path): same result."""
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "envbuild", "--debug", "run", "--source-dir", str(src)),
+            *(str(HELLO), "exit.py", "3"),
+        ],
+        capture_output=True,
+        env=cli_env,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 3 and proc.stdout == b"exiting 3\n"
+
+
 def test_killed_script_is_128_plus_signal(envbuild: Run) -> None:
     proc = envbuild("suicide.py")
     assert proc.returncode == 128 + signal.SIGKILL, proc.stderr.decode(errors="replace")
