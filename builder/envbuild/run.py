@@ -691,8 +691,7 @@ def _script_argv(source: Path, target: str, script: str) -> tuple[str, ...]:
     if not os.access(host, os.X_OK):
         raise ScriptNotExecutableError(
             f"script {script!r} is not executable",
-            hint=f"chmod +x {host}, or run it through its interpreter "
-            f"(e.g. --  bash {script} as a command)",
+            hint=f"make it executable (chmod +x {host}) and give it a #! line",
         )
     return (container_path,)
 
@@ -710,7 +709,7 @@ def _environment(config: RunConfig, settings: Settings) -> dict[str, Any]:
             "shm_size": DEFAULT_SHM_SIZE,
             "resolved": None,
         }
-    from envbuild.build import resolve  # rendering (jinja2) only when a folder is run
+    from envbuild.build import resolve  # the build side is imported only for a folder
 
     resolved = resolve(Path(env), settings)
     return {
