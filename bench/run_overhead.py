@@ -30,7 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import describe_commit, docker_versions, git_state, save
+
 ROOT = Path(__file__).resolve().parent.parent
+
 TARGET_MS = 100.0
 
 
@@ -121,6 +124,21 @@ def main() -> int:
         ("envbuild run", ours, times["envbuild run"]),
     ]
     verdict = "within" if delta <= TARGET_MS else "over"
+    saved = save(
+        "run_overhead",
+        {
+            "docker": {"cli": docker, **docker_versions(docker)},
+            "envbuild": envbuild,
+            "image": image_id,
+            "target_ms": TARGET_MS,
+            "overhead_ms": round(delta, 1),
+            "ratio": round(ours / theirs, 3),
+            "cases": {
+                name: {"median_ms": round(median, 1), "seconds": samples}
+                for name, median, samples in rows
+            },
+        },
+    )
     if args.markdown:
         print("| command | median (ms) | min-max (ms) | runs |")
         print("| --- | ---: | ---: | ---: |")
@@ -139,6 +157,7 @@ def main() -> int:
             f"overhead {delta:+.1f} ms, ratio {ours / theirs:.2f} ({verdict} +{TARGET_MS:.0f} ms)"
         )
     print(f"(envbuild: {' '.join(envbuild)}; docker: {docker}; image {image_id[:19]})")
+    print(f"(raw timings: {saved.relative_to(ROOT)}; code at {describe_commit(git_state())})")
     return 0
 
 
