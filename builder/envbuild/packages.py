@@ -73,10 +73,18 @@ class Base:
 
     @property
     def text(self) -> str:
-        """How a person reads it: ``ref`` or ``ref@pin``."""
+        """How a person reads it: ``ref``, ``ref@digest``, or ``ref (image ID …)``.
+
+        An image ID is not a registry digest: ``ref@<image ID>`` would name a
+        manifest that does not exist, so it is never written that way.
+        """
         if self.image is None:
             return "(unknown)"
-        return f"{self.image}@{self.pin}" if self.pin else self.image
+        if not self.pin:
+            return self.image
+        if self.pin_kind == "image-id":
+            return f"{self.image} (image ID {self.pin.removeprefix('sha256:')[:12]})"
+        return f"{self.image}@{self.pin}"
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,13 @@ def labels(env: Environment, locks: locking.Locks | None = None) -> tuple[tuple[
     if env.gpu.cuda:
         items["io.envbuild.cuda"] = env.gpu.cuda
     if locks is not None and locks.base is not None:
-        items["org.opencontainers.image.base.digest"] = locks.base.id
+        # OCI's base.digest is a manifest digest; a local image ID gets our own label.
+        key = (
+            "org.opencontainers.image.base.digest"
+            if locks.base.kind == "digest"
+            else ("io.envbuild.base.id")
+        )
+        items[key] = locks.base.id
     reasons = locking.unlocked_reasons(env, locks)
     if reasons:
         items["io.envbuild.reproducible"] = "false"

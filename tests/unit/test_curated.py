@@ -28,11 +28,11 @@ PUBLISHED = ROOT / "published"
 PLATFORM = "linux/amd64"
 
 PINNED = {
-    "python-3.11": "549c207a2455a4f0d315edd126f41020188b1fd3d98df8b87f473271a37db4c0",
-    "python-3.8": "3428367a7baa81707bbd8b87adc754262b427f9cebfa6ba7ca6c1aa414e1b3c8",
-    "pytorch-1.6-gpu": "0631760098a339b5f576b7efa250cb326999f51f21ee0182b1f597a0f915037a",
-    "sklearn-1.5-cpu": "fc1950fac630f393cb7c522ed4f3ca23a75fca8f72d25e466e66b812fc9b6d1c",
-    "tensorflow-2.16-cpu": "f881ff5de054c0cd5889f62dad1c05000a705eedc9498751eb539aa040312e86",
+    "python-3.11": "75523001fb2ff9ac3bd9b0ce6a29481013f20f974b5b198d64eccaa6baac351f",
+    "python-3.8": "96aea685701db8982d633e663346dd63fe8fb31a0d1cafb9dbb1a1391c0f9697",
+    "pytorch-1.6-gpu": "74a4a630d4ae315f1fe20cf14d34d1b0275f2b54868ba674652e84aae18c44dd",
+    "sklearn-1.5-cpu": "7ec7ad9da730a337f34a5fe4bedee2842010f760251797a10c9a64626ac4276e",
+    "tensorflow-2.16-cpu": "b0b13b0b8771e106a878e52791b35c2ce88707d67dc044751eefd5176222dea0",
 }
 FOLDERS = discover(CURATED)
 
