@@ -5,7 +5,8 @@ run, that side's image tags are removed and the engine's whole build cache is
 pruned (`docker builder prune -af`, cache mounts included). The base image
 `debian:bookworm-slim` is kept: it is local here and neither side pulls it.
 Every run's build log is checked: a cached `RUN` step stops the benchmark
-(a `COPY` of a context file may still show as cached; see ColdCheck).
+(a `COPY` of a context file may still show as cached; see BuildLog). The
+median time of every BuildKit step is reported too, from the logs.
 
 envbuild builds under the benchmarks' own image prefix
 (`ENVBUILD_PREFIX=envbuild-bench`) and a fresh state folder (`ENVBUILD_HOME`),
@@ -32,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import statistics
 import sys
 import tempfile
 
@@ -77,31 +79,52 @@ def checked(argv: list[str], env: dict[str, str] | None = None) -> str:
     return proc.stdout
 
 
-_STEP = re.compile(r"^#(\d+) \[[^\]]*\] (\w+) (.*)$", re.MULTILINE)
+_STEP = re.compile(r"^#(\d+) \[([^\]]*)\] (\w+)(.*)$", re.MULTILINE)
+_EXPORT = re.compile(r"^#(\d+) (exporting to image)$", re.MULTILINE)
+_DONE = re.compile(r"^#(\d+) DONE (\d+(?:\.\d+)?)s$", re.MULTILINE)
 
 
-class ColdCheck:
-    """Refuses a "cold" run whose build log shows a cached RUN step.
+class BuildLog:
+    """Checks each run's BuildKit log and keeps its step times.
 
-    After a prune, BuildKit (Engine 20.10) still keeps the cache records that
-    back images in the engine's store; a `COPY` of a context file onto the base
-    can then be reported `CACHED` when some image (e.g. the user's own
-    `envbuild/hello`) holds the identical layer. That costs nothing worth
-    measuring and is recorded; a cached `RUN` stops the benchmark.
+    A cached `RUN` step stops the benchmark. After a prune, BuildKit (Engine
+    20.10) still keeps the cache records that back images in the engine's
+    store, so a `COPY` of a context file onto the base can be reported
+    `CACHED` when some image holds the identical layer: that costs nothing
+    worth measuring, and is recorded.
     """
 
     def __init__(self) -> None:
-        self.cached: list[str] = []  # "COPY src dst" of every cached non-RUN step seen
+        self.cached: list[str] = []  # every cached COPY step seen
+        self.runs: list[dict[str, float]] = []  # step title -> seconds, per run
 
     def __call__(self, stderr: str) -> None:
-        steps = {num: (kind, rest) for num, kind, rest in _STEP.findall(stderr)}
+        steps: dict[str, tuple[str, str]] = {}
+        for num, where, kind, rest in _STEP.findall(stderr):
+            # "[stage-0 3/9] RUN ..." -> ("RUN", "[3/9] RUN ..."); "[internal] load ..." kept.
+            where = where.split()[-1]
+            steps.setdefault(num, (kind, " ".join(f"[{where}] {kind}{rest}".split())))
+        for num, title in _EXPORT.findall(stderr):
+            steps.setdefault(num, ("export", title))
         if not steps:
             raise RuntimeError(f"no build log to check:\n{stderr[-3000:]}")
         for num in _CACHED.findall(stderr):
-            kind, rest = steps.get(num, ("?", ""))
+            kind, title = steps.get(num, ("?", f"#{num}"))
             if kind != "COPY":
-                raise RuntimeError(f"a cold build hit the cache: step #{num} {kind} {rest}")
-            self.cached.append(f"{kind} {rest}")
+                raise RuntimeError(f"a cold build hit the cache: {title}")
+            self.cached.append(title)
+        times: dict[str, float] = {}
+        for num, seconds in _DONE.findall(stderr):
+            if num in steps:
+                title = steps[num][1]
+                times[title] = times.get(title, 0.0) + float(seconds)
+        self.runs.append(times)
+
+    def medians(self, skip: int = 0) -> dict[str, float]:
+        """The median time of each step over the runs after the first ``skip``."""
+        runs = self.runs[skip:]
+        titles = dict.fromkeys(t for run in runs for t in run)
+        return {t: statistics.median(run.get(t, 0.0) for run in runs) for t in titles}
 
 
 class Cold:
@@ -135,7 +158,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-envbuild-home-") as home:
         eb_env = bench_env(home)
         cold = Cold(docker)
-        checks = (ColdCheck(), ColdCheck())
+        checks = (BuildLog(), BuildLog())
         handwritten_argv = [
             docker,
             "build",
@@ -192,6 +215,11 @@ def main() -> int:
         f"{machine()['cores']} cores.\n"
     )
     print(table(["case", "median", "min", "max", "ratio to hand-written", "image size"], rows))
+    # BuildKit's own step times (from the logs, warm-up excluded): where the time goes.
+    for case, log in zip(cases, checks, strict=True):
+        steps = [(t, sec) for t, sec in log.medians(skip=1).items() if sec >= 0.05]
+        print(f"\nBuildKit steps of {case.name!r} (median of the timed runs, steps >= 0.05 s):\n")
+        print(table(["step", "median"], [[t[:90], fmt_s(sec)] for t, sec in steps]))
     path = save(
         "build_cold",
         {
@@ -205,6 +233,9 @@ def main() -> int:
             "handwritten": str(HANDWRITTEN.relative_to(ROOT)),
             "image_sizes": sizes,
             "cached_copy_steps": {c.name: k.cached for c, k in zip(cases, checks, strict=True)},
+            "step_medians_s": {
+                c.name: k.medians(skip=1) for c, k in zip(cases, checks, strict=True)
+            },
             "cases": [s.as_json() for s in stats],
             "ratio_envbuild_to_handwritten": round(stats[1].median / base.median, 4),
         },
