@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Mapping
@@ -16,9 +17,9 @@ class ContextFile:
     data: bytes
     executable: bool = False
 
-    @property
+    @functools.cached_property
     def sha256(self) -> str:
-        """The file's content digest."""
+        """The file's content digest (computed once: a bundled tool is tens of MB)."""
         return hashlib.sha256(self.data).hexdigest()
 
 

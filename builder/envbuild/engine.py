@@ -185,9 +185,19 @@ def _run_quiet(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
 
+def _probe_cache() -> Path:
+    from envbuild.settings import load_settings
+
+    return load_settings().home / "cache" / "buildkit-clients.json"
+
+
 @functools.lru_cache(maxsize=8)
 def find_buildkit(binary: str) -> BuildKitClient:
-    """Find how ``binary`` can run a BuildKit build, or say what to install."""
+    """Find how ``binary`` can run a BuildKit build, or say what to install.
+
+    Probing runs the client twice (~60 ms), so a positive answer is remembered
+    per client binary (path, size, mtime) under envbuild's state folder.
+    """
     path = shutil.which(binary)
     if path is None:
         raise ToolMissingError(
@@ -195,6 +205,25 @@ def find_buildkit(binary: str) -> BuildKitClient:
             hint="install Docker (Debian: apt-get install docker.io) or set ENVBUILD_DOCKER "
             "to the docker CLI to use",
         )
+    stat = Path(path).stat()
+    key = f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}"
+    cache = _probe_cache()
+    try:
+        known = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if known.get(key) in ("buildx", "classic"):
+        return BuildKitClient(path, str(known[key]))
+    client = _probe_buildkit(path)
+    with contextlib.suppress(OSError):
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**known, key: client.mode}), encoding="utf-8")
+        tmp.replace(cache)
+    return client
+
+
+def _probe_buildkit(path: str) -> BuildKitClient:
     if _run_quiet([path, "buildx", "version"]).returncode == 0:
         return BuildKitClient(path, "buildx")
     version = _run_quiet([path, "--version"]).stdout
@@ -361,31 +390,26 @@ class DockerEngine:
 
     # -- the rest, through the SDK ------------------------------------------------
     def tag(self, image_id: str, ref: str) -> None:
-        """See :meth:`Engine.tag`."""
+        """See :meth:`Engine.tag`. One API request (the SDK only for non-unix engines)."""
         repo, _, tag = ref.rpartition(":")
-        try:
-            self.client.api.tag(image_id, repo, tag, force=True)
-        except self._sdk_errors() as exc:
-            raise EngineError(f"cannot tag {image_id} as {ref}: {exc}") from exc
+        status, body = self._run_api().call(
+            "POST", f"/images/{quote(image_id, safe='/:@')}/tag", query={"repo": repo, "tag": tag}
+        )
+        _check(status, body, f"tag {image_id[:19]} as {ref}")
 
     def remove_image(self, ref: str) -> None:
         """See :meth:`Engine.remove_image`."""
-        import docker.errors
-
-        try:
-            self.client.api.remove_image(ref, noprune=False)
-        except docker.errors.ImageNotFound:
+        status, body = self._run_api().call("DELETE", f"/images/{quote(ref, safe='/:@')}")
+        if status == 404:
             return
-        except docker.errors.DockerException as exc:
-            raise EngineError(f"cannot remove {ref}: {exc}") from exc
+        _check(status, body, f"remove {ref}")
 
     def list_images(self, label: str) -> list[ImageInfo]:
         """See :meth:`Engine.list_images`."""
-        try:
-            found = self.client.api.images(filters={"label": label})
-        except self._sdk_errors() as exc:
-            raise EngineError(f"cannot list images: {exc}") from exc
-        return [_to_info(item) for item in found]
+        query = {"filters": json.dumps({"label": [label]})}
+        status, body = self._run_api().call("GET", "/images/json", query=query)
+        _check(status, body, "list images")
+        return [_to_info(item) for item in json.loads(body)]
 
     # -- containers (run layer) -------------------------------------------------------
     # Every call is one request of the Engine API. On a local unix socket (the usual

