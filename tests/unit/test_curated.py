@@ -28,11 +28,11 @@ PUBLISHED = ROOT / "published"
 PLATFORM = "linux/amd64"
 
 PINNED = {
-    "python-3.11": "75523001fb2ff9ac3bd9b0ce6a29481013f20f974b5b198d64eccaa6baac351f",
-    "python-3.8": "96aea685701db8982d633e663346dd63fe8fb31a0d1cafb9dbb1a1391c0f9697",
-    "pytorch-1.6-gpu": "74a4a630d4ae315f1fe20cf14d34d1b0275f2b54868ba674652e84aae18c44dd",
-    "sklearn-1.5-cpu": "7ec7ad9da730a337f34a5fe4bedee2842010f760251797a10c9a64626ac4276e",
-    "tensorflow-2.16-cpu": "b0b13b0b8771e106a878e52791b35c2ce88707d67dc044751eefd5176222dea0",
+    "python-3.11": "0c0e08d287d8f393abd4ef5635b3718b25267bef0809a74c834f676e3a8ab68b",
+    "python-3.8": "b68ed9ae75331f8cc9e54cf0348317ad0b32ef613faf6fff9b1260d3bdad8355",
+    "pytorch-1.6-gpu": "2125e76ccc54f502ef39b20c206019019530343cf59dd55fff6d5b61cba12627",
+    "sklearn-1.5-cpu": "4d8538c42649da9e9116b3c14ff6ad18a0a83a23bd526b2cb8a22c141b45fbfa",
+    "tensorflow-2.16-cpu": "10508256ce6eda5729872b430353bcbc3c047091b7577d1f1e43533bd203fc58",
 }
 FOLDERS = discover(CURATED)
 

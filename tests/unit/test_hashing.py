@@ -18,10 +18,10 @@ PLATFORM = "linux/amd64"
 # Pinned: a change to a template, a helper script or what is hashed changes
 # these on purpose. Update them together with HASH_SCHEMA when that is meant.
 PINNED = {
-    "minimal": "185160142017fd7ee3e0a075811ade62320e9f5f65258b4cb709f50d1288e8f0",
-    "full": "6c53e57c785851e2b06f01b861b3537d9f2dbb573c66fd81615e3bc54ccdf899",
-    "base-dockerfile": "6c746f5fe123f5b357e7b1cd975ff15b5bd38b2e7c34a927193a502049250710",
-    "extends": "b268793d221052aa3051a65bd7a6058f9450435bdf4892b3cb88a1a2880f089f",
+    "minimal": "4c8da7f259a62d828bb3d0a61152a0d8f65317e8cc03c1022a570971388ead2e",
+    "full": "ac915a3ce04bbdb02fcd16b07c2b77a77ceddc0b123776735c7cebdc902055dc",
+    "base-dockerfile": "3eb87897700b10903bf6ca5999650399b7882ce15a45d1ca94fbadf345e6b0b2",
+    "extends": "6e816e9b875f87d3e14f5aacbd73010117dd4807d0f0bb9c988cc09a704a98fa",
 }
 
 BASE = """\
