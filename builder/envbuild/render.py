@@ -162,6 +162,9 @@ def prepare(env: Environment, locks: locking.Locks | None = None) -> dict[str, A
         "python": (CONDA_PREFIX if conda else VENV) + "/bin/python",
         "pip_packages": sorted(set(env.pip.packages)),
         "pip_file": pip_file,
+        # With pip requirements, uv seeds pip into the venv from the distro's
+        # wheel (fast, no network); `python3 -m venv`'s ensurepip takes seconds.
+        "venv_seed": "nopip" if pip_file else "pip",
         "pip_mode": "locked" if pip_file == locking.PIP_LOCK_FILE else "unlocked",
         "conda_file": conda_file,
         "conda_mode": "locked" if conda_file == locking.CONDA_LOCK_FILE else "unlocked",

@@ -17,6 +17,27 @@ fi
 # The cache is a BuildKit cache mount on another filesystem: copy, not link.
 export UV_CACHE_DIR=/root/.cache/uv UV_LINK_MODE=copy UV_NO_PROGRESS=1
 export UV_PYTHON_DOWNLOADS=never UV_NO_CONFIG=1
+# A venv made without pip (setup-python.sh nopip) gets what `python3 -m venv`
+# would give it (pip; setuptools, and Debian's separate pkg_resources, before
+# Python 3.12) from the distribution's own wheels, installed and verified by
+# apt: ensurepip's result in a fraction of its time. Without them, ensurepip.
+if ! "$python" -c 'import pip' >/dev/null 2>&1; then
+    wheels=/usr/share/python-wheels
+    if ls "$wheels"/pip-*.whl >/dev/null 2>&1; then
+        set -- pip
+        if "$python" -c 'import sys; sys.exit(sys.version_info >= (3, 12))'; then
+            for extra in setuptools pkg_resources; do
+                if ls "$wheels/$extra"-*.whl >/dev/null 2>&1; then
+                    set -- "$@" "$extra"
+                fi
+            done
+        fi
+        /usr/local/bin/envbuild-uv pip install --python "$python" --no-index \
+            --find-links "$wheels" "$@"
+    else
+        "$python" -m ensurepip --default-pip
+    fi
+fi
 if [ "$mode" = locked ]; then
     set -- --require-hashes --no-deps
 else

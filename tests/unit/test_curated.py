@@ -28,11 +28,11 @@ PUBLISHED = ROOT / "published"
 PLATFORM = "linux/amd64"
 
 PINNED = {
-    "python-3.11": "0c0e08d287d8f393abd4ef5635b3718b25267bef0809a74c834f676e3a8ab68b",
-    "python-3.8": "b68ed9ae75331f8cc9e54cf0348317ad0b32ef613faf6fff9b1260d3bdad8355",
-    "pytorch-1.6-gpu": "2125e76ccc54f502ef39b20c206019019530343cf59dd55fff6d5b61cba12627",
-    "sklearn-1.5-cpu": "4d8538c42649da9e9116b3c14ff6ad18a0a83a23bd526b2cb8a22c141b45fbfa",
-    "tensorflow-2.16-cpu": "10508256ce6eda5729872b430353bcbc3c047091b7577d1f1e43533bd203fc58",
+    "python-3.11": "aaea65cbce74fabf402f93643e577198a4b183e6bb4957decee775c2e674ee69",
+    "python-3.8": "07cd6179b7a3df0047815fab04ad61d3eb29c56be07f8c3aa07fc0cb67ac7eb4",
+    "pytorch-1.6-gpu": "2656360259736b9bb22794c12872c84a245457083e63339e663f9f797bbdbd0b",
+    "sklearn-1.5-cpu": "3e5608165e6d9bc351ed92e5afa32bcebb06ac2c651a35ef1f353418a0161b53",
+    "tensorflow-2.16-cpu": "090161486a2d4fecf855b73c44541e4a357ffd7574cf1470b7089a275b11f419",
 }
 FOLDERS = discover(CURATED)
 

@@ -18,10 +18,10 @@ PLATFORM = "linux/amd64"
 # Pinned: a change to a template, a helper script or what is hashed changes
 # these on purpose. Update them together with HASH_SCHEMA when that is meant.
 PINNED = {
-    "minimal": "4c8da7f259a62d828bb3d0a61152a0d8f65317e8cc03c1022a570971388ead2e",
-    "full": "ac915a3ce04bbdb02fcd16b07c2b77a77ceddc0b123776735c7cebdc902055dc",
-    "base-dockerfile": "3eb87897700b10903bf6ca5999650399b7882ce15a45d1ca94fbadf345e6b0b2",
-    "extends": "6e816e9b875f87d3e14f5aacbd73010117dd4807d0f0bb9c988cc09a704a98fa",
+    "minimal": "684a20538572d306a88cd54386ad405b4f43a5afc217b2b4677f4eaae2ac51f6",
+    "full": "4db0dcbc67ae20ad94099fcb7324a7b36ea47dcdd8f7ea91e88b7b12ad12764f",
+    "base-dockerfile": "d696814e2ed6d60d3656d94d55f418aac3ff1a92913c2ff298764880f45494e2",
+    "extends": "fa23c58c54640c99b7e56bf050e2a4dec1cc4675914bf24b0ecb11b6c6a7a0d1",
 }
 
 BASE = """\
