@@ -92,26 +92,6 @@ class Engine(Protocol):
 # --------------------------------------------------------------------------
 
 
-def _api_get(socket_path: str, path: str, timeout: float = 30) -> tuple[int, bytes]:
-    """One GET on the engine's unix socket: HTTP/1.0, so the engine closes when done.
-
-    Deliberately not ``http.client`` or the SDK: this is the whole cache-hit
-    path, and their imports alone cost more than the request.
-    """
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(socket_path)
-        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n".encode("ascii"))
-        chunks = []
-        while chunk := sock.recv(1 << 16):
-            chunks.append(chunk)
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    status_line = head.split(b"\r\n", 1)[0].split(b" ", 2)
-    if len(status_line) < 2 or not status_line[1].isdigit():
-        raise OSError(f"unexpected answer from the engine: {head[:80]!r}")
-    return int(status_line[1]), body
-
-
 def _socket_path() -> str | None:
     host = os.environ.get("DOCKER_HOST", "")
     if not host:
@@ -314,29 +294,12 @@ class DockerEngine:
 
     # -- inspect: one request on the socket ---------------------------------------
     def inspect_image(self, ref: str) -> ImageInfo | None:
-        """See :meth:`Engine.inspect_image`; one HTTP request, no SDK import."""
-        path = _socket_path()
-        if path is None:
-            return self._inspect_sdk(ref)
-        try:
-            status, body = _api_get(path, f"/images/{quote(ref, safe='/:@')}/json")
-        except OSError as exc:
-            raise _engine_down(f"{path}: {exc.strerror or exc}") from exc
+        """See :meth:`Engine.inspect_image`: one Engine API request, no SDK import."""
+        status, body = self._run_api().call("GET", f"/images/{quote(ref, safe='/:@')}/json")
         if status == 404:
             return None
-        if status != 200:
-            raise EngineError(f"inspect {ref}: the engine answered {status}: {body[:300]!r}")
+        _check(status, body, f"inspect {ref}")
         return _to_info(json.loads(body))
-
-    def _inspect_sdk(self, ref: str) -> ImageInfo | None:
-        import docker.errors
-
-        try:
-            return _to_info(self.client.api.inspect_image(ref))
-        except docker.errors.ImageNotFound:
-            return None
-        except docker.errors.DockerException as exc:
-            raise EngineError(f"inspect {ref}: {exc}") from exc
 
     # -- build: BuildKit through the CLI ------------------------------------------
     def build(self, request: BuildRequest, log: Log) -> str:
