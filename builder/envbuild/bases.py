@@ -59,7 +59,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Literal
 
-from envbuild.errors import BootstrapError, EngineError, EnvbuildError, ToolMissingError
+from envbuild.errors import (
+    BootstrapError,
+    EngineError,
+    EnvbuildError,
+    ToolMissingError,
+    UsageError,
+)
 from envbuild.settings import Settings, load_settings
 
 __all__ = [
@@ -250,13 +256,13 @@ class BootstrapResult:
 
 
 def recipe_for(ref: str) -> BaseRecipe:
-    """The recipe for a supported reference; a :class:`BootstrapError` naming the choices else."""
+    """The recipe for a supported reference; a :class:`UsageError` naming the choices else."""
     recipe = SUPPORTED.get(ref)
     if recipe is not None:
         return recipe
     close = difflib.get_close_matches(ref, list(SUPPORTED), n=1, cutoff=0.6)
     hint = f"did you mean {close[0]}?" if close else None
-    raise BootstrapError(
+    raise UsageError(
         f"no bootstrap recipe for {ref!r}; supported: " + ", ".join(sorted(SUPPORTED)),
         hint=hint,
     )

@@ -80,6 +80,12 @@ class DefinitionError(EnvbuildError):
         super().__init__(f"{head}:\n{body}")
 
 
+class UsageError(EnvbuildError):
+    """A command was asked for something it does not offer (e.g. an unknown base)."""
+
+    exit_code = EXIT_USAGE
+
+
 class RenderError(EnvbuildError):
     """A template could not be rendered (a bug in envbuild, or an unquoted value)."""
 

@@ -23,7 +23,7 @@ from envbuild.bases import (
     ubuntu_archive_keyring,
     write_docker_archive,
 )
-from envbuild.errors import BootstrapError, ToolMissingError
+from envbuild.errors import BootstrapError, ToolMissingError, UsageError
 
 CANONICAL = ("debian:bookworm-slim", "ubuntu:20.04", "ubuntu:22.04", "ubuntu:24.04")
 DIFF_ID = "sha256:" + "ab" * 32
@@ -110,7 +110,7 @@ def test_debian_recipe_is_slim() -> None:
 
 
 def test_unknown_reference_names_the_choices_and_the_nearest() -> None:
-    with pytest.raises(BootstrapError) as info:
+    with pytest.raises(UsageError) as info:
         recipe_for("debian:bookworm")
     assert "ubuntu:20.04" in info.value.message
     assert info.value.hint == "did you mean debian:bookworm-slim?"
@@ -338,7 +338,7 @@ def test_unknown_reference_fails_before_any_tool_is_looked_for(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(BootstrapError, match="no bootstrap recipe"):
+    with pytest.raises(UsageError, match="no bootstrap recipe"):
         bootstrap("alpine:3", docker="docker")
 
 
@@ -362,8 +362,8 @@ def test_epoch_from_argument_then_environment_then_recipe(monkeypatch: pytest.Mo
         bases._resolve_epoch(None, recipe)
 
 
-def test_module_entry_point_reports_errors_with_the_bootstrap_exit_code(
+def test_module_entry_point_reports_an_unknown_reference_as_usage(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert bases.main(["alpine:3"]) == 4
+    assert bases.main(["alpine:3"]) == 2
     assert "no bootstrap recipe for 'alpine:3'" in capsys.readouterr().err
