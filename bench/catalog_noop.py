@@ -37,7 +37,16 @@ from _common import (
     save,
     table,
 )
-from _envbuild import MEASURED_PATHS, ca_bundle, envbuild_package, envbuild_settings
+from _envbuild import (
+    BENCH_PREFIX,
+    MEASURED_PATHS,
+    ca_bundle,
+    envbuild_package,
+    envbuild_settings,
+    untag_all,
+)
+
+BASELINE = f"{BENCH_PREFIX}/catalog-noop-docker"
 
 
 def main() -> int:
@@ -64,8 +73,10 @@ def main() -> int:
                 raise SystemExit(run.stderr)
             contexts.append(out)
         secret = f"id=envbuild-ca,src={ca_bundle()}"
+        # Tagged, so the images the baseline makes can be removed afterwards.
         script = " && ".join(
-            f"DOCKER_BUILDKIT=1 {docker} build -q --secret {secret} {ctx} >/dev/null"
+            f"DOCKER_BUILDKIT=1 {docker} build -q --secret {secret} -t {BASELINE}:{ctx.name} "
+            f"{ctx} >/dev/null"
             for ctx in contexts
         )
         cases = [
@@ -79,7 +90,10 @@ def main() -> int:
                 cwd=ROOT,
             ),
         ]
-        stats = compare(cases, runs=args.runs, warmup=1)
+        try:
+            stats = compare(cases, runs=args.runs, warmup=1)
+        finally:
+            untag_all(docker, BASELINE)
     state = git_state(ROOT, MEASURED_PATHS)
     rows = [
         [s.name, fmt_ms(s.median), fmt_ms(s.minimum), fmt_ms(max(s.times)), ratio(s, stats[0])]
