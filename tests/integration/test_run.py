@@ -1,4 +1,4 @@
-"""`envbuild run` against the real engine (RELIABILITY.md section E, issue 3's test list).
+"""`envbuild run` against the real engine: arguments, variables, mounts, inputs, outputs, exit codes, signals, logs, history.
 
 Every test drives the real CLI in a subprocess (or the library API where the
 API is the point) against the real Docker engine; nothing is faked here. Two
