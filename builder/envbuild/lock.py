@@ -10,12 +10,17 @@ that are meant to be committed:
 * ``requirements.lock`` — every pip distribution with its hashes, resolved by
   uv (``uv pip compile --generate-hashes``) for the environment's Python
   version and platform;
-* ``conda-linux-64.lock`` — conda-lock's explicit lock of ``[conda]`` (and, for
-  ``python.source = "conda"``, Python itself).
+* ``conda-linux-64.lock`` — an explicit conda lock (``@EXPLICIT``, then one
+  package URL with its hash a line) of ``[conda]`` (and, for
+  ``python.source = "conda"``, Python itself): solved by conda-lock when a
+  micromamba/mamba/conda binary is there to drive, else by py-rattler.
 
 Reading locks (:func:`read`, :func:`status`) is pure: rendering and hashing
 use them without touching the network or the engine. Making them
-(:func:`lock`) resolves with uv / conda-lock and asks the engine for the base.
+(:func:`lock`) resolves with uv / conda-lock or py-rattler, asks the engine for
+the base, and fetches the locked conda packages (checked against the lock's
+hashes) into envbuild's package store, from which builds install them
+(:func:`conda_prefix_tar`): a build never reaches a conda channel.
 """
 
 from __future__ import annotations
@@ -513,23 +518,40 @@ def find_conda_solver() -> tuple[str, Path] | None:
     return None
 
 
-def solve_conda(env: Environment, *, ca_bundle: Path | None = None) -> bytes:
-    """Solve the conda specs with conda-lock; the explicit lock's bytes."""
+def conda_resolver() -> str:
+    """Which solver :func:`solve_conda` uses: ``"conda-lock"`` or ``"py-rattler"``.
+
+    conda-lock when it is installed *and* a micromamba/mamba/conda binary is
+    there for it to drive (what it has always used); else py-rattler, which
+    solves in-process (it is a wheel: nothing to download at lock time).
+    """
     import importlib.util
+
+    if importlib.util.find_spec("conda_lock") is not None and find_conda_solver() is not None:
+        return "conda-lock"
+    if importlib.util.find_spec("rattler") is not None:
+        return "py-rattler"
+    raise LockError(
+        "locking [conda] needs py-rattler (or conda-lock with micromamba, mamba or conda), "
+        "and neither was found",
+        hint="install it: pip install 'envbuild[conda]' (or pip install py-rattler)",
+    )
+
+
+def solve_conda(env: Environment, *, ca_bundle: Path | None = None) -> bytes:
+    """Solve the conda specs; the explicit lock's bytes (see :func:`conda_resolver`)."""
+    if conda_resolver() == "py-rattler":
+        return solve_conda_rattler(env, ca_bundle=ca_bundle)
+    return _solve_conda_lock(env, ca_bundle=ca_bundle)
+
+
+def _solve_conda_lock(env: Environment, *, ca_bundle: Path | None = None) -> bytes:
+    """Solve the conda specs with conda-lock; the explicit lock's bytes."""
     import subprocess
     import tempfile
 
-    if importlib.util.find_spec("conda_lock") is None:
-        raise LockError(
-            "locking [conda] needs conda-lock",
-            hint="install it: pip install 'envbuild[conda]' (or pip install conda-lock)",
-        )
     solver = find_conda_solver()
-    if solver is None:
-        raise LockError(
-            "conda-lock needs micromamba, mamba or conda to solve [conda], and none was found",
-            hint="install micromamba and put it on PATH, or set ENVBUILD_MICROMAMBA to its path",
-        )
+    assert solver is not None  # conda_resolver() checked
     kind, path = solver
     with tempfile.TemporaryDirectory(prefix="envbuild-conda-lock-") as tmp:
         folder = Path(tmp)
@@ -567,6 +589,295 @@ def solve_conda(env: Environment, *, ca_bundle: Path | None = None) -> bytes:
             )
         body = out.read_bytes()
     return GENERATED.encode() + body
+
+
+# -- conda with py-rattler ----------------------------------------------------------
+
+# The virtual packages a linux-64 image is solved for. Not this host's
+# (detected ones would tie the lock to the machine that made it): the floor
+# every supported base provides (glibc 2.17, as the pip locks assume).
+CONDA_VIRTUAL_PACKAGES = (("__unix", "0", "0"), ("__linux", "4.4", "0"),
+                          ("__glibc", "2.17", "0"), ("__archspec", "1", "x86_64"))  # fmt: skip
+
+
+def _rattler() -> Any:
+    try:
+        import rattler
+    except ImportError:
+        raise LockError(
+            "installing or locking conda packages without micromamba needs py-rattler",
+            hint="install it: pip install 'envbuild[conda]' (or pip install py-rattler)",
+        ) from None
+    return rattler
+
+
+def _rattler_version() -> str:
+    from importlib.metadata import version
+
+    return version("py-rattler")
+
+
+def solve_conda_rattler(env: Environment, *, ca_bundle: Path | None = None) -> bytes:
+    """Solve the conda specs with py-rattler for linux-64; the explicit lock's bytes.
+
+    The channels of ``[conda]`` (conda-forge when none) are read with strict
+    channel priority; the lock lists every package of the solution in install
+    order, by URL with its sha256 (``url#sha256:HEX``, which conda's explicit
+    format and micromamba accept), so that what it names can be checked byte
+    for byte wherever it is installed.
+    """
+    import asyncio
+
+    rattler = _rattler()
+    channels = list(env.conda.channels) or ["conda-forge"]
+    virtual = [
+        rattler.GenericVirtualPackage(
+            rattler.PackageName(name), rattler.Version(version), rattler.BuildString(build)
+        )
+        for name, version, build in CONDA_VIRTUAL_PACKAGES
+    ]
+    # ca_bundle: py-rattler's HTTP client trusts its own roots; a private CA
+    # for the channels is not handed to it yet (conda-lock's path honours it).
+    del ca_bundle
+    try:
+        records = asyncio.run(
+            rattler.solve(
+                sources=channels,
+                specs=list(conda_specs(env)),
+                platforms=[CONDA_PLATFORM, "noarch"],
+                virtual_packages=virtual,
+            )
+        )
+    except Exception as exc:  # rattler's errors are one family per failure kind
+        raise LockError(
+            f"py-rattler could not solve the [conda] packages of {env.name} "
+            f"against {', '.join(channels)}:\n{_tail(str(exc))}",
+            hint="check the channels and package specs",
+        ) from exc
+    # Install order (dependencies first), as conda writes explicit files; the
+    # sort returns plain package records, so map them back by name (a
+    # solution holds one record per name).
+    by_name = {record.name.normalized: record for record in records}
+    topological = rattler.PackageRecord.sort_topologically(records)
+    ordered = [by_name[r.name.normalized] for r in topological]
+    lines = []
+    for record in ordered:
+        if record.sha256 is None:
+            raise LockError(f"the channel gives no sha256 for {record.url}: it cannot be locked")
+        lines.append(f"{record.url}#sha256:{record.sha256.hex()}")
+    header = (
+        f"# conda packages of {env.name} for {CONDA_PLATFORM}, solved by py-rattler "
+        f"{_rattler_version()} from: {' '.join(channels)}\n"
+    )
+    return (GENERATED + header + "@EXPLICIT\n" + "".join(f"{ln}\n" for ln in lines)).encode()
+
+
+@dataclass(frozen=True)
+class LockedPackage:
+    """One line of an explicit conda lock: where the package is and its expected hash."""
+
+    url: str
+    algorithm: str  # "sha256" or "md5" (conda-lock's explicit locks carry md5)
+    digest: str
+
+    @property
+    def filename(self) -> str:
+        """The archive's file name (``name-version-build.tar.bz2`` or ``.conda``)."""
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def channel(self) -> str:
+        """The channel URL: the package URL without its ``/subdir/filename``."""
+        return self.url.rsplit("/", 2)[0]
+
+
+def locked_packages(data: bytes) -> list[LockedPackage]:
+    """The packages of an explicit conda lock; a line without a hash is an error."""
+    out = []
+    for line in explicit_urls(data):
+        url, _, fragment = line.partition("#")
+        algorithm, _, digest = fragment.rpartition(":")
+        algorithm = algorithm or ("sha256" if len(digest) == 64 else "md5")
+        size = {"sha256": 64, "md5": 32}.get(algorithm)
+        if size is None or len(digest) != size:
+            raise LockError(
+                f"the conda lock names {url} without a sha256 or md5 hash",
+                hint="run `envbuild lock` to rewrite it",
+            )
+        out.append(LockedPackage(url, algorithm, digest.lower()))
+    return out
+
+
+def conda_store() -> Path:
+    """Where the locked conda packages are kept (by hash) and installed prefixes cached."""
+    from envbuild.settings import load_settings
+
+    return load_settings().home / "cache" / "conda"
+
+
+def _archive_path(package: LockedPackage) -> Path:
+    return conda_store() / "pkgs" / f"{package.digest}-{package.filename}"
+
+
+def fetch_conda_packages(
+    data: bytes, *, ca_bundle: Path | None = None, log: Log = lambda line: None
+) -> int:
+    """Download what the lock names into the package store, each checked against its hash.
+
+    Already stored packages are skipped (they were checked when stored).
+    Returns how many were downloaded. This, in ``envbuild lock``, is the only
+    place envbuild reaches a conda channel: builds install from the store, so
+    a channel only the host can reach (a mirror on loopback, behind a proxy
+    the build cannot use) works, and a build needs no network for conda.
+    """
+    import ssl
+    import urllib.request
+
+    context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+    fetched = 0
+    for package in locked_packages(data):
+        target = _archive_path(package)
+        if target.is_file():
+            continue
+        if not package.url.startswith(("http://", "https://", "file://")):
+            raise LockError(f"the conda lock names {package.url}: not an http(s) or file URL")
+        log(f"envbuild: fetching {package.url}")
+        try:
+            # The scheme is checked above: file:// is a local channel, as in conda.
+            with urllib.request.urlopen(  # noqa: S310
+                package.url, timeout=300, context=context
+            ) as answer:
+                blob = answer.read()
+        except OSError as exc:
+            raise LockError(
+                f"cannot fetch the locked conda package {package.url}: {exc}",
+                hint="check the channel is reachable from this machine",
+            ) from exc
+        actual = hashlib.new(package.algorithm, blob).hexdigest()
+        if actual != package.digest:
+            raise LockError(
+                f"{package.url}: {package.algorithm} {actual} is not the locked {package.digest}",
+                hint="the channel changed a published package; check it, then `envbuild lock`",
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(blob)
+        tmp.replace(target)
+        fetched += 1
+    return fetched
+
+
+def conda_prefix_tar(data: bytes, prefix: str) -> bytes:
+    """The conda prefix the lock ``data`` describes, installed for ``prefix``, as a tar.
+
+    py-rattler links the stored packages (see :func:`fetch_conda_packages`)
+    into a scratch directory on this host, with ``prefix`` written into every
+    file that embeds its location (conda's prefix placeholders), for the
+    linux-64 platform images are built for — so the result is the prefix a
+    conda install inside the image would make, and the build only unpacks it.
+    Link scripts are not run (py-rattler's default; they are arbitrary code).
+    The host paths py-rattler records in ``conda-meta/`` are replaced by the
+    locked URLs, and the tar is deterministic (sorted, fixed times and
+    owners): the same lock gives the same bytes, hence the same image hash.
+    It is cached in the store by the lock's digest and py-rattler's version.
+    """
+    import asyncio
+    import platform as host
+    import tempfile
+
+    if host.system() != "Linux" or host.machine() not in ("x86_64", "AMD64"):
+        raise LockError(
+            f"conda packages for {CONDA_PLATFORM} are installed on this host, which is "
+            f"{host.system()}/{host.machine()}",
+            hint="build conda environments on a linux x86-64 machine",
+        )
+    rattler = _rattler()
+    packages = locked_packages(data)
+    key = hashlib.sha256(data + f"\0{prefix}\0{_rattler_version()}".encode()).hexdigest()
+    cached = conda_store() / "prefixes" / f"{key}.tar"
+    if cached.is_file():
+        return cached.read_bytes()
+    missing = [p.url for p in packages if not _archive_path(p).is_file()]
+    if missing:
+        raise LockError(
+            f"{len(missing)} locked conda package(s) are not in envbuild's package store "
+            f"({conda_store() / 'pkgs'}), e.g. {missing[0]}",
+            hint="run `envbuild lock ENV`: it fetches them (checked against the lock's hashes)",
+        )
+
+    async def install(target: Path, scratch: Path) -> None:
+        records = [
+            await rattler.RepoDataRecord.from_package_archive(_archive_path(p)) for p in packages
+        ]
+        await rattler.install(
+            records,
+            target_prefix=target,
+            cache_dir=scratch,
+            platform=rattler.Subdir(CONDA_PLATFORM),
+            execute_link_scripts=False,
+            show_progress=False,
+            alternative_target_prefix=prefix,
+        )
+
+    with tempfile.TemporaryDirectory(prefix="envbuild-conda-prefix-") as tmp:
+        target, scratch = Path(tmp) / "prefix", Path(tmp) / "extracted"
+        try:
+            asyncio.run(install(target, scratch))
+        except Exception as exc:  # rattler raises its own exception types
+            raise LockError(f"py-rattler could not install the conda lock: {exc}") from exc
+        _scrub_conda_meta(target, packages)
+        (target / "CACHEDIR.TAG").unlink(missing_ok=True)  # rattler's marker, not a cache
+        blob = _deterministic_tar(target)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp_file = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+    tmp_file.write_bytes(blob)
+    tmp_file.replace(cached)
+    return blob
+
+
+def _scrub_conda_meta(target: Path, packages: Sequence[LockedPackage]) -> None:
+    """Record the locked URL and channel of each package, and no path of this host."""
+    by_file = {p.filename: p for p in packages}
+    for path in sorted((target / "conda-meta").glob("*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        package = by_file.get(str(record.get("fn", "")))
+        if package is not None:
+            record["url"] = package.url
+            record["channel"] = package.channel
+        for key in ("extracted_package_dir", "package_tarball_full_path"):
+            record.pop(key, None)
+        if isinstance(record.get("link"), dict):
+            record["link"].pop("source", None)
+        path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _deterministic_tar(root: Path) -> bytes:
+    """A tar of ``root``'s contents: sorted, owned by root, fixed times; links kept."""
+    import io
+    import stat
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(root.rglob("*"), key=lambda p: p.relative_to(root).as_posix()):
+            info = tarfile.TarInfo(path.relative_to(root).as_posix())
+            mode = path.lstat().st_mode
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.mode = stat.S_IMODE(mode) | (0o644 if path.parent.name == "conda-meta" else 0)
+            if stat.S_ISLNK(mode):
+                info.type = tarfile.SYMTYPE
+                info.linkname = str(path.readlink())
+                tar.addfile(info)
+            elif stat.S_ISDIR(mode):
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                content = path.read_bytes()
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
 
 
 def explicit_urls(data: bytes) -> list[str]:
@@ -729,13 +1040,15 @@ def lock(
         )
     conda = None
     if needs_conda(env):
-        log("envbuild: solving the conda packages with conda-lock")
+        log(f"envbuild: solving the conda packages with {conda_resolver()}")
         conda = CondaLock(
             requested=conda_specs(env),
             channels=env.conda.channels,
             inputs=conda_inputs(env),
             data=solve_conda(env, ca_bundle=ca_bundle),
         )
+        # Builds install from envbuild's package store, never from the channel.
+        fetch_conda_packages(conda.data, ca_bundle=ca_bundle, log=log)
     locks = Locks(base=base, python=python, pip=pip, conda=conda)
     files: dict[str, bytes] = {INDEX_FILE: render_index(locks).encode()}
     if pip is not None:

@@ -32,7 +32,13 @@ SUPPORTED_PYTHON_SOURCES = ("system", "uv", "conda")
 # Tools bind-mounted from the build context into the steps that use them:
 # never copied into a layer of the image.
 UV_IN_CONTEXT = "envbuild/bin/uv"
-MICROMAMBA_IN_CONTEXT = "envbuild/bin/micromamba"
+# What the conda step bind-mounts: for a locked environment, the prefix
+# py-rattler installed on the host from the lock (a tar, unpacked by the step);
+# for an unlocked one, micromamba, which solves in the image. One path, because
+# the build refuses a conda environment whose context lacks it (build.py asks
+# for it under the name MICROMAMBA_IN_CONTEXT).
+CONDA_INPUT_IN_CONTEXT = "envbuild/conda/input"
+MICROMAMBA_IN_CONTEXT = CONDA_INPUT_IN_CONTEXT
 DEFAULT_PLATFORM = "linux/amd64"
 
 
@@ -169,7 +175,7 @@ def prepare(env: Environment, locks: locking.Locks | None = None) -> dict[str, A
         "conda_file": conda_file,
         "conda_mode": "locked" if conda_file == locking.CONDA_LOCK_FILE else "unlocked",
         "uv_bin": UV_IN_CONTEXT,
-        "micromamba_bin": MICROMAMBA_IN_CONTEXT,
+        "conda_input": CONDA_INPUT_IN_CONTEXT,
         "variables": list(env.variables),
         "labels": list(labels(env, locks)),
         "workdir": env.run.workdir,
@@ -254,15 +260,21 @@ def render(env: Environment, *, platform: str = DEFAULT_PLATFORM) -> BuildContex
     if data["conda_file"] == locking.CONDA_LOCK_FILE:
         assert locks is not None and locks.conda is not None
         files[f"envbuild/{locking.CONDA_LOCK_FILE}"] = ContextFile(locks.conda.data)
+        # The locked packages, installed for /opt/conda by py-rattler from
+        # envbuild's package store (filled, hash-checked, by `envbuild lock`):
+        # a deterministic function of the lock, so the build needs no conda
+        # binary and no channel.
+        files[CONDA_INPUT_IN_CONTEXT] = ContextFile(
+            locking.conda_prefix_tar(locks.conda.data, CONDA_PREFIX)
+        )
     elif data["conda_file"]:
         files["envbuild/conda-specs.txt"] = ContextFile(
             _listing("[conda] packages", list(locking.conda_specs(env))).encode("utf-8")
         )
         files["envbuild/condarc"] = ContextFile(_condarc(env).encode("utf-8"))
-    if data["conda_file"]:
         micromamba = micromamba_binary()
         if micromamba is not None:  # else the build says what is missing
-            files[MICROMAMBA_IN_CONTEXT] = _tool(micromamba)
+            files[CONDA_INPUT_IN_CONTEXT] = _tool(micromamba)
     pin = locks.base if locks is not None else None
     return BuildContext(
         files=_frozen(files),

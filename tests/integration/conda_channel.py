@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MTIME = 1_700_000_000  # fixed: the same package is the same bytes on every run
+# conda's prefix placeholder: a file holding it gets the install prefix written
+# in its place when the package is linked (declared in info/paths.json).
+PLACEHOLDER = "/opt/anaconda1anaconda2anaconda3"
 
 
 @dataclass(frozen=True)
@@ -36,17 +39,18 @@ class Package:
     files: Mapping[str, str]
     depends: Sequence[str] = ()
     build: str = "0"
+    executables: Sequence[str] = ()  # paths installed with mode 0755
 
     @property
     def filename(self) -> str:
         return f"{self.name}-{self.version}-{self.build}.tar.bz2"
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
     info.mtime = MTIME
-    info.mode = 0o644
+    info.mode = mode
     tar.addfile(info, io.BytesIO(data))
 
 
@@ -63,25 +67,25 @@ def make_package(package: Package) -> bytes:
         "license": "MIT",
         "timestamp": MTIME * 1000,
     }
-    paths = {
-        "paths": [
-            {
-                "_path": path,
-                "path_type": "hardlink",
-                "sha256": hashlib.sha256(text.encode()).hexdigest(),
-                "size_in_bytes": len(text.encode()),
-            }
-            for path, text in sorted(package.files.items())
-        ],
-        "paths_version": 1,
-    }
+    entries = []
+    for path, text in sorted(package.files.items()):
+        entry: dict[str, object] = {
+            "_path": path,
+            "path_type": "hardlink",
+            "sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "size_in_bytes": len(text.encode()),
+        }
+        if PLACEHOLDER in text:
+            entry.update(prefix_placeholder=PLACEHOLDER, file_mode="text")
+        entries.append(entry)
+    paths = {"paths": entries, "paths_version": 1}
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:bz2") as tar:
         _add(tar, "info/index.json", json.dumps(index, sort_keys=True).encode())
         _add(tar, "info/paths.json", json.dumps(paths, sort_keys=True).encode())
         _add(tar, "info/files", "".join(f"{p}\n" for p in sorted(package.files)).encode())
         for path, text in sorted(package.files.items()):
-            _add(tar, path, text.encode())
+            _add(tar, path, text.encode(), 0o755 if path in package.executables else 0o644)
     return buffer.getvalue()
 
 
@@ -150,3 +154,23 @@ def serve(root: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def shim_python(version: str, interpreter: str = "/usr/bin/python3") -> Package:
+    """A stand-in ``python`` conda package: the base's ``interpreter`` over this prefix.
+
+    conda-forge's python cannot be downloaded here, and a solve for
+    ``python.source = "conda"`` needs a ``python`` package. This one's
+    ``bin/python`` runs the base image's own interpreter (which must be
+    ``version``) with the prefix's ``site-packages`` first on its path; the
+    prefix is written into it at link time from conda's placeholder, which
+    tests prefix relocation too. Everything around it is real conda.
+    """
+    major_minor = ".".join(version.split(".")[:2])
+    site = f"{PLACEHOLDER}/lib/python{major_minor}/site-packages"
+    script = (
+        "#!/bin/sh\n"
+        "# A stand-in for conda's python, made by envbuild's tests.\n"
+        f'PYTHONPATH="{site}${{PYTHONPATH:+:$PYTHONPATH}}" exec {interpreter} "$@"\n'
+    )
+    return Package("python", version, {"bin/python": script}, executables=("bin/python",))

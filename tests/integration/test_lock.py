@@ -9,7 +9,6 @@ it made.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tarfile
@@ -282,10 +281,31 @@ def test_uv_python_download_failure_is_clear(eb: Envbuild, tmp_path: Path) -> No
 
 # -- conda against a channel served on loopback ----------------------------------------------------
 
+# Debian 12's python3 is 3.11: the stand-in conda python runs it (see shim_python).
+CONDA_PYTHON = conda_channel.shim_python("3.11.2")
 DEMO = conda_channel.Package(
     "envbuild-demo",
     "1.0",
-    {"lib/python3.8/site-packages/envbuild_demo.py": "VALUE = 'from the loopback channel'\n"},
+    {"lib/python3.11/site-packages/envbuild_demo.py": "VALUE = 'from the loopback channel'\n"},
+    depends=["python 3.11.*"],
+)
+CONDA_ENV = """\
+schema = 1
+name = "condaloop"
+description = "{marker}"
+[python]
+version = "3.11"
+source = "conda"
+[system]
+packages = ["python3"]
+[conda]
+channels = ["{url}"]
+packages = ["envbuild-demo=1.0"]
+"""
+
+needs_rattler = pytest.mark.skipif(
+    __import__("importlib.util").util.find_spec("rattler") is None,
+    reason="py-rattler is not installed (pip install 'envbuild[conda]')",
 )
 
 
@@ -304,36 +324,35 @@ def test_loopback_channel_serves_indexed_packages(tmp_path: Path) -> None:
     assert conda_channel.make_package(DEMO) == data  # deterministic bytes
 
 
-def test_conda_env_locked_to_the_loopback_channel_renders(write_env, tmp_path: Path) -> None:
-    """The explicit lock of the served channel renders into a Dockerfile hadolint accepts."""
-    entries = conda_channel.write_channel(tmp_path / "channel", [DEMO])
+@needs_rattler
+def test_conda_env_locked_to_the_loopback_channel_renders(
+    write_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hand-written explicit lock of the served channel renders; hadolint accepts it."""
+    monkeypatch.setenv("ENVBUILD_HOME", str(tmp_path / "home"))
+    entries = conda_channel.write_channel(tmp_path / "channel", [CONDA_PYTHON, DEMO])
     with conda_channel.serve(tmp_path / "channel") as url:
-        folder = write_env(
-            'schema = 1\nname = "condaloop"\n[python]\nversion = "3.8"\nsource = "conda"\n'
-            f'[conda]\nchannels = ["{url}"]\npackages = ["envbuild-demo=1.0"]\n'
-        )
+        folder = write_env(CONDA_ENV.format(marker="render", url=url))
         env = load(folder)
-        explicit = conda_channel.explicit_lock(url, entries)
+        explicit = locking.GENERATED + conda_channel.explicit_lock(url, entries)
         locks = locking.Locks(
             base=locking.BasePin("debian:bookworm-slim", "image-id", "sha256:" + "a" * 64),
-            python="3.8",
+            python="3.11",
             conda=locking.CondaLock(
                 requested=locking.conda_specs(env),
                 channels=env.conda.channels,
                 inputs=locking.conda_inputs(env),
-                data=(locking.GENERATED + explicit).encode(),
+                data=explicit.encode(),
             ),
         )
         (folder / locking.INDEX_FILE).write_text(locking.render_index(locks))
-        (folder / locking.CONDA_LOCK_FILE).write_text(locking.GENERATED + explicit)
-        context = render(env)
-        lock_file = context.files["envbuild/conda-linux-64.lock"].data.decode()
-        for url_line in locking.explicit_urls(lock_file.encode()):
-            package_url, _, digest = url_line.partition("#sha256:")
-            with urllib.request.urlopen(package_url) as answer:
-                import hashlib
-
-                assert hashlib.sha256(answer.read()).hexdigest() == digest
+        (folder / locking.CONDA_LOCK_FILE).write_text(explicit)
+        with pytest.raises(locking.LockError, match="not in envbuild's package store"):
+            render(env)
+        assert locking.fetch_conda_packages(explicit.encode()) == 2
+    context = render(env)  # the channel is gone: rendering needs only the store
+    assert context.files["envbuild/conda-linux-64.lock"].data == explicit.encode()
+    assert "envbuild/conda/input" in context.files
     target = tmp_path / "Dockerfile"
     target.write_text(context.dockerfile)
     hadolint = shutil.which("hadolint")
@@ -345,34 +364,44 @@ def test_conda_env_locked_to_the_loopback_channel_renders(write_env, tmp_path: P
     assert lint.returncode == 0, lint.stdout
 
 
+@needs_rattler
 @pytest.mark.docker
 def test_conda_lock_and_build_against_the_loopback_channel(eb: Envbuild, tmp_path: Path) -> None:
-    """lock -> build -> import for conda: needs a micromamba binary, which PyPI and Debian lack."""
-    solver = locking.find_conda_solver()
-    conda_channel.write_channel(tmp_path / "channel", [DEMO])
+    """lock -> build -> import for conda, solved and installed by py-rattler.
+
+    The channel serves on 127.0.0.1, which a build container cannot reach: the
+    lock fetches the packages on the host, and the build never needs it.
+    """
+    conda_channel.write_channel(tmp_path / "channel", [CONDA_PYTHON, DEMO])
     with conda_channel.serve(tmp_path / "channel") as url:
         folder = write_env(
-            tmp_path / "condaloop",
-            'schema = 1\nname = "condaloop"\n[python]\nversion = "3.8"\nsource = "conda"\n'
-            f'[conda]\nchannels = ["{url}"]\npackages = ["envbuild-demo=1.0"]\n',
+            tmp_path / "condaloop", CONDA_ENV.format(marker=uuid.uuid4().hex, url=url)
         )
-        proc = eb("lock", str(folder), check=False)
-        if solver is None:
-            # What runs here: the lock says exactly what is missing, and writes nothing.
-            assert proc.returncode == 1
-            assert (
-                "micromamba, mamba or conda" in proc.stderr or "needs conda-lock" in proc.stderr
-            ), proc.stderr
-            assert not (folder / locking.CONDA_LOCK_FILE).exists()
-            pytest.skip(
-                "no micromamba/mamba/conda on this machine (not on PyPI or Debian): "
-                "conda lock and build could not run; set ENVBUILD_MICROMAMBA to run them"
-            )
-        assert proc.returncode == 0, proc.stderr
-        if os.environ.get("ENVBUILD_CONDA_BUILD") != "1":
-            pytest.skip("the build step needs the channel reachable from the build network")
-        result = json.loads(eb("build", "--json", "-q", str(folder)).stdout)
-        out = eb.run_in(
-            result["image"], "python", "-c", "import envbuild_demo as d; print(d.VALUE)"
-        )
-        assert out.strip() == "from the loopback channel"
+        proc = eb("lock", str(folder))
+        assert "solving the conda packages with py-rattler" in proc.stderr
+        assert "locks unchanged" in eb("lock", str(folder)).stderr  # idempotent
+    lock_text = (folder / locking.CONDA_LOCK_FILE).read_text()
+    assert lock_text.startswith("# Generated by `envbuild lock`")
+    assert locking.conda_pins(lock_text.encode()) == {
+        "python": "3.11.2-0",
+        "envbuild-demo": "1.0-0",
+    }
+    assert lock_text.index("/python-3.11.2-0") < lock_text.index("/envbuild-demo-")  # install order
+    assert eb("lock", "--check", str(folder)).returncode == 0
+
+    # The channel is stopped: the build installs from what the lock fetched.
+    result = json.loads(eb("build", "--strict", "--json", "-q", str(folder)).stdout)
+    image = result["image"]
+    assert labels_of(eb, image)["io.envbuild.locked"] == "true"
+    out = eb.run_in(image, "python", "-c", "import envbuild_demo as d; print(d.VALUE)")
+    assert out.strip() == "from the loopback channel"
+    meta = json.loads(
+        eb.run_in(image, "sh", "-c", "cat /opt/conda/conda-meta/envbuild-demo-1.0-0.json")
+    )
+    assert meta["url"] == f"{url}/noarch/envbuild-demo-1.0-0.tar.bz2"  # no path of the host
+    assert "extracted_package_dir" not in meta
+    shim = eb.run_in(image, "cat", "/opt/conda/bin/python")
+    assert "/opt/conda/lib/python3.11/site-packages" in shim  # the prefix was written in
+    # Rendering again gives the same context: the same hash, the image is reused.
+    again = json.loads(eb("build", "--json", "-q", str(folder)).stdout)
+    assert again["cached"] is True and again["hash"] == result["hash"]

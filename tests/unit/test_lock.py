@@ -434,9 +434,75 @@ def test_uv_mirror_is_a_build_arg(write_env, monkeypatch: pytest.MonkeyPatch) ->
     assert resolve(folder, load_settings()).hash == before  # a location, not an input
 
 
-def test_conda_python_locked_renders_and_passes_hadolint(write_env, tmp_path: Path) -> None:
-    folder = write_env(CONDA_ENV)
+requires_rattler = pytest.mark.skipif(
+    __import__("importlib.util").util.find_spec("rattler") is None,
+    reason="py-rattler is not installed (pip install 'envbuild[conda]')",
+)
+
+
+@pytest.fixture
+def conda_channel_url(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A tiny conda channel on disk, served on loopback (env.toml takes http URLs).
+
+    A stand-in python, and a package needing it in two versions.
+    """
+    from tests.integration import conda_channel
+
+    conda_channel.write_channel(
+        tmp_path / "channel",
+        [
+            conda_channel.shim_python("3.8.10"),
+            conda_channel.Package(
+                "envbuild-demo", "1.0",
+                {"lib/python3.8/site-packages/envbuild_demo.py": "VALUE = 1\n"},
+                depends=["python 3.8.*"],
+            ),
+            conda_channel.Package("envbuild-demo", "2.0", {"share/demo2": "2\n"}),
+        ],
+    )  # fmt: skip
+    with conda_channel.serve(tmp_path / "channel") as url:
+        yield url
+
+
+@requires_rattler
+def test_rattler_solve_writes_an_explicit_lock(write_env, conda_channel_url: str) -> None:
+    channel = conda_channel_url
+    env = load(write_env(CONDA_ENV.split("[pip]")[0].replace(
+        "http://127.0.0.1:8765/channel", channel)))  # fmt: skip
+    assert locking.conda_resolver() == "py-rattler"
+    data = locking.solve_conda(env)
+    text = data.decode()
+    assert text.startswith(locking.GENERATED)
+    assert "solved by py-rattler" in text and "@EXPLICIT\n" in text
+    packages = locking.locked_packages(data)
+    # Dependencies first (install order); the spec's version, not the newest.
+    assert [p.filename for p in packages] == [
+        "python-3.8.10-0.tar.bz2",
+        "envbuild-demo-1.0-0.tar.bz2",
+    ]
+    assert all(p.algorithm == "sha256" and p.channel == channel for p in packages)
+    assert locking.conda_pins(data) == {"python": "3.8.10-0", "envbuild-demo": "1.0-0"}
+    assert locking.solve_conda(env) == data  # the same channel, the same lock
+
+
+@requires_rattler
+def test_rattler_solve_failure_is_clear(write_env, conda_channel_url: str) -> None:
+    channel = conda_channel_url
+    text = CONDA_ENV.split("[pip]")[0].replace("http://127.0.0.1:8765/channel", channel)
+    env = load(write_env(text.replace("envbuild-demo=1.0", "no-such-package")))
+    with pytest.raises(locking.LockError, match="py-rattler could not solve"):
+        locking.solve_conda(env)
+
+
+@requires_rattler
+def test_conda_python_locked_renders_and_passes_hadolint(
+    write_env, tmp_path: Path, conda_channel_url: str
+) -> None:
+    channel = conda_channel_url
+    text = CONDA_ENV.replace("http://127.0.0.1:8765/channel", channel)
+    folder = write_env(text)
     env = load(folder)
+    explicit = locking.solve_conda(env)
     locks = locking.Locks(
         base=locking.BasePin("debian:bookworm-slim", "image-id", BASE_ID),
         python="3.8",
@@ -444,27 +510,73 @@ def test_conda_python_locked_renders_and_passes_hadolint(write_env, tmp_path: Pa
             requested=locking.conda_specs(env),
             channels=env.conda.channels,
             inputs=locking.conda_inputs(env),
-            data=EXPLICIT.encode(),
+            data=explicit,
         ),
     )
     (folder / locking.INDEX_FILE).write_text(locking.render_index(locks))
-    (folder / locking.CONDA_LOCK_FILE).write_text(EXPLICIT)
+    (folder / locking.CONDA_LOCK_FILE).write_bytes(explicit)
     # The pip part is not locked: the whole environment says so.
     with pytest.raises(locking.LockError, match="pip: the \\[pip\\] packages are not locked"):
         render(env)
-    (folder / "env.toml").write_text(CONDA_ENV.split("[pip]")[0])
+    (folder / "env.toml").write_text(text.split("[pip]")[0])
     env = load(folder)
+    # The packages are installed from envbuild's store, which `lock` fills.
+    with pytest.raises(locking.LockError, match="not in envbuild's package store"):
+        render(env)
+    assert locking.fetch_conda_packages(explicit) == 2
+    assert locking.fetch_conda_packages(explicit) == 0  # stored once
     context = render(env)
     text = context.dockerfile
     assert "setup-conda.sh locked /opt/envbuild/conda-linux-64.lock 3.8 /opt/conda" in text
+    assert "source=envbuild/conda/input,target=/tmp/envbuild-conda-prefix.tar" in text
+    assert "micromamba" not in text  # no conda binary, no channel: nothing to reach
     assert "ENV CONDA_PREFIX=" in text and "PATH=/opt/conda/bin:${PATH}" in text
-    assert context.files["envbuild/conda-linux-64.lock"].data == EXPLICIT.encode()
+    assert context.files["envbuild/conda-linux-64.lock"].data == explicit
     assert 'io.envbuild.locked="true"' in text
     _hadolint(text, tmp_path)
-    assert locking.conda_pins(EXPLICIT.encode()) == {
-        "python": "3.8.0-0",
-        "envbuild-demo": "1.0-0",
-    }
+
+    import io
+    import tarfile
+
+    blob = context.files["envbuild/conda/input"].data
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        shim = tar.extractfile("bin/python").read().decode()  # type: ignore[union-attr]
+        meta = json.loads(tar.extractfile("conda-meta/envbuild-demo-1.0-0.json").read())  # type: ignore[union-attr]
+    assert "lib/python3.8/site-packages/envbuild_demo.py" in members
+    assert members["bin/python"].mode & 0o111  # executable
+    assert all(m.mtime == 0 and m.uid == 0 for m in members.values())
+    assert "/opt/conda/lib/python3.8/site-packages" in shim  # the placeholder was replaced
+    assert "anaconda1anaconda2" not in shim
+    assert meta["url"] == f"{channel}/noarch/envbuild-demo-1.0-0.tar.bz2"
+    assert str(tmp_path) not in json.dumps(meta).replace(channel, "")  # no path of this host
+    assert "CACHEDIR.TAG" not in members
+    # Deterministic: installed again from scratch, the same bytes and the same hash.
+    shutil.rmtree(locking.conda_store() / "prefixes")
+    again = render(env)
+    assert again.files["envbuild/conda/input"].data == blob
+    assert content_hash(again, platform="linux/amd64") == content_hash(
+        context, platform="linux/amd64"
+    )
+
+
+def test_conda_md5_and_unhashed_lock_lines() -> None:
+    md5 = "d7c89558ba9fa0495403155b64376d81"
+    data = f"@EXPLICIT\nhttps://c.example/conda-forge/linux-64/x-1-0.tar.bz2#{md5}\n".encode()
+    (package,) = locking.locked_packages(data)
+    assert (package.algorithm, package.digest, package.filename) == ("md5", md5, "x-1-0.tar.bz2")
+    assert package.channel == "https://c.example/conda-forge"
+    with pytest.raises(locking.LockError, match="without a sha256 or md5 hash"):
+        locking.locked_packages(b"@EXPLICIT\nhttps://c.example/c/noarch/x-1-0.tar.bz2\n")
+
+
+def test_conda_fetch_refuses_a_changed_package(tmp_path: Path) -> None:
+    archive = tmp_path / "x-1-0.tar.bz2"
+    archive.write_bytes(b"not what was locked")
+    data = f"@EXPLICIT\n{archive.as_uri()}#sha256:{'0' * 64}\n".encode()
+    with pytest.raises(locking.LockError, match="is not the locked"):
+        locking.fetch_conda_packages(data)
+    assert not list((locking.conda_store() / "pkgs").glob("*x-1-0*"))
 
 
 def test_conda_unlocked_renders_with_channels(write_env, tmp_path: Path) -> None:
@@ -500,9 +612,19 @@ def test_conda_packages_need_conda_python(write_env) -> None:
 
 def test_conda_lock_without_solver_is_clear(write_env, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(locking, "find_conda_solver", lambda: None)
-    monkeypatch.setattr("importlib.util.find_spec", lambda name: object())
-    with pytest.raises(locking.LockError, match="micromamba, mamba or conda"):
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    with pytest.raises(
+        locking.LockError, match=r"needs py-rattler \(or conda-lock with micromamba"
+    ):
         locking.solve_conda(load(write_env(CONDA_ENV)))
+
+
+def test_conda_lock_prefers_conda_lock_with_a_solver(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(locking, "find_conda_solver", lambda: ("micromamba", Path("/x")))
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: object())
+    assert locking.conda_resolver() == "conda-lock"
+    monkeypatch.setattr(locking, "find_conda_solver", lambda: None)
+    assert locking.conda_resolver() == "py-rattler"
 
 
 # -- explain ---------------------------------------------------------------------------------
