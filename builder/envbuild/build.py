@@ -377,12 +377,15 @@ def build(
 def _check_tools(resolved: Resolved) -> None:
     """Say plainly when a tool the Dockerfile bind-mounts is not in the context."""
     from envbuild import lock as locking
-    from envbuild.render import MICROMAMBA_IN_CONTEXT
+    from envbuild.render import CONDA_INPUT_IN_CONTEXT
 
-    if locking.needs_conda(resolved.env) and MICROMAMBA_IN_CONTEXT not in resolved.context.files:
+    if locking.needs_conda(resolved.env) and CONDA_INPUT_IN_CONTEXT not in resolved.context.files:
+        # Locked, the conda prefix comes from the lock (py-rattler); unlocked,
+        # micromamba solves in the image, and this machine has none to give it.
         raise EngineError(
-            f"{resolved.env.name} installs conda packages with micromamba, and this machine "
-            "has none to put into the build",
-            hint="install micromamba (linux-64) and set ENVBUILD_MICROMAMBA to its path, "
-            "or put it on PATH",
+            f"{resolved.env.name} has conda packages but is not locked, and this machine has "
+            "no micromamba to solve them in the build",
+            hint=f"lock it (`envbuild lock {resolved.env.path}`, needs py-rattler: "
+            "pip install 'envbuild[conda]'), or set ENVBUILD_MICROMAMBA to a linux-64 "
+            "micromamba",
         )

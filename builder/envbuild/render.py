@@ -34,11 +34,9 @@ SUPPORTED_PYTHON_SOURCES = ("system", "uv", "conda")
 UV_IN_CONTEXT = "envbuild/bin/uv"
 # What the conda step bind-mounts: for a locked environment, the prefix
 # py-rattler installed on the host from the lock (a tar, unpacked by the step);
-# for an unlocked one, micromamba, which solves in the image. One path, because
-# the build refuses a conda environment whose context lacks it (build.py asks
-# for it under the name MICROMAMBA_IN_CONTEXT).
+# for an unlocked one, micromamba, which solves in the image. One path, so that
+# the build can check for it before it starts (build._check_tools).
 CONDA_INPUT_IN_CONTEXT = "envbuild/conda/input"
-MICROMAMBA_IN_CONTEXT = CONDA_INPUT_IN_CONTEXT
 DEFAULT_PLATFORM = "linux/amd64"
 
 
