@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import hashlib
 import json
 import os
 import sys
@@ -22,16 +21,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from envbuild import __version__
 from envbuild.context import BuildContext
-from envbuild.definition import DEFINITION_FILE, Environment, load
+from envbuild.definition import Environment, load
 from envbuild.engine import BuildRequest, Engine, ImageInfo
 from envbuild.errors import EngineError
-from envbuild.hashing import HASH_SCHEMA, content_hash
-from envbuild.render import render, templates_dir
+from envbuild.hashing import content_hash
+from envbuild.render import render
+from envbuild.result import HASH_LABEL as HASH_LABEL  # re-exported, as are the next two
+from envbuild.result import BuildResult as BuildResult
+from envbuild.result import report as report
 from envbuild.settings import Settings
 
-HASH_LABEL = "io.envbuild.hash"
 # The inputs of the hash in short (see envbuild.explain), so that `explain`
 # can say what changed against any image, even one built elsewhere.
 INPUTS_LABEL = "io.envbuild.inputs"
@@ -76,90 +76,32 @@ class Resolved:
         return f"{self.repository}:{self.env.version}"
 
 
-@dataclass(frozen=True)
-class BuildResult:
-    """What ``build`` did: the image, its hash, whether it was a cache hit."""
-
-    image: str
-    hash: str
-    cached: bool
-    id: str
-    seconds: float
-    tags: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, object]:
-        """The ``--json`` shape: image, hash, cached, id, seconds (and tags)."""
-        return {
-            "image": self.image,
-            "hash": self.hash,
-            "cached": self.cached,
-            "id": self.id,
-            "seconds": round(self.seconds, 3),
-            "tags": list(self.tags),
-        }
-
-
-def _memo_key(env: Environment, settings: Settings) -> str:
-    """A digest of everything rendering reads: if it is unchanged, so is the hash.
-
-    The definition files of the whole ``extends`` chain, a base Dockerfile,
-    every template, and the source of the modules that render and hash.
-    """
-    from envbuild import context, definition, grammar, hashing, quoting
-    from envbuild import lock as lock_mod
-    from envbuild import render as render_mod
-
-    digest = hashlib.sha256()
-    digest.update(f"{__version__}\0{HASH_SCHEMA}\0{settings.platform}\0".encode())
-    for module in (context, definition, grammar, hashing, lock_mod, quoting, render_mod):
-        digest.update(Path(module.__file__ or "").read_bytes())
-    # The lock files beside env.toml, and the tools copied into the context
-    # (by identity: hashing a 40 MB binary would cost more than a cache hit).
-    for name in lock_mod.LOCK_FILES:
-        with contextlib.suppress(OSError):
-            digest.update(f"\0lock\0{name}\0".encode() + (env.path / name).read_bytes())
-    tools = [lock_mod.uv_binary()] if env.pip.packages or env.python.source == "uv" else []
-    if lock_mod.needs_conda(env):
-        tools.append(render_mod.micromamba_binary() or Path("/nonexistent"))
-    for tool in tools:
-        with contextlib.suppress(OSError):
-            stat = tool.stat()
-            digest.update(f"\0tool\0{tool}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
-    root = templates_dir()
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-            digest.update(path.read_bytes())
-    for folder in (env.path, *env.parents):
-        digest.update(b"\0env\0" + (folder / DEFINITION_FILE).read_bytes())
-    if env.base.dockerfile is not None:
-        digest.update(b"\0base\0" + env.base.dockerfile.read_bytes())
-    return digest.hexdigest()
-
-
 def resolve(env: str | Path | Environment, settings: Settings, *, memo: bool = True) -> Resolved:
     """Load (if needed) and hash ``env``; touches neither network nor engine.
 
     Rendering costs more than everything else on a cache hit, so the hash of a
-    definition whose inputs (see :func:`_memo_key`) are unchanged is read from a
-    memo under ``settings.home``; the context is then rendered only if needed.
+    definition whose inputs are unchanged (see :mod:`envbuild.memo`) is read
+    from a memo under ``settings.home``; the context is then rendered only if
+    needed.
     """
+    from envbuild import memo as memo_mod
+
     environment = env if isinstance(env, Environment) else load(env)
-    memo_file = None
-    if memo:
-        memo_file = settings.home / "cache" / "hashes" / _memo_key(environment, settings)
-        with contextlib.suppress(OSError):
-            remembered = memo_file.read_text(encoding="ascii").strip()
-            if len(remembered) == 64:
-                return Resolved(environment, remembered, settings.prefix, None, settings.platform)
+    memo_key = memo_mod.key(environment.path, settings.platform) if memo else None
+    if memo_key is not None:
+        found = memo_mod.recall(settings.home, memo_key)
+        if found and (found["name"], found["version"]) == (environment.name, environment.version):
+            return Resolved(environment, found["hash"], settings.prefix, None, settings.platform)
     context = render(environment, platform=settings.platform)
     digest = content_hash(context, platform=settings.platform)
-    if memo_file is not None:
-        with contextlib.suppress(OSError):
-            memo_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = memo_file.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(digest, encoding="ascii")
-            tmp.replace(memo_file)
+    if memo_key is not None:
+        memo_mod.remember(
+            settings.home,
+            memo_key,
+            digest=digest,
+            name=environment.name,
+            version=environment.version,
+        )
     return Resolved(environment, digest, settings.prefix, context, settings.platform)
 
 
@@ -257,20 +199,6 @@ def cached(
         time.monotonic() - started,
         (resolved.hash_tag, resolved.version_tag),
     )
-
-
-def report(result: BuildResult, *, as_json: bool, quiet: bool) -> None:
-    """Print a build's result as ``envbuild build`` does: the image (or JSON) to stdout."""
-    import json
-    import sys
-
-    if as_json:
-        sys.stdout.write(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
-        return
-    if not quiet:
-        what = "cached" if result.cached else f"built in {result.seconds:.1f}s"
-        sys.stderr.write(f"envbuild: {result.image} ({what})\n")
-    sys.stdout.write(result.image + "\n")
 
 
 def build(

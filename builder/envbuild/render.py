@@ -42,11 +42,13 @@ DEFAULT_PLATFORM = "linux/amd64"
 
 def templates_dir() -> Path:
     """Where the templates are: inside the installed package, else the source tree."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "templates", here.parent.parent / "templates"):
-        if (candidate / "Dockerfile.j2").is_file():
-            return candidate
-    raise RenderError(f"envbuild's templates are missing (looked in {here / 'templates'})")
+    from envbuild.memo import templates_dir as find
+
+    found = find()
+    if found is None:
+        here = Path(__file__).resolve().parent
+        raise RenderError(f"envbuild's templates are missing (looked in {here / 'templates'})")
+    return found
 
 
 def _finalize(value: object) -> object:
