@@ -75,15 +75,29 @@ def definition_digest(env: Environment) -> str:
     return digest.hexdigest()
 
 
-def build_order(folders: Iterable[Path]) -> list[Path]:
+def build_order(
+    folders: Iterable[Path], loaded: dict[Path, Environment | DefinitionError] | None = None
+) -> list[Path]:
     """``folders`` with every parent before its children (stable: by name otherwise).
 
     A parent outside ``folders`` is not added: it is built as part of its child.
+    Each folder is loaded once; with ``loaded``, the environment (or the
+    definition error, for a folder that does not load) is left there by
+    folder as given, so a caller need not load it again.
     """
     wanted = {p.resolve(): p for p in folders}
     parents: dict[Path, list[Path]] = {}
-    for key in wanted:
-        env = load(key)
+    for key, given in wanted.items():
+        try:
+            env = load(key)
+        except DefinitionError as exc:
+            if loaded is None:
+                raise
+            loaded[given] = exc
+            parents[key] = []
+            continue
+        if loaded is not None:
+            loaded[given] = env
         parents[key] = [p.resolve() for p in env.parents if p.resolve() in wanted]
     order: list[Path] = []
     done: set[Path] = set()
@@ -129,22 +143,27 @@ class CatalogResult:
 
 def build_all(
     folders: Sequence[Path],
-    build_one: Callable[[Path], tuple[str, str, bool]],
+    build_one: Callable[[Environment], tuple[str, str, bool]],
     *,
     log: Log = lambda line: None,
 ) -> list[CatalogResult]:
     """Build ``folders`` parents first with ``build_one``; go on past failures.
 
-    ``build_one(folder)`` returns ``(image, hash, cached)`` or raises an
-    :class:`EnvbuildError`. A child whose parent failed is still attempted: a
-    parent is built again as part of its child, and says why it fails there.
+    ``build_one(env)`` returns ``(image, hash, cached)`` or raises an
+    :class:`EnvbuildError`. A definition that does not load is a failed result
+    like any other. A child whose parent failed is still attempted: a parent is
+    built again as part of its child, and says why it fails there.
     """
+    loaded: dict[Path, Environment | DefinitionError] = {}
     results: list[CatalogResult] = []
-    for folder in build_order(folders):
+    for folder in build_order(folders, loaded):
         started = time.monotonic()
         log(f"envbuild: [{len(results) + 1}/{len(folders)}] {folder.name}")
         try:
-            image, digest, hit = build_one(folder)
+            env = loaded[folder]
+            if isinstance(env, DefinitionError):
+                raise env
+            image, digest, hit = build_one(env)
         except EnvbuildError as exc:
             results.append(
                 CatalogResult(

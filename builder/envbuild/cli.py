@@ -211,9 +211,9 @@ def build(
     if not folders:
         raise click.UsageError("name at least one ENV, or --all DIR")
 
-    def one(folder: Path) -> Any:
+    def one(env: Any) -> Any:  # a folder, or an Environment already loaded
         return do_build(
-            resolve(folder, settings),
+            resolve(env, settings),
             settings=settings,
             engine=engine,
             rebuild=rebuild,
@@ -232,8 +232,8 @@ def build(
 def _build_many(folders: list[Path], one: Any, *, as_json: bool) -> None:
     from envbuild.catalog import build_all
 
-    def build_one(folder: Path) -> tuple[str, str, bool]:
-        result = one(folder)
+    def build_one(env: Any) -> tuple[str, str, bool]:
+        result = one(env)
         return result.image, result.hash, result.cached
 
     results = build_all(folders, build_one, log=lambda line: click.echo(line, err=True))

@@ -84,3 +84,24 @@ def test_check_passes_against_the_published_index(capsys: pytest.CaptureFixture[
     assert main(["check", "--catalog", str(CURATED), "--published", str(PUBLISHED)]) == 0, (
         capsys.readouterr().err
     )
+
+
+def test_catalog_build_goes_on_past_a_definition_that_does_not_load(tmp_path: Path) -> None:
+    from envbuild.catalog import build_all
+
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "env.toml").write_text('schema = 1\nname = "good"\n')
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "env.toml").write_text('schema = 1\nname = "Bad Name"\n')
+    built = []
+
+    def build_one(env):  # type: ignore[no-untyped-def]
+        built.append(env.name)
+        return f"envbuild/{env.name}:x", "0" * 64, True
+
+    results = build_all(discover(tmp_path), build_one)
+    assert built == ["good"]
+    by_name = {Path(r.env).name: r for r in results}
+    assert by_name["good"].ok
+    assert not by_name["bad"].ok and by_name["bad"].exit_code == 3
+    assert "is not a valid environment name" in (by_name["bad"].error or "")
