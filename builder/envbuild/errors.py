@@ -3,8 +3,8 @@
 Every error envbuild raises on purpose derives from :class:`EnvbuildError` and
 carries its evidence (the file and key path, the tag and log tail, the exit
 code and stderr tail), so that a caller can act on it and the CLI can print it
-without a traceback. The CLI maps each class to an exit code in one place
-(:data:`EXIT_CODES` via :func:`exit_code_for`).
+without a traceback. Each class carries its exit code (``exit_code``); the
+command line maps errors to them in one place (``cli._Group``).
 """
 
 from __future__ import annotations
@@ -171,12 +171,3 @@ class ScriptNotExecutableError(RunError):
     """The script exists but cannot be executed (``docker run``'s 126)."""
 
     exit_code = EXIT_RUN_CANNOT_INVOKE
-
-
-def exit_code_for(error: BaseException) -> int:
-    """The process exit code for an error reaching the command line."""
-    if isinstance(error, EnvbuildError):
-        return error.exit_code
-    if isinstance(error, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
-    return EXIT_FAILURE

@@ -47,7 +47,6 @@ INDEX_FILE = "env.lock.toml"
 PIP_LOCK_FILE = "requirements.lock"
 CONDA_PLATFORM = "linux-64"
 CONDA_LOCK_FILE = f"conda-{CONDA_PLATFORM}.lock"
-LOCK_FILES = (INDEX_FILE, PIP_LOCK_FILE, CONDA_LOCK_FILE)
 LOCK_VERSION = 1
 
 # The wheel platform pip locks are resolved for: what the images run on
@@ -400,23 +399,14 @@ def render_index(locks: Locks) -> str:
 
 def uv_binary() -> Path:
     """The uv executable of the installed ``uv`` package (a runtime dependency)."""
-    import shutil
+    from envbuild.memo import uv_binary as locate
 
-    # The console scripts of this interpreter first: importing `uv` to ask it
-    # costs more than the whole answer on a cache hit.
-    beside = Path(sys.executable).parent / "uv"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return beside
-    try:
-        import uv
-    except ImportError:  # pragma: no cover - uv is a dependency
-        found = shutil.which("uv")
-        if found:
-            return Path(found)
+    found = locate()
+    if found is None:  # pragma: no cover - uv is a dependency
         raise LockError(
             "uv is not installed", hint="install envbuild with its dependencies (pip install uv)"
-        ) from None
-    return Path(uv.find_uv_bin())
+        )
+    return found
 
 
 def _uv_version(binary: Path) -> str:

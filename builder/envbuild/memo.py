@@ -97,14 +97,26 @@ def _any_list(chain: list[tuple[Path, bytes, dict[str, Any]]], table: str, key: 
     return False
 
 
-def uv_binary() -> Path:
-    """The uv executable: the one beside this interpreter, else the ``uv`` package's."""
+def uv_binary() -> Path | None:
+    """The uv executable builds carry: the one beside this interpreter, else the
+    ``uv`` package's, else one on PATH; ``None`` when there is none.
+
+    The one place that decides which uv that is: the memo key names it, and
+    rendering copies it (through :func:`envbuild.lock.uv_binary`).
+    """
+    # Beside the interpreter first: importing `uv` to ask it costs more than a
+    # whole cache hit.
     beside = Path(sys.executable).parent / "uv"
     if beside.is_file() and os.access(beside, os.X_OK):
         return beside
-    from envbuild.lock import uv_binary as locate
+    try:
+        import uv
+    except ImportError:  # pragma: no cover - uv is a dependency
+        import shutil
 
-    return locate()
+        found = shutil.which("uv")
+        return Path(found) if found else None
+    return Path(uv.find_uv_bin())
 
 
 def key(env: str | Path, platform: str) -> str | None:
@@ -142,6 +154,8 @@ def key(env: str | Path, platform: str) -> str | None:
     if source == "uv" or _any_list(chain, "pip", "packages"):
         # By identity: hashing a 40 MB binary would cost more than a cache hit.
         tool = uv_binary()
+        if tool is None:
+            return None  # rendering will say uv is missing
         with contextlib.suppress(OSError):
             stat = tool.stat()
             digest.update(f"\0uv\0{tool}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())

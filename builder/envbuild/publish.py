@@ -50,7 +50,6 @@ MANIFEST = "manifest.json"
 PACKAGES = "packages.json"
 IMAGE = "image.json"
 LOCKS = "locks"
-OWNED_TOP = (INDEX_JSON, INDEX_MD)
 # Context files larger than this (or binary) are listed, not copied (see omission).
 MAX_PUBLISHED_FILE = 1 << 20
 
