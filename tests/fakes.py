@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from envbuild.engine import BuildRequest, ImageInfo, Log
+from envbuild.engine.docker import BuildRequest, ImageInfo, Log
 from envbuild.errors import BuildError
 
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from envbuild.engine import STDOUT, ContainerSpec, ImageInfo, Labelled
+from envbuild.engine.docker import STDOUT, ContainerSpec, ImageInfo, Labelled
 from envbuild.errors import EngineError
 from tests.fakes import FakeEngine
 

@@ -1,5 +1,5 @@
 """``python -m envbuild``: the command line."""
 
-from envbuild.launcher import entry
+from envbuild.cli.launcher import entry
 
 entry()

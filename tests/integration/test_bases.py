@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.bases import (
+from envbuild.build.bases import (
     SUPPORTED,
     TEMP_REPOSITORY,
     bootstrap,

@@ -9,6 +9,7 @@ it made.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tarfile
@@ -20,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from envbuild import lock as locking
-from envbuild.build import find_ca_bundle
-from envbuild.definition import load
-from envbuild.render import render
+from envbuild.build.builder import find_ca_bundle
+from envbuild.definition.model import load
+from envbuild.render.dockerfile import render
 from tests.integration import conda_channel
 from tests.integration.test_build import Envbuild, write_env
 
@@ -190,7 +191,15 @@ def test_base_changed_since_lock(eb: Envbuild, tmp_path: Path, docker_cli: str) 
         )
         eb("lock", str(folder))
         hash_before = eb("hash", str(folder)).stdout.strip()
-        subprocess.run([docker_cli, "tag", "ubuntu:20.04", base], check=True)
+        # Another image under the same reference: the base Debian with one more label,
+        # made from the base the suite already has (no other base needs to exist).
+        subprocess.run(
+            [docker_cli, "build", "-q", "-t", base, "-"],
+            input=f"FROM debian:bookworm-slim\nLABEL moved={uuid.uuid4().hex}\n".encode(),
+            env={**os.environ, "DOCKER_BUILDKIT": "1"},
+            check=True,
+            capture_output=True,
+        )
         proc = eb("build", str(folder), check=False)
         assert proc.returncode == 1
         assert "base changed since lock; run envbuild lock" in proc.stderr

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.build import BuildResult, build
-from envbuild.engine import DockerEngine, _SdkRunApi
-from envbuild.run import Input, Output, RunConfig, run
+from envbuild.build.builder import BuildResult, build
+from envbuild.engine.docker import DockerEngine, _SdkRunApi
+from envbuild.run.config import Input, Output, RunConfig
+from envbuild.run.local import run
 from envbuild.settings import load_settings
 
 pytestmark = pytest.mark.docker
@@ -572,7 +573,7 @@ def caller(
         tools = base / "bin"  # programs the build side runs, e.g. uv
         tools.mkdir()
         try:
-            from envbuild.lock import uv_binary
+            from envbuild.lock.makers import uv_binary
 
             shutil.copy2(uv_binary(), tools / "uv")
         except ImportError:  # pragma: no cover - a build side without uv
@@ -598,7 +599,15 @@ def caller(
             f"/usr/local/bin/python{version}",
         ):
             probe = subprocess.run(
-                [RUNUSER, "-u", name, "--", candidate, "-c", "import envbuild.cli, click"],
+                [
+                    RUNUSER,
+                    "-u",
+                    name,
+                    "--",
+                    candidate,
+                    "-c",
+                    "import envbuild.cli.main, click",
+                ],
                 env=env,
                 capture_output=True,
                 check=False,

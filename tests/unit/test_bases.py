@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from envbuild import bases
-from envbuild.bases import (
+from envbuild.build import bases as bases
+from envbuild.build.bases import (
     SUPPORTED,
     UBUNTU_KEYRING_DEB_SHA256,
     bootstrap,
@@ -362,8 +362,10 @@ def test_epoch_from_argument_then_environment_then_recipe(monkeypatch: pytest.Mo
         bases._resolve_epoch(None, recipe)
 
 
-def test_module_entry_point_reports_an_unknown_reference_as_usage(
+def test_base_bootstrap_reports_an_unknown_reference_as_usage(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert bases.main(["alpine:3"]) == 2
+    from envbuild.cli.main import main
+
+    assert main(["base", "bootstrap", "alpine:3"]) == 2
     assert "no bootstrap recipe for 'alpine:3'" in capsys.readouterr().err

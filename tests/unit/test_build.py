@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.build import HASH_LABEL, build, find_ca_bundle, resolve
-from envbuild.engine import ImageInfo
+from envbuild.build.builder import HASH_LABEL, build, find_ca_bundle, resolve
+from envbuild.engine.docker import ImageInfo
 from envbuild.errors import BuildError, EngineError
 from envbuild.settings import load_settings
 from tests.fakes import FakeEngine

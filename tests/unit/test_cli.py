@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.cli import main
+from envbuild.cli.main import main
 from envbuild.errors import EXIT_DEFINITION, EXIT_ENGINE
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from envbuild import publish as pub
-from envbuild.catalog import build_order, discover
-from envbuild.cli import main
-from envbuild.definition import load
-from envbuild.hashing import content_hash
-from envbuild.render import render
+from envbuild.cache.hashing import content_hash
+from envbuild.catalog import publish as pub
+from envbuild.catalog.order import build_order, discover
+from envbuild.cli.main import main
+from envbuild.definition.model import load
+from envbuild.render.dockerfile import render
 
 ROOT = Path(__file__).resolve().parents[2]
 CURATED = ROOT / "curated"
@@ -87,7 +87,7 @@ def test_check_passes_against_the_published_index(capsys: pytest.CaptureFixture[
 
 
 def test_catalog_build_goes_on_past_a_definition_that_does_not_load(tmp_path: Path) -> None:
-    from envbuild.catalog import build_all
+    from envbuild.catalog.order import build_all
 
     (tmp_path / "good").mkdir()
     (tmp_path / "good" / "env.toml").write_text('schema = 1\nname = "good"\n')

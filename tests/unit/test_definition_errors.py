@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.definition import load
+from envbuild.definition.model import load
 from envbuild.errors import EXIT_DEFINITION, DefinitionError
 
 HEAD = 'schema = 1\nname = "t"\nversion = 1\n'

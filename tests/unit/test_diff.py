@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.cli import main
-from envbuild.diff import Side, diff, read_side, render_text
-from envbuild.engine import STDOUT, ContainerSpec, ImageInfo
+from envbuild.catalog.diff import Side, diff, read_side, render_text
+from envbuild.catalog.packages import DPKG_ARGV, PIP_ARGV, Base, PackageList
+from envbuild.cli.main import main
+from envbuild.engine.docker import STDOUT, ContainerSpec, ImageInfo
 from envbuild.errors import EngineError, EnvbuildError
-from envbuild.packages import DPKG_ARGV, PIP_ARGV, Base, PackageList
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "diff"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.engine import BuildKitClient, BuildRequest, find_buildkit, parse_failure
+from envbuild.engine.docker import BuildKitClient, BuildRequest, find_buildkit, parse_failure
 from envbuild.errors import ToolMissingError
 
 FAILED_LOG = """\

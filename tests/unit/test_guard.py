@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from envbuild import publish as pub
-from envbuild.cli import main
-from envbuild.guard import check_catalog
+from envbuild.catalog import publish as pub
+from envbuild.catalog.check import check_catalog
+from envbuild.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 PLATFORM = "linux/amd64"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.definition import load
-from envbuild.hashing import HASH_SCHEMA, content_hash, manifest
-from envbuild.render import render
+from envbuild.cache.hashing import HASH_SCHEMA, content_hash, manifest
+from envbuild.definition.model import load
+from envbuild.render.dockerfile import render
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 PLATFORM = "linux/amd64"
@@ -114,7 +114,7 @@ def test_sensitive_to_platform(write_env) -> None:
 def test_sensitive_to_template_bytes(
     write_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, template: str
 ) -> None:
-    from envbuild import render as render_mod
+    from envbuild.render import dockerfile as render_mod
 
     env = load(write_env(BASE))
     before = content_hash(render(env), platform=PLATFORM)
@@ -133,7 +133,7 @@ def test_sensitive_to_template_bytes(
 def test_exec_bit_is_hashed() -> None:
     import dataclasses
 
-    from envbuild.context import BuildContext
+    from envbuild.render.context import BuildContext
 
     context = render(load(GOLDEN / "minimal"))
     files = dict(context.files)

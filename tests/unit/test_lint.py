@@ -9,8 +9,8 @@ from pathlib import Path
 import dockerfile
 import pytest
 
-from envbuild.definition import load
-from envbuild.render import render
+from envbuild.definition.model import load
+from envbuild.render.dockerfile import render
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"

@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 
 from envbuild import lock as locking
-from envbuild.build import build, resolve
-from envbuild.definition import load
-from envbuild.engine import BuildKitClient, BuildRequest, ImageInfo
+from envbuild.build.builder import build, resolve
+from envbuild.cache.hashing import content_hash, manifest
+from envbuild.catalog.explain import diff, explain, inputs_record
+from envbuild.definition.model import load
+from envbuild.engine.docker import BuildKitClient, BuildRequest, ImageInfo
 from envbuild.errors import EngineError
-from envbuild.explain import diff, explain, inputs_record
-from envbuild.hashing import content_hash, manifest
-from envbuild.render import render
+from envbuild.lock import makers
+from envbuild.render.dockerfile import render
 from envbuild.settings import load_settings
 from tests.fakes import FakeEngine
 
@@ -162,7 +163,7 @@ def test_missing_lock_file_is_named(locked: Path) -> None:
 
 
 def test_cli_check_exit_codes(locked: Path) -> None:
-    from envbuild.cli import main
+    from envbuild.cli.main import main
 
     assert main(["lock", "--check", str(locked)]) == 0
     text = (locked / "env.toml").read_text().replace("six==1.16.0", "six==1.15.0")
@@ -171,7 +172,7 @@ def test_cli_check_exit_codes(locked: Path) -> None:
 
 
 def test_cli_check_json(locked: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from envbuild.cli import main
+    from envbuild.cli.main import main
 
     assert main(["lock", "--check", "--json", str(locked)]) == 0
     assert json.loads(capsys.readouterr().out) == {
@@ -596,7 +597,7 @@ def test_conda_unlocked_renders_with_channels(write_env, tmp_path: Path) -> None
 def test_conda_without_micromamba_is_a_clear_build_error(
     write_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(locking, "find_conda_solver", lambda: None)
+    monkeypatch.setattr(makers, "find_conda_solver", lambda: None)
     folder = write_env(CONDA_ENV)
     with pytest.raises(EngineError, match="micromamba"):
         build(folder, settings=load_settings(), engine=_engine())
@@ -611,7 +612,7 @@ def test_conda_packages_need_conda_python(write_env) -> None:
 
 
 def test_conda_lock_without_solver_is_clear(write_env, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(locking, "find_conda_solver", lambda: None)
+    monkeypatch.setattr(makers, "find_conda_solver", lambda: None)
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(
         locking.LockError, match=r"needs py-rattler \(or conda-lock with micromamba"
@@ -620,10 +621,10 @@ def test_conda_lock_without_solver_is_clear(write_env, monkeypatch: pytest.Monke
 
 
 def test_conda_lock_prefers_conda_lock_with_a_solver(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(locking, "find_conda_solver", lambda: ("micromamba", Path("/x")))
+    monkeypatch.setattr(makers, "find_conda_solver", lambda: ("micromamba", Path("/x")))
     monkeypatch.setattr("importlib.util.find_spec", lambda name: object())
     assert locking.conda_resolver() == "conda-lock"
-    monkeypatch.setattr(locking, "find_conda_solver", lambda: None)
+    monkeypatch.setattr(makers, "find_conda_solver", lambda: None)
     assert locking.conda_resolver() == "py-rattler"
 
 
@@ -682,7 +683,7 @@ def test_explain_against_an_image(locked: Path) -> None:
 
 
 def test_explain_image_without_record() -> None:
-    from envbuild.context import BuildContext, ContextFile
+    from envbuild.render.context import BuildContext, ContextFile
 
     context = BuildContext(files={"Dockerfile": ContextFile(b"FROM x\n")})
     result = explain(

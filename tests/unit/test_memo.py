@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from envbuild import memo
-from envbuild.build import resolve
-from envbuild.engine import DockerEngine, ImageInfo
-from envbuild.launcher import cached_build
+from envbuild.build.builder import resolve
+from envbuild.cache import memo as memo
+from envbuild.cli.launcher import cached_build
+from envbuild.engine.docker import DockerEngine, ImageInfo
 from envbuild.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,7 +105,7 @@ def test_fast_path_answers_like_the_full_command_line(
     assert cached_build(["build", str(hello), "--json"]) == 0
     fast = json.loads(capsys.readouterr().out)
 
-    from envbuild.cli import main
+    from envbuild.cli.main import main
 
     assert main(["build", str(hello), "--json"]) == 0
     full = json.loads(capsys.readouterr().out)

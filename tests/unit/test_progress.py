@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from envbuild.progress import BuildProgress
+from envbuild.build.progress import BuildProgress
 
 LOG = [
     "#1 [internal] load build definition from Dockerfile",

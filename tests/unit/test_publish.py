@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from envbuild import publish as pub
-from envbuild.cli import main
-from envbuild.context import BuildContext, ContextFile
-from envbuild.definition import Environment
+from envbuild.catalog import publish as pub
+from envbuild.cli.main import main
+from envbuild.definition.model import Environment
+from envbuild.render.context import BuildContext, ContextFile
 
 PLATFORM = "linux/amd64"
 
@@ -116,7 +116,7 @@ def test_index_rows(catalog: Path, tmp_path: Path) -> None:
     assert torchy["hash12"] == torchy["hash"][:12] and torchy["size"] is None
     assert torchy["status"] == "current" and torchy["path"] == "torchy/1"
     env = _load(catalog / "torchy")
-    from envbuild.catalog import definition_digest
+    from envbuild.catalog.order import definition_digest
 
     assert torchy["definition_digest"] == definition_digest(env)
     md = (out / "index.md").read_text()
@@ -291,7 +291,7 @@ def test_two_environments_with_one_name(catalog: Path, tmp_path: Path) -> None:
 
 
 def _load(folder: Path) -> Environment:
-    from envbuild.definition import load
+    from envbuild.definition.model import load
 
     return load(folder)
 

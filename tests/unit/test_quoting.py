@@ -8,10 +8,10 @@ from pathlib import Path
 import dockerfile
 import pytest
 
-from envbuild import quoting
-from envbuild.definition import load
+from envbuild.definition.model import load
 from envbuild.errors import RenderError
-from envbuild.render import render
+from envbuild.render import quoting as quoting
+from envbuild.render.dockerfile import render
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 
@@ -49,7 +49,7 @@ def test_shq() -> None:
 
 
 def test_finalize_refuses_unquoted_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from envbuild import render as render_mod
+    from envbuild.render import dockerfile as render_mod
 
     root = tmp_path / "templates"
     (root / "files").mkdir(parents=True)

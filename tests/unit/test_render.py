@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.definition import load
-from envbuild.render import apt_packages, render
+from envbuild.definition.model import load
+from envbuild.render.dockerfile import apt_packages, render
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "env.toml").is_file())

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.cli import main
-from envbuild.history import History
+from envbuild.cli.main import main
+from envbuild.run.history import History
 from envbuild.settings import load_settings
 from tests.unit.test_run_history import record
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.engine import STDERR, STDOUT
+from envbuild.engine.docker import STDERR, STDOUT
 from envbuild.errors import EngineError, RunError
-from envbuild.history import History
-from envbuild.run import Input, Output, RunConfig, run
+from envbuild.run.config import Input, Output, RunConfig
+from envbuild.run.history import History
+from envbuild.run.local import run
 from envbuild.settings import Settings, load_settings
 from tests.run_fakes import IMAGE_ID, FakeRunEngine, out, tar_members
 

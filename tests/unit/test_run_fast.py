@@ -8,9 +8,9 @@ from types import MappingProxyType
 import pytest
 
 from envbuild import run as runner
-from envbuild.cli import main
-from envbuild.run import RunConfig, RunResult
-from envbuild.run_fast import fast_run, parse
+from envbuild.cli.main import main
+from envbuild.cli.run_fast import fast_run, parse
+from envbuild.run.config import RunConfig, RunResult
 
 
 @pytest.fixture

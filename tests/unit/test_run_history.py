@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.history import History, HistoryError, RunRecord, utc_iso
+from envbuild.run.history import History, HistoryError, RunRecord, utc_iso
 
 
 def record(run_id: str, started: float = 0.0, **fields: object) -> RunRecord:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.engine import GpuRequest
+from envbuild.engine.docker import GpuRequest
 from envbuild.errors import RunConfigError
-from envbuild.run import (
+from envbuild.run.config import (
     Input,
     Mount,
     Output,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.engine import BindMount, ContainerSpec, GpuRequest, container_config
+from envbuild.engine.docker import BindMount, ContainerSpec, GpuRequest, container_config
 from envbuild.errors import (
     EXIT_RUN_CANNOT_INVOKE,
     EXIT_RUN_NOT_FOUND,
@@ -16,7 +16,8 @@ from envbuild.errors import (
     ScriptNotExecutableError,
     ScriptNotFoundError,
 )
-from envbuild.run import Input, Mount, Output, RunConfig, plan, substitute
+from envbuild.run.config import Input, Mount, Output, RunConfig
+from envbuild.run.planning import plan, substitute
 from envbuild.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from envbuild.errors import MountPolicyError, RunConfigError
-from envbuild.run import check_host_path, dangerous_reason
+from envbuild.run.policy import check_host_path, dangerous_reason
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,11 @@ def test_wheel_renders_from_a_fresh_venv(tmp_path: Path) -> None:
         timeout=300,
     )
     probe = subprocess.run(
-        [str(py), "-c", "import envbuild.render as r; print(r.templates_dir())"],
+        [
+            str(py),
+            "-c",
+            "import envbuild.render.dockerfile as r; print(r.templates_dir())",
+        ],
         capture_output=True,
         text=True,
         check=True,

@@ -1,0 +1,7 @@
+"""The build stage: resolve, lock check, cache, BuildKit build; and base bootstrap.
+
+Modules: :mod:`.builder` (``envbuild build``), :mod:`.bases` (``envbuild base``),
+:mod:`.result` (what a build answers), :mod:`.progress` (the build display).
+
+May import: definition, lock, render, cache, engine.
+"""

@@ -1,0 +1,808 @@
+"""Base images built from distribution package archives (``envbuild base bootstrap``).
+
+Where no registry can be reached, envbuild builds the base images itself: a
+root filesystem from the distribution's package archive (``mmdebstrap``), packed
+as a single-layer ``docker-archive`` and loaded into the engine. The chain from
+distribution packages to the image is readable (each recipe below is the whole
+story) and rebuildable.
+
+The pipeline of :func:`bootstrap`:
+
+1. ``mmdebstrap`` writes the root filesystem as a tar. ``SOURCE_DATE_EPOCH`` is
+   always set and the host's ``/etc/resolv.conf`` and ``/etc/hostname`` are
+   blanked, so the same mirror state gives the same bytes on any host.
+2. The tar is checked for a shell and apt before the engine sees it (an empty
+   or truncated stream would otherwise become a valid, empty image).
+3. envbuild writes a ``docker-archive`` around that tar itself, with a fixed
+   image config (``created`` is the epoch). The image ID is the digest of that
+   config, so the same root filesystem always gets the same image ID, which
+   ``docker import`` (it stamps the current time) cannot give.
+4. ``docker load`` under a temporary tag, a container runs a check, and only
+   then is the target tag set and the temporary tag removed. On any failure,
+   Ctrl-C included, the temporaries go and the target tag is left untouched.
+
+Supported references (:data:`SUPPORTED`): ``debian:bookworm-slim`` (alias
+``debian:12-slim``), ``ubuntu:20.04`` (``ubuntu:focal``), ``ubuntu:22.04``
+(``ubuntu:jammy``) and ``ubuntu:24.04`` (``ubuntu:noble``). Only the slim
+flavour of Debian is offered: ``debian:bookworm`` and ``debian:12`` upstream
+keep documentation and locales that this recipe leaves out, so answering to
+their names would be a lie.
+
+The engine is driven through the docker CLI given by the caller (the one
+module that imports the docker SDK is :mod:`envbuild.engine.docker`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import difflib
+import hashlib
+import io
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import IO, Literal
+
+from envbuild.errors import (
+    BootstrapError,
+    EngineError,
+    EnvbuildError,
+    ToolMissingError,
+    UsageError,
+)
+from envbuild.settings import Settings, load_settings
+
+__all__ = [
+    "SUPPORTED",
+    "TEMP_REPOSITORY",
+    "UBUNTU_ARCHIVE_KEYRING_SHA256",
+    "UBUNTU_KEYRING_DEB",
+    "UBUNTU_KEYRING_DEB_SHA256",
+    "BaseRecipe",
+    "BootstrapResult",
+    "bootstrap",
+    "image_config",
+    "import_rootfs",
+    "is_present",
+    "main",
+    "mmdebstrap_command",
+    "recipe_for",
+    "ubuntu_archive_keyring",
+    "write_docker_archive",
+]
+
+MirrorKind = Literal["debian", "ubuntu"]
+
+#: Repository of the temporary tags a bootstrap loads under before verifying.
+TEMP_REPOSITORY = "envbuild-tmp/bootstrap"
+
+# --- the Ubuntu archive key -------------------------------------------------
+# Debian 12 has no package carrying Ubuntu's archive key. It comes from the
+# Ubuntu archive's own keyring package, whose digest is pinned here: this pin is
+# the trust anchor (a download is never trusted on first use). The .deb holds
+# the 2012 and 2018 "Ubuntu Archive Automatic Signing Key"s
+# (790B C727 7767 219C 42C8 6F93 3B4F E6AC C0B2 1F32 and
+#  F6EC B376 2474 EDA9 D21B 7022 8719 20D1 991B C93C), which sign focal to noble.
+#: File name of the pinned keyring package in ``pool/main/u/ubuntu-keyring/``.
+UBUNTU_KEYRING_DEB = "ubuntu-keyring_2023.11.28.1_all.deb"
+#: sha256 of :data:`UBUNTU_KEYRING_DEB`.
+UBUNTU_KEYRING_DEB_SHA256 = "36de43b15853ccae0028e9a767613770c704833f82586f28eb262f0311adb8a8"
+#: sha256 of ``usr/share/keyrings/ubuntu-archive-keyring.gpg`` inside that package.
+UBUNTU_ARCHIVE_KEYRING_SHA256 = "80a36b0a6de2f69f49d2df75ef473ccde121e9e190b9ea01d20a4f63778d5c31"
+_KEYRING_MEMBER = "usr/share/keyrings/ubuntu-archive-keyring.gpg"
+
+_HOOKS = "/usr/share/mmdebstrap/hooks"
+# Blank what mmdebstrap copies from the host, or the bytes differ between hosts.
+_BLANK_HOST_FILES = (': > "$1/etc/resolv.conf"', ': > "$1/etc/hostname"')
+# What a usable base must contain (paths as they appear in mmdebstrap's tar).
+_REQUIRED_MEMBERS = ("usr/bin/apt-get", "usr/bin/dpkg")
+_SHELLS = ("bin/sh", "usr/bin/sh")
+# dpkg path filters of the official slim Debian images: no man pages, docs
+# (copyright files stay, the licences require them) or translations. They are
+# written to /etc/dpkg/dpkg.cfg.d/ and so also apply to packages installed later.
+_DEBIAN_SLIM_DPKG = (
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/locale/*",
+    "path-include=/usr/share/locale/locale.alias",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/groff/*",
+    "path-exclude=/usr/share/lintian/*",
+    "path-exclude=/usr/share/linda/*",
+)
+_UBUNTU_COMPONENTS = ("main", "restricted", "universe", "multiverse")
+_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# dpkg architecture -> OCI architecture (and variant).
+_OCI_ARCH = {
+    "amd64": ("amd64", None),
+    "arm64": ("arm64", "v8"),
+    "armhf": ("arm", "v7"),
+    "armel": ("arm", "v5"),
+    "i386": ("386", None),
+    "ppc64el": ("ppc64le", None),
+    "s390x": ("s390x", None),
+    "riscv64": ("riscv64", None),
+}
+
+
+@dataclass(frozen=True)
+class BaseRecipe:
+    """How to build one base image with mmdebstrap; every option here was tried for its suite.
+
+    ``pockets`` are the suites whose packages make up the image, all from the
+    recipe's archive, except that a Debian ``*-security`` pocket comes from the
+    security archive next to the mirror (``<mirror>-security``, as on
+    deb.debian.org). ``epoch`` is the default ``SOURCE_DATE_EPOCH`` (the
+    suite's release day) and becomes the image's creation time.
+    """
+
+    ref: str
+    mirror_kind: MirrorKind
+    suite: str
+    pockets: tuple[str, ...]
+    components: tuple[str, ...]
+    epoch: int
+    variant: str = "minbase"
+    includes: tuple[str, ...] = ()
+    hook_dirs: tuple[str, ...] = ()
+    setup_hooks: tuple[str, ...] = ()
+    customize_hooks: tuple[str, ...] = ()
+    dpkg_options: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+
+    def sources(self, mirror: str) -> tuple[str, ...]:
+        """The one-line apt sources for ``mirror`` (also written into the image)."""
+        base = mirror.rstrip("/")
+        components = " ".join(self.components)
+        lines = []
+        for pocket in self.pockets:
+            url = base
+            if self.mirror_kind == "debian" and pocket.endswith("-security"):
+                url = base + "-security"
+            lines.append(f"deb {url} {pocket} {components}")
+        return tuple(lines)
+
+
+_RECIPES = (
+    # Debian's own merged-usr hook directory avoids perl; the slim dpkg filters
+    # bring the base to ~75 MB (a debootstrap one is ~200 MB).
+    BaseRecipe(
+        ref="debian:bookworm-slim",
+        aliases=("debian:12-slim",),
+        mirror_kind="debian",
+        suite="bookworm",
+        pockets=("bookworm", "bookworm-updates", "bookworm-security"),
+        components=("main",),
+        epoch=1686355200,  # 2023-06-10, Debian 12 release
+        hook_dirs=(f"{_HOOKS}/merged-usr",),
+        customize_hooks=_BLANK_HOST_FILES,
+        dpkg_options=_DEBIAN_SLIM_DPKG,
+    ),
+    # Ubuntu's minbase lacks apt. The Debian dpkg filters made focal-updates
+    # fail in `dpkg --install`, so Ubuntu recipes keep every file. Focal and
+    # jammy have no real usr-is-merged package, so the merged-usr hook
+    # directory fails there: its setup hook alone makes the /usr symlinks (as
+    # the official images have) and its placeholder package is purged after.
+    BaseRecipe(
+        ref="ubuntu:20.04",
+        aliases=("ubuntu:focal",),
+        mirror_kind="ubuntu",
+        suite="focal",
+        pockets=("focal", "focal-updates", "focal-security"),
+        components=_UBUNTU_COMPONENTS,
+        epoch=1587600000,  # 2020-04-23, Ubuntu 20.04 release
+        includes=("apt", "ca-certificates"),
+        setup_hooks=(f"{_HOOKS}/merged-usr/setup00.sh",),
+        customize_hooks=(*_BLANK_HOST_FILES, 'chroot "$1" dpkg --purge usr-is-merged'),
+    ),
+    BaseRecipe(
+        ref="ubuntu:22.04",
+        aliases=("ubuntu:jammy",),
+        mirror_kind="ubuntu",
+        suite="jammy",
+        pockets=("jammy", "jammy-updates", "jammy-security"),
+        components=_UBUNTU_COMPONENTS,
+        epoch=1650499200,  # 2022-04-21, Ubuntu 22.04 release
+        includes=("apt", "ca-certificates"),
+        setup_hooks=(f"{_HOOKS}/merged-usr/setup00.sh",),
+        customize_hooks=(*_BLANK_HOST_FILES, 'chroot "$1" dpkg --purge usr-is-merged'),
+    ),
+    # Noble's base-files makes /usr merged by itself; the merged-usr hooks
+    # fail there (no usr-is-merged newer than the hook's placeholder).
+    BaseRecipe(
+        ref="ubuntu:24.04",
+        aliases=("ubuntu:noble",),
+        mirror_kind="ubuntu",
+        suite="noble",
+        pockets=("noble", "noble-updates", "noble-security"),
+        components=_UBUNTU_COMPONENTS,
+        epoch=1714003200,  # 2024-04-25, Ubuntu 24.04 release
+        includes=("apt", "ca-certificates"),
+        customize_hooks=_BLANK_HOST_FILES,
+    ),
+)
+
+#: Every reference :func:`bootstrap` can build, aliases included, to its recipe.
+SUPPORTED: Mapping[str, BaseRecipe] = MappingProxyType(
+    {name: r for r in _RECIPES for name in (r.ref, *r.aliases)}
+)
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """What a bootstrap produced: the tag set, the engine's image ID, time and size."""
+
+    ref: str
+    image_id: str
+    seconds: float
+    size: int = 0
+
+
+def recipe_for(ref: str) -> BaseRecipe:
+    """The recipe for a supported reference; a :class:`UsageError` naming the choices else."""
+    recipe = SUPPORTED.get(ref)
+    if recipe is not None:
+        return recipe
+    close = difflib.get_close_matches(ref, list(SUPPORTED), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}?" if close else None
+    raise UsageError(
+        f"no bootstrap recipe for {ref!r}; supported: " + ", ".join(sorted(SUPPORTED)),
+        hint=hint,
+    )
+
+
+def mmdebstrap_command(
+    recipe: BaseRecipe, mirror: str, target: str, *, keyring: Path | None = None
+) -> list[str]:
+    """The mmdebstrap argv that writes ``recipe``'s root filesystem to ``target``."""
+    argv = ["mmdebstrap", f"--variant={recipe.variant}"]
+    argv.append("--components=" + ",".join(recipe.components))
+    if recipe.includes:
+        argv.append("--include=" + ",".join(recipe.includes))
+    if keyring is not None:
+        argv.append(f"--keyring={keyring}")
+    argv += [f"--hook-dir={d}" for d in recipe.hook_dirs]
+    argv += [f"--setup-hook={h}" for h in recipe.setup_hooks]
+    argv += [f"--dpkgopt={o}" for o in recipe.dpkg_options]
+    argv += [f"--customize-hook={h}" for h in recipe.customize_hooks]
+    argv += [recipe.suite, target, *recipe.sources(mirror)]
+    return argv
+
+
+def image_config(
+    diff_id: str,
+    *,
+    recipe: BaseRecipe,
+    mirror: str,
+    epoch: int,
+    architecture: str = "amd64",
+) -> bytes:
+    """The canonical image config JSON; its sha256 is the image ID.
+
+    ``diff_id`` is ``sha256:<hex>`` of the uncompressed layer tar. The config
+    depends only on the layer, the recipe, the mirror and the epoch (never on
+    the host, the user's paths or the clock), so the ID is stable.
+    """
+    created = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
+    created_text = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+    oci_arch, variant = _OCI_ARCH.get(architecture, (architecture, None))
+    command = shlex.join(mmdebstrap_command(recipe, mirror, "-"))
+    config: dict[str, object] = {
+        "architecture": oci_arch,
+        "os": "linux",
+        "created": created_text,
+        "config": {
+            "Env": [_PATH],
+            "Cmd": ["bash"],
+            "Labels": {"io.envbuild.base.recipe": recipe.ref},
+        },
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [
+            {
+                "created": created_text,
+                "created_by": f"SOURCE_DATE_EPOCH={epoch} {command}",
+                "comment": "envbuild base bootstrap",
+            }
+        ],
+    }
+    if variant is not None:
+        config["variant"] = variant
+    return json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+
+
+def write_docker_archive(
+    layer: Path, config: bytes, out: IO[bytes], *, repo_tag: str, diff_id: str | None = None
+) -> None:
+    """Write a ``docker load`` archive of one layer and ``config`` to ``out``.
+
+    Every header is fixed (mtime 0, root-owned, fixed modes), so the same
+    inputs give the same bytes; ``repo_tag`` only appears in ``manifest.json``,
+    which is not part of the image ID. ``out`` may be a pipe (nothing is
+    seeked).
+    """
+    if diff_id is None:
+        diff_id = "sha256:" + _sha256_file(layer)
+    layer_dir = diff_id.removeprefix("sha256:")
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    manifest = [
+        {"Config": config_name, "RepoTags": [repo_tag], "Layers": [f"{layer_dir}/layer.tar"]}
+    ]
+    manifest_bytes = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+
+    def info(name: str, size: int = 0, *, directory: bool = False) -> tarfile.TarInfo:
+        member = tarfile.TarInfo(name)
+        member.mtime = 0
+        member.uid = member.gid = 0
+        member.uname = member.gname = "root"
+        if directory:
+            member.type = tarfile.DIRTYPE
+            member.mode = 0o755
+        else:
+            member.mode = 0o644
+            member.size = size
+        return member
+
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as archive:
+        archive.addfile(info(layer_dir + "/", directory=True))
+        with layer.open("rb") as stream:
+            archive.addfile(info(f"{layer_dir}/layer.tar", layer.stat().st_size), stream)
+        archive.addfile(info(config_name, len(config)), io.BytesIO(config))
+        archive.addfile(info("manifest.json", len(manifest_bytes)), io.BytesIO(manifest_bytes))
+
+
+def ubuntu_archive_keyring(
+    cache_dir: Path,
+    *,
+    mirror: str,
+    fetch: Callable[[str], bytes] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Ubuntu's archive keyring, from the pinned keyring .deb, cached under ``cache_dir``.
+
+    The download must match :data:`UBUNTU_KEYRING_DEB_SHA256`, else a
+    :class:`BootstrapError` names both digests. A cached keyring is reused only
+    while its own digest matches :data:`UBUNTU_ARCHIVE_KEYRING_SHA256`.
+    """
+    version = UBUNTU_KEYRING_DEB.split("_")[1]
+    cached = cache_dir / f"ubuntu-archive-keyring-{version}.gpg"
+    if cached.is_file() and _sha256_file(cached) == UBUNTU_ARCHIVE_KEYRING_SHA256:
+        return cached
+    url = f"{mirror.rstrip('/')}/pool/main/u/ubuntu-keyring/{UBUNTU_KEYRING_DEB}"
+    if log is not None:
+        log(f"envbuild: downloading {url}")
+    data = (fetch or _http_get)(url)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != UBUNTU_KEYRING_DEB_SHA256:
+        raise BootstrapError(
+            f"{url}: sha256 {digest} does not match the pinned {UBUNTU_KEYRING_DEB_SHA256}",
+            hint="the mirror serves a different file; pass a trusted keyring with --keyring FILE",
+        )
+    keyring = _extract_from_deb(data, _KEYRING_MEMBER)
+    digest = hashlib.sha256(keyring).hexdigest()
+    if digest != UBUNTU_ARCHIVE_KEYRING_SHA256:
+        raise BootstrapError(
+            f"{UBUNTU_KEYRING_DEB}: {_KEYRING_MEMBER} has sha256 {digest}, "
+            f"expected {UBUNTU_ARCHIVE_KEYRING_SHA256}"
+        )
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
+    partial.write_bytes(keyring)
+    partial.replace(cached)
+    return cached
+
+
+def is_present(ref: str, docker: str) -> bool:
+    """Whether the engine holds an image named ``ref`` (``docker image inspect``)."""
+    _require_docker(docker)
+    proc = _docker(docker, "image", "inspect", "--format", "{{.Id}}", ref, check=False)
+    if proc.returncode == 0:
+        return True
+    if "no such image" in proc.stderr.lower():
+        return False
+    raise EngineError(
+        f"`{docker} image inspect {ref}` failed (exit {proc.returncode}): {_tail(proc.stderr)}",
+        hint="is the Docker engine running? `docker info` tells",
+    )
+
+
+def bootstrap(
+    ref: str,
+    *,
+    docker: str,
+    mirror: str | None = None,
+    keyring: Path | None = None,
+    epoch: int | None = None,
+    log: Callable[[str], None] | None = None,
+    target: str | None = None,
+    settings: Settings | None = None,
+) -> BootstrapResult:
+    """Build the base image ``ref`` from its distribution archive and tag it.
+
+    ``ref`` names the recipe (a key of :data:`SUPPORTED`); the image is tagged
+    ``target`` (default: ``ref``). ``mirror`` defaults to the settings'
+    Debian or Ubuntu mirror; ``keyring`` replaces the archive keyring (for
+    Ubuntu, the pinned download otherwise). ``epoch`` is the
+    ``SOURCE_DATE_EPOCH`` (default: that variable from the environment, else the
+    recipe's). ``log`` receives mmdebstrap's progress line by line. ``settings``
+    (loaded when needed and not given) supply the mirror and the keyring cache.
+
+    The target tag is set only once the whole pipeline succeeded; on any
+    failure (Ctrl-C included) the temporary image is removed and the target tag
+    is left as it was.
+    """
+    started = time.monotonic()
+    recipe = recipe_for(ref)
+    target = target or ref
+    emit = log or (lambda _line: None)
+    if shutil.which("mmdebstrap") is None:
+        raise ToolMissingError(
+            "mmdebstrap is not installed; it builds base images from package archives",
+            hint="apt-get install mmdebstrap",
+        )
+    _require_docker(docker)
+    epoch = _resolve_epoch(epoch, recipe)
+    if mirror is None or (keyring is None and recipe.mirror_kind == "ubuntu"):
+        settings = settings or load_settings()
+    if mirror is None:
+        assert settings is not None
+        mirror = (
+            settings.debian_mirror if recipe.mirror_kind == "debian" else settings.ubuntu_mirror
+        )
+    if keyring is not None and not keyring.is_file():
+        raise BootstrapError(f"keyring {keyring} does not exist or is not a file")
+    if keyring is None and recipe.mirror_kind == "ubuntu":
+        assert settings is not None
+        keyring = ubuntu_archive_keyring(settings.home / "keyrings", mirror=mirror, log=emit)
+
+    with tempfile.TemporaryDirectory(prefix="envbuild-bootstrap-") as workdir:
+        layer = Path(workdir) / "rootfs.tar"
+        if keyring is not None:
+            keyring = _readable_copy(keyring, Path(workdir))
+        argv = mmdebstrap_command(recipe, mirror, str(layer), keyring=keyring)
+        _run_mmdebstrap(argv, epoch=epoch, log=emit)
+        result = import_rootfs(
+            layer, target, docker=docker, recipe=recipe, mirror=mirror, epoch=epoch, log=emit
+        )
+    return BootstrapResult(result.ref, result.image_id, time.monotonic() - started, result.size)
+
+
+def import_rootfs(
+    layer: Path,
+    target: str,
+    *,
+    docker: str,
+    recipe: BaseRecipe,
+    mirror: str,
+    epoch: int,
+    log: Callable[[str], None] | None = None,
+) -> BootstrapResult:
+    """Turn a root-filesystem tar into the image ``target``: the second half of :func:`bootstrap`.
+
+    Checks the tar, loads it under a temporary tag with the fixed config of
+    :func:`image_config`, runs a container of it and only then tags it
+    ``target``. On any failure (Ctrl-C included) the temporary tag is removed
+    and ``target`` is left as it was.
+    """
+    started = time.monotonic()
+    emit = log or (lambda _line: None)
+    _require_docker(docker)
+    emit("envbuild: checking the root filesystem")
+    _check_rootfs(layer)
+    diff_id = "sha256:" + _sha256_file(layer)
+    config = image_config(
+        diff_id, recipe=recipe, mirror=mirror, epoch=epoch, architecture=_dpkg_arch()
+    )
+    temp_tag = f"{TEMP_REPOSITORY}:{uuid.uuid4().hex[:16]}"
+    try:
+        emit(f"envbuild: loading the image as {temp_tag}")
+        _docker_load(docker, layer, config, temp_tag, diff_id)
+        emit("envbuild: checking the image runs")
+        image_id, size = _verify_image(docker, temp_tag)
+        emit(f"envbuild: tagging {image_id} as {target}")
+        _docker(docker, "tag", temp_tag, target)
+    finally:
+        _remove_tag(docker, temp_tag)
+    return BootstrapResult(target, image_id, time.monotonic() - started, size)
+
+
+# --- pipeline steps ---------------------------------------------------------
+
+
+def _resolve_epoch(epoch: int | None, recipe: BaseRecipe) -> int:
+    if epoch is None:
+        text = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+        if not text:
+            return recipe.epoch
+        try:
+            epoch = int(text)
+        except ValueError:
+            raise BootstrapError(
+                f"SOURCE_DATE_EPOCH={text!r} is not a whole number of seconds"
+            ) from None
+    if epoch < 0:
+        raise BootstrapError(f"SOURCE_DATE_EPOCH must not be negative, got {epoch}")
+    return epoch
+
+
+def _run_mmdebstrap(argv: Sequence[str], *, epoch: int, log: Callable[[str], None]) -> None:
+    """Run mmdebstrap, each output line to ``log``; a BootstrapError with the tail on failure."""
+    env = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch))
+    tail: deque[str] = deque(maxlen=40)
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+    )
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            for piece in raw.decode("utf-8", "replace").replace("\r", "\n").split("\n"):
+                line = piece.rstrip()
+                if line:
+                    tail.append(line)
+                    log(line)
+        code = proc.wait()
+    except BaseException:
+        _stop(proc)
+        raise
+    if code != 0:
+        raise BootstrapError(
+            f"mmdebstrap failed (exit {code})",
+            step=shlex.join(argv),
+            step_exit_code=code,
+            log_tail=list(tail),
+            hint="check that the mirror is reachable and serves this suite",
+        )
+
+
+def _readable_copy(keyring: Path, workdir: Path) -> Path:
+    """A copy of ``keyring`` that apt's unprivileged ``_apt`` user can read.
+
+    apt verifies signatures as ``_apt``, which cannot read a keyring under
+    ``/root`` (mode 0700): it would report the key as missing (NO_PUBKEY).
+    """
+    workdir.chmod(0o711)  # traversable, not listable
+    copy = workdir / "keyring.gpg"
+    shutil.copyfile(keyring, copy)
+    copy.chmod(0o644)
+    return copy
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    # mmdebstrap removes its temporary chroot on SIGTERM; give it time to.
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _check_rootfs(layer: Path) -> None:
+    """Refuse a root filesystem without a shell, apt and dpkg (an empty stream, say)."""
+    names: set[str] = set()
+    count = 0
+    try:
+        with tarfile.open(layer, mode="r|") as archive:
+            for member in archive:
+                count += 1
+                names.add(member.name.removeprefix("./").rstrip("/"))
+    except (OSError, tarfile.TarError) as exc:
+        raise BootstrapError(f"the root filesystem tar {layer} is unreadable: {exc}") from exc
+    missing = [name for name in _REQUIRED_MEMBERS if name not in names]
+    if not any(shell in names for shell in _SHELLS):
+        missing.append("/bin/sh")
+    if missing:
+        raise BootstrapError(
+            f"the root filesystem ({count} entries) lacks "
+            + ", ".join("/" + m.lstrip("/") for m in missing)
+        )
+
+
+def _docker_load(docker: str, layer: Path, config: bytes, tag: str, diff_id: str) -> None:
+    proc = subprocess.Popen(
+        [docker, "load"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # the exit code and stderr tell why
+            write_docker_archive(layer, config, proc.stdin, repo_tag=tag, diff_id=diff_id)
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()
+        # docker load prints a line or two, far below a pipe's buffer: no deadlock.
+        assert proc.stdout is not None and proc.stderr is not None
+        out, err = proc.stdout.read(), proc.stderr.read()
+        proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise BootstrapError(
+            f"`{docker} load` failed (exit {proc.returncode})",
+            step="docker load",
+            step_exit_code=proc.returncode,
+            log_tail=(out + err).decode("utf-8", "replace").splitlines()[-20:],
+        )
+
+
+def _verify_image(docker: str, tag: str) -> tuple[str, int]:
+    """The image's ID and size, once a container of it ran ``apt-get --version`` with sh."""
+    proc = _docker(docker, "image", "inspect", "--format", "{{.Id}} {{.Size}}", tag)
+    image_id, _, size_text = proc.stdout.strip().partition(" ")
+    size = int(size_text) if size_text.isdigit() else 0
+    if size <= 0:
+        raise BootstrapError(f"the loaded image {tag} is empty (size {size_text!r})")
+    name = f"envbuild-bootstrap-check-{uuid.uuid4().hex[:12]}"
+    argv = [
+        docker,
+        "run",
+        "--rm",
+        "--name",
+        name,
+        "--network",
+        "none",
+        "--pull",
+        "never",
+        tag,
+        "/bin/sh",
+        "-c",
+        "apt-get --version >/dev/null && dpkg --version >/dev/null",
+    ]
+    try:
+        check = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    except BaseException:
+        _cleanup([docker, "rm", "-f", name])
+        raise
+    if check.returncode != 0:
+        raise BootstrapError(
+            f"the loaded image {tag} does not work: a shell running apt-get and dpkg failed",
+            step=shlex.join(argv[1:]),
+            step_exit_code=check.returncode,
+            log_tail=(check.stdout + check.stderr).splitlines()[-20:],
+        )
+    return image_id, size
+
+
+def _remove_tag(docker: str, tag: str) -> None:
+    # `rmi` of a tag only untags while another tag (the target) names the image.
+    _cleanup([docker, "rmi", tag])
+
+
+def _cleanup(argv: list[str]) -> None:
+    """Run a cleanup command to its end, even through Ctrl-C.
+
+    It runs in its own session, so the Ctrl-C that got us here (sent to the
+    whole foreground process group) does not kill it too; a further Ctrl-C
+    while it runs (well under a second) waits for it rather than leaving the
+    temporary behind.
+    """
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    while True:
+        try:
+            proc.wait()
+        except KeyboardInterrupt:
+            continue
+        return
+
+
+def _docker(docker: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([docker, *args], capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise EngineError(
+            f"`{docker} {shlex.join(args)}` failed (exit {proc.returncode}): {_tail(proc.stderr)}"
+        )
+    return proc
+
+
+def _require_docker(docker: str) -> None:
+    if shutil.which(docker) is None:
+        raise ToolMissingError(
+            f"the docker client {docker!r} was not found",
+            hint="install one (apt-get install docker.io) or set `docker` in the envbuild config",
+        )
+
+
+def _dpkg_arch() -> str:
+    proc = subprocess.run(
+        ["dpkg", "--print-architecture"], capture_output=True, text=True, check=False
+    )
+    return proc.stdout.strip() or "amd64"
+
+
+def _http_get(url: str) -> bytes:
+    if not url.startswith(("http://", "https://")):
+        raise BootstrapError(f"mirror URL {url!r} must start with http:// or https://")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - scheme checked
+            data: bytes = response.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise BootstrapError(
+            f"cannot download {url}: {exc}",
+            hint="check the Ubuntu mirror, or pass a trusted keyring with --keyring FILE",
+        ) from exc
+    return data
+
+
+def _ar_members(data: bytes) -> Iterator[tuple[str, bytes]]:
+    """The members of an ``ar`` archive (the container format of a .deb)."""
+    if not data.startswith(b"!<arch>\n"):
+        raise BootstrapError("not a .deb: the ar signature is missing")
+    offset = 8
+    while offset + 60 <= len(data):
+        header = data[offset : offset + 60]
+        name = header[:16].decode("ascii", "replace").strip().rstrip("/")
+        size = int(header[48:58].decode("ascii").strip())
+        start = offset + 60
+        yield name, data[start : start + size]
+        offset = start + size + (size % 2)
+
+
+def _extract_from_deb(data: bytes, member: str) -> bytes:
+    """One file of a .deb's data archive (xz, gzip, bzip2 or plain; zstd via dpkg-deb)."""
+    for name, payload in _ar_members(data):
+        if not name.startswith("data.tar"):
+            continue
+        if name.endswith(".zst"):
+            payload = _deb_fsys_tarfile(data)
+        with tarfile.open(fileobj=io.BytesIO(payload), mode="r:*") as archive:
+            for entry in archive:
+                if entry.name.removeprefix("./") == member and entry.isfile():
+                    extracted = archive.extractfile(entry)
+                    assert extracted is not None
+                    return extracted.read()
+        raise BootstrapError(f"the keyring package does not contain {member}")
+    raise BootstrapError("not a .deb: no data.tar member")
+
+
+def _deb_fsys_tarfile(data: bytes) -> bytes:
+    # Python before 3.14 cannot decompress zstd (Ubuntu's packages since 21.10);
+    # dpkg-deb, which every Debian system has, can.
+    if shutil.which("dpkg-deb") is None:
+        raise ToolMissingError(
+            "dpkg-deb is needed to unpack the Ubuntu keyring package", hint="apt-get install dpkg"
+        )
+    with tempfile.TemporaryDirectory(prefix="envbuild-keyring-") as workdir:
+        deb = Path(workdir) / UBUNTU_KEYRING_DEB
+        deb.write_bytes(data)
+        proc = subprocess.run(
+            ["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=False
+        )
+    if proc.returncode != 0:
+        raise BootstrapError(
+            "cannot unpack the keyring package: " + _tail(proc.stderr.decode("utf-8", "replace"))
+        )
+    return proc.stdout
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _tail(text: str, lines: int = 5) -> str:
+    return " / ".join(text.strip().splitlines()[-lines:])

@@ -1,0 +1,319 @@
+"""Build an environment's image, or find the one that already exists.
+
+``resolve`` ties the pure stages together (load -> render -> hash) and
+``build`` adds the engine: a cache hit answers with one ``inspect``; a miss
+builds with BuildKit under a per-hash file lock (two processes building the
+same environment build it once), and tags the image with its hash only after
+the build succeeded, so a failed or interrupted build never leaves a tag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from envbuild.render.context import BuildContext
+from envbuild.definition.model import Environment, load
+from envbuild.engine.docker import BuildRequest, Engine, ImageInfo
+from envbuild.errors import EngineError
+from envbuild.cache.hashing import content_hash
+from envbuild.render.dockerfile import render
+from envbuild.build.result import HASH_LABEL as HASH_LABEL  # re-exported, as are the next two
+from envbuild.build.result import BuildResult as BuildResult
+from envbuild.build.result import report as report
+from envbuild.settings import Settings
+
+# The inputs of the hash in short (see envbuild.catalog.explain), so that `explain`
+# can say what changed against any image, even one built elsewhere.
+INPUTS_LABEL = "io.envbuild.inputs"
+CA_SECRET = "envbuild-ca"  # noqa: S105 - the secret's id, not a secret
+NETRC_SECRET = "envbuild-netrc"  # noqa: S105 - the secret's id, not a secret
+CA_ENV_VARS = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+PYTHON_MIRROR_VAR = "UV_PYTHON_INSTALL_MIRROR"
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """An environment with its content hash; its build context is rendered on demand."""
+
+    env: Environment
+    hash: str
+    prefix: str
+    rendered: BuildContext | None = None
+    platform: str = "linux/amd64"
+
+    @functools.cached_property
+    def context(self) -> BuildContext:
+        """The rendered build context (rendered now if the hash came from the memo)."""
+        if self.rendered is not None:
+            return self.rendered
+        return render(self.env, platform=self.platform)
+
+    @property
+    def repository(self) -> str:
+        """``<prefix>/<name>``."""
+        return f"{self.prefix}/{self.env.name}"
+
+    @property
+    def hash_tag(self) -> str:
+        """The tag that names this exact content: ``<prefix>/<name>:<hash12>``."""
+        return f"{self.repository}:{self.hash[:12]}"
+
+    @property
+    def version_tag(self) -> str:
+        """The moving tag of the definition's version: ``<prefix>/<name>:<version>``."""
+        return f"{self.repository}:{self.env.version}"
+
+
+def resolve(env: str | Path | Environment, settings: Settings, *, memo: bool = True) -> Resolved:
+    """Load (if needed) and hash ``env``; touches neither network nor engine.
+
+    Rendering costs more than everything else on a cache hit, so the hash of a
+    definition whose inputs are unchanged (see :mod:`envbuild.cache.memo`) is read
+    from a memo under ``settings.home``; the context is then rendered only if
+    needed.
+    """
+    from envbuild.cache import memo as memo_mod
+
+    environment = env if isinstance(env, Environment) else load(env)
+    memo_key = memo_mod.key(environment.path, settings.platform) if memo else None
+    if memo_key is not None:
+        found = memo_mod.recall(settings.home, memo_key)
+        if found and (found["name"], found["version"]) == (environment.name, environment.version):
+            return Resolved(environment, found["hash"], settings.prefix, None, settings.platform)
+    context = render(environment, platform=settings.platform)
+    digest = content_hash(context, platform=settings.platform)
+    if memo_key is not None:
+        memo_mod.remember(
+            settings.home,
+            memo_key,
+            digest=digest,
+            name=environment.name,
+            version=environment.version,
+        )
+    return Resolved(environment, digest, settings.prefix, context, settings.platform)
+
+
+def find_netrc(explicit: Path | None = None) -> Path | None:
+    """The netrc with private index credentials: explicit, else ``$NETRC`` if set.
+
+    Never ``~/.netrc`` implicitly: credentials reach a build only when asked.
+    """
+    if explicit is not None:
+        if not explicit.is_file():
+            raise EngineError(f"netrc file {explicit} does not exist")
+        return explicit
+    value = os.environ.get("NETRC")
+    if value and Path(value).is_file():
+        return Path(value)
+    return None
+
+
+def _python_mirror(env: Environment) -> dict[str, str]:
+    """The uv Python download mirror, forwarded as a build argument (it is not secret)."""
+    value = os.environ.get(PYTHON_MIRROR_VAR)
+    if env.python.source != "uv" or not value:
+        return {}
+    from envbuild.definition.grammar import check_index_url
+
+    bad = check_index_url(value)
+    if bad:
+        raise EngineError(
+            f"{PYTHON_MIRROR_VAR}={value!r}: {bad[0]}",
+            hint=bad[1] or "use a plain http(s) URL; credentials go in a netrc (--netrc)",
+        )
+    return {PYTHON_MIRROR_VAR: value}
+
+
+def _stderr(line: str) -> None:
+    sys.stderr.write(line + "\n")
+
+
+def find_ca_bundle(explicit: Path | None = None) -> Path | None:
+    """The CA bundle to hand to package steps: explicit, else from the environment."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise EngineError(f"CA bundle {explicit} does not exist")
+        return explicit
+    for var in CA_ENV_VARS:
+        value = os.environ.get(var)
+        if value and Path(value).is_file():
+            return Path(value)
+    return None
+
+
+@contextlib.contextmanager
+def _hash_lock(settings: Settings, digest: str, log: Log) -> Iterator[None]:
+    """Hold the build lock of one hash; wait (saying so) while another process holds it."""
+    settings.locks_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.locks_dir / f"{digest}.lock"
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"envbuild: another envbuild is building {digest[:12]}; waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _cache_hit(engine: Engine, resolved: Resolved) -> ImageInfo | None:
+    info = engine.inspect_image(resolved.hash_tag)
+    # hash12 is a tag, not a proof: the label carries the full hash.
+    if info is not None and info.labels.get(HASH_LABEL) == resolved.hash:
+        return info
+    return None
+
+
+def cached(
+    env: str | Path | Environment | Resolved, settings: Settings, engine: Engine | None = None
+) -> BuildResult | None:
+    """The existing image of ``env`` (one engine call), or ``None`` on a cache miss."""
+    started = time.monotonic()
+    resolved = env if isinstance(env, Resolved) else resolve(env, settings)
+    if engine is None:
+        from envbuild.engine.docker import DockerEngine
+
+        engine = DockerEngine(settings.docker)
+    info = _cache_hit(engine, resolved)
+    if info is None:
+        return None
+    return BuildResult(
+        resolved.hash_tag,
+        resolved.hash,
+        True,
+        info.id,
+        time.monotonic() - started,
+        (resolved.hash_tag, resolved.version_tag),
+    )
+
+
+def build(
+    env: str | Path | Environment | Resolved,
+    *,
+    settings: Settings,
+    engine: Engine,
+    rebuild: bool = False,
+    ca_bundle: Path | None = None,
+    netrc: Path | None = None,
+    strict: bool = False,
+    log: Log = lambda line: None,
+    warn: Log = _stderr,
+) -> BuildResult:
+    """Return the image of ``env``, building it only when its hash is not in the engine.
+
+    ``strict`` refuses an environment whose inputs are not all locked; without
+    it such an image is built, labelled ``io.envbuild.reproducible=false``
+    with the reasons, and ``warn`` says why. A locked base must still be the
+    image the lock pinned, or the build refuses to start.
+    """
+    from envbuild import lock as locking
+
+    started = time.monotonic()
+    resolved = env if isinstance(env, Resolved) else resolve(env, settings)
+    tags = (resolved.hash_tag, resolved.version_tag)
+    reasons = locking.unlocked_reasons(resolved.env, locking.read(resolved.env.path))
+    if reasons and strict:
+        raise locking.LockError(
+            f"{resolved.env.name} is not locked, and --strict builds only locked environments:\n"
+            + "\n".join(f"  - {r}" for r in reasons),
+            hint=f"run `envbuild lock {resolved.env.path}` and commit the lock files",
+        )
+    if not rebuild:
+        hit = cached(resolved, settings, engine)
+        if hit is not None:
+            return hit
+    with _hash_lock(settings, resolved.hash, log):
+        if not rebuild:
+            info = _cache_hit(engine, resolved)  # built while we waited
+            if info is not None:
+                log(f"envbuild: {resolved.hash_tag} was built by the other process; reusing it")
+                return BuildResult(
+                    resolved.hash_tag,
+                    resolved.hash,
+                    True,
+                    info.id,
+                    time.monotonic() - started,
+                    tags,
+                )
+        secrets = {}
+        bundle = find_ca_bundle(ca_bundle)
+        if bundle is not None:
+            secrets[CA_SECRET] = bundle
+        credentials = find_netrc(netrc)
+        if credentials is not None:
+            secrets[NETRC_SECRET] = credentials
+        context = resolved.context
+        if context.base_pin is not None:
+            pinned = locking.read(resolved.env.path)
+            assert pinned is not None and pinned.base is not None
+            locking.check_base(pinned.base, engine)
+        _check_tools(resolved)
+        if reasons:
+            warn(
+                f"envbuild: warning: {resolved.env.name} is not reproducible, so its image is "
+                "labelled io.envbuild.reproducible=false: "
+                + "; ".join(reasons)
+                + f" (run `envbuild lock {resolved.env.path}`)"
+            )
+        if resolved.rendered is None:
+            # The hash came from the memo: the context must still hash the same.
+            actual = content_hash(context, platform=settings.platform)
+            if actual != resolved.hash:
+                raise EngineError(  # a bug, not a user error: say so plainly
+                    f"internal error: memoised hash {resolved.hash[:12]} != rendered {actual[:12]}",
+                    hint=f"remove {settings.home / 'cache'} and report this",
+                )
+        with tempfile.TemporaryDirectory(prefix="envbuild-ctx-") as tmp:
+            context.write(Path(tmp))
+            from envbuild.catalog.explain import inputs_record
+
+            record = inputs_record(context, platform=settings.platform)
+            request = BuildRequest(
+                context_dir=Path(tmp),
+                labels={
+                    HASH_LABEL: resolved.hash,
+                    INPUTS_LABEL: json.dumps(record, sort_keys=True, separators=(",", ":")),
+                },
+                secrets=secrets,
+                platform=settings.platform,
+                no_cache=rebuild,
+                build_args=_python_mirror(resolved.env),
+            )
+            image_id = engine.build(request, log)
+        # The hash tag is written last: its presence means "built completely".
+        engine.tag(image_id, resolved.version_tag)
+        engine.tag(image_id, resolved.hash_tag)
+    return BuildResult(
+        resolved.hash_tag, resolved.hash, False, image_id, time.monotonic() - started, tags
+    )
+
+
+def _check_tools(resolved: Resolved) -> None:
+    """Say plainly when a tool the Dockerfile bind-mounts is not in the context."""
+    from envbuild import lock as locking
+    from envbuild.render.dockerfile import CONDA_INPUT_IN_CONTEXT
+
+    if locking.needs_conda(resolved.env) and CONDA_INPUT_IN_CONTEXT not in resolved.context.files:
+        # Locked, the conda prefix comes from the lock (py-rattler); unlocked,
+        # micromamba solves in the image, and this machine has none to give it.
+        raise EngineError(
+            f"{resolved.env.name} has conda packages but is not locked, and this machine has "
+            "no micromamba to solve them in the build",
+            hint=f"lock it (`envbuild lock {resolved.env.path}`, needs py-rattler: "
+            "pip install 'envbuild[conda]'), or set ENVBUILD_MICROMAMBA to a linux-64 "
+            "micromamba",
+        )

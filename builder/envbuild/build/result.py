@@ -1,0 +1,47 @@
+"""What a build answers, and how ``envbuild build`` prints it.
+
+Kept apart from :mod:`envbuild.build.builder` so that the console script's cache-hit
+path can print a result without importing the build pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+
+HASH_LABEL = "io.envbuild.hash"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What ``build`` did: the image, its hash, whether it was a cache hit."""
+
+    image: str
+    hash: str
+    cached: bool
+    id: str
+    seconds: float
+    tags: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        """The ``--json`` shape: image, hash, cached, id, seconds (and tags)."""
+        return {
+            "image": self.image,
+            "hash": self.hash,
+            "cached": self.cached,
+            "id": self.id,
+            "seconds": round(self.seconds, 3),
+            "tags": list(self.tags),
+        }
+
+
+def report(result: BuildResult, *, as_json: bool, quiet: bool) -> None:
+    """Print a build's result as ``envbuild build`` does: the image (or JSON) to stdout."""
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
+        return
+    if not quiet:
+        what = "cached" if result.cached else f"built in {result.seconds:.1f}s"
+        sys.stderr.write(f"envbuild: {result.image} ({what})\n")
+    sys.stdout.write(result.image + "\n")

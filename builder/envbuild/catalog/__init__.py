@@ -1,0 +1,7 @@
+"""The curated catalog: order, publish, check, test, packages, diff, explain.
+
+Each module implements the command of its name (:mod:`.order` builds a
+catalog parents first).
+
+May import: build, run and everything below them. Never click.
+"""

@@ -1,0 +1,449 @@
+"""Package lists: what an environment declares or locks, and what an image holds.
+
+A :class:`PackageList` names the base image and, per ecosystem (``apt``, ``pip``,
+``conda``), each package with its version. It comes from one of three places:
+
+* a definition folder (:func:`declared`): the apt packages as rendered (with
+  their ``=version`` pins, if any), pip and conda from their lock files when
+  ``envbuild lock`` wrote them, else the declared specs; the base as the
+  Dockerfile's final ``FROM`` names it, with the lock's pin;
+* a published version's ``packages.json`` (:meth:`PackageList.from_json`);
+* an image (:func:`from_image`): ``dpkg-query``, ``python -m pip list`` and
+  ``conda list`` run inside it, each in its own short-lived container.
+
+Everything but :func:`from_image` is pure: no engine, no network. Versions are
+strings: an exact version (``1.6.0``), a declared specifier when nothing pins it
+(``>=1.26``), or ``None`` when nothing is known (an unpinned apt package).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import sys
+import threading
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from envbuild.definition.model import Environment
+from envbuild.engine.docker import STDOUT, ContainerSpec, ContainerStream
+from envbuild.errors import EngineError, EnvbuildError
+from envbuild.render.context import BuildContext
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+ECOSYSTEMS = ("apt", "pip", "conda")
+
+# The lock files `envbuild lock` writes beside env.toml (see envbuild.lock).
+LOCK_INDEX = "env.lock.toml"
+PIP_LOCK = "requirements.lock"
+CONDA_LOCK_GLOB = "conda-*.lock"
+
+# The label the rendered Dockerfile gives the declared base image.
+BASE_LABEL = "org.opencontainers.image.base.name"
+SBOM_LABEL = "io.envbuild.sbom"
+SBOM_TIMEOUT = 120  # seconds per command run inside an image
+
+# The commands that read an image's packages (argv lists: no shell involved).
+DPKG_ARGV = ("dpkg-query", "-W", "-f", "${Package}\t${Version}\n")
+PIP_ARGV = ("python", "-m", "pip", "list", "--format", "json", "--disable-pip-version-check")
+CONDA_ARGV = ("conda", "list", "--json")
+
+Versions = Mapping[str, "str | None"]
+
+
+@dataclass(frozen=True)
+class Base:
+    """The base image: the reference as built on, and what pins it (if anything)."""
+
+    image: str | None  # e.g. "ubuntu:20.04"; None when unknown
+    pin: str | None = None  # a registry digest or, for a local-only image, its image ID
+    pin_kind: str | None = None  # "digest" or "image-id"
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        return {"image": self.image, "pin": self.pin, "pin_kind": self.pin_kind}
+
+    @property
+    def text(self) -> str:
+        """How a person reads it: ``ref``, ``ref@digest``, or ``ref (image ID …)``.
+
+        An image ID is not a registry digest: ``ref@<image ID>`` would name a
+        manifest that does not exist, so it is never written that way.
+        """
+        if self.image is None:
+            return "(unknown)"
+        if not self.pin:
+            return self.image
+        if self.pin_kind == "image-id":
+            return f"{self.image} (image ID {self.pin.removeprefix('sha256:')[:12]})"
+        return f"{self.image}@{self.pin}"
+
+
+@dataclass(frozen=True)
+class PackageList:
+    """The base and the packages of one environment, version or image."""
+
+    base: Base
+    apt: Versions = field(default_factory=dict)
+    pip: Versions = field(default_factory=dict)
+    conda: Versions = field(default_factory=dict)
+    # Where each ecosystem's list came from: "definition", "lock:<file>", "image".
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def packages(self, ecosystem: str) -> Versions:
+        """The packages of ``ecosystem`` (one of :data:`ECOSYSTEMS`)."""
+        items: Versions = getattr(self, ecosystem)
+        return items
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``packages.json`` shape (without the published metadata), sorted."""
+        out: dict[str, Any] = {"base": self.base.to_json()}
+        for eco in ECOSYSTEMS:
+            out[eco] = {
+                "source": self.sources.get(eco, "definition"),
+                "packages": [
+                    {"name": name, "version": version}
+                    for name, version in sorted(self.packages(eco).items())
+                ],
+            }
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PackageList:
+        """Read what :meth:`to_json` wrote (e.g. a published ``packages.json``)."""
+        base = data.get("base") or {}
+        lists: dict[str, dict[str, str | None]] = {}
+        sources: dict[str, str] = {}
+        for eco in ECOSYSTEMS:
+            section = data.get(eco) or {}
+            lists[eco] = {str(p["name"]): p.get("version") for p in section.get("packages", ())}
+            sources[eco] = str(section.get("source", "definition"))
+        return cls(
+            base=Base(base.get("image"), base.get("pin"), base.get("pin_kind")),
+            apt=lists["apt"],
+            pip=lists["pip"],
+            conda=lists["conda"],
+            sources=sources,
+        )
+
+
+# --------------------------------------------------------------------------
+# Names and parsers (pure)
+# --------------------------------------------------------------------------
+
+
+def normalize_pip_name(name: str) -> str:
+    """PEP 503 normalisation: ``Scikit_Learn`` and ``scikit-learn`` are one package."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+_PIP_REQ = re.compile(
+    r"^\s*(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(?:\[[^\]]*\])?\s*"
+    r"(?P<spec>[^;]*?)\s*(?:;.*)?$"
+)
+_EXACT = re.compile(r"^={2,3}\s*(?P<version>[A-Za-z0-9.+!_-]+)$")
+
+
+def parse_pip_requirement(text: str) -> tuple[str, str | None] | None:
+    """``("torch", "1.6.0")`` for ``torch==1.6.0``; ``("numpy", ">=1.26")`` for a range."""
+    match = _PIP_REQ.match(text)
+    if match is None:
+        return None
+    spec = re.sub(r"\s+", "", match.group("spec")).strip("()")
+    exact = _EXACT.match(spec)
+    version = exact.group("version") if exact else (spec or None)
+    return normalize_pip_name(match.group("name")), version
+
+
+def parse_requirements(text: str) -> dict[str, str | None]:
+    """The packages of a requirements file (``uv pip compile`` output with hashes)."""
+    out: dict[str, str | None] = {}
+    joined = re.sub(r"\\\r?\n", " ", text)
+    for raw in joined.splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith(("#", "-")):
+            continue
+        line = re.split(r"\s--?[A-Za-z]", " " + line, maxsplit=1)[0].strip()
+        parsed = parse_pip_requirement(line)
+        if parsed is not None:
+            out[parsed[0]] = parsed[1]
+    return out
+
+
+_CONDA_SPEC = re.compile(
+    r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*::)?(?P<name>[A-Za-z0-9_][A-Za-z0-9._-]*)\s*(?P<spec>.*)$"
+)
+
+
+def parse_conda_spec(text: str) -> tuple[str, str | None]:
+    """``("mkl", "2020.2")`` for ``mkl=2020.2``; ``("numpy", ">=1.26")`` for a range."""
+    match = _CONDA_SPEC.match(text.strip())
+    if match is None:
+        return text.strip().lower(), None
+    spec = re.sub(r"\s+", "", match.group("spec"))
+    if spec.startswith("=="):
+        spec = spec[2:]
+    elif spec.startswith("=") and not spec.startswith("=="):
+        spec = spec[1:]
+    return match.group("name").lower(), spec or None
+
+
+def parse_conda_explicit(text: str) -> dict[str, str | None]:
+    """The packages of conda-lock's explicit lock (one package URL a line)."""
+    out: dict[str, str | None] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", "@")):
+            continue
+        filename = line.split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        for suffix in (".tar.bz2", ".conda"):
+            if filename.endswith(suffix):
+                filename = filename[: -len(suffix)]
+        parts = filename.rsplit("-", 2)
+        if len(parts) == 3:
+            out[parts[0].lower()] = parts[1]
+    return out
+
+
+def parse_dpkg(text: str) -> dict[str, str | None]:
+    """The output of ``dpkg-query -W -f '${Package}\\t${Version}\\n'``."""
+    out: dict[str, str | None] = {}
+    for line in text.splitlines():
+        name, _, version = line.partition("\t")
+        if name.strip():
+            out[name.strip()] = version.strip() or None
+    return out
+
+
+def parse_pip_list(text: str) -> dict[str, str | None]:
+    """The output of ``pip list --format json``."""
+    data = json.loads(text) if text.strip() else []
+    return {normalize_pip_name(str(p["name"])): str(p["version"]) for p in data}
+
+
+def parse_conda_list(text: str) -> dict[str, str | None]:
+    """The output of ``conda list --json`` (conda's own packages, not pip's)."""
+    data = json.loads(text) if text.strip() else []
+    return {
+        str(p["name"]).lower(): str(p["version"])
+        for p in data
+        if p.get("channel") != "pypi" and p.get("platform") != "pypi"
+    }
+
+
+def parse_apt(specs: Iterable[str]) -> dict[str, str | None]:
+    """Declared apt packages: ``git=1:2.39`` pins a version, a bare name does not."""
+    out: dict[str, str | None] = {}
+    for spec in specs:
+        name, _, version = spec.partition("=")
+        out[name.split(":", 1)[0]] = version or None
+    return out
+
+
+_FROM = re.compile(
+    r"^FROM\s+(?:--\S+\s+)*(?P<ref>\S+)(?:\s+AS\s+(?P<stage>\S+))?\s*$", re.IGNORECASE
+)
+
+
+def final_base(dockerfile: str) -> str | None:
+    """The image the final stage of ``dockerfile`` starts from (stage names followed)."""
+    stages: dict[str, str] = {}
+    last: str | None = None
+    for line in dockerfile.splitlines():
+        match = _FROM.match(line.strip())
+        if match is None:
+            continue
+        ref = match.group("ref")
+        ref = stages.get(ref.lower(), ref)
+        if match.group("stage"):
+            stages[match.group("stage").lower()] = ref
+        last = ref
+    return last
+
+
+# --------------------------------------------------------------------------
+# From a definition folder (and its locks)
+# --------------------------------------------------------------------------
+
+
+def lock_index(folder: Path) -> dict[str, Any]:
+    """The parsed ``env.lock.toml`` beside ``folder/env.toml`` (empty when not locked)."""
+    path = folder / LOCK_INDEX
+    if not path.is_file():
+        return {}
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise EnvbuildError(
+            f"{path}: cannot be read ({exc})", hint="run `envbuild lock` to rewrite it"
+        ) from exc
+    return data
+
+
+def declared(env: Environment, context: BuildContext | None = None) -> PackageList:
+    """The packages ``env`` declares, or locks where ``envbuild lock`` wrote locks."""
+    from envbuild.render.dockerfile import apt_packages, render
+
+    if context is None:
+        context = render(env)
+    index = lock_index(env.path)
+    sources = {"apt": "definition", "pip": "definition", "conda": "definition"}
+
+    pip: dict[str, str | None] = {}
+    pip_file = env.path / str(index.get("pip", {}).get("file", PIP_LOCK))
+    if env.pip.packages and pip_file.is_file():
+        pip = parse_requirements(pip_file.read_text(encoding="utf-8"))
+        sources["pip"] = f"lock:{pip_file.name}"
+    else:
+        for spec in env.pip.packages:
+            parsed = parse_pip_requirement(spec)
+            if parsed is not None:
+                pip[parsed[0]] = parsed[1]
+
+    conda: dict[str, str | None] = {}
+    named = index.get("conda", {}).get("file")
+    conda_files = [env.path / str(named)] if named else sorted(env.path.glob(CONDA_LOCK_GLOB))
+    conda_file = next((p for p in conda_files if p.is_file()), None)
+    if conda_file is not None:
+        conda = parse_conda_explicit(conda_file.read_text(encoding="utf-8"))
+        sources["conda"] = f"lock:{conda_file.name}"
+    else:
+        conda = dict(parse_conda_spec(spec) for spec in env.conda.packages)
+
+    ref = final_base(context.dockerfile) or env.base.image
+    pin: str | None = None
+    pin_kind: str | None = None
+    if ref and "@" in ref:
+        ref, pin = ref.split("@", 1)
+        pin_kind = "digest"
+    base_lock = index.get("base")
+    if isinstance(base_lock, dict) and base_lock.get("id"):
+        pin, pin_kind = str(base_lock["id"]), str(base_lock.get("pin", "digest"))
+    return PackageList(
+        base=Base(ref, pin, pin_kind),
+        apt=parse_apt(apt_packages(env)),
+        pip=pip,
+        conda=conda,
+        sources=sources,
+    )
+
+
+# --------------------------------------------------------------------------
+# From an image: commands run inside it
+# --------------------------------------------------------------------------
+
+
+class ContainerEngine(Protocol):
+    """What reading an image's packages asks of the engine (DockerEngine provides it)."""
+
+    def create_container(self, spec: ContainerSpec) -> str:
+        """Create (not start) a container; return its ID."""
+
+    def attach_container(self, container_id: str) -> ContainerStream:
+        """Attach to stdout and stderr before start."""
+
+    def start_container(self, container_id: str) -> None:
+        """Start a created container."""
+
+    def wait_container(self, container_id: str) -> int:
+        """Wait until it stops; return its exit status."""
+
+    def kill_container(self, container_id: str, signal: str = "SIGKILL") -> None:
+        """Kill it (not running is not an error)."""
+
+    def remove_container(self, container_id: str) -> None:
+        """Force-remove it (gone is not an error)."""
+
+
+_NOT_FOUND = ("executable file not found", "no such file or directory")
+
+
+def capture(
+    engine: ContainerEngine, image: str, argv: tuple[str, ...], timeout: float = SBOM_TIMEOUT
+) -> tuple[int, str]:
+    """Run ``argv`` in a fresh container of ``image``: ``(exit code, stdout)``.
+
+    A command the image does not have answers 127, as a shell would. The
+    container is removed on every path and killed after ``timeout`` seconds.
+    """
+    container = engine.create_container(
+        ContainerSpec(image=image, argv=argv, labels={SBOM_LABEL: uuid.uuid4().hex})
+    )
+    timed_out = threading.Event()
+
+    def on_timeout() -> None:
+        timed_out.set()
+        with contextlib.suppress(EngineError):
+            engine.kill_container(container)
+
+    timer = threading.Timer(timeout, on_timeout)
+    stdout = bytearray()
+    try:
+        stream = engine.attach_container(container)
+        try:
+            try:
+                engine.start_container(container)
+            except EngineError as exc:
+                if any(text in str(exc).lower() for text in _NOT_FOUND):
+                    return 127, ""
+                raise
+            timer.start()
+            for kind, chunk in stream:
+                if kind == STDOUT:
+                    stdout += chunk
+        finally:
+            stream.close()
+        code = engine.wait_container(container)
+    finally:
+        timer.cancel()
+        engine.remove_container(container)
+    if timed_out.is_set():
+        raise EngineError(f"`{' '.join(argv)}` in {image} did not finish in {timeout:.0f}s")
+    return code, stdout.decode("utf-8", errors="replace")
+
+
+def from_image(
+    engine: ContainerEngine, image: str, labels: Mapping[str, str] | None = None
+) -> PackageList:
+    """The packages installed in ``image``: dpkg's database, pip's and conda's lists.
+
+    An image without dpkg, python or conda has an empty list for it; a command
+    that runs and fails is an error naming it.
+    """
+    lists: dict[str, dict[str, str | None]] = {}
+    for eco, argv, parse in (
+        ("apt", DPKG_ARGV, parse_dpkg),
+        ("pip", PIP_ARGV, parse_pip_list),
+        ("conda", CONDA_ARGV, parse_conda_list),
+    ):
+        code, out = capture(engine, image, argv)
+        if code == 127 or (eco != "apt" and code != 0 and not out.strip()):
+            lists[eco] = {}  # the image has no such tool (or pip/conda are absent)
+            continue
+        if code != 0:
+            raise EngineError(f"`{' '.join(argv)}` in {image} exited with {code}")
+        try:
+            lists[eco] = parse(out)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EngineError(
+                f"cannot read the output of `{' '.join(argv)}` in {image}: {exc}"
+            ) from exc
+    ref = (labels or {}).get(BASE_LABEL)
+    pin: str | None = None
+    if ref and "@" in ref:
+        ref, pin = ref.split("@", 1)
+    return PackageList(
+        base=Base(ref, pin, "digest" if pin else None),
+        apt=lists["apt"],
+        pip=lists["pip"],
+        conda=lists["conda"],
+        sources=dict.fromkeys(ECOSYSTEMS, "image"),
+    )

@@ -1,0 +1,193 @@
+"""``envbuild test``: run an environment's ``[[tests]]`` inside its built image.
+
+Each check runs in its own container (argv as a list, an init process, a
+timeout after which the container is killed) and passes when it exits 0 and,
+if it has ``expect``, a line of its standard output equals ``expect`` or
+matches it as a regular expression (``re.fullmatch``). Results are recorded
+by image ID and the checks' own digest, so an unchanged image with unchanged
+checks is not tested again (``force=True`` retests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from envbuild.definition.model import TestSpec
+from envbuild.engine.docker import STDOUT, ContainerSpec, DockerEngine
+from envbuild.errors import EngineError
+
+Log = Callable[[str], None]
+TEST_LABEL = "io.envbuild.test"
+OUTPUT_LIMIT = 1 << 20  # bytes of output kept per check
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one ``[[tests]]`` entry."""
+
+    name: str
+    run: tuple[str, ...]
+    passed: bool
+    exit_code: int | None
+    seconds: float
+    expect: str | None = None
+    output_tail: tuple[str, ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class TestReport:
+    """All checks of one image."""
+
+    image: str
+    image_id: str
+    results: tuple[CheckResult, ...]
+    reused: bool = False  # recorded earlier for the same image and checks
+
+    @property
+    def passed(self) -> bool:
+        """True when every check passed (and there was at least one)."""
+        return bool(self.results) and all(r.passed for r in self.results)
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready mapping of this report."""
+        return {
+            "image": self.image,
+            "id": self.image_id,
+            "passed": self.passed,
+            "reused": self.reused,
+            "results": [asdict(r) for r in self.results],
+        }
+
+
+def expectation_met(expect: str | None, stdout: str) -> bool:
+    """Whether a line of ``stdout`` equals ``expect`` or fully matches it as a regex."""
+    if expect is None:
+        return True
+    lines = stdout.splitlines()
+    if expect in lines:
+        return True
+    try:
+        pattern = re.compile(expect)
+    except re.error:
+        return False
+    return any(pattern.fullmatch(line) for line in lines)
+
+
+def _checks_digest(tests: Sequence[TestSpec]) -> str:
+    data = [asdict(t) for t in tests]
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _record_path(home: Path, image_id: str, tests: Sequence[TestSpec]) -> Path:
+    key = hashlib.sha256(f"{image_id}\0{_checks_digest(tests)}".encode()).hexdigest()
+    return home / "test-results" / f"{key}.json"
+
+
+def run_check(engine: DockerEngine, image: str, spec: TestSpec, index: int) -> CheckResult:
+    """Run one check in a fresh container; the container is removed on every path."""
+    name = spec.name or f"test {index + 1}"
+    started = time.monotonic()
+    container = engine.create_container(
+        ContainerSpec(image=image, argv=spec.run, labels={TEST_LABEL: uuid.uuid4().hex})
+    )
+    timed_out = threading.Event()
+
+    def on_timeout() -> None:
+        timed_out.set()
+        with contextlib.suppress(EngineError):
+            engine.kill_container(container)
+
+    timer = threading.Timer(spec.timeout, on_timeout)
+    stdout = bytearray()
+    combined = bytearray()
+    try:
+        stream = engine.attach_container(container)
+        try:
+            engine.start_container(container)
+            timer.start()
+            for kind, chunk in stream:
+                if len(combined) < OUTPUT_LIMIT:
+                    combined += chunk
+                    if kind == STDOUT:
+                        stdout += chunk
+        finally:
+            stream.close()
+        code = engine.wait_container(container)
+    finally:
+        timer.cancel()
+        engine.remove_container(container)
+    text = stdout.decode("utf-8", errors="replace")
+    tail = tuple(combined.decode("utf-8", errors="replace").splitlines()[-15:])
+    seconds = time.monotonic() - started
+    if timed_out.is_set():
+        return CheckResult(
+            name,
+            spec.run,
+            False,
+            code,
+            seconds,
+            spec.expect,
+            tail,
+            f"timed out after {spec.timeout}s",
+        )
+    if code != 0:
+        return CheckResult(
+            name, spec.run, False, code, seconds, spec.expect, tail, f"exited with {code}"
+        )
+    if not expectation_met(spec.expect, text):
+        return CheckResult(
+            name,
+            spec.run,
+            False,
+            code,
+            seconds,
+            spec.expect,
+            tail,
+            f"no output line equals or matches {spec.expect!r}",
+        )
+    return CheckResult(name, spec.run, True, code, seconds, spec.expect, tail)
+
+
+def run_tests(
+    engine: DockerEngine,
+    *,
+    image: str,
+    image_id: str,
+    tests: Sequence[TestSpec],
+    home: Path,
+    force: bool = False,
+    log: Log = lambda line: None,
+) -> TestReport:
+    """Run every check of ``tests`` in ``image`` (or reuse the recorded results)."""
+    record = _record_path(home, image_id, tests)
+    if not force and record.is_file():
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            data = json.loads(record.read_text(encoding="utf-8"))
+            recorded = tuple(
+                CheckResult(**{**r, "run": tuple(r["run"]), "output_tail": tuple(r["output_tail"])})
+                for r in data["results"]
+            )
+            return TestReport(image, image_id, recorded, reused=True)
+    results: list[CheckResult] = []
+    for index, spec in enumerate(tests):
+        result = run_check(engine, image, spec, index)
+        mark = "ok  " if result.passed else "FAIL"
+        why = f": {result.reason}" if result.reason else ""
+        log(f"  {mark} {result.name} ({result.seconds:.1f}s){why}")
+        results.append(result)
+    report = TestReport(image, image_id, tuple(results))
+    record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = record.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report.to_json(), indent=2), encoding="utf-8")
+    tmp.replace(record)
+    return report

@@ -1,0 +1,94 @@
+"""The ``envbuild`` console script, with a fast path for cached builds.
+
+``envbuild build ENV`` on an image that already exists is the command a job
+runner calls before every run, and its whole cost is interpreter start plus
+imports: click alone costs about as much as the single engine call the answer
+needs. So a plain ``build ENV [--json] [-q]`` first tries to answer from the
+cache without importing click; anything else (another command, another
+option, a cache miss, any error) goes to the full command line in
+:mod:`envbuild.cli.main`, which does the work and reports errors as usual.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+_FLAGS = {"--json": "json", "-q": "quiet", "--quiet": "quiet"}
+
+
+def _parse_plain_build(argv: Sequence[str]) -> tuple[str, set[str]] | None:
+    """``(ENV, flags)`` for ``build ENV [--json] [-q]``, else ``None``."""
+    if len(argv) < 2 or argv[0] != "build":
+        return None
+    env: str | None = None
+    flags: set[str] = set()
+    for arg in argv[1:]:
+        if arg in _FLAGS:
+            flags.add(_FLAGS[arg])
+        elif arg.startswith("-") or env is not None:
+            return None
+        else:
+            env = arg
+    return (env, flags) if env else None
+
+
+def cached_build(argv: Sequence[str]) -> int | None:
+    """Answer a plain ``build`` from the cache; ``None`` means "use the full CLI".
+
+    Only the memo (:mod:`envbuild.cache.memo`: a key over the definition's input
+    files, naming a hash an earlier validated render found), the settings and
+    one engine request are used: neither the definition model nor rendering
+    is imported. A memo miss, an image that is not there, or anything odd
+    goes to the full command line, which does the whole work.
+    """
+    parsed = _parse_plain_build(argv)
+    if parsed is None:
+        return None
+    env, flags = parsed
+    try:
+        import time
+
+        started = time.monotonic()
+        from envbuild.cache import memo as memo
+        from envbuild.settings import load_settings
+
+        settings = load_settings()
+        key = memo.key(env, settings.platform)
+        found = memo.recall(settings.home, key) if key else None
+        if found is None:
+            return None
+        from envbuild.build.result import HASH_LABEL, BuildResult, report
+        from envbuild.engine.docker import DockerEngine
+
+        repository = f"{settings.prefix}/{found['name']}"
+        image = f"{repository}:{found['hash'][:12]}"
+        info = DockerEngine(settings.docker).inspect_image(image)
+        if info is None or info.labels.get(HASH_LABEL) != found["hash"]:
+            return None
+        result = BuildResult(
+            image,
+            found["hash"],
+            True,
+            info.id,
+            time.monotonic() - started,
+            (image, f"{repository}:{found['version']}"),
+        )
+    except Exception:  # the full CLI redoes this and reports the error properly
+        return None
+    report(result, as_json="json" in flags, quiet="quiet" in flags)
+    return 0
+
+
+def entry() -> None:
+    """The console script ``envbuild``."""
+    code = cached_build(sys.argv[1:])
+    if code is None and sys.argv[1:2] == ["run"]:
+        from envbuild.cli.run_fast import fast_run  # plain `run` forms, also without click
+
+        code = fast_run(sys.argv[1:])
+    if code is None:
+        from envbuild.cli.main import main
+
+        code = main()
+    sys.exit(code)

@@ -1,0 +1,366 @@
+"""The ``envbuild`` command line: parse arguments, call the library, print.
+
+Data goes to stdout (``render`` prints the Dockerfile, ``hash`` the hash,
+``--json`` documents); progress and logs go to stderr. Errors are mapped to
+exit codes in one place (:class:`_Group`), with a traceback only under
+``--debug``. Library modules are imported inside the commands so that each
+command pays only for what it uses.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from envbuild import __version__
+from envbuild.errors import EXIT_INTERRUPTED, EnvbuildError
+
+_EXIT_CODES_HELP = """\b
+Exit codes:
+  0  success
+  1  a check envbuild ran said no
+  2  bad command-line usage
+  3  invalid environment definition
+  4  the image build (or a base bootstrap) failed
+  5  the Docker engine or a required tool is missing or failed
+  130 interrupted
+"""
+
+
+class _Group(click.Group):
+    """Maps envbuild's errors to exit codes, in one place."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EnvbuildError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+            click.echo(f"error: {exc.render()}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("envbuild: interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+def _settings() -> Any:
+    from envbuild.settings import load_settings
+
+    return load_settings()
+
+
+def _emit_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+@click.group(
+    cls=_Group, epilog=_EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]}
+)
+@click.version_option(__version__, prog_name="envbuild")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Turn transparent env.toml definitions into images, and build them.
+
+    ENV is an environment folder holding an env.toml (e.g. envs/hello or
+    curated/pytorch-1.6-gpu). Settings come from ENVBUILD_* variables or
+    ~/.config/envbuild/config.toml (docker, prefix, home, mirrors).
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+ENV_ARG = click.argument("env", type=click.Path(path_type=Path))
+
+
+@cli.command()
+@ENV_ARG
+def validate(env: Path) -> None:
+    """Check ENV's definition and report every problem at once."""
+    from envbuild.definition.model import load
+
+    environment = load(env)
+    click.echo(
+        f"{environment.definition_file}: ok ({environment.name}, version {environment.version})",
+        err=True,
+    )
+
+
+@cli.command()
+@ENV_ARG
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Write the whole build context (Dockerfile and files) to this new folder.",
+)
+def render(env: Path, output: Path | None) -> None:
+    """Print ENV's Dockerfile, or write its whole build context with -o."""
+    from envbuild.build.builder import resolve
+
+    resolved = resolve(env, _settings())
+    if output is None:
+        click.echo(resolved.context.dockerfile, nl=False)
+        return
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise EnvbuildError(
+            f"{output} exists and is not an empty folder",
+            hint="name a new folder, or remove this one first",
+        )
+    resolved.context.write(output)
+    click.echo(f"wrote the build context of {resolved.env.name} to {output}", err=True)
+
+
+@cli.command(name="hash")
+@ENV_ARG
+@click.option("--manifest", is_flag=True, help="Print the hashed manifest (JSON) instead.")
+def hash_(env: Path, manifest: bool) -> None:
+    """Print ENV's content hash (what names its image), without touching the engine."""
+    from envbuild.build.builder import resolve
+    from envbuild.cache.hashing import manifest as make_manifest
+
+    settings = _settings()
+    resolved = resolve(env, settings)
+    if manifest:
+        _emit_json(make_manifest(resolved.context, platform=settings.platform))
+    else:
+        click.echo(resolved.hash)
+
+
+class _Progress:
+    """Build log to stderr: a live display on a terminal, the plain log elsewhere."""
+
+    def __init__(self, quiet: bool) -> None:
+        from envbuild.build.progress import BuildProgress
+
+        self.quiet = quiet
+        self.display = BuildProgress(
+            lambda text: click.echo(text, err=True, nl=False), tty=sys.stderr.isatty()
+        )
+
+    def __call__(self, line: str) -> None:
+        if not self.quiet:
+            self.display(line)
+
+
+@cli.command()
+@click.argument("envs", metavar="ENV...", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--all",
+    "all_dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Build every environment in this folder (e.g. curated), parents first.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print {"image", "hash", "cached", "id", "seconds"} to stdout (a list for several).',
+)
+@click.option("--rebuild", is_flag=True, help="Build even if the image exists (no layer cache).")
+@click.option("-q", "--quiet", is_flag=True, help="Do not show the build log.")
+@click.option(
+    "--ca-bundle",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="CA bundle for package downloads (default: $PIP_CERT, $REQUESTS_CA_BUNDLE, "
+    "$SSL_CERT_FILE); given to the build as a secret, never stored in the image.",
+)
+@click.option(
+    "--netrc",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="netrc with private index credentials (default: $NETRC); given to the package "
+    "steps as a secret, never stored in the image.",
+)
+@click.option(
+    "--strict", is_flag=True, help="Refuse to build an ENV that is not locked (`envbuild lock`)."
+)
+def build(
+    envs: tuple[Path, ...],
+    all_dir: Path | None,
+    as_json: bool,
+    rebuild: bool,
+    quiet: bool,
+    ca_bundle: Path | None,
+    netrc: Path | None,
+    strict: bool,
+) -> None:
+    """Build each ENV's image, unless an image with its content hash exists.
+
+    The image is tagged <prefix>/<name>:<hash12> and <prefix>/<name>:<version>
+    only after the build succeeded. With several ENVs (or --all DIR) they are
+    built parents first; a failure does not stop the others, and every result
+    is reported at the end.
+    """
+    from envbuild.build.builder import build as do_build
+    from envbuild.build.builder import report, resolve
+    from envbuild.engine.docker import DockerEngine
+
+    settings = _settings()
+    engine = DockerEngine(settings.docker)
+    folders = list(envs)
+    if all_dir is not None:
+        from envbuild.catalog.order import discover
+
+        folders.extend(discover(all_dir))
+    if not folders:
+        raise click.UsageError("name at least one ENV, or --all DIR")
+
+    def one(env: Any) -> Any:  # a folder, or an Environment already loaded
+        return do_build(
+            resolve(env, settings),
+            settings=settings,
+            engine=engine,
+            rebuild=rebuild,
+            ca_bundle=ca_bundle,
+            netrc=netrc,
+            strict=strict,
+            log=_Progress(quiet),
+        )
+
+    if len(folders) == 1 and all_dir is None:
+        report(one(folders[0]), as_json=as_json, quiet=quiet)
+        return
+    _build_many(folders, one, as_json=as_json)
+
+
+def _build_many(folders: list[Path], one: Any, *, as_json: bool) -> None:
+    from envbuild.catalog.order import build_all
+
+    def build_one(env: Any) -> tuple[str, str, bool]:
+        result = one(env)
+        return result.image, result.hash, result.cached
+
+    results = build_all(folders, build_one, log=lambda line: click.echo(line, err=True))
+    if as_json:
+        _emit_json([r.to_json() for r in results])
+    click.echo("", err=True)
+    for r in results:
+        status = "ok    " if r.ok else "FAILED"
+        what = ("cached" if r.cached else f"built {r.seconds:.1f}s") if r.ok else r.error or ""
+        click.echo(
+            f"{status} {Path(r.env).name:<28} {r.image or '':<45} {what.splitlines()[0]}", err=True
+        )
+    failed = [r for r in results if not r.ok]
+    click.echo(f"{len(results) - len(failed)} built or cached, {len(failed)} failed", err=True)
+    if failed:
+        click.get_current_context().exit(failed[0].exit_code)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+def images(as_json: bool) -> None:
+    """List the images envbuild built: name, version, hash and size."""
+    from envbuild.build.builder import HASH_LABEL
+    from envbuild.engine.docker import DockerEngine
+
+    settings = _settings()
+    rows: list[dict[str, Any]] = []
+    for info in DockerEngine(settings.docker).list_images(HASH_LABEL):
+        rows.append(
+            {
+                "name": info.labels.get("io.envbuild.name", ""),
+                "version": info.labels.get("io.envbuild.version", ""),
+                "hash": info.labels.get(HASH_LABEL, ""),
+                "id": info.id,
+                "tags": sorted(info.tags),
+                "size": info.size,
+            }
+        )
+    rows.sort(key=lambda r: (r["name"], r["version"], r["hash"]))
+    if as_json:
+        _emit_json(rows)
+        return
+    if not rows:
+        click.echo("no envbuild images", err=True)
+        return
+    click.echo(f"{'NAME':<28} {'VERSION':<8} {'HASH':<12} {'SIZE':>9}")
+    for row in rows:
+        size = f"{int(row['size']) / 1e6:.1f}MB"
+        click.echo(f"{row['name']:<28} {row['version']:<8} {str(row['hash'])[:12]:<12} {size:>9}")
+
+
+@cli.group()
+def base() -> None:
+    """Base images: build them from a distribution's package archive."""
+
+
+@base.command()
+@click.argument("ref")
+@click.option("--mirror", help="Package archive URL (default: the debian/ubuntu mirror setting).")
+@click.option(
+    "--keyring",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Archive keyring to verify the archive with (default: envbuild's pinned one).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def bootstrap(ref: str, mirror: str | None, keyring: Path | None, as_json: bool) -> None:
+    """Build the base image REF (e.g. debian:bookworm-slim, ubuntu:20.04) with mmdebstrap.
+
+    The image is tagged REF in the local engine only after the whole pipeline
+    succeeded, so definitions keep naming the real public base.
+    """
+    from envbuild.build.bases import bootstrap as do_bootstrap
+
+    settings = _settings()
+    result = do_bootstrap(
+        ref,
+        docker=settings.docker,
+        mirror=mirror,
+        keyring=keyring,
+        settings=settings,
+        log=lambda line: click.echo(line, err=True),
+    )
+    if as_json:
+        _emit_json(
+            {
+                "ref": result.ref,
+                "id": result.image_id,
+                "size": result.size,
+                "seconds": round(result.seconds, 3),
+            }
+        )
+    else:
+        click.echo(f"{result.ref} {result.image_id}")
+
+
+def _register_run_commands() -> None:
+    """Add the run layer's commands (run, runs, logs), defined in envbuild.cli.run."""
+    try:
+        from envbuild.cli import run as cli_run
+    except ImportError:  # pragma: no cover - only while the run layer is absent
+        return
+    cli_run.register(cli)
+
+
+_register_run_commands()
+
+from envbuild.cli import lock as cli_lock  # noqa: E402 - added once the group is complete
+
+cli_lock.register(cli)
+
+from envbuild.cli import catalog as cli_catalog  # noqa: E402 - registers onto the group defined above
+
+cli_catalog.register(cli)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv``; return the exit code (for tests and scripts)."""
+    try:
+        cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="envbuild",
+            standalone_mode=True,
+        )
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""The run layer's commands: ``envbuild run``, ``envbuild runs``, ``envbuild logs``.
+
+A thin layer over :mod:`envbuild.run` and :mod:`envbuild.run.history`, which are
+imported inside the commands: every envbuild invocation imports this module.
+
+``envbuild run`` follows ``docker run``: options before ENV are envbuild's;
+everything after SCRIPT goes to the script verbatim (``-e x`` included, no
+``--`` needed); its exit code is the script's, else 125 (envbuild or the
+engine failed, bad usage included), 126 (the script cannot be executed), 127
+(the script does not exist), 124 (``--timeout``), 130/143 (interrupted).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from envbuild.errors import (
+    EXIT_RUN_CANNOT_INVOKE,
+    EXIT_RUN_ENGINE,
+    EXIT_RUN_NOT_FOUND,
+    EnvbuildError,
+)
+
+_RUN_EPILOG = """\b
+Inputs, outputs and placeholders:
+  --input data=./mnist            read-only at /inputs/data
+  --input data=./mnist:download   copied in before the script starts
+  --output model=./out            writable at /outputs/model, files owned by you
+  ARGS may say ${{inputs.data}} and ${{outputs.model}}: they become those paths.
+
+\b
+Exit codes:
+  the script's own (128+N if it died of signal N)
+  124  --timeout expired
+  125  envbuild or the engine failed (bad usage included); nothing was left behind
+  126  the script cannot be executed
+  127  the script was not found
+  130/143  interrupted (SIGINT/SIGTERM); the container was removed
+"""
+
+
+class _RunCommand(click.Command):
+    """``docker run``'s convention: a usage error is envbuild's failure, 125, not 2."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            exc.exit_code = EXIT_RUN_ENGINE
+            raise
+
+
+def _fail(ctx: click.Context, exc: EnvbuildError, debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    click.echo(f"error: {exc.render()}", err=True)
+    code = exc.exit_code
+    ctx.exit(code if code in (EXIT_RUN_CANNOT_INVOKE, EXIT_RUN_NOT_FOUND) else EXIT_RUN_ENGINE)
+
+
+@click.command(
+    cls=_RunCommand,
+    epilog=_RUN_EPILOG,
+    context_settings={
+        # Options end at ENV: what follows SCRIPT is the script's, `-e x` included.
+        "allow_interspersed_args": False,
+        "help_option_names": ["-h", "--help"],
+    },
+)
+@click.argument("env")
+@click.argument("script")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option(
+    "--source-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path(),
+    show_default=True,
+    help="Mounted read-only at the environment's workdir (the working directory); "
+    "SCRIPT is relative to it.",
+)
+@click.option(
+    "-e",
+    "--env",
+    "variables",
+    multiple=True,
+    metavar="NAME[=VALUE]",
+    help="A variable for the script; NAME alone passes your value. Repeatable.",
+)
+@click.option(
+    "--env-file",
+    "env_files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Read variables from a file (NAME=VALUE lines, as docker). Repeatable.",
+)
+@click.option(
+    "--mount", "mounts", multiple=True, metavar="SRC:DST[:ro|rw]", help="Bind mount (ro default)."
+)
+@click.option(
+    "--input", "inputs", multiple=True, metavar="NAME=PATH[:mount|download]", help="Input data."
+)
+@click.option("--output", "outputs", multiple=True, metavar="NAME=DIR", help="Output folder.")
+@click.option("--gpus", metavar="all|N|ID,...", help="GPUs to use (default: none visible).")
+@click.option("--shm-size", help="Size of /dev/shm (default: the environment's, else 2g).")
+@click.option("--workdir", "-w", help="Working directory in the container.")
+@click.option("--user", "-u", help="uid[:gid] or name to run as (default: yours).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop after SECONDS.")
+@click.option("--name", help="Container name (default: envbuild-<run id>).")
+@click.option(
+    "--allow-dangerous-mount",
+    is_flag=True,
+    help="Allow mounting /, the Docker socket, /proc, /sys, /dev, /etc, /var/lib/docker.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the resolved run; start nothing.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: print JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="Do not show the build log on a cache miss.")
+@click.pass_context
+def run(
+    ctx: click.Context,
+    env: str,
+    script: str,
+    args: tuple[str, ...],
+    source_dir: Path,
+    variables: tuple[str, ...],
+    env_files: tuple[Path, ...],
+    mounts: tuple[str, ...],
+    inputs: tuple[str, ...],
+    outputs: tuple[str, ...],
+    gpus: str | None,
+    shm_size: str | None,
+    workdir: str | None,
+    user: str | None,
+    timeout: float | None,
+    name: str | None,
+    allow_dangerous_mount: bool,
+    dry_run: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Run SCRIPT with ARGS in the environment ENV (a folder, or image:REF).
+
+    ENV is built first if its image does not exist. Everything after SCRIPT
+    goes to the script as it is.
+    """
+    debug = bool(ctx.find_root().obj and ctx.find_root().obj.get("debug"))
+    try:
+        from envbuild import run as runner
+
+        config = runner.config_from_options(
+            env,
+            script,
+            args,
+            source_dir=source_dir,
+            variables=variables,
+            env_files=env_files,
+            mounts=mounts,
+            inputs=inputs,
+            outputs=outputs,
+            gpus=gpus,
+            shm_size=shm_size,
+            workdir=workdir,
+            user=user,
+            timeout=timeout,
+            name=name,
+            allow_dangerous_mount=allow_dangerous_mount,
+        )
+        if dry_run:
+            resolved = runner.plan(config)
+            for warning in resolved.warnings:
+                click.echo(warning, err=True)
+            _print_plan(resolved.to_json(), as_json)
+            return
+        result = runner.run(config, log=_Log(quiet))
+    except EnvbuildError as exc:
+        _fail(ctx, exc, debug)
+        return
+    ctx.exit(result.exit_code)
+
+
+class _Log:
+    """envbuild's messages to stderr; build-log lines only without --quiet."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def __call__(self, line: str) -> None:
+        if self.quiet and not line.startswith(("envbuild:", "warning:")):
+            return
+        click.echo(line, err=True)
+
+
+def _print_plan(doc: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+        return
+    env = doc["environment"]
+    what = f"{env['name']} v{env['version']} ({env['hash'][:12]})" if env["name"] else "-"
+    lines = [
+        f"environment  {what}",
+        f"image        {doc['image']}",
+        f"argv         {json.dumps(doc['argv'], ensure_ascii=False)}",
+        f"workdir      {doc['workdir']}",
+        f"user         {doc['user']}",
+        f"variables    {', '.join(doc['variables'])}",
+        f"shm size     {doc['shm_size']}",
+        f"gpus         {json.dumps(doc['gpus']) if doc['gpus'] else 'none (hidden)'}",
+    ]
+    for mount in doc["mounts"]:
+        mode = "ro" if mount["read_only"] else "rw"
+        lines.append(f"mount        {mount['source']} -> {mount['target']} ({mode})")
+    for name, item in doc["inputs"].items():
+        if item["mode"] == "download":
+            lines.append(f"input        {name}: {item['host']} copied to {item['container']}")
+    if doc["timeout"]:
+        lines.append(f"timeout      {doc['timeout']}s")
+    click.echo("\n".join(lines))
+
+
+def _history() -> Any:
+    from envbuild.run.history import History
+    from envbuild.settings import load_settings
+
+    return History.at(load_settings())
+
+
+def _duration(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}s" if value < 120 else f"{value / 60:.1f}m"
+
+
+@click.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--all", "show_all", is_flag=True, help="Every recorded run.")
+@click.pass_context
+def runs(ctx: click.Context, as_json: bool, limit: int, show_all: bool) -> None:
+    """List recent runs (newest first); `runs show ID` for one run."""
+    if ctx.invoked_subcommand is not None:
+        return
+    records = _history().list(None if show_all else limit)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in records], indent=2, sort_keys=True))
+        return
+    if not records:
+        click.echo("no runs recorded", err=True)
+        return
+    click.echo(f"{'ID':<12}  {'STARTED (UTC)':<19}  {'ENV':<20}  {'SCRIPT':<24}  EXIT  DURATION")
+    for r in records:
+        env = f"{r.env_name}:{r.env_version}" if r.env_name else r.image
+        exit_code = "-" if r.exit_code is None else str(r.exit_code)
+        if r.status not in ("exited", "running"):
+            exit_code += f" ({r.status})"
+        script = r.script or " ".join(r.argv)
+        click.echo(
+            f"{r.id:<12}  {r.started_at[:19].replace('T', ' '):<19}  {env[:20]:<20}  "
+            f"{script[:24]:<24}  {exit_code:<4}  {_duration(r.duration)}"
+        )
+
+
+@runs.command("show")
+@click.argument("run_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def runs_show(run_id: str, as_json: bool) -> None:
+    """Everything recorded about run ID (a unique prefix is enough)."""
+    record = _history().get(run_id)
+    doc = record.to_json()
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+        return
+    for key, value in doc.items():
+        shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        click.echo(f"{key:<12} {shown}")
+
+
+@click.command("logs")
+@click.argument("run_id", metavar="ID")
+def logs(run_id: str) -> None:
+    """Print the whole output of run ID (stdout and stderr, as they came)."""
+    record = _history().get(run_id)
+    path = Path(record.log_path)
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise EnvbuildError(f"cannot read the log of run {record.id}: {exc}") from exc
+    with handle:
+        out = sys.stdout.buffer
+        while chunk := handle.read(1 << 20):
+            out.write(chunk)
+        out.flush()
+
+
+def register(group: click.Group) -> None:
+    """Add ``run``, ``runs`` and ``logs`` to the envbuild command group."""
+    for command in (run, runs, logs):
+        group.add_command(command)

@@ -1,0 +1,595 @@
+"""Load and validate ``env.toml`` into a frozen :class:`Environment`.
+
+Parse -> validate -> merge (``extends``) -> complete, as in cog's loader:
+
+* parsing turns TOML into a plain mapping (a syntax error names line and column);
+* validation walks that mapping against :data:`SCHEMA`, collecting *every*
+  problem with its file, key path, what was expected and a hint, and returns
+  only the keys that were present (a "partial");
+* partials of a parent chain are merged, the child winning;
+* completion fills defaults and returns frozen dataclasses.
+
+Nothing downstream sees a raw dict or ``None``-means-unset.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from envbuild.definition import grammar as grammar
+from envbuild.errors import DefinitionError, Problem
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+DEFINITION_FILE = "env.toml"
+SCHEMA_VERSION = 1
+PYTHON_SOURCES = ("system", "uv", "conda")
+DEFAULT_BASE = "debian:bookworm-slim"
+DEFAULT_WORKDIR = "/workspace"
+DEFAULT_SHM_SIZE = "2g"
+
+
+# --------------------------------------------------------------------------
+# The validated model
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Base:
+    """The base of the image: an image reference or a user Dockerfile."""
+
+    image: str | None = None
+    dockerfile: Path | None = None  # absolute path of the user's base Dockerfile
+
+
+@dataclass(frozen=True)
+class Python:
+    """Where the environment's Python comes from."""
+
+    version: str | None = None
+    source: str = "system"
+
+
+@dataclass(frozen=True)
+class Pip:
+    """pip requirements and indexes (credentials never live here)."""
+
+    packages: tuple[str, ...] = ()
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Conda:
+    """conda channels and packages."""
+
+    channels: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """What the environment expects of the host's GPU driver."""
+
+    cuda: str | None = None
+
+
+@dataclass(frozen=True)
+class RunDefaults:
+    """Defaults for ``envbuild run``."""
+
+    workdir: str = DEFAULT_WORKDIR
+    shm_size: str = DEFAULT_SHM_SIZE
+
+
+@dataclass(frozen=True)
+class TestSpec:
+    """One check run inside the built image by ``envbuild test``."""
+
+    run: tuple[str, ...]
+    expect: str | None = None
+    name: str | None = None
+    timeout: int = 300
+
+
+@dataclass(frozen=True)
+class Environment:
+    """A validated, complete environment definition (``extends`` resolved)."""
+
+    path: Path  # the environment's folder, absolute
+    name: str
+    version: int
+    description: str = ""
+    schema: int = SCHEMA_VERSION
+    base: Base = field(default_factory=lambda: Base(image=DEFAULT_BASE))
+    python: Python = field(default_factory=Python)
+    system_packages: tuple[str, ...] = ()
+    conda: Conda = field(default_factory=Conda)
+    pip: Pip = field(default_factory=Pip)
+    variables: tuple[tuple[str, str], ...] = ()  # sorted by name
+    gpu: Gpu = field(default_factory=Gpu)
+    run: RunDefaults = field(default_factory=RunDefaults)
+    tests: tuple[TestSpec, ...] = ()
+    parents: tuple[Path, ...] = ()  # the folders this one extends, nearest first
+
+    @property
+    def definition_file(self) -> Path:
+        """The ``env.toml`` this environment was loaded from."""
+        return self.path / DEFINITION_FILE
+
+
+# --------------------------------------------------------------------------
+# Validation: a small schema walked once, collecting every problem
+# --------------------------------------------------------------------------
+
+Check = Callable[[str], grammar.Verdict]
+
+
+class _Ctx:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.problems: list[Problem] = []
+
+    def add(self, key: str, message: str, hint: str | None = None) -> None:
+        self.problems.append(Problem(self.file, key, message, hint))
+
+
+def _close_matches(word: str, candidates: Any, n: int = 1) -> list[str]:
+    import difflib  # only on the error path
+
+    return difflib.get_close_matches(word, list(candidates), n=n)
+
+
+def _type_name(value: object) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+class _Str:
+    __slots__ = ("allow_tab", "check")
+
+    def __init__(self, check: Check | None = None, *, allow_tab: bool = False) -> None:
+        self.check = check
+        self.allow_tab = allow_tab
+
+    def __call__(self, ctx: _Ctx, key: str, value: object) -> object:
+        if not isinstance(value, str):
+            ctx.add(key, f"expected a string, got {_type_name(value)}", _quote_hint(key, value))
+            return None
+        verdict = (
+            self.check(value)
+            if self.check
+            else grammar.control_chars(value, allow_tab=self.allow_tab)
+        )
+        if verdict:
+            ctx.add(key, verdict[0], verdict[1])
+            return None
+        return value
+
+
+class _Int:
+    __slots__ = ("choices", "minimum")
+
+    def __init__(self, minimum: int = 0, choices: tuple[int, ...] = ()) -> None:
+        self.minimum = minimum
+        self.choices = choices
+
+    def __call__(self, ctx: _Ctx, key: str, value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, int):
+            ctx.add(key, f"expected an integer, got {_type_name(value)}")
+            return None
+        if self.choices and value not in self.choices:
+            ctx.add(key, f"{value} is not supported", f"use one of: {self.choices}")
+            return None
+        if value < self.minimum:
+            ctx.add(key, f"expected an integer >= {self.minimum}, got {value}")
+            return None
+        return value
+
+
+class _Choice:
+    __slots__ = ("choices",)
+
+    def __init__(self, choices: tuple[str, ...]) -> None:
+        self.choices = choices
+
+    def __call__(self, ctx: _Ctx, key: str, value: object) -> object:
+        if not isinstance(value, str):
+            ctx.add(key, f"expected a string, got {_type_name(value)}")
+            return None
+        if value not in self.choices:
+            close = _close_matches(value, self.choices, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else None
+            ctx.add(
+                key, f"expected one of {', '.join(map(repr, self.choices))}, got {value!r}", hint
+            )
+            return None
+        return value
+
+
+class _List:
+    __slots__ = ("item", "non_empty")
+
+    def __init__(self, item: _Str, *, non_empty: bool = False) -> None:
+        self.item = item
+        self.non_empty = non_empty
+
+    def __call__(self, ctx: _Ctx, key: str, value: object) -> object:
+        if not isinstance(value, list):
+            ctx.add(
+                key,
+                f"expected an array of strings, got {_type_name(value)}",
+                f'write it like {key.rsplit(".", 1)[-1]} = ["..."]',
+            )
+            return None
+        if self.non_empty and not value:
+            ctx.add(key, "must not be empty")
+            return None
+        out = []
+        ok = True
+        for i, item in enumerate(value):
+            checked = self.item(ctx, f"{key}[{i}]", item)
+            ok = ok and checked is not None
+            out.append(checked)
+        return tuple(out) if ok else None
+
+
+class _Table:
+    __slots__ = ("fields", "required")
+
+    def __init__(self, fields: Mapping[str, Any], required: tuple[str, ...] = ()) -> None:
+        self.fields = fields
+        self.required = required
+
+    def __call__(self, ctx: _Ctx, key: str, value: object) -> object:
+        if not isinstance(value, dict):
+            ctx.add(key, f"expected a table, got {_type_name(value)}")
+            return None
+        out: dict[str, object] = {}
+        for name, item in value.items():
+            sub = f"{key}.{name}" if key else name
+            if name not in self.fields:
+                close = _close_matches(name, list(self.fields), n=1)
+                known = ", ".join(sorted(self.fields))
+                hint = f"did you mean {close[0]!r}?" if close else f"known keys here: {known}"
+                ctx.add(sub, "unknown key", hint)
+                continue
+            checked = self.fields[name](ctx, sub, item)
+            if checked is not None:
+                out[name] = checked
+        for name in self.required:
+            if name not in value:
+                ctx.add(f"{key}.{name}" if key else name, "is required")
+        return out
+
+
+class _Variables:
+    def __call__(self, ctx: _Ctx, key: str, value: object) -> object:
+        if not isinstance(value, dict):
+            ctx.add(key, f'expected a table of NAME = "value", got {_type_name(value)}')
+            return None
+        out: dict[str, str] = {}
+        for name, item in value.items():
+            sub = f"{key}.{name}"
+            verdict = grammar.check_variable_name(name)
+            if verdict:
+                ctx.add(sub, verdict[0], verdict[1])
+                continue
+            checked = _Str(allow_tab=True)(ctx, sub, item)
+            if isinstance(checked, str):
+                out[name] = checked
+        return out
+
+
+class _Tests:
+    def __call__(self, ctx: _Ctx, key: str, value: object) -> object:
+        if not isinstance(value, list):
+            ctx.add(key, f"expected an array of tables ([[tests]]), got {_type_name(value)}")
+            return None
+        out = []
+        table = _Table(
+            {
+                "run": _List(_Str(), non_empty=True),
+                "expect": _Str(allow_tab=True),
+                "name": _Str(),
+                "timeout": _Int(minimum=1),
+            },
+            required=("run",),
+        )
+        for i, item in enumerate(value):
+            checked = table(ctx, f"{key}[{i}]", item)
+            if isinstance(checked, dict) and "run" in checked:
+                out.append(checked)
+        return tuple(out)
+
+
+def _quote_hint(key: str, value: object) -> str | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f'quote it: {key.rsplit(".", 1)[-1]} = "{value}"'
+    return None
+
+
+SCHEMA = _Table(
+    {
+        "schema": _Int(choices=(SCHEMA_VERSION,)),
+        "name": _Str(grammar.check_name),
+        "version": _Int(minimum=0),
+        "description": _Str(allow_tab=True),
+        "extends": _Str(grammar.check_extends),
+        "base": _Table(
+            {"image": _Str(grammar.check_image_ref), "dockerfile": _Str(grammar.check_rel_path)}
+        ),
+        "python": _Table(
+            {"version": _Str(grammar.check_python_version), "source": _Choice(PYTHON_SOURCES)}
+        ),
+        "system": _Table({"packages": _List(_Str(grammar.check_apt_package))}),
+        "conda": _Table(
+            {
+                "channels": _List(_Str(grammar.check_conda_channel)),
+                "packages": _List(_Str(grammar.check_conda_package)),
+            }
+        ),
+        "pip": _Table(
+            {
+                "packages": _List(_Str(grammar.check_pip_requirement)),
+                "index_url": _Str(grammar.check_index_url),
+                "extra_index_urls": _List(_Str(grammar.check_index_url)),
+            }
+        ),
+        "variables": _Variables(),
+        "gpu": _Table({"cuda": _Str(grammar.check_cuda_version)}),
+        "run": _Table(
+            {"workdir": _Str(grammar.check_abs_path), "shm_size": _Str(grammar.check_shm_size)}
+        ),
+        "tests": _Tests(),
+    },
+    required=("schema", "name"),
+)
+
+
+# --------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def definition_path(env: str | Path) -> Path:
+    """The ``env.toml`` named by ``env`` (a folder or the file itself)."""
+    path = Path(env).expanduser()
+    if path.is_dir() or path.name != DEFINITION_FILE:
+        path = path / DEFINITION_FILE
+    return path.absolute()
+
+
+def parse_file(path: Path) -> dict[str, Any]:
+    """Read and parse one ``env.toml``; syntax errors name line and column."""
+    shown = _display(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        hint = None
+        if path.parent.is_dir():
+            hint = f"the folder {_display(path.parent)} has no {DEFINITION_FILE}"
+        else:
+            hint = "name an environment folder that holds an env.toml, e.g. envs/hello"
+        raise DefinitionError(
+            [Problem(shown, "", "no such environment definition", hint)]
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise DefinitionError([Problem(shown, "", f"is not UTF-8 text ({exc.reason})")]) from None
+    except OSError as exc:
+        raise DefinitionError([Problem(shown, "", f"cannot be read: {exc.strerror}")]) from None
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+        return data
+    except tomllib.TOMLDecodeError as exc:
+        # Python < 3.14 has the position only in the message: "... (at line 3, column 5)".
+        where = re.search(r"\s*\(at line (\d+), column (\d+)\)$", str(exc))
+        line = int(where.group(1)) if where else None
+        col = int(where.group(2)) if where else None
+        msg = str(exc)[: where.start()] if where else str(exc)
+        raise DefinitionError(
+            [
+                Problem(
+                    shown,
+                    "",
+                    f"TOML syntax error: {msg}",
+                    "check the TOML syntax at that position",
+                    line=line,
+                    column=col,
+                )
+            ]
+        ) from None
+
+
+def _validate_file(path: Path) -> tuple[dict[str, Any], list[Problem]]:
+    raw = parse_file(path)
+    ctx = _Ctx(_display(path))
+    partial = SCHEMA(ctx, "", raw)
+    assert isinstance(partial, dict)
+    base = partial.get("base", {})
+    if "image" in base and "dockerfile" in base:
+        ctx.add("base", "sets both image and dockerfile", "keep one of them")
+    if "dockerfile" in base and not (path.parent / base["dockerfile"]).is_file():
+        ctx.add(
+            "base.dockerfile", f"{base['dockerfile']!r} does not exist in {_display(path.parent)}"
+        )
+    elif "dockerfile" in base:
+        _check_base_dockerfile(ctx, path.parent / base["dockerfile"])
+        base["dockerfile"] = (path.parent / base["dockerfile"]).resolve()
+    return partial, ctx.problems
+
+
+def _check_base_dockerfile(ctx: _Ctx, path: Path) -> None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        ctx.add("base.dockerfile", f"cannot be read: {exc}")
+        return
+    lines = [
+        ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")
+    ]
+    if not lines or not lines[0].upper().startswith(("FROM ", "ARG ")):
+        ctx.add("base.dockerfile", "must start with FROM", "a base Dockerfile is a complete stage")
+    elif lines[-1].endswith("\\"):
+        ctx.add(
+            "base.dockerfile",
+            "ends with a line continuation",
+            "remove the trailing backslash: envbuild's instructions follow this file",
+        )
+    if "\r" in text:
+        ctx.add("base.dockerfile", "contains carriage returns", "save it with Unix line endings")
+
+
+_LIST_MERGE = {
+    ("system", "packages"),
+    ("conda", "channels"),
+    ("conda", "packages"),
+    ("pip", "packages"),
+    ("pip", "extra_index_urls"),
+}
+_OWN_KEYS = ("schema", "name", "version", "description", "extends")
+
+
+def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """Merge two partials: the child wins; package lists and variables merge."""
+    out: dict[str, Any] = {k: v for k, v in parent.items() if k not in _OWN_KEYS}
+    for key, value in child.items():
+        if key == "tests":
+            out["tests"] = tuple(parent.get("tests", ())) + tuple(value)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            merged = dict(out[key])
+            for sub, item in value.items():
+                if (key, sub) in _LIST_MERGE:
+                    merged[sub] = tuple(merged.get(sub, ())) + tuple(item)
+                elif key == "base":
+                    merged = {sub: item}  # image and dockerfile exclude each other
+                else:
+                    merged[sub] = item
+            out[key] = merged
+        else:
+            out[key] = value
+    return out
+
+
+def _dedupe(items: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def load(env: str | Path) -> Environment:
+    """Load, validate and complete the environment at ``env`` (folder or env.toml).
+
+    Raises :class:`DefinitionError` listing every problem found, across the
+    whole ``extends`` chain.
+    """
+    path = definition_path(env)
+    chain: list[tuple[Path, dict[str, Any]]] = []
+    problems: list[Problem] = []
+    seen: list[Path] = []
+    current: Path | None = path
+    while current is not None:
+        resolved = current.resolve()
+        if resolved in seen:
+            cycle = " -> ".join(_display(p.parent) for p in [*seen, resolved])
+            problems.append(
+                Problem(
+                    _display(chain[-1][0]),
+                    "extends",
+                    f"forms a cycle: {cycle}",
+                    "an environment cannot extend itself, directly or not",
+                )
+            )
+            break
+        seen.append(resolved)
+        try:
+            partial, found = _validate_file(current)
+        except DefinitionError as exc:
+            if chain:
+                raise DefinitionError(
+                    [
+                        Problem(
+                            _display(chain[-1][0]),
+                            "extends",
+                            f"the parent {_display(current.parent)} cannot be loaded",
+                        ),
+                        *exc.problems,
+                    ]
+                ) from None
+            raise
+        problems.extend(found)
+        chain.append((current, partial))
+        parent = partial.get("extends")
+        current = definition_path((current.parent / parent).resolve()) if parent else None
+    if problems:
+        raise DefinitionError(problems)
+
+    merged: dict[str, Any] = {}
+    for _, partial in reversed(chain):
+        merged = _merge(merged, partial) if merged else dict(partial)
+    own = chain[0][1]
+    return _complete(path.parent, own, merged, tuple(p.parent for p, _ in chain[1:]))
+
+
+def _complete(
+    folder: Path, own: dict[str, Any], merged: dict[str, Any], parents: tuple[Path, ...]
+) -> Environment:
+    base = merged.get("base", {})
+    python = merged.get("python", {})
+    pip = merged.get("pip", {})
+    conda = merged.get("conda", {})
+    run = merged.get("run", {})
+    variables = merged.get("variables", {})
+    tests = tuple(
+        TestSpec(
+            run=t["run"], expect=t.get("expect"), name=t.get("name"), timeout=t.get("timeout", 300)
+        )
+        for t in merged.get("tests", ())
+    )
+    return Environment(
+        path=folder,
+        name=own["name"],
+        version=own.get("version", 1),
+        description=own.get("description", ""),
+        schema=own["schema"],
+        base=Base(image=base.get("image"), dockerfile=base.get("dockerfile"))
+        if base
+        else Base(image=DEFAULT_BASE),
+        python=Python(version=python.get("version"), source=python.get("source", "system")),
+        system_packages=_dedupe(merged.get("system", {}).get("packages", ())),
+        conda=Conda(
+            channels=_dedupe(conda.get("channels", ())), packages=_dedupe(conda.get("packages", ()))
+        ),
+        pip=Pip(
+            packages=_dedupe(pip.get("packages", ())),
+            index_url=pip.get("index_url"),
+            extra_index_urls=_dedupe(pip.get("extra_index_urls", ())),
+        ),
+        variables=tuple(sorted(variables.items())),
+        gpu=Gpu(cuda=merged.get("gpu", {}).get("cuda")),
+        run=RunDefaults(
+            workdir=run.get("workdir", DEFAULT_WORKDIR),
+            shm_size=run.get("shm_size", DEFAULT_SHM_SIZE),
+        ),
+        tests=tests,
+        parents=parents,
+    )

@@ -1,0 +1,289 @@
+"""Render an :class:`Environment` into a :class:`BuildContext`.
+
+Python prepares plain, sorted, de-duplicated data (:func:`prepare`); the
+Jinja2 templates in ``templates/`` only loop and branch. Every ``{{ }}`` must
+pass through exactly one filter of :mod:`envbuild.render.quoting`: the environment's
+``finalize`` hook refuses anything else. Lists of packages and helper scripts
+enter the image as files of the build context, never inlined into ``RUN``.
+
+Rendering never touches the network or the Docker engine.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from envbuild import lock as locking
+from envbuild.definition.model import Environment
+from envbuild.errors import RenderError
+from envbuild.render.context import BuildContext, ContextFile
+from envbuild.render.quoting import FILTERS, Quoted, UnsafeValueError
+
+VENV = "/opt/venv"
+CONDA_PREFIX = "/opt/conda"
+# The venv first, then the base image's own PATH (expanded by the builder:
+# this is envbuild's constant, never user text).
+VENV_PATH = VENV + "/bin:${PATH}"
+CONDA_PATH = CONDA_PREFIX + "/bin:${PATH}"
+SUPPORTED_PYTHON_SOURCES = ("system", "uv", "conda")
+# Tools bind-mounted from the build context into the steps that use them:
+# never copied into a layer of the image.
+UV_IN_CONTEXT = "envbuild/bin/uv"
+# What the conda step bind-mounts: for a locked environment, the prefix
+# py-rattler installed on the host from the lock (a tar, unpacked by the step);
+# for an unlocked one, micromamba, which solves in the image. One path, so that
+# the build can check for it before it starts (build._check_tools).
+CONDA_INPUT_IN_CONTEXT = "envbuild/conda/input"
+DEFAULT_PLATFORM = "linux/amd64"
+
+
+def templates_dir() -> Path:
+    """Where the templates are: inside the installed package, else the source tree."""
+    from envbuild.cache.memo import templates_dir as find
+
+    found = find()
+    if found is None:
+        here = Path(__file__).resolve().parent
+        raise RenderError(f"envbuild's templates are missing (looked in {here / 'templates'})")
+    return found
+
+
+def _finalize(value: object) -> object:
+    if isinstance(value, Quoted):
+        return value
+    raise UnsafeValueError(
+        f"template emitted {value!r} without a quoting filter "
+        "(use one of: " + ", ".join(sorted(FILTERS)) + ")"
+    )
+
+
+def _userstage(text: str) -> Quoted:
+    # The base Dockerfile is the one place user-declared instructions enter,
+    # and only as a whole file checked at validation (no CR, no trailing "\").
+    return Quoted(text.rstrip("\n"))
+
+
+@functools.lru_cache(maxsize=1)
+def _jinja_env(root: str) -> Any:
+    import jinja2  # imported here: the cache-hit path of `build` never renders twice
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(root),
+        undefined=jinja2.StrictUndefined,
+        finalize=_finalize,
+        autoescape=False,  # noqa: S701 - Dockerfiles, not HTML; quoting is per context
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(FILTERS)
+    env.filters["userstage"] = _userstage
+    return env
+
+
+def apt_packages(env: Environment) -> tuple[str, ...]:
+    """The distro packages to install: what the Python source needs, plus the user's."""
+    needed = ("python3", "python3-venv") if env.python.source == "system" else ()
+    return tuple(sorted(set(needed) | set(env.system_packages)))
+
+
+def labels(env: Environment, locks: locking.Locks | None = None) -> tuple[tuple[str, str], ...]:
+    """The labels rendered into the Dockerfile (the hash label is added at build time).
+
+    A locked environment says so; an unlocked one is labelled not reproducible,
+    with the reasons, so that nobody mistakes it for a pinned image.
+    """
+    items = {
+        "io.envbuild.name": env.name,
+        "io.envbuild.version": str(env.version),
+        "io.envbuild.schema": str(env.schema),
+        "org.opencontainers.image.title": env.name,
+        "org.opencontainers.image.version": str(env.version),
+    }
+    if env.description:
+        items["org.opencontainers.image.description"] = env.description
+    if env.base.image:
+        items["org.opencontainers.image.base.name"] = env.base.image
+    if env.gpu.cuda:
+        items["io.envbuild.cuda"] = env.gpu.cuda
+    if locks is not None and locks.base is not None:
+        # OCI's base.digest is a manifest digest; a local image ID gets our own label.
+        key = (
+            "org.opencontainers.image.base.digest"
+            if locks.base.kind == "digest"
+            else ("io.envbuild.base.id")
+        )
+        items[key] = locks.base.id
+    reasons = locking.unlocked_reasons(env, locks)
+    if reasons:
+        items["io.envbuild.reproducible"] = "false"
+        items["io.envbuild.reproducible.reasons"] = "; ".join(reasons)
+    else:
+        items["io.envbuild.locked"] = "true"
+    return tuple(sorted(items.items()))
+
+
+def prepare(env: Environment, locks: locking.Locks | None = None) -> dict[str, Any]:
+    """The plain data the templates render: sorted, de-duplicated, validated."""
+    if env.python.source not in SUPPORTED_PYTHON_SOURCES:
+        raise RenderError(
+            f"{env.definition_file}: python.source = {env.python.source!r} is not one of "
+            + ", ".join(SUPPORTED_PYTHON_SOURCES),
+        )
+    if env.python.source in ("uv", "conda") and not env.python.version:
+        raise RenderError(
+            f"{env.definition_file}: python.source = {env.python.source!r} needs "
+            '[python] version (e.g. version = "3.11")',
+        )
+    if env.conda.packages and env.python.source != "conda":
+        raise RenderError(
+            f"{env.definition_file}: [conda] packages need python.source = 'conda' "
+            f"(it is {env.python.source!r})",
+        )
+    base_dockerfile = None
+    if env.base.dockerfile is not None:
+        base_dockerfile = env.base.dockerfile.read_text(encoding="utf-8")
+    base_image = env.base.image
+    if base_image and locks is not None and locks.base is not None:
+        base_image = locks.base.from_ref
+    conda = env.python.source == "conda"
+    pip_file = None
+    if env.pip.packages:
+        pip_file = locking.PIP_LOCK_FILE if locks and locks.pip else "requirements.txt"
+    conda_file = None
+    if locking.needs_conda(env):
+        conda_file = locking.CONDA_LOCK_FILE if locks and locks.conda else "conda-specs.txt"
+    python_version = env.python.version or (locks.python if locks else None) or "any"
+    return {
+        "base_image": base_image,
+        "base_dockerfile": base_dockerfile,
+        "apt_packages": list(apt_packages(env)),
+        "python_source": env.python.source,
+        "python_version": python_version,
+        "venv": CONDA_PREFIX if conda else VENV,
+        "venv_path": CONDA_PATH if conda else VENV_PATH,
+        "python": (CONDA_PREFIX if conda else VENV) + "/bin/python",
+        "pip_packages": sorted(set(env.pip.packages)),
+        "pip_file": pip_file,
+        # With pip requirements, uv seeds pip into the venv from the distro's
+        # wheel (fast, no network); `python3 -m venv`'s ensurepip takes seconds.
+        "venv_seed": "nopip" if pip_file else "pip",
+        "pip_mode": "locked" if pip_file == locking.PIP_LOCK_FILE else "unlocked",
+        "conda_file": conda_file,
+        "conda_mode": "locked" if conda_file == locking.CONDA_LOCK_FILE else "unlocked",
+        "uv_bin": UV_IN_CONTEXT,
+        "conda_input": CONDA_INPUT_IN_CONTEXT,
+        "variables": list(env.variables),
+        "labels": list(labels(env, locks)),
+        "workdir": env.run.workdir,
+    }
+
+
+def _requirements(env: Environment) -> str:
+    """The unlocked requirements file: index options first, then the sorted requirements."""
+    lines = ["# Generated by envbuild from env.toml [pip] (not locked: no hashes)."]
+    if env.pip.index_url:
+        lines.append(f"--index-url {env.pip.index_url}")
+    lines.extend(f"--extra-index-url {url}" for url in env.pip.extra_index_urls)
+    lines.extend(sorted(set(env.pip.packages)))
+    return "\n".join(lines) + "\n"
+
+
+def _condarc(env: Environment) -> str:
+    # JSON is YAML: micromamba reads this as its rc file for an unlocked solve.
+    import json
+
+    channels = list(env.conda.channels) or ["conda-forge"]
+    return json.dumps({"channels": channels, "channel_priority": "strict"}, indent=2) + "\n"
+
+
+@functools.lru_cache(maxsize=4)
+def _tool_bytes(path: str, size: int, mtime_ns: int) -> bytes:
+    return Path(path).read_bytes()
+
+
+def _tool(path: Path) -> ContextFile:
+    stat = path.stat()
+    return ContextFile(_tool_bytes(str(path), stat.st_size, stat.st_mtime_ns), executable=True)
+
+
+def micromamba_binary() -> Path | None:
+    """The micromamba (linux-64, static) copied into conda builds, if this machine has one."""
+    found = locking.find_conda_solver()
+    if found is not None and found[0] == "micromamba":
+        return found[1]
+    return None
+
+
+def _listing(header: str, items: list[str] | tuple[str, ...]) -> str:
+    return f"# Generated by envbuild from env.toml {header}.\n" + "".join(f"{i}\n" for i in items)
+
+
+def render(env: Environment, *, platform: str = DEFAULT_PLATFORM) -> BuildContext:
+    """Render ``env`` into its build context: the Dockerfile and every file it copies.
+
+    The locks beside ``env.toml`` are part of the input (a stale lock is an
+    error naming what changed); reading them is a file read, nothing more.
+    """
+    locks = locking.current(env, platform)
+    data = prepare(env, locks)
+    root = templates_dir()
+    try:
+        dockerfile = _jinja_env(str(root)).get_template("Dockerfile.j2").render(**data)
+    except UnsafeValueError as exc:
+        raise RenderError(f"cannot render the Dockerfile: {exc}", template="Dockerfile.j2") from exc
+    files: dict[str, ContextFile] = {"Dockerfile": ContextFile(dockerfile.encode("utf-8"))}
+    if data["apt_packages"]:
+        # apt-get reads these through xargs: names only, no comment line.
+        files["envbuild/apt-packages.txt"] = ContextFile(
+            "".join(f"{p}\n" for p in data["apt_packages"]).encode()
+        )
+    setup = {"system": "setup-python.sh", "uv": "setup-python-uv.sh", "conda": "setup-conda.sh"}
+    script = setup[env.python.source]
+    files[f"envbuild/{script}"] = ContextFile((root / "files" / script).read_bytes())
+    needs_uv = env.python.source == "uv" or bool(data["pip_file"])
+    if needs_uv:
+        # uv is envbuild's own pinned dependency: the same binary that locked
+        # the requirements installs them, with no download and before any
+        # Python exists in the image (python.source = "uv").
+        files[UV_IN_CONTEXT] = _tool(locking.uv_binary())
+    if data["pip_file"] == locking.PIP_LOCK_FILE:
+        assert locks is not None and locks.pip is not None
+        files[f"envbuild/{locking.PIP_LOCK_FILE}"] = ContextFile(locks.pip.data)
+    elif data["pip_file"]:
+        files["envbuild/requirements.txt"] = ContextFile(_requirements(env).encode("utf-8"))
+    if data["pip_file"]:
+        files["envbuild/pip-install.sh"] = ContextFile((root / "files/pip-install.sh").read_bytes())
+    if data["conda_file"] == locking.CONDA_LOCK_FILE:
+        assert locks is not None and locks.conda is not None
+        files[f"envbuild/{locking.CONDA_LOCK_FILE}"] = ContextFile(locks.conda.data)
+        # The locked packages, installed for /opt/conda by py-rattler from
+        # envbuild's package store (filled, hash-checked, by `envbuild lock`):
+        # a deterministic function of the lock, so the build needs no conda
+        # binary and no channel.
+        files[CONDA_INPUT_IN_CONTEXT] = ContextFile(
+            locking.conda_prefix_tar(locks.conda.data, CONDA_PREFIX)
+        )
+    elif data["conda_file"]:
+        files["envbuild/conda-specs.txt"] = ContextFile(
+            _listing("[conda] packages", list(locking.conda_specs(env))).encode("utf-8")
+        )
+        files["envbuild/condarc"] = ContextFile(_condarc(env).encode("utf-8"))
+        micromamba = micromamba_binary()
+        if micromamba is not None:  # else the build says what is missing
+            files[CONDA_INPUT_IN_CONTEXT] = _tool(micromamba)
+    pin = locks.base if locks is not None else None
+    return BuildContext(
+        files=_frozen(files),
+        base_image=env.base.image,
+        base_pin=f"{pin.kind}:{pin.id}" if pin is not None else None,
+    )
+
+
+def _frozen(files: Mapping[str, ContextFile]) -> Mapping[str, ContextFile]:
+    from types import MappingProxyType
+
+    return MappingProxyType(dict(sorted(files.items())))

@@ -1,0 +1,378 @@
+"""Run a script inside an environment's image: the run layer.
+
+This module is the API other runners build on; ``envbuild run`` is a thin
+layer over it::
+
+    from envbuild.run.config import Input, Output, RunConfig
+    from envbuild.run.local import run
+
+    result = run(
+        RunConfig(
+            environment="envs/hello",            # a folder (built on a miss) or "image:REF"
+            script="train.py",                   # relative to source_directory
+            arguments=("--data-folder", "${{inputs.data}}", "--out", "${{outputs.model}}"),
+            source_directory=Path("."),
+            environment_variables={"MESSAGE": "Hello"},
+            inputs=(Input("data", Path("mnist"), mode="mount"),),
+            outputs=(Output("model", Path("out/model")),),
+        )
+    )
+    result.exit_code, result.run_id, result.log_path, result.outputs
+
+Three steps, each usable on its own:
+
+* :class:`RunConfig` says what to run (frozen; what a user or another runner asks for);
+* :func:`plan` resolves it without touching the engine: the mount policy,
+  placeholders, the script, the argv, the variables (``--dry-run`` prints this);
+* :func:`run` resolves the image (building it on a cache miss), then drives one
+  container: create -> copy ``download`` inputs -> attach -> start -> stream the
+  logs to their end -> wait -> remove. It never builds a shell string, never uses
+  ``auto_remove`` (which loses the last lines, docker-py#1813), labels everything
+  with ``io.envbuild.run=<run id>``, and removes it all on every exit path,
+  Ctrl-C and SIGTERM included.
+
+Exit codes follow ``docker run``: the script's own; 128+N when it died of
+signal N; 125 when envbuild or the engine failed, 126 when the script cannot be
+executed, 127 when it does not exist (checked on the host before anything
+starts); 130/143 when envbuild itself was interrupted; 124 on ``timeout``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Literal
+
+from envbuild.engine.docker import (
+    GpuRequest,
+)
+from envbuild.errors import (
+    RunConfigError,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+IMAGE_PREFIX = "image:"
+RUN_LABEL = "io.envbuild.run"
+INPUTS_ROOT = "/inputs"  # input NAME appears at /inputs/NAME
+OUTPUTS_ROOT = "/outputs"  # output NAME appears at /outputs/NAME
+DEFAULT_WORKDIR = "/workspace"  # where the source goes for an image:REF run
+DEFAULT_SHM_SIZE = "2g"  # Docker's 64 MB gives PyTorch DataLoaders a "Bus error"
+DEFAULT_STOP_TIMEOUT = 10.0
+EXIT_TIMEOUT = 124  # as GNU timeout(1)
+
+InputMode = Literal["mount", "download"]
+Output_ = Callable[[str, bytes], None]
+Log = Callable[[str], None]
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(?::[A-Za-z0-9_][A-Za-z0-9_.-]*)?")
+_PLACEHOLDER = re.compile(r"\$\{\{(.*?)\}\}")
+_PLACEHOLDER_REF = re.compile(r"\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_-]*)\s*")
+_SIZE = re.compile(r"([0-9]+)\s*([bkmgt]?)b?", re.IGNORECASE)
+_GPU_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_:.-]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+# --------------------------------------------------------------------------
+# What a user asks for
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host path bound into the container; read-only unless ``read_only=False``."""
+
+    source: Path
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class Input:
+    """Data for the script, at ``/inputs/<name>`` (``${{inputs.<name>}}`` in arguments).
+
+    ``mount`` binds the host data read-only; ``download`` copies it into the
+    container before the script starts, so the script may change its copy but
+    can never change the host data.
+    """
+
+    name: str
+    path: Path
+    mode: InputMode = "mount"
+
+
+@dataclass(frozen=True)
+class Output:
+    """A writable folder at ``/outputs/<name>`` (``${{outputs.<name>}}``) whose files end up
+    in ``path`` on the host, owned by the calling user."""
+
+    name: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run: which environment, what to run, with which data. Frozen; see :func:`run`.
+
+    Attributes:
+        environment: an environment folder (holding ``env.toml``; built on a
+            cache miss) or ``"image:REF"`` for an existing image.
+        script: the script to run, relative to ``source_directory``; a ``.py``
+            script runs with the environment's ``python``, anything else is
+            executed as it is. Exactly one of ``script`` and ``command``.
+        arguments: passed to the script verbatim, after ``${{inputs.NAME}}`` /
+            ``${{outputs.NAME}}`` placeholders are replaced by container paths.
+        command: instead of a script, an argv run as it is (``arguments`` are
+            appended).
+        source_directory: mounted read-only at the environment's ``[run].workdir``
+            (``/workspace`` by default), which is also the working directory;
+            ``None`` mounts no source (only with ``command``).
+        environment_variables: variables set on top of the image's own.
+        mounts, inputs, outputs: see :class:`Mount`, :class:`Input`, :class:`Output`.
+        gpus: ``None`` hides every GPU; ``"all"``, a count ``"2"``, or device IDs
+            ``"0,1"`` / ``"device=1"``.
+        shm_size: ``/dev/shm`` size (``"2g"``); default the environment's ``[run]``.
+        timeout: seconds before the run is stopped (exit code 124).
+        workdir: the working directory in the container (default: the source path).
+        user: ``uid[:gid]`` or a name; default the caller's ``uid:gid``.
+        name: the container's name (default ``envbuild-<run id>``).
+        allow_dangerous_mount: allow mounting ``/``, the Docker socket, ``/etc``, ...
+            (prints a warning).
+        stop_timeout: seconds between the graceful stop signal and the kill.
+        distribution: reserved for distributed runs (``None``: one container).
+    """
+
+    environment: str | Path
+    script: str | None = None
+    arguments: Sequence[str] = ()
+    command: Sequence[str] | None = None
+    source_directory: Path | None = Path()
+    environment_variables: Mapping[str, str] = field(default_factory=dict)
+    mounts: Sequence[Mount] = ()
+    inputs: Sequence[Input] = ()
+    outputs: Sequence[Output] = ()
+    gpus: str | None = None
+    shm_size: str | None = None
+    timeout: float | None = None
+    workdir: str | None = None
+    user: str | None = None
+    name: str | None = None
+    allow_dangerous_mount: bool = False
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT
+    distribution: object | None = None
+
+    def __post_init__(self) -> None:
+        # Freeze what callers may hand over as lists or dicts.
+        object.__setattr__(self, "arguments", tuple(self.arguments))
+        if self.command is not None:
+            object.__setattr__(self, "command", tuple(self.command))
+        if self.source_directory is not None:
+            object.__setattr__(self, "source_directory", Path(self.source_directory))
+        object.__setattr__(
+            self, "environment_variables", MappingProxyType(dict(self.environment_variables))
+        )
+        object.__setattr__(self, "mounts", tuple(self.mounts))
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run did.
+
+    ``status`` is ``"exited"`` (the script ended on its own; ``exit_code`` is
+    its code, 128+N if it died of signal N), ``"interrupted"`` (envbuild got
+    SIGINT/SIGTERM/SIGHUP and stopped it; ``exit_code`` 128+that signal) or
+    ``"timed-out"`` (``exit_code`` 124).
+    """
+
+    run_id: str
+    exit_code: int
+    status: str
+    duration: float
+    log_path: Path
+    outputs: Mapping[str, Path]
+    image: str
+    image_id: str
+
+
+# --------------------------------------------------------------------------
+# Parsing the command line's strings (shared by every front end)
+# --------------------------------------------------------------------------
+
+
+def parse_variable(text: str, environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """``NAME=VALUE``, or ``NAME`` alone for the caller's value (``None`` if unset, as docker)."""
+    name, sep, value = text.partition("=")
+    _check_variable_name(name, text)
+    if sep:
+        return name, value
+    env = os.environ if environ is None else environ
+    return (name, env[name]) if name in env else None
+
+
+def parse_env_file(path: Path, environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """Read a docker-style env file: ``NAME=VALUE`` or ``NAME`` lines, ``#`` comments.
+
+    Values are taken literally (no quote removal, no ``$`` expansion), as
+    ``docker run --env-file`` does.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunConfigError(f"cannot read the env file {path}: {exc}") from exc
+    pairs = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.lstrip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            pair = parse_variable(line, environ)
+        except RunConfigError as exc:
+            raise RunConfigError(f"{path}:{number}: {exc.message}", hint=exc.hint) from exc
+        if pair is not None:
+            pairs.append(pair)
+    return pairs
+
+
+def parse_mount(text: str) -> Mount:
+    """``SRC:DST[:ro|rw]`` (read-only unless ``rw``)."""
+    rest, mode = text, "ro"
+    for suffix in (":ro", ":rw"):
+        if text.endswith(suffix):
+            rest, mode = text[: -len(suffix)], suffix[1:]
+    source, sep, target = rest.rpartition(":")
+    if not sep or not source or not target:
+        raise RunConfigError(
+            f"--mount {text!r}: expected SRC:DST[:ro|rw]",
+            hint="e.g. --mount ./data:/data or --mount /scratch:/scratch:rw",
+        )
+    return Mount(Path(source), target, read_only=mode == "ro")
+
+
+def parse_input(text: str) -> Input:
+    """``NAME=PATH[:mount|download]`` (``mount`` by default)."""
+    name, sep, rest = text.partition("=")
+    if not sep or not rest:
+        raise RunConfigError(
+            f"--input {text!r}: expected NAME=PATH[:mount|download]",
+            hint="e.g. --input data=./mnist:download, then ${{inputs.data}} in the arguments",
+        )
+    mode: InputMode = "mount"
+    if rest.endswith(":download"):
+        rest, mode = rest[: -len(":download")], "download"
+    elif rest.endswith(":mount"):
+        rest = rest[: -len(":mount")]
+    return Input(name, Path(rest), mode)
+
+
+def parse_output(text: str) -> Output:
+    """``NAME=DIR``."""
+    name, sep, rest = text.partition("=")
+    if not sep or not rest:
+        raise RunConfigError(
+            f"--output {text!r}: expected NAME=DIR",
+            hint="e.g. --output model=./out, then ${{outputs.model}} in the arguments",
+        )
+    return Output(name, Path(rest))
+
+
+def parse_shm_size(text: str) -> int:
+    """``2g``, ``512m``, ``1073741824`` -> bytes (binary units, as docker)."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise RunConfigError(f"shm size {text!r}: expected a size", hint="e.g. 2g or 512m")
+    power = "bkmgt".index(match.group(2).lower() or "b")
+    return int(match.group(1)) << (10 * power)
+
+
+def parse_gpus(text: str) -> GpuRequest:
+    """``all``, a count ``N``, or device IDs ``0,1`` / ``device=1`` / ``GPU-uuid``."""
+    value = text.strip()
+    if value.startswith("device="):
+        ids = value[len("device=") :].split(",")
+    elif value == "all":
+        return GpuRequest(count=-1)
+    elif value.isdigit():
+        if int(value) < 1:
+            raise RunConfigError("--gpus 0: ask for at least one GPU, or leave --gpus out")
+        return GpuRequest(count=int(value))
+    else:
+        ids = value.split(",")
+    if not ids or not all(_GPU_ID.fullmatch(i) for i in ids):
+        raise RunConfigError(
+            f"--gpus {text!r}: expected all, a count, or device IDs",
+            hint="e.g. --gpus all, --gpus 2, --gpus 0,1 or --gpus device=1",
+        )
+    return GpuRequest(device_ids=tuple(ids))
+
+
+def config_from_options(
+    environment: str,
+    script: str,
+    arguments: Sequence[str] = (),
+    *,
+    source_dir: str | Path = ".",
+    variables: Sequence[str] = (),
+    env_files: Sequence[str | Path] = (),
+    mounts: Sequence[str] = (),
+    inputs: Sequence[str] = (),
+    outputs: Sequence[str] = (),
+    gpus: str | None = None,
+    shm_size: str | None = None,
+    workdir: str | None = None,
+    user: str | None = None,
+    timeout: float | None = None,
+    name: str | None = None,
+    allow_dangerous_mount: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> RunConfig:
+    """A :class:`RunConfig` from ``envbuild run``'s option strings.
+
+    What every front end of the command line calls, so that they all mean the
+    same: env files first, then ``-e`` (a later value wins, as with docker).
+    """
+    pairs: list[tuple[str, str]] = []
+    for env_file in env_files:
+        pairs += parse_env_file(Path(env_file), environ)
+    for text in variables:
+        pair = parse_variable(text, environ)
+        if pair is not None:
+            pairs.append(pair)
+    return RunConfig(
+        environment=environment,
+        script=script,
+        arguments=tuple(arguments),
+        source_directory=Path(source_dir),
+        environment_variables=dict(pairs),
+        mounts=tuple(parse_mount(m) for m in mounts),
+        inputs=tuple(parse_input(i) for i in inputs),
+        outputs=tuple(parse_output(o) for o in outputs),
+        gpus=gpus,
+        shm_size=shm_size,
+        timeout=timeout,
+        workdir=workdir,
+        user=user,
+        name=name,
+        allow_dangerous_mount=allow_dangerous_mount,
+    )
+
+
+def _check_variable_name(name: str, text: str) -> None:
+    if not _VARIABLE.fullmatch(name):
+        raise RunConfigError(
+            f"variable {text!r}: {name!r} is not a variable name",
+            hint="use NAME=VALUE with a name of letters, digits and _ (not starting with a digit)",
+        )
+
+
+# --------------------------------------------------------------------------

@@ -1,0 +1,496 @@
+"""The local executor: one container on the engine, supervised from create to removal."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path, PurePosixPath
+from types import FrameType, MappingProxyType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from envbuild.engine.docker import (
+    STDERR,
+    ContainerStream,
+    DockerEngine,
+    RunEngine,
+)
+from envbuild.errors import (
+    EngineError,
+    EnvbuildError,
+    RunError,
+)
+from envbuild.run.config import EXIT_TIMEOUT, RUN_LABEL, Log, Output_, RunConfig, RunResult
+from envbuild.run.planning import RunPlan, plan
+from envbuild.run.policy import check_host_path
+from envbuild.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from envbuild.run.history import History
+
+T = TypeVar("T")
+
+
+# Running
+# --------------------------------------------------------------------------
+
+
+def _stderr_log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class _ConsoleOutput:
+    """The script's stdout/stderr to ours, byte for byte, flushed per chunk (live)."""
+
+    def __init__(self) -> None:
+        self.broken: set[str] = set()
+
+    def __call__(self, stream: str, data: bytes) -> None:
+        if stream in self.broken:
+            return
+        target = sys.stderr if stream == "stderr" else sys.stdout
+        try:
+            buffer = getattr(target, "buffer", None)
+            if buffer is not None:
+                buffer.write(data)
+                buffer.flush()
+            else:  # a text-only stream (e.g. captured in tests)
+                target.write(data.decode("utf-8", errors="replace"))
+                target.flush()
+        except BrokenPipeError:
+            # `envbuild run ... | head`: keep running and logging, stop printing.
+            self.broken.add(stream)
+
+
+class _Interrupted(Exception):
+    """A signal arrived before the container was running."""
+
+
+class _Supervisor:
+    """Signals and the timeout, turned into engine calls on the run's container.
+
+    First SIGINT/SIGTERM/SIGHUP: a graceful stop (the stop signal, then a kill
+    after ``stop_timeout``); the second: a kill; a third gives up waiting (the
+    container is still force-removed). The handlers only record and hand the
+    engine call to a thread: the main thread keeps draining the log stream,
+    which ends when the container does.
+    """
+
+    SIGNALS = tuple(
+        getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+    )
+
+    def __init__(self, engine: RunEngine, stop_timeout: float, log: Log) -> None:
+        self.engine = engine
+        self.stop_timeout = stop_timeout
+        self.log = log
+        self.container_id: str | None = None
+        self.received: list[int] = []
+        self.timed_out = False
+        self.finishing = False
+        self._threads: list[threading.Thread] = []
+        self._previous: dict[int, Any] = {}
+        self._timer: threading.Timer | None = None
+
+    @contextlib.contextmanager
+    def installed(self, enabled: bool) -> Iterator[None]:
+        """Handle the signals while the run is supervised (main thread only)."""
+        if enabled and threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        try:
+            yield
+        finally:
+            for signum, previous in self._previous.items():
+                signal.signal(signum, previous)
+            if self._timer is not None:
+                self._timer.cancel()
+            for thread in self._threads:
+                thread.join(timeout=5)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+        if self.finishing or self.container_id is None:
+            return  # checked by the main thread before it starts anything
+        count = len(self.received)
+        if count == 1:
+            self.log(
+                f"envbuild: {signal.Signals(signum).name}: stopping the run "
+                f"(up to {self.stop_timeout:g}s; press Ctrl-C again to kill it)"
+            )
+            self._spawn(self.stop)
+        elif count == 2:
+            self.log("envbuild: killing the run")
+            self._spawn(self.kill)
+        else:
+            raise KeyboardInterrupt
+
+    def start_timer(self, timeout: float | None) -> None:
+        """Stop the run after ``timeout`` seconds."""
+        if timeout is None:
+            return
+
+        def expire() -> None:
+            if self.finishing or self.received:
+                return
+            self.timed_out = True
+            self.log(f"envbuild: the run timed out after {timeout:g}s; stopping it")
+            self.stop()
+
+        self._timer = threading.Timer(timeout, expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def check(self) -> None:
+        """Raise :class:`_Interrupted` if a signal came before the container ran."""
+        if self.received:
+            raise _Interrupted
+
+    def resend(self) -> None:
+        """A signal that raced ``start``: stop (or kill) the container now that it runs."""
+        if self.received:
+            self._spawn(self.stop if len(self.received) == 1 else self.kill)
+
+    def _spawn(self, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def stop(self) -> None:
+        """Gracefully stop the container (errors are reported, not raised)."""
+        if self.container_id is not None:
+            try:
+                self.engine.stop_container(self.container_id, self.stop_timeout)
+            except Exception as exc:  # a thread: report, the main path cleans up
+                self.log(f"envbuild: could not stop the container: {exc}")
+
+    def kill(self) -> None:
+        """Kill the container (errors are reported, not raised)."""
+        if self.container_id is not None:
+            try:
+                self.engine.kill_container(self.container_id)
+            except Exception as exc:
+                self.log(f"envbuild: could not kill the container: {exc}")
+
+
+def _owner(user: str) -> tuple[int, int]:
+    """The uid/gid given to ``download`` copies: the run user when numeric, else root."""
+    uid, _, gid = user.partition(":")
+    if uid.isdigit():
+        return int(uid), int(gid) if gid.isdigit() else int(uid) if not gid else 0
+    return 0, 0
+
+
+def _download_tar(downloads: Sequence[tuple[Path, str]], user: str) -> Iterator[bytes]:
+    """A tar stream of the ``download`` inputs, for ``put_archive`` at ``/``.
+
+    Written by a thread into a pipe, so no temporary copy lands on the host's
+    disk. Entries belong to the run user, so the script may change its copy.
+    """
+    import tarfile  # only runs with download inputs pay for it
+
+    uid, gid = _owner(user)
+    read_fd, write_fd = os.pipe()
+    failure: list[BaseException] = []
+
+    def owned(info: Any) -> Any:  # tarfile.TarInfo
+        info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
+        return info
+
+    def produce() -> None:
+        try:
+            with (
+                os.fdopen(write_fd, "wb", buffering=1 << 20) as pipe,
+                tarfile.open(fileobj=pipe, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+            ):
+                parents = sorted({str(PurePosixPath(t).parent).lstrip("/") for _, t in downloads})
+                for parent in parents:
+                    info = tarfile.TarInfo(parent)
+                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+                    tar.addfile(info)
+                for host, target in downloads:
+                    tar.add(str(host), arcname=target.lstrip("/"), recursive=True, filter=owned)
+        except BaseException as exc:  # reported by the consumer below
+            failure.append(exc)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(1 << 20):
+                yield chunk
+    finally:
+        thread.join()
+    if failure and not isinstance(failure[0], BrokenPipeError):
+        raise RunError(f"cannot copy the download inputs into the container: {failure[0]}")
+
+
+def _new_run_id() -> str:
+    # 48 random bits; os.urandom rather than `secrets`, whose import (hmac,
+    # hashlib) costs more than a whole engine request.
+    return os.urandom(6).hex()
+
+
+def run(
+    config: RunConfig,
+    *,
+    settings: Settings | None = None,
+    engine: RunEngine | None = None,
+    output: Output_ | None = None,
+    log: Log | None = None,
+    handle_signals: bool = True,
+) -> RunResult:
+    """Run ``config`` in one container and return when it is gone.
+
+    Args:
+        config: what to run.
+        settings: envbuild's settings (default: :func:`load_settings`).
+        engine: the engine (default: the local Docker engine).
+        output: receives ``("stdout" | "stderr", bytes)`` chunks live, undecoded
+            (default: written to this process's stdout/stderr).
+        log: receives envbuild's own messages and a build log (default: stderr).
+        handle_signals: take over SIGINT/SIGTERM/SIGHUP while the container
+            exists (main thread only), so that they stop it instead of killing
+            envbuild with the container left running.
+
+    Every resource is labelled ``io.envbuild.run=<run id>`` and removed before
+    this returns or raises. The run is recorded in the history (see
+    :mod:`envbuild.run.history`) and its whole output kept in ``result.log_path``.
+
+    Raises:
+        RunConfigError, ScriptNotFoundError, ScriptNotExecutableError: before
+            anything starts (see :func:`plan`).
+        DefinitionError, BuildError: the environment could not be built.
+        EngineError, RunError: the engine failed; nothing is left behind.
+    """
+    settings = settings or load_settings()
+    log = log or _stderr_log
+    output = output or _ConsoleOutput()
+    the_plan = plan(config, settings)
+    for warning in the_plan.warnings:
+        log(warning)
+    engine = engine or DockerEngine(settings.docker)
+
+    if the_plan.resolved is not None:
+        from envbuild.build.builder import build
+
+        built = build(the_plan.resolved, settings=settings, engine=engine, log=log)
+        image, image_id = built.image, built.id
+    else:
+        info = engine.inspect_image(the_plan.image)
+        if info is None:
+            raise RunError(
+                f"no image {the_plan.image} in the engine",
+                hint=f"build or pull it first (docker pull {the_plan.image})",
+            )
+        image, image_id = the_plan.image, info.id
+
+    # Outputs are made here, by the caller, so the engine does not create them as root.
+    outputs: dict[str, Path] = {}
+    for name, (host, _target) in the_plan.outputs.items():
+        host.mkdir(parents=True, exist_ok=True)
+        check_host_path(host, what=f"--output {name}", allow_dangerous=config.allow_dangerous_mount)
+        outputs[name] = host
+
+    run_id = _new_run_id()
+    label = f"{RUN_LABEL}={run_id}"
+    runs_dir = settings.home / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    log_path = runs_dir / f"{run_id}.log"
+    started, clock = time.time(), time.monotonic()
+    # The history row is written while the engine creates the container: a
+    # SQLite commit costs as much as an engine request, and nothing depends on it.
+    recorder = _Background(
+        lambda: _record_start(settings, the_plan, run_id, image, image_id, log_path, started)
+    )
+
+    supervisor = _Supervisor(engine, config.stop_timeout, log)
+    spec = the_plan.container_spec(image_id, run_id)
+    status_code: int | None = None
+    status, exit_code = "failed", 125
+    try:
+        with supervisor.installed(handle_signals), log_path.open("wb") as log_file:
+            stream: ContainerStream | None = None
+            try:
+                supervisor.container_id = engine.create_container(spec)
+                supervisor.check()
+                if the_plan.downloads:
+                    engine.put_archive(
+                        supervisor.container_id,
+                        "/",
+                        _download_tar(the_plan.downloads, the_plan.user),
+                    )
+                    supervisor.check()
+                stream = engine.attach_container(supervisor.container_id)
+                _start(engine, supervisor.container_id, the_plan)
+                supervisor.resend()
+                supervisor.start_timer(config.timeout)
+                _drain(stream, output, log_file)
+                status_code = engine.wait_container(supervisor.container_id)
+            except _Interrupted:
+                pass
+            except KeyboardInterrupt:
+                if not supervisor.received:  # not ours: signals were left to the caller
+                    raise
+            finally:
+                supervisor.finishing = True
+                if stream is not None:
+                    stream.close()
+                # A clean run created one container and knows its ID; any other
+                # path also sweeps by label (a create cut short by a signal or
+                # an error may have left a container whose ID never came back).
+                clean = status_code is not None and not supervisor.received
+                _cleanup(engine, supervisor.container_id, label, log, sweep=not clean)
+        if supervisor.received:
+            exit_code, status = 128 + supervisor.received[0], "interrupted"
+        elif supervisor.timed_out:
+            exit_code, status = EXIT_TIMEOUT, "timed-out"
+        elif status_code is not None:
+            exit_code, status = status_code, "exited"
+    finally:
+        duration = time.monotonic() - clock
+        try:
+            history = recorder.result()
+            history.finish(
+                run_id,
+                status=status,
+                exit_code=exit_code,
+                duration=duration,
+                finished=time.time(),
+            )
+        except EnvbuildError as exc:
+            log(f"envbuild: could not record the end of run {run_id}: {exc.message}")
+    if status == "interrupted":
+        log(f"envbuild: run {run_id} interrupted; its container was removed")
+    elif status == "timed-out":
+        log(f"envbuild: run {run_id} timed out; its container was removed")
+    return RunResult(
+        run_id=run_id,
+        exit_code=exit_code,
+        status=status,
+        duration=duration,
+        log_path=log_path,
+        outputs=MappingProxyType(outputs),
+        image=image,
+        image_id=image_id,
+    )
+
+
+def _record_start(
+    settings: Settings,
+    the_plan: RunPlan,
+    run_id: str,
+    image: str,
+    image_id: str,
+    log_path: Path,
+    started: float,
+) -> History:
+    """Write the history row of a starting run; return the history."""
+    from envbuild.run.history import History, RunRecord, utc_iso
+
+    doc = the_plan.to_json()
+    history = History.at(settings)
+    history.start(
+        RunRecord(
+            id=run_id,
+            started_at=utc_iso(started),
+            status="running",
+            image=image,
+            image_id=image_id,
+            log_path=str(log_path),
+            argv=the_plan.argv,
+            arguments=the_plan.arguments,
+            variables=tuple(doc["variables"]),
+            mounts=tuple(doc["mounts"]),
+            inputs=doc["inputs"],
+            outputs=doc["outputs"],
+            script=the_plan.config.script,
+            env_name=the_plan.env_name,
+            env_version=the_plan.env_version,
+            env_hash=the_plan.env_hash,
+            source_dir=the_plan.source.source if the_plan.source else None,
+            workdir=the_plan.workdir,
+            user=the_plan.user,
+        )
+    )
+    return history
+
+
+def _start(engine: RunEngine, container_id: str, the_plan: RunPlan) -> None:
+    try:
+        engine.start_container(container_id)
+    except EngineError as exc:
+        if the_plan.gpus is not None and "device driver" in exc.message:
+            raise RunError(
+                f"{exc.message} (GPUs were asked for with --gpus {the_plan.config.gpus})",
+                hint="the engine has no GPU runtime: install the NVIDIA Container Toolkit "
+                "and restart the engine, or run without --gpus",
+            ) from exc
+        raise
+
+
+class _Background(Generic[T]):
+    """Call ``work`` in a thread now; :meth:`result` waits, returns its value or raises."""
+
+    def __init__(self, work: Callable[[], T]) -> None:
+        self._error: BaseException | None = None
+        self._value: list[T] = []
+
+        def target() -> None:
+            try:
+                self._value.append(work())
+            except BaseException as exc:  # handed to result()
+                self._error = exc
+
+        self._thread = threading.Thread(target=target, daemon=True)
+        self._thread.start()
+
+    def result(self) -> T:
+        """Wait for the work; return its value, or raise what it raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value[0]
+
+
+def _drain(stream: Iterable[tuple[int, bytes]], output: Output_, log_file: Any) -> None:
+    """Copy every frame to the output and the log file until the stream ends."""
+    last_flush = time.monotonic()
+    for kind, data in stream:
+        log_file.write(data)
+        output("stderr" if kind == STDERR else "stdout", data)
+        now = time.monotonic()
+        if now - last_flush > 0.5:  # `envbuild logs ID` elsewhere sees progress
+            log_file.flush()
+            last_flush = now
+
+
+def _cleanup(
+    engine: RunEngine, container_id: str | None, label: str, log: Log, *, sweep: bool
+) -> None:
+    """Remove the run's container and, with ``sweep``, all else carrying its label (retried)."""
+    problems: list[str] = []
+    for attempt in range(3):
+        problems = []
+        if container_id is not None:
+            try:
+                engine.remove_container(container_id)
+            except EngineError as exc:
+                problems.append(exc.message)
+        if sweep or problems:
+            try:
+                engine.remove_labelled(label)
+            except EngineError as exc:
+                problems.append(exc.message)
+        if not problems:
+            return
+        log(f"envbuild: cleanup attempt {attempt + 1} failed: {'; '.join(problems)}")
+        time.sleep(0.5 * (attempt + 1))
+    raise RunError(
+        f"could not remove everything labelled {label}: " + "; ".join(problems),
+        hint=f"remove it by hand: docker rm -f $(docker ps -aq --filter label={label})",
+    )

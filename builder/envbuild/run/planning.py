@@ -1,0 +1,390 @@
+"""The run plan: a RunConfig resolved without the engine (mounts, placeholders, argv, variables)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from envbuild.engine.docker import (
+    BindMount,
+    ContainerSpec,
+    GpuRequest,
+)
+from envbuild.errors import (
+    RunConfigError,
+    ScriptNotExecutableError,
+    ScriptNotFoundError,
+)
+from envbuild.run.config import (
+    _CONTAINER_NAME,
+    _CONTROL,
+    _NAME,
+    _PLACEHOLDER,
+    _PLACEHOLDER_REF,
+    _USER,
+    DEFAULT_SHM_SIZE,
+    DEFAULT_WORKDIR,
+    IMAGE_PREFIX,
+    INPUTS_ROOT,
+    OUTPUTS_ROOT,
+    RUN_LABEL,
+    RunConfig,
+    _check_variable_name,
+    parse_gpus,
+    parse_shm_size,
+)
+from envbuild.run.policy import _check_target, _output_path, check_host_path
+from envbuild.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from envbuild.build.builder import Resolved
+
+
+# Placeholders
+# --------------------------------------------------------------------------
+
+
+def substitute(
+    arguments: Sequence[str], inputs: Mapping[str, str], outputs: Mapping[str, str]
+) -> tuple[str, ...]:
+    """Replace ``${{inputs.NAME}}`` / ``${{outputs.NAME}}`` by container paths.
+
+    Every unknown or malformed placeholder is reported at once, before anything starts.
+    """
+    problems: list[str] = []
+    tables = {"inputs": inputs, "outputs": outputs}
+
+    def replace(match: re.Match[str]) -> str:
+        ref = _PLACEHOLDER_REF.fullmatch(match.group(1))
+        if ref is None:
+            problems.append(f"{match.group(0)!r} is not a placeholder envbuild knows")
+            return match.group(0)
+        table = tables[ref.group(1)]
+        if ref.group(2) not in table:
+            problems.append(f"{match.group(0)!r} names no {ref.group(1)[:-1]} {ref.group(2)!r}")
+            return match.group(0)
+        return table[ref.group(2)]
+
+    result = []
+    for argument in arguments:
+        replaced = _PLACEHOLDER.sub(replace, argument)
+        if "${{" in _PLACEHOLDER.sub("", argument):
+            problems.append(f"{argument!r} holds an unterminated placeholder '${{{{'")
+        result.append(replaced)
+    if problems:
+        known = [f"${{{{inputs.{n}}}}}" for n in inputs] + [
+            f"${{{{outputs.{n}}}}}" for n in outputs
+        ]
+        raise RunConfigError(
+            "unknown placeholder in the arguments:\n" + "\n".join("  " + p for p in problems),
+            hint="declare it with --input NAME=PATH or --output NAME=DIR; known: "
+            + (", ".join(known) or "none"),
+        )
+    return tuple(result)
+
+
+# --------------------------------------------------------------------------
+# The plan: a RunConfig resolved without the engine
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A :class:`RunConfig` resolved and checked, before any engine call.
+
+    ``mounts`` are every bind (source, ``--mount``, ``mount`` inputs, outputs),
+    already vetted and resolved; ``downloads`` are ``(host path, container
+    path)`` pairs copied in before start; ``variables`` the final list handed
+    to the engine (names and values).
+    """
+
+    config: RunConfig
+    image: str
+    argv: tuple[str, ...]
+    arguments: tuple[str, ...]
+    workdir: str
+    source: BindMount | None
+    mounts: tuple[BindMount, ...]
+    downloads: tuple[tuple[Path, str], ...]
+    inputs: Mapping[str, tuple[Path, str, str]]  # name -> (host, container, mode)
+    outputs: Mapping[str, tuple[Path, str]]  # name -> (host, container)
+    variables: tuple[tuple[str, str], ...]
+    user: str
+    shm_size: str
+    gpus: GpuRequest | None
+    env_name: str | None = None
+    env_version: int | None = None
+    env_hash: str | None = None
+    env_path: Path | None = None
+    warnings: tuple[str, ...] = ()
+    resolved: Resolved | None = None
+
+    def container_spec(self, image_id: str, run_id: str) -> ContainerSpec:
+        """The container this plan runs as, for run ``run_id``."""
+        return ContainerSpec(
+            image=image_id,
+            argv=self.argv,
+            env=(*self.variables, ("ENVBUILD_RUN_ID", run_id)),
+            labels={RUN_LABEL: run_id},
+            user=self.user,
+            workdir=self.workdir,
+            mounts=self.mounts,
+            shm_size=parse_shm_size(self.shm_size),
+            gpus=self.gpus,
+            init=True,
+            name=self.config.name or f"envbuild-{run_id}",
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--dry-run --json`` document (variable *names* only, never values)."""
+        gpus: object = None
+        if self.gpus is not None:
+            gpus = (
+                {"device_ids": list(self.gpus.device_ids)}
+                if self.gpus.device_ids
+                else {"count": self.gpus.count}
+            )
+        return {
+            "schema": 1,
+            "environment": {
+                "path": str(self.env_path) if self.env_path else None,
+                "name": self.env_name,
+                "version": self.env_version,
+                "hash": self.env_hash,
+            },
+            "image": self.image,
+            "script": self.config.script,
+            "argv": list(self.argv),
+            "arguments": list(self.arguments),
+            "workdir": self.workdir,
+            "source": (
+                {"host": self.source.source, "container": self.source.target}
+                if self.source
+                else None
+            ),
+            "user": self.user,
+            "variables": sorted({name for name, _ in self.variables} | {"ENVBUILD_RUN_ID"}),
+            "mounts": [
+                {"source": m.source, "target": m.target, "read_only": m.read_only}
+                for m in self.mounts
+            ],
+            "inputs": {
+                name: {"host": str(host), "container": target, "mode": mode}
+                for name, (host, target, mode) in self.inputs.items()
+            },
+            "outputs": {
+                name: {"host": str(host), "container": target}
+                for name, (host, target) in self.outputs.items()
+            },
+            "gpus": gpus,
+            "shm_size": self.shm_size,
+            "timeout": self.config.timeout,
+            "stop_timeout": self.config.stop_timeout,
+            "name": self.config.name,
+            "init": True,
+            "labels": [RUN_LABEL],
+            "distribution": None,
+            "warnings": list(self.warnings),
+        }
+
+
+def _script_argv(source: Path, target: str, script: str) -> tuple[str, ...]:
+    pure = PurePosixPath(script)
+    if not script or _CONTROL.search(script) or pure.is_absolute() or ".." in pure.parts:
+        raise RunConfigError(
+            f"script {script!r}: give a path relative to the source directory, without '..'",
+            hint="e.g. envbuild run --source-dir src ENV train.py",
+        )
+    host = source / Path(*pure.parts)
+    if not host.exists():
+        raise ScriptNotFoundError(
+            f"script {script!r} not found in the source directory {source}",
+            hint="SCRIPT is relative to --source-dir (default: the current folder)",
+        )
+    if host.is_dir():
+        raise ScriptNotExecutableError(f"script {script!r} is a directory")
+    container_path = f"{target}/{pure.as_posix()}"
+    if pure.suffix == ".py":
+        return ("python", container_path)
+    if not os.access(host, os.X_OK):
+        raise ScriptNotExecutableError(
+            f"script {script!r} is not executable",
+            hint=f"make it executable (chmod +x {host}) and give it a #! line",
+        )
+    return (container_path,)
+
+
+def _environment(config: RunConfig, settings: Settings) -> dict[str, Any]:
+    """Image reference and run defaults of ``config.environment`` (no engine call)."""
+    env = config.environment
+    if isinstance(env, str) and env.startswith(IMAGE_PREFIX):
+        ref = env[len(IMAGE_PREFIX) :]
+        if not ref or _CONTROL.search(ref) or any(c.isspace() for c in ref):
+            raise RunConfigError(f"environment {env!r}: expected image:REF, e.g. image:debian:12")
+        return {
+            "image": ref,
+            "workdir": DEFAULT_WORKDIR,
+            "shm_size": DEFAULT_SHM_SIZE,
+            "resolved": None,
+        }
+    from envbuild.build.builder import resolve  # the build side is imported only for a folder
+
+    resolved = resolve(Path(env), settings)
+    return {
+        "image": resolved.hash_tag,
+        "workdir": resolved.env.run.workdir,
+        "shm_size": resolved.env.run.shm_size,
+        "resolved": resolved,
+    }
+
+
+def plan(config: RunConfig, settings: Settings | None = None) -> RunPlan:
+    """Resolve and check ``config`` without the engine; raise before anything starts.
+
+    Raises :class:`RunConfigError` (bad option, mount policy, placeholder),
+    :class:`ScriptNotFoundError` (127) or :class:`ScriptNotExecutableError` (126),
+    and the definition's own errors for an environment folder.
+    """
+    settings = settings or load_settings()
+    if config.distribution is not None:
+        raise RunConfigError("distributed runs are not supported yet (distribution must be None)")
+    if (config.script is None) == (config.command is None):
+        raise RunConfigError("give exactly one of a script and a command")
+    env = _environment(config, settings)
+    warnings: list[str] = []
+    allow = config.allow_dangerous_mount
+    source_target: str = env["workdir"]
+    mounts: list[BindMount] = []
+    source: BindMount | None = None
+    if config.source_directory is not None:
+        real = check_host_path(
+            config.source_directory, what="--source-dir", allow_dangerous=allow, warnings=warnings
+        )
+        if not real.is_dir():
+            raise RunConfigError(f"--source-dir: {config.source_directory} is not a folder")
+        source = BindMount(str(real), source_target, read_only=True)
+        mounts.append(source)
+    if config.script is not None:
+        if source is None:
+            raise RunConfigError("a script needs a source directory")
+        argv = _script_argv(Path(source.source), source_target, config.script)
+    else:
+        assert config.command is not None
+        if not config.command or not all(isinstance(a, str) for a in config.command):
+            raise RunConfigError("command: give a non-empty list of strings")
+        argv = tuple(config.command)
+
+    for mount in config.mounts:
+        real = check_host_path(
+            mount.source, what="--mount", allow_dangerous=allow, warnings=warnings
+        )
+        target = _check_target(mount.target, f"--mount {mount.source}")
+        mounts.append(BindMount(str(real), target, read_only=mount.read_only))
+
+    inputs: dict[str, tuple[Path, str, str]] = {}
+    downloads: list[tuple[Path, str]] = []
+    for item in config.inputs:
+        _check_name(item.name, "--input", inputs)
+        if item.mode not in ("mount", "download"):
+            raise RunConfigError(f"--input {item.name}: mode must be mount or download")
+        real = check_host_path(
+            item.path, what=f"--input {item.name}", allow_dangerous=allow, warnings=warnings
+        )
+        target = f"{INPUTS_ROOT}/{item.name}"
+        inputs[item.name] = (real, target, item.mode)
+        if item.mode == "mount":
+            mounts.append(BindMount(str(real), target, read_only=True))
+        else:
+            downloads.append((real, target))
+
+    outputs: dict[str, tuple[Path, str]] = {}
+    for out in config.outputs:
+        _check_name(out.name, "--output", outputs)
+        real = _output_path(
+            out.path, what=f"--output {out.name}", allow_dangerous=allow, warnings=warnings
+        )
+        target = f"{OUTPUTS_ROOT}/{out.name}"
+        outputs[out.name] = (real, target)
+        mounts.append(BindMount(str(real), target, read_only=False))
+
+    targets = [m.target for m in mounts] + [t for _, t in downloads]
+    duplicates = sorted({t for t in targets if targets.count(t) > 1})
+    if duplicates:
+        raise RunConfigError(f"two mounts share the container path {duplicates[0]}")
+
+    arguments = substitute(
+        config.arguments,
+        {name: target for name, (_, target, _) in inputs.items()},
+        {name: target for name, (_, target) in outputs.items()},
+    )
+
+    variables: list[tuple[str, str]] = [("PYTHONUNBUFFERED", "1")]  # live logs from print()
+    gpus = parse_gpus(config.gpus) if config.gpus is not None else None
+    if gpus is None:
+        # Hidden unless asked: a CUDA image on a host whose default runtime is
+        # nvidia would otherwise see every GPU.
+        variables.append(("NVIDIA_VISIBLE_DEVICES", "void"))
+    for name, value in config.environment_variables.items():
+        _check_variable_name(name, name)
+        if "\x00" in value:
+            raise RunConfigError(f"variable {name}: a value cannot hold a NUL byte")
+        variables.append((name, value))
+    merged = dict(variables)  # later wins, as with repeated docker -e
+
+    shm_size = config.shm_size or env["shm_size"]
+    parse_shm_size(shm_size)
+    if config.timeout is not None and not config.timeout > 0:
+        raise RunConfigError("--timeout: give a number of seconds above 0")
+    if config.stop_timeout < 0:
+        raise RunConfigError("stop_timeout: give a number of seconds, 0 or more")
+    if config.name is not None and not _CONTAINER_NAME.fullmatch(config.name):
+        raise RunConfigError(
+            f"--name {config.name!r}: not a container name",
+            hint="letters, digits and _.- (starting with a letter or digit)",
+        )
+    user = config.user or f"{os.getuid()}:{os.getgid()}"
+    if not _USER.fullmatch(user):
+        raise RunConfigError(f"--user {user!r}: expected uid[:gid] or a user name")
+    workdir = _check_target(config.workdir, "--workdir") if config.workdir else source_target
+
+    resolved = env["resolved"]
+    return RunPlan(
+        config=config,
+        image=env["image"],
+        argv=(*argv, *arguments),
+        arguments=arguments,
+        workdir=workdir,
+        source=source,
+        mounts=tuple(mounts),
+        downloads=tuple(downloads),
+        inputs=MappingProxyType(inputs),
+        outputs=MappingProxyType(outputs),
+        variables=tuple(merged.items()),
+        user=user,
+        shm_size=shm_size,
+        gpus=gpus,
+        env_name=resolved.env.name if resolved else None,
+        env_version=resolved.env.version if resolved else None,
+        env_hash=resolved.hash if resolved else None,
+        env_path=resolved.env.path if resolved else None,
+        warnings=tuple(warnings),
+        resolved=resolved,
+    )
+
+
+def _check_name(name: str, what: str, seen: Mapping[str, object]) -> None:
+    if not _NAME.fullmatch(name):
+        raise RunConfigError(
+            f"{what} {name!r}: not a valid name",
+            hint="letters, digits, _ and - (starting with a letter or _), e.g. data",
+        )
+    if name in seen:
+        raise RunConfigError(f"{what} {name!r} is given twice")
+
+
+# --------------------------------------------------------------------------
