@@ -200,6 +200,27 @@ CASES: list[tuple[str, str, list[str]]] = [
     ),
     ("section-not-table", HEAD + 'pip = "six"\n', ["pip: expected a table, got a string"]),
     ("extends-absolute", HEAD + 'extends = "/etc"\n', ["extends: '/etc' is not a relative path"]),
+    # Rules between keys, which `validate` must report as well as `render`.
+    (
+        "conda-python-without-version",
+        HEAD + '[python]\nsource = "conda"\n',
+        ["python.version: is required with python.source = 'conda'", 'version = "3.11"'],
+    ),
+    (
+        "uv-python-without-version",
+        HEAD + '[python]\nsource = "uv"\n',
+        ["python.version: is required with python.source = 'uv'"],
+    ),
+    (
+        "conda-packages-without-conda-python",
+        HEAD + '[conda]\npackages = ["mkl"]\n',
+        ["conda.packages: need python.source = 'conda' (it is 'system')", "[pip]"],
+    ),
+    (
+        "conda-packages-with-uv-python",
+        HEAD + '[python]\nversion = "3.11"\nsource = "uv"\n[conda]\npackages = ["mkl"]\n',
+        ["conda.packages: need python.source = 'conda' (it is 'uv')"],
+    ),
 ]
 
 
@@ -269,3 +290,48 @@ def test_base_dockerfile_trailing_continuation(write_env) -> None:
     with pytest.raises(DefinitionError) as info:
         load(folder)
     assert "ends with a line continuation" in info.value.render()
+
+
+def test_rules_between_keys_are_reported_with_every_other_problem(write_env) -> None:
+    folder = write_env(
+        HEAD + '[python]\nsource = "uv"\n[conda]\npackages = ["mkl"]\n[variables]\nPATH = "x"\n'
+    )
+    with pytest.raises(DefinitionError) as info:
+        load(folder)
+    keys = [p.key for p in info.value.problems]
+    assert keys == ["variables.PATH", "python.version", "conda.packages"]
+
+
+def test_a_rule_is_not_applied_to_a_value_that_is_already_wrong(write_env) -> None:
+    folder = write_env(HEAD + '[python]\nsource = "cnda"\n[conda]\npackages = ["mkl"]\n')
+    with pytest.raises(DefinitionError) as info:
+        load(folder)
+    assert [p.key for p in info.value.problems] == ["python.source"]
+
+
+def test_rules_between_keys_see_what_the_parent_sets(write_env, tmp_path: Path) -> None:
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    (parent / "env.toml").write_text(
+        'schema = 1\nname = "p"\n[python]\nversion = "3.11"\nsource = "conda"\n'
+    )
+    child = tmp_path / "child"
+    child.mkdir()
+    (child / "env.toml").write_text(
+        'schema = 1\nname = "c"\nextends = "../parent"\n[conda]\npackages = ["mkl"]\n'
+    )
+    assert load(child).conda.packages == ("mkl",)
+    (child / "env.toml").write_text(
+        'schema = 1\nname = "c"\nextends = "../parent"\n[python]\nsource = "system"\n'
+        '[conda]\npackages = ["mkl"]\n'
+    )
+    with pytest.raises(DefinitionError) as info:
+        load(child)
+    assert "conda.packages: need python.source = 'conda' (it is 'system')" in info.value.render()
+
+
+def test_validate_reports_what_render_would_refuse(write_env) -> None:
+    from envbuild.cli.main import main
+
+    folder = write_env(HEAD + '[python]\nsource = "conda"\n')
+    assert main(["validate", str(folder)]) == EXIT_DEFINITION

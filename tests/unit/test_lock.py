@@ -604,11 +604,11 @@ def test_conda_without_micromamba_is_a_clear_build_error(
 
 
 def test_conda_packages_need_conda_python(write_env) -> None:
-    from envbuild.errors import RenderError
+    from envbuild.errors import DefinitionError
 
     folder = write_env(ENV + '\n[conda]\npackages = ["mkl"]\n')
-    with pytest.raises(RenderError, match=r"need python\.source = 'conda'"):
-        render(load(folder))
+    with pytest.raises(DefinitionError, match=r"need python\.source = 'conda'"):
+        load(folder)
 
 
 def test_conda_lock_without_solver_is_clear(write_env, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -93,12 +93,3 @@ def test_extends_missing_parent(write_env) -> None:
         load(folder)
     text = info.value.render()
     assert "extends: the parent" in text and "no such environment definition" in text
-
-
-def test_unsupported_python_source_is_clear(write_env) -> None:
-    from envbuild.errors import RenderError
-
-    folder = write_env('schema = 1\nname = "c"\n[python]\nsource = "conda"\n')
-    with pytest.raises(RenderError) as info:
-        render(load(folder))
-    assert "python.source = 'conda' needs [python] version" in info.value.render()

@@ -492,6 +492,36 @@ def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _between_keys(file: str, merged: Mapping[str, Any], found: list[Problem]) -> list[Problem]:
+    """The rules that tie keys together, checked on the merged chain (``extends`` included).
+
+    A rule is skipped when a key it reads already has a problem: the value it
+    would see is not the one the person wrote.
+    """
+    ctx = _Ctx(file)
+
+    def clean(*sections: str) -> bool:
+        return not any(
+            p.key == s or p.key.startswith((f"{s}.", f"{s}[")) for p in found for s in sections
+        )
+
+    python = merged.get("python", {})
+    source = python.get("source", "system")
+    if clean("python") and source in ("uv", "conda") and not python.get("version"):
+        ctx.add(
+            "python.version",
+            f"is required with python.source = {source!r}",
+            'name the Python version, e.g. version = "3.11"',
+        )
+    if clean("python", "conda") and merged.get("conda", {}).get("packages") and source != "conda":
+        ctx.add(
+            "conda.packages",
+            f"need python.source = 'conda' (it is {source!r})",
+            'set [python] source = "conda", or install these packages with [pip]',
+        )
+    return ctx.problems
+
+
 def _dedupe(items: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
@@ -540,12 +570,13 @@ def load(env: str | Path) -> Environment:
         chain.append((current, partial))
         parent = partial.get("extends")
         current = definition_path((current.parent / parent).resolve()) if parent else None
-    if problems:
-        raise DefinitionError(problems)
 
     merged: dict[str, Any] = {}
     for _, partial in reversed(chain):
         merged = _merge(merged, partial) if merged else dict(partial)
+    problems.extend(_between_keys(_display(path), merged, problems))
+    if problems:
+        raise DefinitionError(problems)
     own = chain[0][1]
     return _complete(path.parent, own, merged, tuple(p.parent for p, _ in chain[1:]))
 

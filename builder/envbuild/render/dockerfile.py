@@ -28,7 +28,6 @@ CONDA_PREFIX = "/opt/conda"
 # this is envbuild's constant, never user text).
 VENV_PATH = VENV + "/bin:${PATH}"
 CONDA_PATH = CONDA_PREFIX + "/bin:${PATH}"
-SUPPORTED_PYTHON_SOURCES = ("system", "uv", "conda")
 # Tools bind-mounted from the build context into the steps that use them:
 # never copied into a layer of the image.
 UV_IN_CONTEXT = "envbuild/bin/uv"
@@ -128,21 +127,6 @@ def labels(env: Environment, locks: locking.Locks | None = None) -> tuple[tuple[
 
 def prepare(env: Environment, locks: locking.Locks | None = None) -> dict[str, Any]:
     """The plain data the templates render: sorted, de-duplicated, validated."""
-    if env.python.source not in SUPPORTED_PYTHON_SOURCES:
-        raise RenderError(
-            f"{env.definition_file}: python.source = {env.python.source!r} is not one of "
-            + ", ".join(SUPPORTED_PYTHON_SOURCES),
-        )
-    if env.python.source in ("uv", "conda") and not env.python.version:
-        raise RenderError(
-            f"{env.definition_file}: python.source = {env.python.source!r} needs "
-            '[python] version (e.g. version = "3.11")',
-        )
-    if env.conda.packages and env.python.source != "conda":
-        raise RenderError(
-            f"{env.definition_file}: [conda] packages need python.source = 'conda' "
-            f"(it is {env.python.source!r})",
-        )
     base_dockerfile = None
     if env.base.dockerfile is not None:
         base_dockerfile = env.base.dockerfile.read_text(encoding="utf-8")
