@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from envbuild.settings import load_settings
+from tests.integration import registry as registries
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +60,38 @@ def unique_tag(docker_cli: str) -> Iterator[Callable[[str], str]]:
     yield make
     for tag in made:
         subprocess.run([docker_cli, "rmi", tag], capture_output=True, check=False)
+
+
+# A password no test ever prints: every registry test greps what envbuild printed
+# and stored for it, so a credential that leaks anywhere fails the test.
+CANARY_PASSWORD = "canary-7f3c9e-do-not-print"
+REGISTRY_USER = "envbuild-ci"
+
+
+def _need_registry() -> None:
+    reason = registries.available()
+    if reason is not None:
+        if os.environ.get("ENVBUILD_REQUIRE_DOCKER"):
+            pytest.fail(f"{reason} (ENVBUILD_REQUIRE_DOCKER is set)", pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def registry(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[registries.LoopbackRegistry]:
+    """A plain registry on 127.0.0.1 (no auth), for the whole session."""
+    _need_registry()
+    with registries.running(tmp_path_factory.mktemp("registry")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def auth_registry(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[registries.LoopbackRegistry]:
+    """A registry on 127.0.0.1 with htpasswd (bcrypt) auth: one user, the canary password."""
+    _need_registry()
+    root = tmp_path_factory.mktemp("auth-registry")
+    with registries.running(root, username=REGISTRY_USER, password=CANARY_PASSWORD) as running:
+        yield running
