@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from envbuild.engine.docker import BuildRequest, ImageInfo, Log
 from envbuild.errors import BuildError
@@ -30,8 +30,17 @@ class FakeEngine:
         return image_id
 
     def tag(self, image_id: str, ref: str) -> None:
+        """Point ``ref`` at ``image_id``; each image's ``tags`` list what names it, as the engine's do."""
         self.calls.append(("tag", ref))
-        self.images[ref] = self.images[image_id]
+        for name, info in list(self.images.items()):
+            if ref in info.tags:  # the tag moves away from the image it named
+                self.images[name] = replace(info, tags=tuple(t for t in info.tags if t != ref))
+        info = self.images[image_id]
+        moved = replace(info, tags=(*info.tags, ref))
+        for name, other in list(self.images.items()):
+            if other.id == info.id:
+                self.images[name] = moved
+        self.images[ref] = moved
 
     def remove_image(self, ref: str) -> None:
         self.calls.append(("remove", ref))

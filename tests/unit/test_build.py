@@ -119,3 +119,22 @@ def test_ca_bundle_is_not_hashed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     engine = FakeEngine()
     result = build(HELLO, settings=settings, engine=engine)
     assert result.hash == before
+
+
+def test_hit_moves_the_version_tag_to_the_image_it_answers(write_env) -> None:
+    """Two folders with the same name and version, built alternately: each answer's
+    tags, the version tag included, name the image it returns."""
+    settings = load_settings()
+    engine = FakeEngine()
+    one = write_env('schema = 1\nname = "twin"\nversion = 3\n', folder="one")
+    two = write_env('schema = 1\nname = "twin"\nversion = 3\n[variables]\nX = "2"\n', folder="two")
+    first = build(one, settings=settings, engine=engine)
+    second = build(two, settings=settings, engine=engine)
+    assert first.id != second.id
+    again = build(one, settings=settings, engine=engine)
+    assert again.cached
+    assert again.tags == (first.image, "envbuild/twin:3")
+    assert engine.images["envbuild/twin:3"].id == first.id == again.id
+    engine.calls.clear()
+    assert build(one, settings=settings, engine=engine).cached
+    assert engine.calls == [("inspect", first.image)]  # the tag is already there: no request

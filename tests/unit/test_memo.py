@@ -98,7 +98,11 @@ def test_fast_path_answers_like_the_full_command_line(
     settings = load_settings()
     assert cached_build(["build", str(hello), "--json"]) is None  # no memo yet: full CLI
     resolved = resolve(hello, settings)
-    image = ImageInfo(id="sha256:" + "1" * 64, labels={"io.envbuild.hash": resolved.hash})
+    image = ImageInfo(
+        id="sha256:" + "1" * 64,
+        tags=(resolved.hash_tag, resolved.version_tag),
+        labels={"io.envbuild.hash": resolved.hash},
+    )
     monkeypatch.setattr(
         DockerEngine, "inspect_image", lambda self, ref: image if ref == resolved.hash_tag else None
     )

@@ -59,6 +59,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Literal
 
+from envbuild.cache.identity import BASE_RECIPE_LABEL
 from envbuild.errors import (
     BootstrapError,
     EngineError,
@@ -311,7 +312,7 @@ def image_config(
         "config": {
             "Env": [_PATH],
             "Cmd": ["bash"],
-            "Labels": {"io.envbuild.base.recipe": recipe.ref},
+            "Labels": {BASE_RECIPE_LABEL: recipe.ref},
         },
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [

@@ -21,20 +21,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from envbuild.render.context import BuildContext
-from envbuild.definition.model import Environment, load
-from envbuild.engine.docker import BuildRequest, Engine, ImageInfo
-from envbuild.errors import EngineError
-from envbuild.cache.hashing import content_hash
-from envbuild.render.dockerfile import render
-from envbuild.build.result import HASH_LABEL as HASH_LABEL  # re-exported, as are the next two
-from envbuild.build.result import BuildResult as BuildResult
+from envbuild.build.result import BuildResult as BuildResult  # re-exported, as is report
 from envbuild.build.result import report as report
+from envbuild.cache import identity
+from envbuild.cache.hashing import content_hash
+from envbuild.cache.identity import HASH_LABEL as HASH_LABEL  # re-exported
+from envbuild.cache.identity import INPUTS_LABEL as INPUTS_LABEL  # re-exported
+from envbuild.cache.lookup import lookup
+from envbuild.definition.model import Environment, load
+from envbuild.engine.docker import BuildRequest, Engine
+from envbuild.errors import EngineError
+from envbuild.render.context import BuildContext
+from envbuild.render.dockerfile import render
 from envbuild.settings import Settings
 
-# The inputs of the hash in short (see envbuild.catalog.explain), so that `explain`
-# can say what changed against any image, even one built elsewhere.
-INPUTS_LABEL = "io.envbuild.inputs"
 CA_SECRET = "envbuild-ca"  # noqa: S105 - the secret's id, not a secret
 NETRC_SECRET = "envbuild-netrc"  # noqa: S105 - the secret's id, not a secret
 CA_ENV_VARS = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
@@ -63,17 +63,17 @@ class Resolved:
     @property
     def repository(self) -> str:
         """``<prefix>/<name>``."""
-        return f"{self.prefix}/{self.env.name}"
+        return identity.repository(self.prefix, self.env.name)
 
     @property
     def hash_tag(self) -> str:
         """The tag that names this exact content: ``<prefix>/<name>:<hash12>``."""
-        return f"{self.repository}:{self.hash[:12]}"
+        return identity.hash_tag(self.prefix, self.env.name, self.hash)
 
     @property
     def version_tag(self) -> str:
         """The moving tag of the definition's version: ``<prefix>/<name>:<version>``."""
-        return f"{self.repository}:{self.env.version}"
+        return identity.version_tag(self.prefix, self.env.name, self.env.version)
 
 
 def resolve(env: str | Path | Environment, settings: Settings, *, memo: bool = True) -> Resolved:
@@ -170,35 +170,34 @@ def _hash_lock(settings: Settings, digest: str, log: Log) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _cache_hit(engine: Engine, resolved: Resolved) -> ImageInfo | None:
-    info = engine.inspect_image(resolved.hash_tag)
-    # hash12 is a tag, not a proof: the label carries the full hash.
-    if info is not None and info.labels.get(HASH_LABEL) == resolved.hash:
-        return info
-    return None
+def _lookup(engine: Engine, resolved: Resolved, started: float) -> BuildResult | None:
+    """The cache lookup of :mod:`envbuild.cache.lookup`, as a build's result."""
+    hit = lookup(
+        engine,
+        prefix=resolved.prefix,
+        name=resolved.env.name,
+        version=resolved.env.version,
+        digest=resolved.hash,
+    )
+    if hit is None:
+        return None
+    return BuildResult(hit.image, resolved.hash, True, hit.id, time.monotonic() - started, hit.tags)
 
 
 def cached(
     env: str | Path | Environment | Resolved, settings: Settings, engine: Engine | None = None
 ) -> BuildResult | None:
-    """The existing image of ``env`` (one engine call), or ``None`` on a cache miss."""
+    """The existing image of ``env`` (one engine call), or ``None`` on a cache miss.
+
+    A hit moves the version tag to the image it answers with.
+    """
     started = time.monotonic()
     resolved = env if isinstance(env, Resolved) else resolve(env, settings)
     if engine is None:
         from envbuild.engine.docker import DockerEngine
 
         engine = DockerEngine(settings.docker)
-    info = _cache_hit(engine, resolved)
-    if info is None:
-        return None
-    return BuildResult(
-        resolved.hash_tag,
-        resolved.hash,
-        True,
-        info.id,
-        time.monotonic() - started,
-        (resolved.hash_tag, resolved.version_tag),
-    )
+    return _lookup(engine, resolved, started)
 
 
 def build(
@@ -238,17 +237,10 @@ def build(
             return hit
     with _hash_lock(settings, resolved.hash, log):
         if not rebuild:
-            info = _cache_hit(engine, resolved)  # built while we waited
-            if info is not None:
+            waited = _lookup(engine, resolved, started)  # built while we waited
+            if waited is not None:
                 log(f"envbuild: {resolved.hash_tag} was built by the other process; reusing it")
-                return BuildResult(
-                    resolved.hash_tag,
-                    resolved.hash,
-                    True,
-                    info.id,
-                    time.monotonic() - started,
-                    tags,
-                )
+                return waited
         secrets = {}
         bundle = find_ca_bundle(ca_bundle)
         if bundle is not None:

@@ -21,12 +21,10 @@ from typing import Any
 
 from envbuild import lock as locking
 from envbuild.cache.hashing import HASH_SCHEMA
+from envbuild.cache.identity import HASH_LABEL, INPUTS_LABEL, NAME_LABEL
 from envbuild.engine.docker import Engine, ImageInfo
 from envbuild.render.context import BuildContext
 
-INPUTS_LABEL = "io.envbuild.inputs"
-HASH_LABEL = "io.envbuild.hash"
-NAME_LABEL = "io.envbuild.name"
 RECORD_VERSION = 1
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from envbuild.cache.identity import SBOM_LABEL as SBOM_LABEL  # re-exported
 from envbuild.definition.model import Environment
 from envbuild.engine.docker import STDOUT, ContainerSpec, ContainerStream
 from envbuild.errors import EngineError, EnvbuildError
@@ -48,7 +49,7 @@ CONDA_LOCK_GLOB = "conda-*.lock"
 
 # The label the rendered Dockerfile gives the declared base image.
 BASE_LABEL = "org.opencontainers.image.base.name"
-SBOM_LABEL = "io.envbuild.sbom"
+
 SBOM_TIMEOUT = 120  # seconds per command run inside an image
 
 # The commands that read an image's packages (argv lists: no shell involved).

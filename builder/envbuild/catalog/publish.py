@@ -616,7 +616,7 @@ def image_reader(engine: ImageEngine, prefix: str) -> ImageReader:
     An image counts only if its hash label carries the full hash; its packages
     are read by running commands inside it (see :func:`envbuild.catalog.packages.from_image`).
     """
-    from envbuild.build.builder import HASH_LABEL
+    from envbuild.cache.identity import HASH_LABEL
     from envbuild.catalog.packages import from_image
 
     def read(env: Environment, digest: str) -> dict[str, Any] | None:

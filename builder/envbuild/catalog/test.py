@@ -21,12 +21,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from envbuild.cache.identity import TEST_LABEL as TEST_LABEL  # re-exported
 from envbuild.definition.model import TestSpec
 from envbuild.engine.docker import STDOUT, ContainerSpec, DockerEngine
 from envbuild.errors import EngineError
 
 Log = Callable[[str], None]
-TEST_LABEL = "io.envbuild.test"
+
 OUTPUT_LIMIT = 1 << 20  # bytes of output kept per check
 
 

@@ -58,21 +58,21 @@ def cached_build(argv: Sequence[str]) -> int | None:
         found = memo.recall(settings.home, key) if key else None
         if found is None:
             return None
-        from envbuild.build.result import HASH_LABEL, BuildResult, report
+        from envbuild.build.result import BuildResult, report
+        from envbuild.cache.lookup import lookup
         from envbuild.engine.docker import DockerEngine
 
-        repository = f"{settings.prefix}/{found['name']}"
-        image = f"{repository}:{found['hash'][:12]}"
-        info = DockerEngine(settings.docker).inspect_image(image)
-        if info is None or info.labels.get(HASH_LABEL) != found["hash"]:
+        hit = lookup(
+            DockerEngine(settings.docker),
+            prefix=settings.prefix,
+            name=found["name"],
+            version=found["version"],
+            digest=found["hash"],
+        )
+        if hit is None:
             return None
         result = BuildResult(
-            image,
-            found["hash"],
-            True,
-            info.id,
-            time.monotonic() - started,
-            (image, f"{repository}:{found['version']}"),
+            hit.image, found["hash"], True, hit.id, time.monotonic() - started, hit.tags
         )
     except Exception:  # the full CLI redoes this and reports the error properly
         return None

@@ -256,7 +256,7 @@ def _build_many(folders: list[Path], one: Any, *, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 def images(as_json: bool) -> None:
     """List the images envbuild built: name, version, hash and size."""
-    from envbuild.build.builder import HASH_LABEL
+    from envbuild.cache.identity import HASH_LABEL, NAME_LABEL, VERSION_LABEL
     from envbuild.engine.docker import DockerEngine
 
     settings = _settings()
@@ -264,8 +264,8 @@ def images(as_json: bool) -> None:
     for info in DockerEngine(settings.docker).list_images(HASH_LABEL):
         rows.append(
             {
-                "name": info.labels.get("io.envbuild.name", ""),
-                "version": info.labels.get("io.envbuild.version", ""),
+                "name": info.labels.get(NAME_LABEL, ""),
+                "version": info.labels.get(VERSION_LABEL, ""),
                 "hash": info.labels.get(HASH_LABEL, ""),
                 "id": info.id,
                 "tags": sorted(info.tags),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from envbuild import lock as locking
+from envbuild.cache import identity
 from envbuild.definition.model import Environment
 from envbuild.errors import RenderError
 from envbuild.render.context import BuildContext, ContextFile
@@ -96,9 +97,9 @@ def labels(env: Environment, locks: locking.Locks | None = None) -> tuple[tuple[
     with the reasons, so that nobody mistakes it for a pinned image.
     """
     items = {
-        "io.envbuild.name": env.name,
-        "io.envbuild.version": str(env.version),
-        "io.envbuild.schema": str(env.schema),
+        identity.NAME_LABEL: env.name,
+        identity.VERSION_LABEL: str(env.version),
+        identity.SCHEMA_LABEL: str(env.schema),
         "org.opencontainers.image.title": env.name,
         "org.opencontainers.image.version": str(env.version),
     }
@@ -107,21 +108,21 @@ def labels(env: Environment, locks: locking.Locks | None = None) -> tuple[tuple[
     if env.base.image:
         items["org.opencontainers.image.base.name"] = env.base.image
     if env.gpu.cuda:
-        items["io.envbuild.cuda"] = env.gpu.cuda
+        items[identity.CUDA_LABEL] = env.gpu.cuda
     if locks is not None and locks.base is not None:
         # OCI's base.digest is a manifest digest; a local image ID gets our own label.
         key = (
             "org.opencontainers.image.base.digest"
             if locks.base.kind == "digest"
-            else ("io.envbuild.base.id")
+            else identity.BASE_ID_LABEL
         )
         items[key] = locks.base.id
     reasons = locking.unlocked_reasons(env, locks)
     if reasons:
-        items["io.envbuild.reproducible"] = "false"
-        items["io.envbuild.reproducible.reasons"] = "; ".join(reasons)
+        items[identity.REPRODUCIBLE_LABEL] = "false"
+        items[identity.REPRODUCIBLE_REASONS_LABEL] = "; ".join(reasons)
     else:
-        items["io.envbuild.locked"] = "true"
+        items[identity.LOCKED_LABEL] = "true"
     return tuple(sorted(items.items()))
 
 

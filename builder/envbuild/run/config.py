@@ -47,6 +47,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
+from envbuild.cache.identity import RUN_LABEL as RUN_LABEL  # re-exported
 from envbuild.engine.docker import (
     GpuRequest,
 )
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
 
 
 IMAGE_PREFIX = "image:"
-RUN_LABEL = "io.envbuild.run"
+
 INPUTS_ROOT = "/inputs"  # input NAME appears at /inputs/NAME
 OUTPUTS_ROOT = "/outputs"  # output NAME appears at /outputs/NAME
 DEFAULT_WORKDIR = "/workspace"  # where the source goes for an image:REF run
