@@ -226,3 +226,84 @@ def test_run_from_a_worker_thread_leaves_signals_alone(settings: Settings, src: 
     thread.start()
     thread.join(10)
     assert results and results[0].exit_code == 0  # type: ignore[attr-defined]
+
+
+def _broken_home(settings: Settings, how: str) -> None:
+    home = settings.home
+    if how == "home-is-a-file":
+        home.parent.mkdir(parents=True, exist_ok=True)
+        home.write_text("not a folder")
+    elif how == "parts-are-wrong":
+        home.mkdir(parents=True)
+        (home / "runs").write_text("a file where the logs go")
+        (home / "runs.db").mkdir()  # a folder where the database goes
+    elif how == "database-is-garbage":
+        home.mkdir(parents=True)
+        (home / "runs.db").write_bytes(b"this is not a database" * 100)
+
+
+@pytest.mark.parametrize("how", ["home-is-a-file", "parts-are-wrong", "database-is-garbage"])
+def test_a_broken_state_folder_never_costs_the_job(
+    settings: Settings, src: Path, tmp_path: Path, how: str
+) -> None:
+    _broken_home(settings, how)
+    engine = FakeRunEngine(frames=[out("trained\n")], exit_code=0).with_image()
+    result, captured = go(engine, settings, src, outputs=[Output("model", tmp_path / "out")])
+    assert result.exit_code == 0 and result.status == "exited"  # type: ignore[attr-defined]
+    assert engine.ops == ["create", "attach", "start", "wait", "remove"]  # never cut short
+    assert captured.chunks == [("stdout", b"trained\n")]
+    assert (tmp_path / "out").is_dir()
+    warnings = [m for m in captured.messages if m.startswith("warning:")]
+    history_warnings = [m for m in warnings if "history" in m]
+    assert len(history_warnings) == 1, warnings  # reported once, start and end together
+    if how != "database-is-garbage":
+        assert result.log_path is None  # type: ignore[attr-defined]
+        assert sum("log" in m and "history" not in m for m in warnings) == 1
+
+
+class _FullDisk:
+    """A log file whose writes fail as on a full filesystem, after ``room`` bytes."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.writes = 0
+
+    def write(self, data: bytes) -> int:
+        self.writes += 1
+        if len(data) > self.room:
+            raise OSError(28, "No space left on device")
+        self.room -= len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        if self.room <= 0:
+            raise OSError(28, "No space left on device")
+
+    def close(self) -> None:
+        self.flush()
+
+
+def test_a_full_disk_mid_run_is_warned_once_and_the_run_completes(
+    settings: Settings, src: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = _FullDisk(room=10)
+    real_open = Path.open
+
+    def fake_open(self: Path, mode: str = "r", *args: object, **kwargs: object) -> object:
+        if self.suffix == ".log" and mode == "wb":
+            return disk
+        return real_open(self, mode, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(Path, "open", fake_open)
+    frames = [out(f"line {i}\n") for i in range(50)]
+    engine = FakeRunEngine(frames=frames, exit_code=7).with_image()
+    result, captured = go(engine, settings, src)
+    assert result.exit_code == 7 and result.status == "exited"  # type: ignore[attr-defined]
+    assert len(captured.chunks) == 50  # the user still saw every line
+    assert engine.ops == ["create", "attach", "start", "wait", "remove"]
+    assert [m for m in captured.messages if "log" in m and m.startswith("warning:")] == [
+        m for m in captured.messages if m.startswith("warning:")
+    ]
+    assert len([m for m in captured.messages if m.startswith("warning:")]) == 1
+    assert disk.writes <= 3  # stopped writing after the failure
+    assert History.at(settings).get(result.run_id).status == "exited"  # type: ignore[attr-defined]

@@ -104,3 +104,37 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         conn.execute("PRAGMA user_version = 99")
     with pytest.raises(HistoryError, match="newer envbuild"):
         History(path).list()
+
+
+def test_one_damaged_row_does_not_hide_the_others(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    history = History(path)
+    history.start(record("good000000001"))
+    history.start(record("bad0000000001"))
+    history.start(record("bad0000000002"))
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE runs SET argv = '{not json', inputs = '[1]', mounts = '\"x\"', "
+            "exit_code = 'seven', duration = x'00ff', status = '', started_at = 3 "
+            "WHERE id = 'bad0000000001'"
+        )
+        conn.execute(
+            "UPDATE runs SET outputs = 'null', env_version = 'v', variables = '[1, {}]' "
+            "WHERE id = 'bad0000000002'"
+        )
+    records = {r.id: r for r in History(path).list(limit=None)}
+    assert set(records) == {"good000000001", "bad0000000001", "bad0000000002"}
+    bad = records["bad0000000001"]
+    assert bad.argv == () and bad.inputs == {} and bad.mounts == ()
+    assert bad.exit_code is None and bad.duration is None and bad.status == "unknown"
+    assert records["bad0000000002"].outputs == {} and records["bad0000000002"].env_version is None
+    assert records["good000000001"].argv == ("python", "/workspace/train.py", "a b")
+    assert History(path).get("bad0000000001").to_json()["argv"] == []
+
+
+def test_a_version_beyond_64_bits_is_recorded_as_unknown(tmp_path: Path) -> None:
+    history = History(tmp_path / "runs.db")
+    history.start(record("big", env_version=2**70))
+    history.start(record("edge", env_version=2**63 - 1))
+    assert history.get("big").env_version is None
+    assert history.get("edge").env_version == 2**63 - 1

@@ -130,7 +130,7 @@ def test_parse_gpus(text: str, request_: GpuRequest) -> None:
     assert parse_gpus(text) == request_
 
 
-@pytest.mark.parametrize("text", ["0", "", "a b", "1,,2", "device="])
+@pytest.mark.parametrize("text", ["0", "", "a b", "1,,2", "device=", "²", "1²", "device=²", "٣"])
 def test_parse_gpus_rejects(text: str) -> None:
     with pytest.raises(RunConfigError):
         parse_gpus(text)

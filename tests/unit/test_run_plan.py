@@ -205,6 +205,11 @@ def test_defaults_user_shm_workdir(src: Path) -> None:
         {"name": "bad name"},
         {"user": "a b"},
         {"timeout": 0},
+        {"timeout": float("inf")},
+        {"timeout": float("nan")},
+        {"timeout": 1e300},  # beyond what a timer can wait
+        {"stop_timeout": float("inf")},
+        {"stop_timeout": float("nan")},
         {"shm_size": "lots"},
         {"environment": "image:"},
         {"distribution": "mpi"},
@@ -356,3 +361,11 @@ def test_run_config_is_frozen_and_normalised(src: Path) -> None:
         cfg.script = "other.py"  # type: ignore[misc]
     with pytest.raises(TypeError):
         cfg.environment_variables["B"] = "2"  # type: ignore[index]
+
+
+def test_output_under_a_file_is_a_clear_error(src: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunConfigError, match="exists and is not a folder"):
+        plan(config(src, outputs=[Output("x", tmp_path / "file" / "sub" / "deeper")]))
+    with pytest.raises(RunConfigError, match="exists and is not a folder"):
+        plan(config(src, outputs=[Output("x", tmp_path / "file")]))

@@ -28,6 +28,12 @@ from envbuild.run.policy import check_host_path, dangerous_reason
         "/run/docker.sock",
         "/var/run/docker.sock",
         "/run/containerd/containerd.sock",
+        "/run/docker",  # the engine's runtime folder: containerd's socket is inside
+        "/run/docker/containerd/containerd.sock",
+        "/var/run/docker/containerd/containerd.sock",
+        "/var/lib/containerd",
+        "/run/runc",
+        "/run/buildkit/buildkitd.sock",
         "/var/run",  # holds the Docker socket
         "/run",
         "/var",  # holds /var/lib/docker
@@ -116,3 +122,20 @@ def test_bound_path_is_the_resolved_one(tmp_path: Path) -> None:
     link = tmp_path / "link"
     link.symlink_to(real)
     assert check_host_path(link, what="--mount", allow_dangerous=False) == real.resolve()
+
+
+def test_any_unix_socket_is_refused_unless_allowed(tmp_path: Path) -> None:
+    import socket
+
+    path = tmp_path / "agent.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        assert "unix socket" in (dangerous_reason(path) or "")
+        link = tmp_path / "innocent"
+        link.symlink_to(path)
+        with pytest.raises(MountPolicyError, match="unix socket"):
+            check_host_path(link, what="--input c", allow_dangerous=False)
+        warnings: list[str] = []
+        assert check_host_path(path, what="--mount", allow_dangerous=True, warnings=warnings)
+        assert warnings and "unix socket" in warnings[0]
+    assert dangerous_reason(tmp_path) is None  # the folder holding it is not refused

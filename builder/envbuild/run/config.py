@@ -67,6 +67,7 @@ DEFAULT_WORKDIR = "/workspace"  # where the source goes for an image:REF run
 DEFAULT_SHM_SIZE = "2g"  # Docker's 64 MB gives PyTorch DataLoaders a "Bus error"
 DEFAULT_STOP_TIMEOUT = 10.0
 EXIT_TIMEOUT = 124  # as GNU timeout(1)
+MAX_TIMEOUT = 365 * 86400.0  # --timeout's ceiling: finite (no inf, no nan), and a timer can hold it
 
 InputMode = Literal["mount", "download"]
 Output_ = Callable[[str, bytes], None]
@@ -200,7 +201,7 @@ class RunResult:
     exit_code: int
     status: str
     duration: float
-    log_path: Path
+    log_path: Path | None  # None when the log could not be written (a warning said so)
     outputs: Mapping[str, Path]
     image: str
     image_id: str
@@ -303,7 +304,7 @@ def parse_gpus(text: str) -> GpuRequest:
         ids = value[len("device=") :].split(",")
     elif value == "all":
         return GpuRequest(count=-1)
-    elif value.isdigit():
+    elif value.isascii() and value.isdigit():  # str.isdigit() says yes to "²"
         if int(value) < 1:
             raise RunConfigError("--gpus 0: ask for at least one GPU, or leave --gpus out")
         return GpuRequest(count=int(value))

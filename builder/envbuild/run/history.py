@@ -124,15 +124,68 @@ def utc_iso(timestamp: float) -> str:
 
 
 _JSON_COLUMNS = ("argv", "arguments", "variables", "mounts", "inputs", "outputs")
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _sqlite_int(value: int | None) -> int | None:
+    """``value`` if SQLite can hold it (64 bits), else ``None`` (recorded as unknown)."""
+    if value is None or _INT64[0] <= value <= _INT64[1]:
+        return value
+    return None
+
+
+def _text(value: object, default: str = "") -> str:
+    return value if isinstance(value, str) else default
+
+
+def _optional(value: object, kind: type | tuple[type, ...]) -> Any:
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+
+def _json_column(value: object, kind: type) -> Any:
+    try:
+        data = json.loads(value) if isinstance(value, (str, bytes)) else None
+    except ValueError:
+        data = None
+    if not isinstance(data, kind):
+        return kind()
+    if isinstance(data, dict):  # name -> {key: value}
+        return {str(k): v for k, v in data.items() if isinstance(v, dict)}
+    return data
 
 
 def _row_to_record(row: sqlite3.Row) -> RunRecord:
+    """One row as a record; a damaged field reads as empty, never as an error.
+
+    The history is a record of what happened, not an input: one row written by
+    a crashed process or edited by hand must not make every other row unreadable.
+    """
     data = dict(row)
-    for key in _JSON_COLUMNS:
-        data[key] = json.loads(data[key])
-    for key in ("argv", "arguments", "variables", "mounts"):
-        data[key] = tuple(data[key])
-    return RunRecord(**data)
+    status = _text(data.get("status"), "unknown") or "unknown"
+    return RunRecord(
+        id=_text(data.get("id"), "?"),
+        started_at=_text(data.get("started_at")),
+        status=status,
+        image=_text(data.get("image")),
+        image_id=_text(data.get("image_id")),
+        log_path=_text(data.get("log_path")),
+        argv=tuple(str(a) for a in _json_column(data.get("argv"), list)),
+        arguments=tuple(str(a) for a in _json_column(data.get("arguments"), list)),
+        variables=tuple(str(a) for a in _json_column(data.get("variables"), list)),
+        mounts=tuple(m for m in _json_column(data.get("mounts"), list) if isinstance(m, dict)),
+        inputs=_json_column(data.get("inputs"), dict),
+        outputs=_json_column(data.get("outputs"), dict),
+        script=_optional(data.get("script"), str),
+        env_name=_optional(data.get("env_name"), str),
+        env_version=_optional(data.get("env_version"), int),
+        env_hash=_optional(data.get("env_hash"), str),
+        source_dir=_optional(data.get("source_dir"), str),
+        workdir=_optional(data.get("workdir"), str),
+        user=_optional(data.get("user"), str),
+        finished_at=_optional(data.get("finished_at"), str),
+        exit_code=_optional(data.get("exit_code"), int),
+        duration=_optional(data.get("duration"), (int, float)),
+    )
 
 
 class History:
@@ -161,7 +214,7 @@ class History:
                 conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
                 self._prepare(conn)
                 yield conn
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OSError, OverflowError) as exc:
                 raise HistoryError(f"the run history {self.path} failed: {exc}") from exc
 
     @staticmethod
@@ -200,7 +253,7 @@ class History:
             "exit_code": record.exit_code,
             "duration": record.duration,
             "env_name": record.env_name,
-            "env_version": record.env_version,
+            "env_version": _sqlite_int(record.env_version),
             "env_hash": record.env_hash,
             "image": record.image,
             "image_id": record.image_id,

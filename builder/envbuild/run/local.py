@@ -298,14 +298,15 @@ def run(
 
     run_id = _new_run_id()
     label = f"{RUN_LABEL}={run_id}"
-    runs_dir = settings.home / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    log_path = runs_dir / f"{run_id}.log"
+    # envbuild's own records (the log file, the history) are never worth the
+    # user's job: a full disk or a broken state folder is reported once each,
+    # and the run goes on (its outputs are on the host already).
+    run_log = _RunLog(settings.home / "runs" / f"{run_id}.log", log)
     started, clock = time.time(), time.monotonic()
     # The history row is written while the engine creates the container: a
     # SQLite commit costs as much as an engine request, and nothing depends on it.
     recorder = _Background(
-        lambda: _record_start(settings, the_plan, run_id, image, image_id, log_path, started)
+        lambda: _record_start(settings, the_plan, run_id, image, image_id, run_log.path, started)
     )
 
     supervisor = _Supervisor(engine, config.stop_timeout, log)
@@ -313,7 +314,7 @@ def run(
     status_code: int | None = None
     status, exit_code = "failed", 125
     try:
-        with supervisor.installed(handle_signals), log_path.open("wb") as log_file:
+        with supervisor.installed(handle_signals):
             stream: ContainerStream | None = None
             try:
                 supervisor.container_id = engine.create_container(spec)
@@ -329,7 +330,7 @@ def run(
                 _start(engine, supervisor.container_id, the_plan)
                 supervisor.resend()
                 supervisor.start_timer(config.timeout)
-                _drain(stream, output, log_file)
+                _drain(stream, output, run_log)
                 status_code = engine.wait_container(supervisor.container_id)
             except _Interrupted:
                 pass
@@ -340,6 +341,7 @@ def run(
                 supervisor.finishing = True
                 if stream is not None:
                     stream.close()
+                run_log.close()
                 # A clean run created one container and knows its ID; any other
                 # path also sweeps by label (a create cut short by a signal or
                 # an error may have left a container whose ID never came back).
@@ -353,17 +355,7 @@ def run(
             exit_code, status = status_code, "exited"
     finally:
         duration = time.monotonic() - clock
-        try:
-            history = recorder.result()
-            history.finish(
-                run_id,
-                status=status,
-                exit_code=exit_code,
-                duration=duration,
-                finished=time.time(),
-            )
-        except EnvbuildError as exc:
-            log(f"envbuild: could not record the end of run {run_id}: {exc.message}")
+        _record_finish(recorder, run_id, status, exit_code, duration, log)
     if status == "interrupted":
         log(f"envbuild: run {run_id} interrupted; its container was removed")
     elif status == "timed-out":
@@ -373,7 +365,7 @@ def run(
         exit_code=exit_code,
         status=status,
         duration=duration,
-        log_path=log_path,
+        log_path=None if run_log.failed else run_log.path,
         outputs=MappingProxyType(outputs),
         image=image,
         image_id=image_id,
@@ -420,6 +412,89 @@ def _record_start(
     return history
 
 
+def _record_finish(
+    recorder: _Background[History],
+    run_id: str,
+    status: str,
+    exit_code: int,
+    duration: float,
+    log: Log,
+) -> None:
+    """Complete the run's history row; any failure is reported once, never raised."""
+    try:
+        history = recorder.result()
+    except Exception as exc:  # the start failed: one warning for both halves
+        log(f"warning: could not record run {run_id} in the history: {_why(exc)}")
+        return
+    try:
+        history.finish(
+            run_id, status=status, exit_code=exit_code, duration=duration, finished=time.time()
+        )
+    except Exception as exc:
+        log(f"warning: could not record the end of run {run_id} in the history: {_why(exc)}")
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, EnvbuildError):
+        return exc.message
+    if isinstance(exc, OSError):
+        return f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _RunLog:
+    """The run's log file. Failing to write it is reported once and never stops the run."""
+
+    def __init__(self, path: Path, log: Log) -> None:
+        self.path = path
+        self.failed = False
+        self._log = log
+        self._file: Any = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = path.open("wb")
+        except OSError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: OSError) -> None:
+        if not self.failed:
+            self.failed = True
+            self._log(
+                f"warning: cannot write this run's log to {self.path} "
+                f"({exc.strerror or exc}); the run goes on without it"
+            )
+        handle, self._file = self._file, None
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                handle.close()
+
+    def write(self, data: bytes) -> None:
+        """Append ``data`` (dropped once the log has failed)."""
+        if self._file is not None:
+            try:
+                self._file.write(data)
+            except OSError as exc:
+                self._fail(exc)
+
+    def flush(self) -> None:
+        """Hand what is buffered to the file (``envbuild logs`` elsewhere sees progress)."""
+        if self._file is not None:
+            try:
+                self._file.flush()
+            except OSError as exc:
+                self._fail(exc)
+
+    def close(self) -> None:
+        """Flush and close (safe to call twice)."""
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError as exc:
+                self._file = None
+                self._fail(exc)
+            self._file = None
+
+
 def _start(engine: RunEngine, container_id: str, the_plan: RunPlan) -> None:
     try:
         engine.start_container(container_id)
@@ -457,7 +532,7 @@ class _Background(Generic[T]):
         return self._value[0]
 
 
-def _drain(stream: Iterable[tuple[int, bytes]], output: Output_, log_file: Any) -> None:
+def _drain(stream: Iterable[tuple[int, bytes]], output: Output_, log_file: _RunLog) -> None:
     """Copy every frame to the output and the log file until the stream ends."""
     last_flush = time.monotonic()
     for kind, data in stream:

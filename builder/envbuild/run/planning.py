@@ -31,6 +31,7 @@ from envbuild.run.config import (
     DEFAULT_WORKDIR,
     IMAGE_PREFIX,
     INPUTS_ROOT,
+    MAX_TIMEOUT,
     OUTPUTS_ROOT,
     RUN_LABEL,
     RunConfig,
@@ -338,10 +339,17 @@ def plan(config: RunConfig, settings: Settings | None = None) -> RunPlan:
 
     shm_size = config.shm_size or env["shm_size"]
     parse_shm_size(shm_size)
-    if config.timeout is not None and not config.timeout > 0:
-        raise RunConfigError("--timeout: give a number of seconds above 0")
-    if config.stop_timeout < 0:
-        raise RunConfigError("stop_timeout: give a number of seconds, 0 or more")
+    if config.timeout is not None and not 0 < config.timeout <= MAX_TIMEOUT:
+        raise RunConfigError(
+            f"--timeout {config.timeout:g}: give a number of seconds above 0 "
+            f"and at most {MAX_TIMEOUT:g} (a year)",
+            hint="leave --timeout out for no limit",
+        )
+    if not 0 <= config.stop_timeout <= MAX_TIMEOUT:
+        raise RunConfigError(
+            f"stop_timeout {config.stop_timeout:g}: give a number of seconds, "
+            f"0 or more and at most {MAX_TIMEOUT:g}"
+        )
     if config.name is not None and not _CONTAINER_NAME.fullmatch(config.name):
         raise RunConfigError(
             f"--name {config.name!r}: not a container name",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,10 @@ if TYPE_CHECKING:
 # Binding any of these (or a folder inside, or a folder holding one) gives the
 # container the host: the engine's socket is root on the host (OWASP Docker
 # rule #1), /proc, /sys and /dev reach the kernel and devices, /etc the host's
-# users and services, /var/lib/docker every image and container.
+# users and services, /var/lib/docker every image and container. The engine's
+# runtime folders hold more sockets than the one in DOCKER_HOST: containerd's
+# (/run/docker/containerd/containerd.sock gives the container every other one),
+# plugins', BuildKit's and runc's state.
 _SYSTEM_PATHS = {
     "/proc": "the host's kernel and processes",
     "/sys": "the host's kernel",
@@ -32,8 +36,15 @@ _SYSTEM_PATHS = {
     "/var/lib/containerd": "containerd's data",
     "/run/docker.sock": "the Docker socket (root on the host)",
     "/var/run/docker.sock": "the Docker socket (root on the host)",
+    "/run/docker": "the Docker engine's sockets and state",
+    "/var/run/docker": "the Docker engine's sockets and state",
     "/run/containerd": "containerd's socket",
     "/var/run/containerd": "containerd's socket",
+    "/run/runc": "runc's container state",
+    "/var/run/runc": "runc's container state",
+    "/run/buildkit": "BuildKit's socket",
+    "/var/run/buildkit": "BuildKit's socket",
+    "/var/lib/buildkit": "BuildKit's data",
 }
 
 
@@ -61,6 +72,14 @@ def dangerous_reason(real: Path) -> str | None:
             return f"it is {path} or inside it: {why}"
         if parents and real in path.parents:
             return f"it contains {path}: {why}"
+    try:
+        is_socket = stat.S_ISSOCK(os.lstat(real).st_mode)
+    except OSError:
+        is_socket = False
+    if is_socket:
+        # Any unix socket is some service's control channel (an engine, a
+        # session bus, an agent): a container that may speak to it is not contained.
+        return "it is a unix socket: the container could speak to the service behind it"
     return None
 
 
@@ -100,6 +119,11 @@ def _output_path(path: Path, *, what: str, allow_dangerous: bool, warnings: list
     existing = absolute
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
+    if not existing.is_dir():
+        raise RunConfigError(
+            f"{what}: {path} cannot be a folder: {existing} exists and is not a folder",
+            hint="name a folder that exists, or a new one under a folder",
+        )
     base = check_host_path(existing, what=what, allow_dangerous=allow_dangerous, warnings=warnings)
     real = base / absolute.relative_to(existing)
     if real.exists() and not real.is_dir():
