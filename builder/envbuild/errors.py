@@ -19,6 +19,7 @@ EXIT_USAGE = 2  # bad command-line usage (click's own code)
 EXIT_DEFINITION = 3  # the environment definition (env.toml) is invalid
 EXIT_BUILD = 4  # the image build (or a base bootstrap) failed
 EXIT_ENGINE = 5  # the Docker engine or a required tool is missing or failed
+EXIT_REGISTRY = 6  # an image registry refused, failed or could not be reached
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 # `envbuild run` follows `docker run`: the script's own exit code, else these.
@@ -100,6 +101,13 @@ class EngineError(EnvbuildError):
     """The Docker engine (or its client) is unreachable or answered with an error."""
 
     exit_code = EXIT_ENGINE
+
+
+class RegistryError(EnvbuildError):
+    """An image registry could not be reached, refused the credentials, or failed a push or
+    pull, or served an image that is not what its tag claims. Never carries a credential."""
+
+    exit_code = EXIT_REGISTRY
 
 
 class ToolMissingError(EngineError):

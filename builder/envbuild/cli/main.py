@@ -29,6 +29,7 @@ Exit codes:
   3  invalid environment definition
   4  the image build (or a base bootstrap) failed
   5  the Docker engine or a required tool is missing or failed
+  6  an image registry failed, refused the credentials or served a wrong image
   130 interrupted
 """
 
