@@ -28,11 +28,11 @@ PUBLISHED = ROOT / "published"
 PLATFORM = "linux/amd64"
 
 PINNED = {
-    "python-3.11": "aaea65cbce74fabf402f93643e577198a4b183e6bb4957decee775c2e674ee69",
-    "python-3.8": "07cd6179b7a3df0047815fab04ad61d3eb29c56be07f8c3aa07fc0cb67ac7eb4",
-    "pytorch-1.6-gpu": "2656360259736b9bb22794c12872c84a245457083e63339e663f9f797bbdbd0b",
-    "sklearn-1.5-cpu": "3e5608165e6d9bc351ed92e5afa32bcebb06ac2c651a35ef1f353418a0161b53",
-    "tensorflow-2.16-cpu": "090161486a2d4fecf855b73c44541e4a357ffd7574cf1470b7089a275b11f419",
+    "python-3.11": "8a5213228d4c408a590dc81ad0c16dca7b00f312ed62e3212f7bd1b0ccffc620",
+    "python-3.8": "da3815ac1e303e4b7a91d8ac5d9e511798e349f6e360e24dab915e53c6585576",
+    "pytorch-1.6-gpu": "f035a903efd9d5be9dfda8bd4b01fd5aeb601da074b2c9e313ca4874fb199ca2",
+    "sklearn-1.5-cpu": "b7bfb5cd4e132329c76a4c2369eaad1b1a98238ea70de35f5f121b874e3fb030",
+    "tensorflow-2.16-cpu": "5b636cf9068215c90aafeb36780ff184a9f6ba38dc15badcd4a2de5e5b636f9f",
 }
 FOLDERS = discover(CURATED)
 

@@ -72,8 +72,8 @@ def test_unbumped_change_is_caught(repo: Path, published: Path, capsys) -> None:
     bad = findings["pytorch-1.6-gpu"]
     assert bad["status"] == "changed" and bad["failed"]
     assert bad["files"] == ["pytorch-1.6-gpu/env.toml"]
-    assert "changed without a version bump (still version 1): pytorch-1.6-gpu/env.toml" in err
-    assert "hint: bump `version` in " in err and "pytorch-1.6-gpu/env.toml to 2" in err
+    assert "changed without a version bump (still version 2): pytorch-1.6-gpu/env.toml" in err
+    assert "hint: bump `version` in " in err and "pytorch-1.6-gpu/env.toml to 3" in err
     assert findings["python-3.8"]["status"] == "unchanged"
 
 
@@ -85,7 +85,7 @@ def test_a_new_lock_file_is_a_change(repo: Path, published: Path, capsys) -> Non
 
 
 def test_parent_change_needs_the_children_bumped_too(repo: Path, published: Path, capsys) -> None:
-    edit(repo / "curated/python-3.8/env.toml", version=2, change=True)
+    edit(repo / "curated/python-3.8/env.toml", version=3, change=True)
     code, _, findings = run_check(repo, capsys)
     assert code == 1
     assert findings["python-3.8"]["status"] == "bumped"
@@ -95,27 +95,27 @@ def test_parent_change_needs_the_children_bumped_too(repo: Path, published: Path
 
 
 def test_bumped_change_passes(repo: Path, published: Path, capsys) -> None:
-    edit(repo / "curated/pytorch-1.6-gpu/env.toml", version=2, change=True)
+    edit(repo / "curated/pytorch-1.6-gpu/env.toml", version=3, change=True)
     code, _, findings = run_check(repo, capsys)
     assert code == 0
     assert findings["pytorch-1.6-gpu"]["status"] == "bumped"
-    assert findings["pytorch-1.6-gpu"]["message"] == "version 1 -> 2"
-    # Once published, version 2 is the baseline and version 1 stays history.
+    assert findings["pytorch-1.6-gpu"]["message"] == "version 2 -> 3"
+    # Once published, version 3 is the baseline and version 2 stays history.
     pub.publish(repo / "curated", published, platform=PLATFORM)
-    assert (published / "pytorch-1.6-gpu/1/Dockerfile").is_file()
+    assert (published / "pytorch-1.6-gpu/2/Dockerfile").is_file()
     code, _, findings = run_check(repo, capsys)
     assert code == 0 and findings["pytorch-1.6-gpu"]["status"] == "unchanged"
 
 
 def test_version_decrease_is_caught(repo: Path, published: Path, capsys) -> None:
-    edit(repo / "curated/python-3.11/env.toml", version=2)
+    edit(repo / "curated/python-3.11/env.toml", version=3)
     pub.publish(repo / "curated", published, platform=PLATFORM)
-    edit(repo / "curated/python-3.11/env.toml", version=1)  # back to the old definition
+    edit(repo / "curated/python-3.11/env.toml", version=2)  # back to the old definition
     code, err, findings = run_check(repo, capsys)
     assert code == 1
     assert findings["python-3.11"]["status"] == "decreased"
-    assert "version went down from 2 to 1: versions only go up" in err
-    assert findings["python-3.11"]["hint"].startswith("set `version = 3` in ")
+    assert "version went down from 3 to 2: versions only go up" in err
+    assert findings["python-3.11"]["hint"].startswith("set `version = 4` in ")
 
 
 def test_new_and_deleted_environments(repo: Path, published: Path, capsys) -> None:
@@ -179,7 +179,7 @@ def test_since_unbumped_change_is_caught(git_repo: Path, capsys) -> None:
 
 
 def test_since_bumped_change_passes(git_repo: Path, capsys) -> None:
-    edit(git_repo / "curated/sklearn-1.5-cpu/env.toml", version=2, change=True)
+    edit(git_repo / "curated/sklearn-1.5-cpu/env.toml", version=3, change=True)
     code, _, findings = run_check(git_repo, capsys, "--since", "HEAD")
     assert code == 0 and findings["sklearn-1.5-cpu"]["status"] == "bumped"
 

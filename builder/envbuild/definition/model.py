@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from envbuild import files
 from envbuild.definition import grammar as grammar
 from envbuild.errors import DefinitionError, Problem
 
@@ -48,6 +49,15 @@ class Base:
 
     image: str | None = None
     dockerfile: Path | None = None  # absolute path of the user's base Dockerfile
+    dockerfile_text: str | None = None  # its content, as read (once) when loading
+
+
+@dataclass(frozen=True)
+class BaseDockerfile:
+    """A ``[base] dockerfile`` as loaded: where it is and what it said when read."""
+
+    path: Path  # absolute, symlinks resolved (inside the environment's folder)
+    text: str
 
 
 @dataclass(frozen=True)
@@ -382,11 +392,15 @@ def definition_path(env: str | Path) -> Path:
 
 
 def parse_file(path: Path) -> dict[str, Any]:
-    """Read and parse one ``env.toml``; syntax errors name line and column."""
+    """Read and parse one ``env.toml``; syntax errors name line and column.
+
+    The file is read through :func:`envbuild.files.read_text`: a regular file
+    inside its folder (symlinks resolved), of bounded size, UTF-8.
+    """
     shown = _display(path)
     try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
+        text = files.read_text(path, inside=path.parent)
+    except files.FileMissing:
         hint = None
         if path.parent.is_dir():
             hint = f"the folder {_display(path.parent)} has no {DEFINITION_FILE}"
@@ -395,13 +409,15 @@ def parse_file(path: Path) -> dict[str, Any]:
         raise DefinitionError(
             [Problem(shown, "", "no such environment definition", hint)]
         ) from None
-    except UnicodeDecodeError as exc:
-        raise DefinitionError([Problem(shown, "", f"is not UTF-8 text ({exc.reason})")]) from None
-    except OSError as exc:
-        raise DefinitionError([Problem(shown, "", f"cannot be read: {exc.strerror}")]) from None
+    except files.UnsafeRead as exc:
+        raise DefinitionError([Problem(shown, "", exc.reason, exc.hint)]) from None
     try:
         data: dict[str, Any] = tomllib.loads(text)
         return data
+    except RecursionError:
+        raise DefinitionError(
+            [Problem(shown, "", "TOML syntax error: nested too deeply", "flatten the arrays")]
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         # Python < 3.14 has the position only in the message: "... (at line 3, column 5)".
         where = re.search(r"\s*\(at line (\d+), column (\d+)\)$", str(exc))
@@ -430,22 +446,31 @@ def _validate_file(path: Path) -> tuple[dict[str, Any], list[Problem]]:
     base = partial.get("base", {})
     if "image" in base and "dockerfile" in base:
         ctx.add("base", "sets both image and dockerfile", "keep one of them")
-    if "dockerfile" in base and not (path.parent / base["dockerfile"]).is_file():
-        ctx.add(
-            "base.dockerfile", f"{base['dockerfile']!r} does not exist in {_display(path.parent)}"
-        )
-    elif "dockerfile" in base:
-        _check_base_dockerfile(ctx, path.parent / base["dockerfile"])
-        base["dockerfile"] = (path.parent / base["dockerfile"]).resolve()
+    if "dockerfile" in base:
+        base["dockerfile"] = _read_base_dockerfile(ctx, path.parent, base["dockerfile"])
+        if base["dockerfile"] is None:
+            del base["dockerfile"]
     return partial, ctx.problems
 
 
-def _check_base_dockerfile(ctx: _Ctx, path: Path) -> None:
+def _read_base_dockerfile(ctx: _Ctx, folder: Path, rel: str) -> BaseDockerfile | None:
+    """Read and check ``[base] dockerfile`` (inside ``folder``, a regular file, bounded)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        ctx.add("base.dockerfile", f"cannot be read: {exc}")
-        return
+        text = files.read_text(folder / rel, inside=folder)
+    except files.FileMissing:
+        ctx.add("base.dockerfile", f"{rel!r} does not exist in {_display(folder)}")
+        return None
+    except files.UnsafeRead as exc:
+        ctx.add("base.dockerfile", f"{rel!r} {exc.reason}", exc.hint)
+        return None
+    if _check_base_dockerfile(ctx, text):
+        return BaseDockerfile((folder / rel).resolve(), text)
+    return None
+
+
+def _check_base_dockerfile(ctx: _Ctx, text: str) -> bool:
+    """Whether ``text`` can be the base stage; each problem is added to ``ctx``."""
+    before = len(ctx.problems)
     lines = [
         ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")
     ]
@@ -459,6 +484,7 @@ def _check_base_dockerfile(ctx: _Ctx, path: Path) -> None:
         )
     if "\r" in text:
         ctx.add("base.dockerfile", "contains carriage returns", "save it with Unix line endings")
+    return len(ctx.problems) == before
 
 
 _LIST_MERGE = {
@@ -538,7 +564,16 @@ def load(env: str | Path) -> Environment:
     seen: list[Path] = []
     current: Path | None = path
     while current is not None:
-        resolved = current.resolve()
+        try:
+            resolved = files.resolve_inside(current, None)
+        except files.FileMissing:
+            resolved = current  # parse_file says it is missing, with a hint
+        except files.UnsafeRead as exc:
+            where = _display(chain[-1][0]) if chain else _display(current)
+            problems.append(
+                Problem(where, "extends" if chain else "", f"{_display(current)} {exc.reason}")
+            )
+            break
         if resolved in seen:
             cycle = " -> ".join(_display(p.parent) for p in [*seen, resolved])
             problems.append(
@@ -569,7 +604,7 @@ def load(env: str | Path) -> Environment:
         problems.extend(found)
         chain.append((current, partial))
         parent = partial.get("extends")
-        current = definition_path((current.parent / parent).resolve()) if parent else None
+        current = definition_path(current.parent.resolve() / parent) if parent else None
 
     merged: dict[str, Any] = {}
     for _, partial in reversed(chain):
@@ -578,7 +613,16 @@ def load(env: str | Path) -> Environment:
     if problems:
         raise DefinitionError(problems)
     own = chain[0][1]
-    return _complete(path.parent, own, merged, tuple(p.parent for p, _ in chain[1:]))
+    return _complete(path.parent, own, merged, tuple(p.parent.resolve() for p, _ in chain[1:]))
+
+
+def _complete_base(base: dict[str, Any]) -> Base:
+    if not base:
+        return Base(image=DEFAULT_BASE)
+    dockerfile = base.get("dockerfile")
+    if isinstance(dockerfile, BaseDockerfile):
+        return Base(dockerfile=dockerfile.path, dockerfile_text=dockerfile.text)
+    return Base(image=base.get("image"))
 
 
 def _complete(
@@ -602,9 +646,7 @@ def _complete(
         version=own.get("version", 1),
         description=own.get("description", ""),
         schema=own["schema"],
-        base=Base(image=base.get("image"), dockerfile=base.get("dockerfile"))
-        if base
-        else Base(image=DEFAULT_BASE),
+        base=_complete_base(base),
         python=Python(version=python.get("version"), source=python.get("source", "system")),
         system_packages=_dedupe(merged.get("system", {}).get("packages", ())),
         conda=Conda(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from envbuild import files as safe_files
 from envbuild.definition.model import Environment
 
 if sys.version_info >= (3, 11):
@@ -689,7 +690,7 @@ def lock(
     written, unchanged = [], []
     for name, data in files.items():
         path = env.path / name
-        if path.is_file() and path.read_bytes() == data:
+        if _holds(env.path, name, data):
             unchanged.append(name)
             continue
         tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
@@ -701,6 +702,17 @@ def lock(
             (env.path / name).unlink()  # the section is gone from env.toml
             written.append(name)
     return LockResult(env.path, tuple(written), tuple(unchanged), locks)
+
+
+def _holds(folder: Path, name: str, data: bytes) -> bool:
+    """Whether ``folder/name`` is a regular file (no symlink) holding exactly ``data``."""
+    path = folder / name
+    if path.is_symlink():
+        return False
+    try:
+        return safe_files.read_bytes(path, inside=folder, limit=safe_files.MAX_LOCK_BYTES) == data
+    except safe_files.UnsafeRead:
+        return False
 
 
 def check(env: Environment, platform: str) -> list[str]:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from envbuild import files
 from envbuild.definition.model import Environment
 from envbuild.errors import EXIT_FAILURE, EnvbuildError
 
@@ -46,7 +47,7 @@ INDEX_FILE = "env.lock.toml"
 PIP_LOCK_FILE = "requirements.lock"
 CONDA_PLATFORM = "linux-64"
 CONDA_LOCK_FILE = f"conda-{CONDA_PLATFORM}.lock"
-LOCK_VERSION = 1
+LOCK_VERSION = 2  # 2: each lock file's sha256 is recorded and checked
 
 # The wheel platform pip locks are resolved for: what the images run on
 # (linux/amd64, glibc >= 2.17, which every supported base provides).
@@ -189,20 +190,27 @@ def needs_conda(env: Environment) -> bool:
 
 
 def read(folder: Path) -> Locks | None:
-    """The locks beside ``folder/env.toml``, or ``None`` when it was never locked."""
+    """The locks beside ``folder/env.toml``, or ``None`` when it was never locked.
+
+    Every lock file is read through :mod:`envbuild.files`: a regular file inside
+    ``folder`` (symlinks resolved), of bounded size; each must have the digest
+    the index recorded for it when ``envbuild lock`` wrote both.
+    """
     index_path = folder / INDEX_FILE
     try:
-        text = index_path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+        text = files.read_text(index_path, inside=folder, limit=files.MAX_LOCK_BYTES)
+    except files.FileMissing:
         return None
-    except OSError as exc:
-        raise LockError(f"{index_path}: cannot be read: {exc.strerror}") from exc
+    except files.UnsafeRead as exc:
+        raise LockError(
+            f"{index_path}: {exc.reason}", hint=exc.hint or "run `envbuild lock` to rewrite it"
+        ) from None
     try:
         index = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise LockError(
             f"{index_path}: is not valid TOML ({exc})", hint="run `envbuild lock` to rewrite it"
-        ) from exc
+        ) from None
     if index.get("lock_version") != LOCK_VERSION:
         raise LockError(
             f"{index_path}: lock_version {index.get('lock_version')!r} is not {LOCK_VERSION}",
@@ -210,52 +218,102 @@ def read(folder: Path) -> Locks | None:
         )
     try:
         return _from_index(folder, index)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise LockError(
-            f"{index_path}: malformed ({exc!r})", hint="run `envbuild lock` to rewrite it"
-        ) from exc
+    except _Malformed as exc:
+        raise LockError(f"{index_path}: {exc}", hint="run `envbuild lock` to rewrite it") from None
 
 
-def _read_lock_file(folder: Path, name: str) -> bytes:
+class _Malformed(ValueError):
+    """A key of the index is missing or has the wrong type."""
+
+
+def _table(index: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    value = index.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _Malformed(f"{key}: expected a table, got {type(value).__name__}")
+    return value
+
+
+def _string(item: Mapping[str, Any], section: str, key: str) -> str:
+    value = item.get(key)
+    if not isinstance(value, str):
+        got = "nothing" if value is None else type(value).__name__
+        raise _Malformed(f"{section}.{key}: expected a string, got {got}")
+    return value
+
+
+def _strings(item: Mapping[str, Any], section: str, key: str) -> tuple[str, ...]:
+    value = item.get(key)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _Malformed(f"{section}.{key}: expected an array of strings")
+    return tuple(value)
+
+
+def file_digest(data: bytes) -> str:
+    """The digest the index records for a lock file's bytes."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _read_lock_file(folder: Path, item: Mapping[str, Any], section: str, expected: str) -> bytes:
+    name = _string(item, section, "file")
+    if name != expected:
+        raise _Malformed(f"{section}.file: expected {expected!r}, got {name!r}")
     path = folder / name
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
+        data = files.read_bytes(path, inside=folder, limit=files.MAX_LOCK_BYTES)
+    except files.FileMissing:
         raise LockError(
             f"{path} is missing, but {INDEX_FILE} names it",
             hint="run `envbuild lock` to make it again",
         ) from None
+    except files.UnsafeRead as exc:
+        raise LockError(f"{path}: {exc.reason}", hint=exc.hint) from None
+    if file_digest(data) != _string(item, section, "sha256"):
+        raise LockError(
+            f"{path} is not the file {folder / INDEX_FILE} was made with "
+            "(its digest differs from the one recorded there): it was edited, or copied "
+            "from another environment",
+            hint=f"run `envbuild lock {folder}` to lock this environment's own inputs",
+        )
+    return data
 
 
 def _from_index(folder: Path, index: Mapping[str, Any]) -> Locks:
     base = None
-    if "base" in index:
-        item = index["base"]
-        if item["pin"] not in ("digest", "image-id"):
-            raise ValueError(f"base.pin = {item['pin']!r}")
-        base = BasePin(image=str(item["image"]), kind=str(item["pin"]), id=str(item["id"]))
+    item = _table(index, "base")
+    if item is not None:
+        pin = _string(item, "base", "pin")
+        if pin not in ("digest", "image-id"):
+            raise _Malformed(f"base.pin: expected 'digest' or 'image-id', got {pin!r}")
+        base = BasePin(
+            image=_string(item, "base", "image"), kind=pin, id=_string(item, "base", "id")
+        )
     pip = None
-    if "pip" in index:
-        item = index["pip"]
+    item = _table(index, "pip")
+    if item is not None:
         pip = PipLock(
-            requested=tuple(item["requested"]),
-            inputs=str(item["inputs"]),
-            python=str(item["python"]),
-            platform=str(item["platform"]),
-            resolver=str(item["resolver"]),
-            data=_read_lock_file(folder, str(item["file"])),
+            requested=_strings(item, "pip", "requested"),
+            inputs=_string(item, "pip", "inputs"),
+            python=_string(item, "pip", "python"),
+            platform=_string(item, "pip", "platform"),
+            resolver=_string(item, "pip", "resolver"),
+            data=_read_lock_file(folder, item, "pip", PIP_LOCK_FILE),
         )
     conda = None
-    if "conda" in index:
-        item = index["conda"]
+    item = _table(index, "conda")
+    if item is not None:
         conda = CondaLock(
-            requested=tuple(item["requested"]),
-            channels=tuple(item["channels"]),
-            inputs=str(item["inputs"]),
-            data=_read_lock_file(folder, str(item["file"])),
+            requested=_strings(item, "conda", "requested"),
+            channels=_strings(item, "conda", "channels"),
+            inputs=_string(item, "conda", "inputs"),
+            data=_read_lock_file(folder, item, "conda", CONDA_LOCK_FILE),
         )
-    python = index.get("python", {}).get("version")
-    return Locks(base=base, python=str(python) if python else None, pip=pip, conda=conda)
+    python = None
+    item = _table(index, "python")
+    if item is not None and "version" in item:
+        python = _string(item, "python", "version")
+    return Locks(base=base, python=python or None, pip=pip, conda=conda)
 
 
 def platform_tag(platform: str) -> str:
@@ -374,6 +432,7 @@ def render_index(locks: Locks) -> str:
     if locks.pip is not None:
         out.append(
             f"\n[pip]\nfile = {_toml_str(PIP_LOCK_FILE)}\n"
+            f"sha256 = {_toml_str(file_digest(locks.pip.data))}\n"
             f"python = {_toml_str(locks.pip.python)}\n"
             f"platform = {_toml_str(locks.pip.platform)}\n"
             f"resolver = {_toml_str(locks.pip.resolver)}\n"
@@ -383,6 +442,7 @@ def render_index(locks: Locks) -> str:
     if locks.conda is not None:
         out.append(
             f"\n[conda]\nfile = {_toml_str(CONDA_LOCK_FILE)}\n"
+            f"sha256 = {_toml_str(file_digest(locks.conda.data))}\n"
             f"platform = {_toml_str(CONDA_PLATFORM)}\n"
             f"inputs = {_toml_str(locks.conda.inputs)}\n"
             f"channels = {_toml_list(locks.conda.channels)}\n"

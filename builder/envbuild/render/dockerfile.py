@@ -128,9 +128,7 @@ def labels(env: Environment, locks: locking.Locks | None = None) -> tuple[tuple[
 
 def prepare(env: Environment, locks: locking.Locks | None = None) -> dict[str, Any]:
     """The plain data the templates render: sorted, de-duplicated, validated."""
-    base_dockerfile = None
-    if env.base.dockerfile is not None:
-        base_dockerfile = env.base.dockerfile.read_text(encoding="utf-8")
+    base_dockerfile = env.base.dockerfile_text  # read once, checked, when loaded
     base_image = env.base.image
     if base_image and locks is not None and locks.base is not None:
         base_image = locks.base.from_ref
