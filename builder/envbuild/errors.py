@@ -1,26 +1,49 @@
-"""The one error hierarchy of envbuild.
+"""The one error hierarchy of envbuild, and the one map from error to exit code.
 
 Every error envbuild raises on purpose derives from :class:`EnvbuildError` and
 carries its evidence (the file and key path, the tag and log tail, the exit
 code and stderr tail), so that a caller can act on it and the CLI can print it
-without a traceback. Each class carries its exit code (``exit_code``); the
-command line maps errors to them in one place (``cli._Group``).
+without a traceback. :data:`EXIT_CODES` maps each class to the command line's
+exit code and :func:`exit_code_for` reads it (``error.exit_code`` too); the
+command line prints errors in one place (:mod:`envbuild.cli.exits`).
+
+A plain :class:`EnvbuildError`, like any exception that is not an
+``EnvbuildError``, is envbuild's own failure (:data:`EXIT_INTERNAL`): every
+error raised on purpose uses the subclass that says whose problem it is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
-# Exit codes of the envbuild command line (documented in the README).
+# Exit codes of the envbuild command line, with the words the README and
+# `envbuild --help` show for them (a unit test holds the README to this table).
 EXIT_OK = 0
 EXIT_FAILURE = 1  # a check or test that envbuild ran said "no"
-EXIT_USAGE = 2  # bad command-line usage (click's own code)
+EXIT_USAGE = 2  # bad usage: an argument, a file one names, a setting (click's own code)
 EXIT_DEFINITION = 3  # the environment definition (env.toml) is invalid
 EXIT_BUILD = 4  # the image build (or a base bootstrap) failed
 EXIT_ENGINE = 5  # the Docker engine or a required tool is missing or failed
 EXIT_REGISTRY = 6  # an image registry refused, failed or could not be reached
+EXIT_INTERNAL = 70  # envbuild itself failed (sysexits' EX_SOFTWARE): a bug to report
 EXIT_INTERRUPTED = 130  # Ctrl-C
+
+EXIT_MEANINGS: Mapping[int, str] = MappingProxyType(
+    {
+        EXIT_OK: "success",
+        EXIT_FAILURE: "a check envbuild ran said no",
+        EXIT_USAGE: "bad usage: an option or argument, a file it names, or a setting",
+        EXIT_DEFINITION: "invalid environment definition",
+        EXIT_BUILD: "the image build (or a base bootstrap) failed",
+        EXIT_ENGINE: "the Docker engine or a required tool is missing or failed",
+        EXIT_REGISTRY: "an image registry could not be reached, refused the credentials, "
+        "failed a push or pull, or served an image that is not what its tag claims",
+        EXIT_INTERNAL: "envbuild itself failed (a bug: run with --debug and report it)",
+        EXIT_INTERRUPTED: "interrupted",
+    }
+)
 
 # `envbuild run` follows `docker run`: the script's own exit code, else these.
 EXIT_RUN_ENGINE = 125  # envbuild or the engine failed before the script ran
@@ -29,14 +52,17 @@ EXIT_RUN_NOT_FOUND = 127  # the script was not found
 
 
 class EnvbuildError(Exception):
-    """Root of every error envbuild raises on purpose."""
-
-    exit_code: int = EXIT_FAILURE
+    """Root of every error envbuild raises; raised as such, envbuild's own failure."""
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+
+    @property
+    def exit_code(self) -> int:
+        """The command line's exit code for this error (from :data:`EXIT_CODES`)."""
+        return exit_code_for(self)
 
     def render(self) -> str:
         """The full text shown to a person: the message and, if any, the hint."""
@@ -71,8 +97,6 @@ class Problem:
 class DefinitionError(EnvbuildError):
     """An environment definition is invalid; lists every problem found at once."""
 
-    exit_code = EXIT_DEFINITION
-
     def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems = tuple(problems)
         count = len(self.problems)
@@ -82,15 +106,11 @@ class DefinitionError(EnvbuildError):
 
 
 class UsageError(EnvbuildError):
-    """A command was asked for something it does not offer (e.g. an unknown base)."""
-
-    exit_code = EXIT_USAGE
+    """Bad usage: an argument, a file it names (``--ca-bundle``) or a setting cannot be used."""
 
 
 class RenderError(EnvbuildError):
-    """A template could not be rendered (a bug in envbuild, or an unquoted value)."""
-
-    exit_code = EXIT_DEFINITION
+    """A template could not be rendered: a bug in envbuild (validation lets no bad value by)."""
 
     def __init__(self, message: str, *, template: str | None = None) -> None:
         super().__init__(message)
@@ -100,14 +120,10 @@ class RenderError(EnvbuildError):
 class EngineError(EnvbuildError):
     """The Docker engine (or its client) is unreachable or answered with an error."""
 
-    exit_code = EXIT_ENGINE
-
 
 class RegistryError(EnvbuildError):
     """An image registry could not be reached, refused the credentials, or failed a push or
     pull, or served an image that is not what its tag claims. Never carries a credential."""
-
-    exit_code = EXIT_REGISTRY
 
 
 class ToolMissingError(EngineError):
@@ -116,8 +132,6 @@ class ToolMissingError(EngineError):
 
 class BuildError(EnvbuildError):
     """An image build failed; carries the failing step, its exit code and the log tail."""
-
-    exit_code = EXIT_BUILD
 
     def __init__(
         self,
@@ -154,8 +168,6 @@ class BootstrapError(BuildError):
 class RunError(EnvbuildError):
     """A run could not be started or supervised (not the script's own failure)."""
 
-    exit_code = EXIT_RUN_ENGINE
-
 
 class RunConfigError(RunError):
     """A run's configuration is invalid (a bad option, mount, placeholder); nothing started."""
@@ -172,10 +184,52 @@ class MountPolicyError(RunConfigError):
 class ScriptNotFoundError(RunError):
     """The script to run does not exist (``docker run``'s 127)."""
 
-    exit_code = EXIT_RUN_NOT_FOUND
-
 
 class ScriptNotExecutableError(RunError):
     """The script exists but cannot be executed (``docker run``'s 126)."""
 
-    exit_code = EXIT_RUN_CANNOT_INVOKE
+
+class LockError(EnvbuildError):
+    """A lock is missing, stale or cannot be made; or a build would not match it."""
+
+
+class HistoryError(EnvbuildError):
+    """The run history could not be read or written, or a run id is unknown."""
+
+
+# The one map from error class to exit code; a class not named here has its
+# nearest base's code.
+EXIT_CODES: Mapping[type[EnvbuildError], int] = MappingProxyType(
+    {
+        EnvbuildError: EXIT_INTERNAL,
+        RenderError: EXIT_INTERNAL,
+        LockError: EXIT_FAILURE,
+        UsageError: EXIT_USAGE,
+        HistoryError: EXIT_USAGE,  # most often an unknown run id
+        DefinitionError: EXIT_DEFINITION,
+        BuildError: EXIT_BUILD,
+        EngineError: EXIT_ENGINE,
+        RegistryError: EXIT_REGISTRY,
+        RunError: EXIT_RUN_ENGINE,
+        ScriptNotExecutableError: EXIT_RUN_CANNOT_INVOKE,
+        ScriptNotFoundError: EXIT_RUN_NOT_FOUND,
+    }
+)
+
+
+def exit_code_for(error: BaseException, *, run: bool = False) -> int:
+    """The exit code of the command line that failed with ``error``.
+
+    An exception that is not an :class:`EnvbuildError` is envbuild's own
+    failure. With ``run``, the codes of ``envbuild run``, which follow
+    ``docker run`` so as not to be mistaken for the script's own: 126 and 127
+    for a script that cannot be run, 125 for every other failure.
+    """
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    code = EXIT_INTERNAL
+    if isinstance(error, EnvbuildError):
+        code = next(EXIT_CODES[c] for c in type(error).__mro__ if c in EXIT_CODES)
+    if run and code not in (EXIT_RUN_CANNOT_INVOKE, EXIT_RUN_NOT_FOUND):
+        return EXIT_RUN_ENGINE
+    return code

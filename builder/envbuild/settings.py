@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from envbuild.errors import EnvbuildError
+from envbuild.errors import UsageError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -82,16 +82,16 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise EnvbuildError(f"{path}: cannot read the envbuild config file: {exc}") from exc
+            raise UsageError(f"{path}: cannot read the envbuild config file: {exc}") from exc
         known = {f.name for f in fields(Settings)}
         for key, value in data.items():
             if key not in known:
-                raise EnvbuildError(
+                raise UsageError(
                     f"{path}: {key}: unknown setting",
                     hint="known settings: " + ", ".join(sorted(known)),
                 )
             if not isinstance(value, str):
-                raise EnvbuildError(f"{path}: {key}: expected a string, got {type(value).__name__}")
+                raise UsageError(f"{path}: {key}: expected a string, got {type(value).__name__}")
             values[key] = value
     for key, var in _ENV_VARS.items():
         if env.get(var):
@@ -102,7 +102,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         updates[key] = Path(value).expanduser() if key == "home" else value
     settings = replace(settings, **updates)  # type: ignore[arg-type]
     if not _PREFIX_RE.fullmatch(settings.prefix):
-        raise EnvbuildError(
+        raise UsageError(
             f"image prefix {settings.prefix!r} is not a valid repository prefix",
             hint="use lowercase letters, digits, '.', '_', '-' and '/', e.g. 'envbuild' "
             "or 'localhost:5000/team'",

@@ -9,7 +9,7 @@ import pytest
 
 from envbuild.build.builder import HASH_LABEL, build, find_ca_bundle, resolve
 from envbuild.engine.docker import ImageInfo
-from envbuild.errors import BuildError, EngineError
+from envbuild.errors import BuildError, UsageError
 from envbuild.settings import load_settings
 from tests.fakes import FakeEngine
 
@@ -106,7 +106,7 @@ def test_ca_bundle_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     bundle.write_text("x")
     monkeypatch.setenv("PIP_CERT", str(bundle))
     assert find_ca_bundle() == bundle
-    with pytest.raises(EngineError):
+    with pytest.raises(UsageError):
         find_ca_bundle(tmp_path / "missing.pem")
 
 

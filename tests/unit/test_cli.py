@@ -28,7 +28,7 @@ def test_render_output_folder(tmp_path: Path) -> None:
     assert main(["render", str(HELLO), "-o", str(out)]) == 0
     assert (out / "Dockerfile").is_file()
     assert (out / "envbuild" / "requirements.txt").read_text().endswith("six==1.16.0\n")
-    assert main(["render", str(HELLO), "-o", str(out)]) == 1  # not empty: refuses
+    assert main(["render", str(HELLO), "-o", str(out)]) == 2  # not empty: refuses (usage)
 
 
 def test_hash_prints_hex(capsys: pytest.CaptureFixture[str]) -> None:

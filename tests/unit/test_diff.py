@@ -89,7 +89,7 @@ def test_published_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_unknown_side_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["diff", "no/such/env", str(FIXTURES / "a")]) == 1
+    assert main(["diff", "no/such/env", str(FIXTURES / "a")]) == 2
     err = capsys.readouterr().err
     assert "not an environment folder, a published name@version or image:REF" in err
 

@@ -205,7 +205,7 @@ def test_since_new_and_deleted(git_repo: Path, capsys) -> None:
 
 def test_since_a_bad_revision(git_repo: Path, capsys) -> None:
     capsys.readouterr()
-    assert main(["check", "--catalog", str(git_repo / "curated"), "--since", "nope"]) == 1
+    assert main(["check", "--catalog", str(git_repo / "curated"), "--since", "nope"]) == 2
     assert "--since nope: no such commit" in capsys.readouterr().err
 
 

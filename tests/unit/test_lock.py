@@ -19,7 +19,7 @@ from envbuild.cache.hashing import content_hash, manifest
 from envbuild.catalog.explain import diff, explain, inputs_record
 from envbuild.definition.model import load
 from envbuild.engine.docker import BuildKitClient, BuildRequest, ImageInfo
-from envbuild.errors import EngineError
+from envbuild.errors import EngineError, UsageError
 from envbuild.lock import makers
 from envbuild.render.dockerfile import render
 from envbuild.settings import load_settings
@@ -331,7 +331,7 @@ def test_secrets_reach_the_build_as_secrets_only(locked: Path, tmp_path: Path) -
 
 
 def test_netrc_must_exist(locked: Path, tmp_path: Path) -> None:
-    with pytest.raises(EngineError, match="netrc file"):
+    with pytest.raises(UsageError, match="--netrc"):
         build(locked, settings=load_settings(), engine=_engine(), netrc=tmp_path / "nope")
 
 

@@ -176,7 +176,7 @@ def test_runs_and_logs(capsys: pytest.CaptureFixture[str]) -> None:
     shown = json.loads(capsys.readouterr().out)
     assert shown["exit_code"] == 3 and shown["variables"] == ["MESSAGE"]
 
-    assert main(["runs", "show", "nope"]) == 1
+    assert main(["runs", "show", "nope"]) == 2
     assert "no run 'nope'" in capsys.readouterr().err
 
 
@@ -193,4 +193,4 @@ def test_logs_prints_raw_bytes(capfdbinary: pytest.CaptureFixture[bytes]) -> Non
 def test_runs_without_history(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["runs"]) == 0
     assert "no runs recorded" in capsys.readouterr().err
-    assert main(["logs", "abc"]) == 1
+    assert main(["logs", "abc"]) == 2

@@ -30,7 +30,7 @@ from envbuild.cache.identity import INPUTS_LABEL as INPUTS_LABEL  # re-exported
 from envbuild.cache.lookup import lookup
 from envbuild.definition.model import Environment, load
 from envbuild.engine.docker import BuildRequest, Engine
-from envbuild.errors import EngineError
+from envbuild.errors import EngineError, UsageError
 from envbuild.render.context import BuildContext
 from envbuild.render.dockerfile import render
 from envbuild.settings import Settings
@@ -105,15 +105,27 @@ def resolve(env: str | Path | Environment, settings: Settings, *, memo: bool = T
     return Resolved(environment, digest, settings.prefix, context, settings.platform)
 
 
+def _readable_file(path: Path, option: str, what: str) -> Path:
+    """``path`` if it is a file this process can read, else a usage error naming ``option``."""
+    problem = None
+    if not path.exists():
+        problem = "does not exist"
+    elif not path.is_file():
+        problem = "is not a file"
+    elif not os.access(path, os.R_OK):
+        problem = "cannot be read (permission denied)"
+    if problem:
+        raise UsageError(f"{option} {path}: {problem}", hint=f"name {what}")
+    return path
+
+
 def find_netrc(explicit: Path | None = None) -> Path | None:
     """The netrc with private index credentials: explicit, else ``$NETRC`` if set.
 
     Never ``~/.netrc`` implicitly: credentials reach a build only when asked.
     """
     if explicit is not None:
-        if not explicit.is_file():
-            raise EngineError(f"netrc file {explicit} does not exist")
-        return explicit
+        return _readable_file(explicit, "--netrc", "the netrc with the index credentials")
     value = os.environ.get("NETRC")
     if value and Path(value).is_file():
         return Path(value)
@@ -143,9 +155,7 @@ def _stderr(line: str) -> None:
 def find_ca_bundle(explicit: Path | None = None) -> Path | None:
     """The CA bundle to hand to package steps: explicit, else from the environment."""
     if explicit is not None:
-        if not explicit.is_file():
-            raise EngineError(f"CA bundle {explicit} does not exist")
-        return explicit
+        return _readable_file(explicit, "--ca-bundle", "a PEM file of CA certificates")
     for var in CA_ENV_VARS:
         value = os.environ.get(var)
         if value and Path(value).is_file():
@@ -231,6 +241,13 @@ def build(
             + "\n".join(f"  - {r}" for r in reasons),
             hint=f"run `envbuild lock {resolved.env.path}` and commit the lock files",
         )
+    secrets = {}
+    bundle = find_ca_bundle(ca_bundle)  # the user's files are checked before the cache lookup
+    if bundle is not None:
+        secrets[CA_SECRET] = bundle
+    credentials = find_netrc(netrc)
+    if credentials is not None:
+        secrets[NETRC_SECRET] = credentials
     if not rebuild:
         hit = cached(resolved, settings, engine)
         if hit is not None:
@@ -241,13 +258,6 @@ def build(
             if waited is not None:
                 log(f"envbuild: {resolved.hash_tag} was built by the other process; reusing it")
                 return waited
-        secrets = {}
-        bundle = find_ca_bundle(ca_bundle)
-        if bundle is not None:
-            secrets[CA_SECRET] = bundle
-        credentials = find_netrc(netrc)
-        if credentials is not None:
-            secrets[NETRC_SECRET] = credentials
         context = resolved.context
         if context.base_pin is not None:
             pinned = locking.read(resolved.env.path)

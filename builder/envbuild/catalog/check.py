@@ -27,7 +27,7 @@ from typing import Any
 
 from envbuild.catalog.order import definition_digest, definition_file_digests, discover
 from envbuild.definition.model import Environment, load
-from envbuild.errors import DefinitionError, EngineError, EnvbuildError
+from envbuild.errors import DefinitionError, EngineError, EnvbuildError, UsageError
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def published_baseline(published: Path) -> Baseline:
                 files = meta.get("definition", {}).get("files")
             known.append(Known(name, version, str(row["definition_digest"]), files))
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise EnvbuildError(
+        raise UsageError(
             f"{index}: cannot be read ({exc!r})",
             hint="run `envbuild publish --check` to see what is wrong with the published folder",
         ) from exc
@@ -121,7 +121,7 @@ def _git(cwd: Path, *args: str) -> bytes:
     except OSError as exc:
         raise EngineError(f"cannot run git: {exc}", hint="install git") from exc
     if proc.returncode != 0:
-        raise EnvbuildError(
+        raise EngineError(
             f"git {' '.join(args)} failed: {proc.stderr.decode(errors='replace').strip()}"
         )
     return proc.stdout
@@ -152,7 +152,7 @@ def git_baseline(catalog: Path, ref: str, envs: Sequence[Environment], tmp: Path
     try:
         top = _git(root, "rev-parse", "--show-toplevel").decode().strip()
     except EnvbuildError as exc:
-        raise EnvbuildError(
+        raise UsageError(
             f"--since needs a git repository: {exc.message}",
             hint=f"run it inside the repository that holds {catalog}, or compare with "
             "the published index (leave out --since)",
@@ -161,7 +161,7 @@ def git_baseline(catalog: Path, ref: str, envs: Sequence[Environment], tmp: Path
     try:
         _git(toplevel, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
     except EnvbuildError:
-        raise EnvbuildError(
+        raise UsageError(
             f"--since {ref}: no such commit in {toplevel.name}",
             hint="name a commit, branch or tag, e.g. --since origin/main or --since HEAD~1",
         ) from None

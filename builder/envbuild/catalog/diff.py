@@ -32,7 +32,7 @@ from envbuild.catalog.packages import (
 )
 from envbuild.definition.model import DEFINITION_FILE, load
 from envbuild.engine.docker import ImageInfo
-from envbuild.errors import EnvbuildError
+from envbuild.errors import UsageError
 
 IMAGE_PREFIX = "image:"
 _PUBLISHED = re.compile(r"(?P<name>[a-z0-9][a-z0-9._-]*)@(?P<version>[0-9]+)")
@@ -165,13 +165,13 @@ def read_side(
     if spec.startswith(IMAGE_PREFIX):
         ref = spec[len(IMAGE_PREFIX) :]
         if not ref:
-            raise EnvbuildError("image: needs a reference, e.g. image:envbuild/hello:1")
+            raise UsageError("image: needs a reference, e.g. image:envbuild/hello:1")
         if engine is None:
-            raise EnvbuildError(f"{spec}: reading an image needs the Docker engine")
+            raise UsageError(f"{spec}: reading an image needs the Docker engine")
         eng = engine()
         info = eng.inspect_image(ref)
         if info is None:
-            raise EnvbuildError(
+            raise UsageError(
                 f"{spec}: no such image in the local engine",
                 hint="build it first (envbuild build ENV), or pull it",
             )
@@ -184,7 +184,7 @@ def read_side(
     if not (path / DEFINITION_FILE).is_file() and not (
         path.name == DEFINITION_FILE and path.is_file()
     ):
-        raise EnvbuildError(
+        raise UsageError(
             f"{spec}: not an environment folder, a published name@version or image:REF",
             hint="e.g. curated/pytorch-1.6-gpu, pytorch-1.6-gpu@1 or image:envbuild/hello:1",
         )
@@ -204,12 +204,12 @@ def _published_side(spec: str, name: str, version: int, published: Path) -> Side
             if versions
             else f"nothing is published as {name} in {published} (see its index.md)"
         )
-        raise EnvbuildError(f"{spec}: {path} does not exist", hint=hint)
+        raise UsageError(f"{spec}: {path} does not exist", hint=hint)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         packages = PackageList.from_json(data)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise EnvbuildError(f"{path}: cannot be read ({exc!r})") from exc
+        raise UsageError(f"{path}: cannot be read ({exc!r})") from exc
     return Side(spec, "published", packages)
 
 

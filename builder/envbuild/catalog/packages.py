@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from envbuild.cache.identity import SBOM_LABEL as SBOM_LABEL  # re-exported
 from envbuild.definition.model import Environment
 from envbuild.engine.docker import STDOUT, ContainerSpec, ContainerStream
-from envbuild.errors import EngineError, EnvbuildError
+from envbuild.errors import EngineError, UsageError
 from envbuild.render.context import BuildContext
 
 if sys.version_info >= (3, 11):
@@ -283,7 +283,7 @@ def lock_index(folder: Path) -> dict[str, Any]:
     try:
         data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise EnvbuildError(
+        raise UsageError(
             f"{path}: cannot be read ({exc})", hint="run `envbuild lock` to rewrite it"
         ) from exc
     return data

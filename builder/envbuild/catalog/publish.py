@@ -41,7 +41,7 @@ from envbuild.catalog.order import (
 )
 from envbuild.catalog.packages import PackageList, declared, lock_index
 from envbuild.definition.model import Environment, load
-from envbuild.errors import EnvbuildError
+from envbuild.errors import EnvbuildError, UsageError
 from envbuild.render.context import BuildContext
 from envbuild.render.dockerfile import render
 
@@ -282,7 +282,7 @@ def render_catalog(catalog: Path, *, platform: str) -> list[Rendered]:
     seen: dict[str, Path] = {}
     for item in rendered:
         if item.env.name in seen:
-            raise EnvbuildError(
+            raise UsageError(
                 f"two environments of {catalog} are named {item.env.name!r}: "
                 f"{seen[item.env.name].name} and {item.env.path.name}",
                 hint="every environment of a catalog needs its own name",
@@ -332,9 +332,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise EnvbuildError(f"{path}: cannot be read as JSON ({exc})") from exc
+        raise UsageError(f"{path}: cannot be read as JSON ({exc})") from exc
     if not isinstance(data, dict):
-        raise EnvbuildError(f"{path}: expected a JSON object")
+        raise UsageError(f"{path}: expected a JSON object")
     return data
 
 
@@ -357,7 +357,7 @@ def read_release(folder: Path, status: str) -> Release:
             status=status,
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise EnvbuildError(f"{folder / MANIFEST}: malformed ({exc!r})") from exc
+        raise UsageError(f"{folder / MANIFEST}: malformed ({exc!r})") from exc
 
 
 def verify_release(folder: Path, rel: str) -> list[Drift]:

@@ -52,8 +52,10 @@ def lock(env: Path, check: bool, ca_bundle: Path | None, as_json: bool, quiet: b
     Builds then install exactly these pins (pip with --require-hashes).
     """
     from envbuild import lock as locking
+    from envbuild.build.builder import find_ca_bundle
     from envbuild.definition.model import load
 
+    find_ca_bundle(ca_bundle)  # a file named here that cannot be read is a usage error, first
     settings = _settings()
     environment = load(env)
     if check:
@@ -72,7 +74,6 @@ def lock(env: Path, check: bool, ca_bundle: Path | None, as_json: bool, quiet: b
         if not as_json:
             click.echo(f"{environment.path}: locks are current", err=True)
         return
-    from envbuild.build.builder import find_ca_bundle
     from envbuild.engine.docker import DockerEngine
 
     result = locking.lock(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,35 +18,26 @@ from typing import Any
 import click
 
 from envbuild import __version__
-from envbuild.errors import EXIT_INTERRUPTED, EnvbuildError
+from envbuild.errors import EXIT_MEANINGS, UsageError
 
-_EXIT_CODES_HELP = """\b
-Exit codes:
-  0  success
-  1  a check envbuild ran said no
-  2  bad command-line usage
-  3  invalid environment definition
-  4  the image build (or a base bootstrap) failed
-  5  the Docker engine or a required tool is missing or failed
-  6  an image registry failed, refused the credentials or served a wrong image
-  130 interrupted
-"""
+_EXIT_CODES_HELP = "\b\nExit codes:\n" + "\n".join(
+    f"  {code:<3} {meaning}" for code, meaning in EXIT_MEANINGS.items()
+)
 
 
 class _Group(click.Group):
-    """Maps envbuild's errors to exit codes, in one place."""
+    """Reports every failure of a command in one place (:func:`envbuild.cli.exits.report`)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except EnvbuildError as exc:
-            if ctx.obj and ctx.obj.get("debug"):
-                traceback.print_exc()
-            click.echo(f"error: {exc.render()}", err=True)
-            ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("envbuild: interrupted", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except (Exception, KeyboardInterrupt) as exc:
+            from envbuild.cli.exits import report
+
+            debug = bool(ctx.obj and ctx.obj.get("debug"))
+            ctx.exit(report(exc, run=ctx.invoked_subcommand == "run", debug=debug))
 
 
 def _settings() -> Any:
@@ -110,7 +100,7 @@ def render(env: Path, output: Path | None) -> None:
         click.echo(resolved.context.dockerfile, nl=False)
         return
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise EnvbuildError(
+        raise UsageError(
             f"{output} exists and is not an empty folder",
             hint="name a new folder, or remove this one first",
         )
@@ -199,9 +189,11 @@ def build(
     is reported at the end.
     """
     from envbuild.build.builder import build as do_build
-    from envbuild.build.builder import report, resolve
+    from envbuild.build.builder import find_ca_bundle, find_netrc, report, resolve
     from envbuild.engine.docker import DockerEngine
 
+    find_ca_bundle(ca_bundle)  # a file named here that cannot be read is a usage error, first
+    find_netrc(netrc)
     settings = _settings()
     engine = DockerEngine(settings.docker)
     folders = list(envs)

@@ -19,12 +19,7 @@ from typing import Any
 
 import click
 
-from envbuild.errors import (
-    EXIT_RUN_CANNOT_INVOKE,
-    EXIT_RUN_ENGINE,
-    EXIT_RUN_NOT_FOUND,
-    EnvbuildError,
-)
+from envbuild.errors import EXIT_RUN_ENGINE, HistoryError
 
 _RUN_EPILOG = """\b
 Inputs, outputs and placeholders:
@@ -59,16 +54,6 @@ class _RunCommand(click.Command):
         except click.UsageError as exc:
             exc.exit_code = EXIT_RUN_ENGINE
             raise
-
-
-def _fail(ctx: click.Context, exc: EnvbuildError, debug: bool) -> None:
-    if debug:
-        import traceback
-
-        traceback.print_exc()
-    click.echo(f"error: {exc.render()}", err=True)
-    code = exc.exit_code
-    ctx.exit(code if code in (EXIT_RUN_CANNOT_INVOKE, EXIT_RUN_NOT_FOUND) else EXIT_RUN_ENGINE)
 
 
 @click.command(
@@ -155,38 +140,33 @@ def run(
     ENV is built first if its image does not exist. Everything after SCRIPT
     goes to the script as it is.
     """
-    debug = bool(ctx.find_root().obj and ctx.find_root().obj.get("debug"))
-    try:
-        from envbuild import run as runner
+    from envbuild import run as runner
 
-        config = runner.config_from_options(
-            env,
-            script,
-            args,
-            source_dir=source_dir,
-            variables=variables,
-            env_files=env_files,
-            mounts=mounts,
-            inputs=inputs,
-            outputs=outputs,
-            gpus=gpus,
-            shm_size=shm_size,
-            workdir=workdir,
-            user=user,
-            timeout=timeout,
-            name=name,
-            allow_dangerous_mount=allow_dangerous_mount,
-        )
-        if dry_run:
-            resolved = runner.plan(config)
-            for warning in resolved.warnings:
-                click.echo(warning, err=True)
-            _print_plan(resolved.to_json(), as_json)
-            return
-        result = runner.run(config, log=_Log(quiet))
-    except EnvbuildError as exc:
-        _fail(ctx, exc, debug)
+    config = runner.config_from_options(
+        env,
+        script,
+        args,
+        source_dir=source_dir,
+        variables=variables,
+        env_files=env_files,
+        mounts=mounts,
+        inputs=inputs,
+        outputs=outputs,
+        gpus=gpus,
+        shm_size=shm_size,
+        workdir=workdir,
+        user=user,
+        timeout=timeout,
+        name=name,
+        allow_dangerous_mount=allow_dangerous_mount,
+    )
+    if dry_run:
+        resolved = runner.plan(config)
+        for warning in resolved.warnings:
+            click.echo(warning, err=True)
+        _print_plan(resolved.to_json(), as_json)
         return
+    result = runner.run(config, log=_Log(quiet))
     ctx.exit(result.exit_code)
 
 
@@ -295,7 +275,7 @@ def logs(run_id: str) -> None:
     try:
         handle = path.open("rb")
     except OSError as exc:
-        raise EnvbuildError(f"cannot read the log of run {record.id}: {exc}") from exc
+        raise HistoryError(f"cannot read the log of run {record.id}: {exc}") from exc
     with handle:
         out = sys.stdout.buffer
         while chunk := handle.read(1 << 20):

@@ -90,14 +90,6 @@ def fast_run(argv: Sequence[str]) -> int | None:
     parsed = parse(argv)
     if parsed is None:
         return None
-    from envbuild.errors import (
-        EXIT_INTERRUPTED,
-        EXIT_RUN_CANNOT_INVOKE,
-        EXIT_RUN_ENGINE,
-        EXIT_RUN_NOT_FOUND,
-        EnvbuildError,
-    )
-
     quiet = parsed.pop("quiet")
 
     def log(line: str) -> None:
@@ -110,11 +102,8 @@ def fast_run(argv: Sequence[str]) -> int | None:
 
         config = runner.config_from_options(**parsed)
         result = runner.run(config, log=log)
-    except EnvbuildError as exc:
-        print(f"error: {exc.render()}", file=sys.stderr, flush=True)
-        code = exc.exit_code
-        return code if code in (EXIT_RUN_CANNOT_INVOKE, EXIT_RUN_NOT_FOUND) else EXIT_RUN_ENGINE
-    except KeyboardInterrupt:
-        print("envbuild: interrupted", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+    except (Exception, KeyboardInterrupt) as exc:
+        from envbuild.cli.exits import report
+
+        return report(exc, run=True)
     return result.exit_code

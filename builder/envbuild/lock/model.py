@@ -35,7 +35,7 @@ from typing import Any
 
 from envbuild import files
 from envbuild.definition.model import Environment
-from envbuild.errors import EXIT_FAILURE, EnvbuildError
+from envbuild.errors import LockError as LockError  # its home is the one error hierarchy
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -71,12 +71,6 @@ GENERATED = (
 )
 
 Log = Callable[[str], None]
-
-
-class LockError(EnvbuildError):
-    """A lock is missing, stale or cannot be made; or a build would not match it."""
-
-    exit_code = EXIT_FAILURE
 
 
 # --------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from envbuild.errors import EnvbuildError
+from envbuild.errors import HistoryError as HistoryError  # its home is the one error hierarchy
 from envbuild.settings import Settings
 
 DATABASE = "runs.db"
@@ -55,10 +55,6 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
 """
-
-
-class HistoryError(EnvbuildError):
-    """The run history could not be read or written, or a run id is unknown."""
 
 
 @dataclass(frozen=True)
