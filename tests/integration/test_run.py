@@ -8,6 +8,7 @@ autouse fixtures assert that no container, network or volume labelled
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -88,6 +89,14 @@ SCRIPTS = {
         "n = len(os.listdir(a.data_folder))\n"
         "print(os.environ['MESSAGE'], 'from', a.data_folder, n, 'files')\n"
         "with open(os.path.join(a.out, 'model.txt'), 'w') as f:\n    f.write(f'trained on {n}')\n"
+    ),
+    "caps.py": (
+        "import json\nstatus = dict(line.split(':', 1) for line in open('/proc/self/status'))\n"
+        "print(json.dumps({k: status[k].strip() for k in ('CapBnd', 'CapEff', 'NoNewPrivs')}))\n"
+    ),
+    "chatty_output.py": (
+        "import sys\nfor i in range(int(sys.argv[2])):\n    print('line', i, 'x' * 200)\n"
+        "with open(sys.argv[1] + '/result.txt', 'w') as f:\n    f.write('the job is done')\n"
     ),
     "plain.sh": "echo not executable\n",
     "badshebang.sh": "#!/nonexistent/interpreter\necho never\n",
@@ -804,3 +813,99 @@ def test_api_with_an_existing_image_and_the_sdk_channel(
         assert b"".join(d for _, d in chunks) == b"a.txt A\n", channel
         assert result.image_id == hello.id
         assert result.log_path.read_bytes() == b"a.txt A\n"
+
+
+# --------------------------------------------------------------------------
+# Privileges: no-new-privileges and a reduced capability set by default
+# --------------------------------------------------------------------------
+
+CAP_BITS = {"CHOWN": 0, "SETUID": 7, "SETPCAP": 8, "NET_RAW": 13, "SYS_CHROOT": 18, "MKNOD": 27}
+
+
+def _caps(envbuild: Run, *options: str) -> tuple[set[str], bool]:
+    got = _json(envbuild("caps.py", options=("-u", "0:0", *options)))
+    assert isinstance(got, dict)
+    bounding = int(got["CapBnd"], 16)
+    return {name for name, bit in CAP_BITS.items() if bounding >> bit & 1}, got["NoNewPrivs"] == "1"
+
+
+def test_runs_drop_what_a_script_does_not_need_and_can_restore_it(envbuild: Run) -> None:
+    caps, no_new_privileges = _caps(envbuild)
+    assert no_new_privileges
+    assert caps == {"CHOWN", "SETUID"}  # NET_RAW, MKNOD, SYS_CHROOT, SETPCAP dropped
+    caps, no_new_privileges = _caps(envbuild, "--cap-add", "NET_RAW", "--cap-add", "mknod")
+    assert caps == {"CHOWN", "SETUID", "NET_RAW", "MKNOD"} and no_new_privileges
+    caps, no_new_privileges = _caps(envbuild, "--privileges", "default")
+    assert caps == set(CAP_BITS) and not no_new_privileges  # Docker's defaults
+    refused = envbuild("caps.py", options=("--cap-add", "SYS_ADMIN"))
+    assert refused.returncode == 125 and b"default capabilities" in refused.stderr
+
+
+# --------------------------------------------------------------------------
+# A full or broken state folder never costs the job
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def full_home(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs as ENVBUILD_HOME, filled up (root only: it mounts)."""
+    home = tmp_path / "full-home"
+    home.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(home)],
+        capture_output=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {proc.stderr.decode(errors='replace').strip()}")
+    try:
+        with contextlib.suppress(OSError), (home / "filler").open("wb") as filler:
+            while True:
+                filler.write(b"\0" * 4096)
+                filler.flush()
+        yield home
+    finally:
+        subprocess.run(["umount", "-l", str(home)], check=False)
+
+
+def test_a_full_state_folder_keeps_the_job_and_its_outputs(
+    envbuild: Run, cli_env: dict[str, str], full_home: Path, tmp_path: Path
+) -> None:
+    cli_env["ENVBUILD_HOME"] = str(full_home)
+    out = tmp_path / "out"
+    proc = envbuild(
+        "chatty_output.py",
+        "${{outputs.model}}",
+        "20000",
+        options=("--output", f"model={out}"),
+    )
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 0, err
+    assert proc.stdout.count(b"\n") == 20000  # every line still reached the user
+    assert (out / "result.txt").read_text() == "the job is done"
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert 1 <= len(warnings) <= 2, err  # the log, the history: once each
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("breakage", ["locks-is-a-file", "runs-is-a-file", "garbage-db"])
+def test_a_broken_state_folder_keeps_the_job(
+    envbuild: Run, cli_env: dict[str, str], tmp_path: Path, breakage: str
+) -> None:
+    home = tmp_path / "broken-home"
+    home.mkdir()
+    if breakage == "locks-is-a-file":
+        (home / "locks").write_text("")
+    elif breakage == "runs-is-a-file":
+        (home / "runs").write_text("")
+    else:
+        (home / "runs.db").write_bytes(b"garbage" * 1000)
+    cli_env["ENVBUILD_HOME"] = str(home)
+    proc = envbuild("exit.py", "3")
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 3, err
+    assert "Traceback" not in err
+    listing = subprocess.run(
+        [sys.executable, "-m", "envbuild", "runs"], capture_output=True, env=cli_env, timeout=60
+    )
+    assert b"Traceback" not in listing.stderr

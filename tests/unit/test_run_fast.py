@@ -47,6 +47,7 @@ SAME = [
     ["--gpus", "0,1", "--shm-size", "1g", "-w", "/tmp", "-u", "1:2", "image:x", "train.py"],
     ["--workdir", "/w", "--user", "me", "--timeout", "2.5", "--name", "n1", "image:x", "t.py"],
     ["-q", "--allow-dangerous-mount", "--name", "a", "--name", "b", "image:x", "train.py"],
+    ["--privileges", "default", "--cap-add", "NET_RAW", "--cap-add", "mknod", "image:x", "t.py"],
 ]
 
 

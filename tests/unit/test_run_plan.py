@@ -16,7 +16,7 @@ from envbuild.errors import (
     ScriptNotExecutableError,
     ScriptNotFoundError,
 )
-from envbuild.run.config import Input, Mount, Output, RunConfig
+from envbuild.run.config import DOCKER_DEFAULT_CAPS, DROPPED_CAPS, Input, Mount, Output, RunConfig
 from envbuild.run.planning import plan, substitute
 from envbuild.settings import load_settings
 
@@ -282,6 +282,7 @@ def test_dry_run_json_shape(src: Path, tmp_path: Path) -> None:
         "stop_timeout",
         "name",
         "init",
+        "privileges",
         "labels",
         "distribution",
         "warnings",
@@ -317,6 +318,8 @@ def test_container_spec_and_engine_body(src: Path) -> None:
         gpus=GpuRequest(device_ids=("0", "1")),
         init=True,
         name="mine",
+        cap_drop=DROPPED_CAPS,
+        no_new_privileges=True,
     )
     body = container_config(spec)
     assert body["Cmd"] == ["python", "/workspace/train.py"]
@@ -327,6 +330,8 @@ def test_container_spec_and_engine_body(src: Path) -> None:
     host = body["HostConfig"]
     assert host["Init"] is True and host["AutoRemove"] is False
     assert host["ShmSize"] == 2 << 30
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["CapDrop"] == list(DROPPED_CAPS) and "CapAdd" not in host
     assert host["DeviceRequests"] == [
         {
             "Driver": "",
@@ -369,3 +374,38 @@ def test_output_under_a_file_is_a_clear_error(src: Path, tmp_path: Path) -> None
         plan(config(src, outputs=[Output("x", tmp_path / "file" / "sub" / "deeper")]))
     with pytest.raises(RunConfigError, match="exists and is not a folder"):
         plan(config(src, outputs=[Output("x", tmp_path / "file")]))
+
+
+def test_privileges_reduced_by_default_and_restorable(src: Path) -> None:
+    assert set(DROPPED_CAPS) < DOCKER_DEFAULT_CAPS
+    assert {"NET_RAW", "MKNOD", "SYS_CHROOT", "SETFCAP"} <= set(DROPPED_CAPS)
+    assert not {"CHOWN", "SETUID", "SETGID", "DAC_OVERRIDE", "KILL"} & set(DROPPED_CAPS)
+    reduced = plan(config(src))
+    assert reduced.no_new_privileges and reduced.cap_drop == DROPPED_CAPS
+    assert reduced.to_json()["privileges"] == {
+        "mode": "reduced",
+        "no_new_privileges": True,
+        "cap_drop": list(DROPPED_CAPS),
+    }
+    some = plan(config(src, cap_add=["net_raw", "CAP_MKNOD", "CHOWN"]))
+    assert "NET_RAW" not in some.cap_drop and "MKNOD" not in some.cap_drop
+    assert "SYS_CHROOT" in some.cap_drop and some.no_new_privileges
+    default = plan(config(src, privileges="default"))
+    assert default.cap_drop == () and not default.no_new_privileges
+    host = container_config(default.container_spec("i", "r"))["HostConfig"]
+    assert "CapDrop" not in host and "SecurityOpt" not in host
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"cap_add": ["SYS_ADMIN"]}, "only Docker's default capabilities"),
+        ({"cap_add": ["ALL"]}, "only Docker's default capabilities"),
+        ({"privileges": "privileged"}, "expected one of reduced, default"),
+    ],
+)
+def test_privileges_cannot_go_beyond_dockers_defaults(
+    src: Path, overrides: dict[str, object], message: str
+) -> None:
+    with pytest.raises(RunConfigError, match=message):
+        plan(config(src, **overrides))

@@ -109,6 +109,21 @@ class _RunCommand(click.Command):
     is_flag=True,
     help="Allow mounting /, the Docker socket, /proc, /sys, /dev, /etc, /var/lib/docker.",
 )
+@click.option(
+    "--privileges",
+    type=click.Choice(["reduced", "default"]),
+    default="reduced",
+    show_default=True,
+    help="reduced: no-new-privileges, and without the capabilities a script does not need "
+    "(NET_RAW, MKNOD, SYS_CHROOT, ...); default: Docker's defaults.",
+)
+@click.option(
+    "--cap-add",
+    "cap_add",
+    multiple=True,
+    metavar="CAP",
+    help="Give back one of the capabilities --privileges reduced drops. Repeatable.",
+)
 @click.option("--dry-run", is_flag=True, help="Print the resolved run; start nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not show the build log on a cache miss.")
@@ -131,6 +146,8 @@ def run(
     timeout: float | None,
     name: str | None,
     allow_dangerous_mount: bool,
+    privileges: str,
+    cap_add: tuple[str, ...],
     dry_run: bool,
     as_json: bool,
     quiet: bool,
@@ -159,6 +176,8 @@ def run(
         timeout=timeout,
         name=name,
         allow_dangerous_mount=allow_dangerous_mount,
+        privileges=privileges,
+        cap_add=cap_add,
     )
     if dry_run:
         resolved = runner.plan(config)
@@ -206,6 +225,10 @@ def _print_plan(doc: dict[str, Any], as_json: bool) -> None:
             lines.append(f"input        {name}: {item['host']} copied to {item['container']}")
     if doc["timeout"]:
         lines.append(f"timeout      {doc['timeout']}s")
+    privileges = doc["privileges"]
+    dropped = ", ".join(privileges["cap_drop"]) or "none"
+    nnp = ", no-new-privileges" if privileges["no_new_privileges"] else ""
+    lines.append(f"privileges   {privileges['mode']}: drops {dropped}{nnp}")
     click.echo("\n".join(lines))
 
 

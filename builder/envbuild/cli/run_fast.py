@@ -8,7 +8,7 @@ accepts only ``run`` with the options below, each written as ``OPTION VALUE``
 
     --source-dir -e/--env --env-file --mount --input --output --gpus
     --shm-size -w/--workdir -u/--user --timeout --name
-    -q/--quiet --allow-dangerous-mount
+    --privileges --cap-add -q/--quiet --allow-dangerous-mount
 
 Anything else (``--help``, ``--dry-run``, ``--opt=value``, ``--``, a bad
 ``--timeout``, an unknown option, missing arguments) returns ``None`` and the
@@ -40,8 +40,10 @@ _VALUE_OPTIONS = {
     "--user": "user",
     "--timeout": "timeout",
     "--name": "name",
+    "--privileges": "privileges",
+    "--cap-add": "cap_add",
 }
-_REPEATED = frozenset({"variables", "env_files", "mounts", "inputs", "outputs"})
+_REPEATED = frozenset({"variables", "env_files", "mounts", "inputs", "outputs", "cap_add"})
 _FLAGS = {"-q": "quiet", "--quiet": "quiet", "--allow-dangerous-mount": "allow_dangerous_mount"}
 
 

@@ -552,6 +552,9 @@ class ContainerSpec:
     gpus: GpuRequest | None = None
     init: bool = True
     name: str | None = None
+    cap_drop: tuple[str, ...] = ()  # capability names without CAP_ (e.g. "NET_RAW")
+    cap_add: tuple[str, ...] = ()
+    no_new_privileges: bool = False
 
 
 @dataclass(frozen=True)
@@ -634,6 +637,12 @@ def container_config(spec: ContainerSpec) -> dict[str, Any]:
     }
     if spec.shm_size is not None:
         host["ShmSize"] = spec.shm_size
+    if spec.cap_drop:
+        host["CapDrop"] = list(spec.cap_drop)
+    if spec.cap_add:
+        host["CapAdd"] = list(spec.cap_add)
+    if spec.no_new_privileges:
+        host["SecurityOpt"] = ["no-new-privileges"]
     if spec.gpus is not None:
         request: dict[str, Any] = {"Driver": "", "Capabilities": [["gpu"]], "Options": {}}
         if spec.gpus.device_ids:

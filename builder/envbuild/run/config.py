@@ -69,6 +69,45 @@ DEFAULT_STOP_TIMEOUT = 10.0
 EXIT_TIMEOUT = 124  # as GNU timeout(1)
 MAX_TIMEOUT = 365 * 86400.0  # --timeout's ceiling: finite (no inf, no nan), and a timer can hold it
 
+# The capabilities Docker gives a container by default (moby's
+# oci/caps/defaults.go), and the part of them a script does not need. A script
+# keeps what working with files and processes takes (CHOWN, DAC_OVERRIDE,
+# FOWNER, FSETID, KILL, SETGID, SETUID: pip and apt as root, chown of outputs,
+# an entrypoint that drops to another user); it loses raw sockets (NET_RAW:
+# spoofing on the bridge), device nodes (MKNOD), file capabilities and the
+# bounding set (SETFCAP, SETPCAP), chroot, the audit log and ports below 1024.
+# Runs also get no-new-privileges: no setuid binary or file capability in the
+# image raises them. `--cap-add CAP` restores one of these,
+# `--privileges default` gives Docker's defaults back.
+DOCKER_DEFAULT_CAPS = frozenset(
+    {
+        "AUDIT_WRITE",
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "MKNOD",
+        "NET_BIND_SERVICE",
+        "NET_RAW",
+        "SETFCAP",
+        "SETGID",
+        "SETPCAP",
+        "SETUID",
+        "SYS_CHROOT",
+    }
+)
+DROPPED_CAPS = (
+    "AUDIT_WRITE",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "NET_RAW",
+    "SETFCAP",
+    "SETPCAP",
+    "SYS_CHROOT",
+)
+PRIVILEGES = ("reduced", "default")  # --privileges: envbuild's reduced set, or Docker's
+
 InputMode = Literal["mount", "download"]
 Output_ = Callable[[str, bytes], None]
 Log = Callable[[str], None]
@@ -150,6 +189,10 @@ class RunConfig:
         allow_dangerous_mount: allow mounting ``/``, the Docker socket, ``/etc``, ...
             (prints a warning).
         stop_timeout: seconds between the graceful stop signal and the kill.
+        privileges: ``"reduced"`` (default: no-new-privileges, and Docker's
+            default capabilities less :data:`DROPPED_CAPS`) or ``"default"``
+            (Docker's defaults).
+        cap_add: capabilities from :data:`DROPPED_CAPS` to give back (``NET_RAW``).
         distribution: reserved for distributed runs (``None``: one container).
     """
 
@@ -170,6 +213,8 @@ class RunConfig:
     name: str | None = None
     allow_dangerous_mount: bool = False
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
+    privileges: str = "reduced"
+    cap_add: Sequence[str] = ()
     distribution: object | None = None
 
     def __post_init__(self) -> None:
@@ -185,6 +230,7 @@ class RunConfig:
         object.__setattr__(self, "mounts", tuple(self.mounts))
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
+        object.__setattr__(self, "cap_add", tuple(self.cap_add))
 
 
 @dataclass(frozen=True)
@@ -336,6 +382,8 @@ def config_from_options(
     timeout: float | None = None,
     name: str | None = None,
     allow_dangerous_mount: bool = False,
+    privileges: str = "reduced",
+    cap_add: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
 ) -> RunConfig:
     """A :class:`RunConfig` from ``envbuild run``'s option strings.
@@ -366,7 +414,32 @@ def config_from_options(
         user=user,
         name=name,
         allow_dangerous_mount=allow_dangerous_mount,
+        privileges=privileges,
+        cap_add=tuple(cap_add),
     )
+
+
+def parse_capabilities(privileges: str, cap_add: Sequence[str]) -> tuple[tuple[str, ...], bool]:
+    """``(capabilities to drop, no-new-privileges)`` for ``--privileges`` and ``--cap-add``."""
+    if privileges not in PRIVILEGES:
+        raise RunConfigError(
+            f"--privileges {privileges!r}: expected one of {', '.join(PRIVILEGES)}",
+            hint="reduced (the default) drops what a script does not need; "
+            "default gives Docker's defaults",
+        )
+    restored = set()
+    for text in cap_add:
+        name = text.strip().upper()
+        name = name[len("CAP_") :] if name.startswith("CAP_") else name
+        if name not in DOCKER_DEFAULT_CAPS:
+            raise RunConfigError(
+                f"--cap-add {text!r}: envbuild gives back only Docker's default capabilities",
+                hint="one of " + ", ".join(DROPPED_CAPS) + "; or --privileges default",
+            )
+        restored.add(name)
+    if privileges == "default":
+        return (), False
+    return tuple(c for c in DROPPED_CAPS if c not in restored), True
 
 
 def _check_variable_name(name: str, text: str) -> None:

@@ -36,6 +36,7 @@ from envbuild.run.config import (
     RUN_LABEL,
     RunConfig,
     _check_variable_name,
+    parse_capabilities,
     parse_gpus,
     parse_shm_size,
 )
@@ -118,6 +119,8 @@ class RunPlan:
     user: str
     shm_size: str
     gpus: GpuRequest | None
+    cap_drop: tuple[str, ...] = ()
+    no_new_privileges: bool = True
     env_name: str | None = None
     env_version: int | None = None
     env_hash: str | None = None
@@ -139,6 +142,8 @@ class RunPlan:
             gpus=self.gpus,
             init=True,
             name=self.config.name or f"envbuild-{run_id}",
+            cap_drop=self.cap_drop,
+            no_new_privileges=self.no_new_privileges,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -188,6 +193,11 @@ class RunPlan:
             "stop_timeout": self.config.stop_timeout,
             "name": self.config.name,
             "init": True,
+            "privileges": {
+                "mode": self.config.privileges,
+                "no_new_privileges": self.no_new_privileges,
+                "cap_drop": list(self.cap_drop),
+            },
             "labels": [RUN_LABEL],
             "distribution": None,
             "warnings": list(self.warnings),
@@ -359,6 +369,7 @@ def plan(config: RunConfig, settings: Settings | None = None) -> RunPlan:
     if not _USER.fullmatch(user):
         raise RunConfigError(f"--user {user!r}: expected uid[:gid] or a user name")
     workdir = _check_target(config.workdir, "--workdir") if config.workdir else source_target
+    cap_drop, no_new_privileges = parse_capabilities(config.privileges, config.cap_add)
 
     resolved = env["resolved"]
     return RunPlan(
@@ -376,6 +387,8 @@ def plan(config: RunConfig, settings: Settings | None = None) -> RunPlan:
         user=user,
         shm_size=shm_size,
         gpus=gpus,
+        cap_drop=cap_drop,
+        no_new_privileges=no_new_privileges,
         env_name=resolved.env.name if resolved else None,
         env_version=resolved.env.version if resolved else None,
         env_hash=resolved.hash if resolved else None,
