@@ -34,7 +34,6 @@ module that imports the docker SDK is :mod:`envbuild.engine.docker`).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime
 import difflib
@@ -45,7 +44,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -63,7 +61,6 @@ from envbuild.cache.identity import BASE_RECIPE_LABEL
 from envbuild.errors import (
     BootstrapError,
     EngineError,
-    EnvbuildError,
     ToolMissingError,
     UsageError,
 )
@@ -81,7 +78,6 @@ __all__ = [
     "image_config",
     "import_rootfs",
     "is_present",
-    "main",
     "mmdebstrap_command",
     "recipe_for",
     "ubuntu_archive_keyring",
