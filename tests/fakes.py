@@ -1,16 +1,30 @@
-"""A fake engine for unit tests: records calls, builds nothing."""
+"""A fake engine for unit tests: records calls, builds nothing.
+
+The fakes declare the protocols they stand in for and mypy checks them
+(``files`` in pyproject): a protocol method they lack, or one whose signature
+drifted, fails the type check, and :mod:`tests.unit.test_runner` fails the
+unit suite the same way. Labels are filtered with the engine's own rule
+(:func:`envbuild.engine.protocols.label_matches`).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
+import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from envbuild.engine.docker import BuildRequest, ImageInfo, Log
-from envbuild.errors import BuildError
+from envbuild.engine.protocols import BuildRequest, Engine, ImageInfo, label_matches
+from envbuild.errors import BuildError, EngineError
+from envbuild.log import Log
 
 
 @dataclass
-class FakeEngine:
+class FakeEngine(Engine):
+    """Images are a dict from reference (tag or ID) to :class:`ImageInfo`."""
+
     images: dict[str, ImageInfo] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)
     fail_build: bool = False
@@ -32,6 +46,8 @@ class FakeEngine:
     def tag(self, image_id: str, ref: str) -> None:
         """Point ``ref`` at ``image_id``; each image's ``tags`` list what names it, as the engine's do."""
         self.calls.append(("tag", ref))
+        if image_id not in self.images:
+            raise EngineError(f"cannot tag {image_id} as {ref}: no such image")
         for name, info in list(self.images.items()):
             if ref in info.tags:  # the tag moves away from the image it named
                 self.images[name] = replace(info, tags=tuple(t for t in info.tags if t != ref))
@@ -47,4 +63,35 @@ class FakeEngine:
         self.images.pop(ref, None)
 
     def list_images(self, label: str) -> list[ImageInfo]:
-        return [i for r, i in self.images.items() if r.startswith("sha256:") and label in i.labels]
+        return [
+            info
+            for ref, info in self.images.items()
+            if ref.startswith("sha256:") and label_matches(info.labels, label)
+        ]
+
+    def load_image(self, chunks: Iterable[bytes]) -> tuple[str, ...]:
+        """Read a ``docker save`` archive's manifest; each image gets the ID of its config."""
+        data = b"".join(chunks)
+        self.calls.append(("load", f"{len(data)} bytes"))
+        try:
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as archive:
+                members = {m.name: archive.extractfile(m).read() for m in archive if m.isfile()}  # type: ignore[union-attr]
+            manifest = json.loads(members["manifest.json"])
+        except (tarfile.TarError, KeyError, ValueError) as exc:
+            raise EngineError(f"cannot load the image archive: {exc}") from exc
+        loaded: list[str] = []
+        for entry in manifest:
+            config = members[entry["Config"]]
+            image_id = "sha256:" + hashlib.sha256(config).hexdigest()
+            labels = json.loads(config).get("config", {}).get("Labels") or {}
+            info = ImageInfo(id=image_id, labels=labels, size=len(data))
+            self.images[image_id] = info
+            for tag in entry.get("RepoTags") or ():
+                self.images[tag] = info
+                loaded.append(tag)
+        return tuple(loaded)
+
+
+def _conforms() -> Engine:
+    """Never called: mypy checks here that the fake is a complete :class:`Engine`."""
+    return FakeEngine()

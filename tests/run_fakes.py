@@ -9,7 +9,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from envbuild.engine.docker import STDOUT, ContainerSpec, ImageInfo, Labelled
+from envbuild.engine.protocols import (
+    STDOUT,
+    ContainerSpec,
+    ImageInfo,
+    Labelled,
+    RunEngine,
+    label_matches,
+)
 from envbuild.errors import EngineError
 from tests.fakes import FakeEngine
 
@@ -19,12 +26,13 @@ IMAGE_ID = "sha256:" + "ab" * 32
 class FakeStream:
     """Scripted frames; optionally stays open until the container is stopped or killed."""
 
-    def __init__(self, engine: FakeRunEngine) -> None:
+    def __init__(self, engine: FakeRunEngine, frames: list[tuple[int, bytes]]) -> None:
         self.engine = engine
+        self.frames = frames
         self.closed = False
 
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
-        for index, frame in enumerate(self.engine.frames):
+        for index, frame in enumerate(self.frames):
             yield frame
             if self.engine.after_frame is not None:
                 self.engine.after_frame(index)
@@ -40,14 +48,21 @@ class FakeStream:
 
 
 @dataclass
-class FakeRunEngine(FakeEngine):
-    """Records every container call; ``fail`` names a method that raises EngineError."""
+class FakeRunEngine(FakeEngine, RunEngine):
+    """Records every container call; ``fail`` names a method that raises EngineError.
+
+    Every container prints ``frames`` and exits with ``exit_code``, unless
+    ``answer`` is set: it gives the frames of each container from its spec,
+    ``None`` for a command the image does not have (start fails as the
+    engine's does).
+    """
 
     frames: list[tuple[int, bytes]] = field(default_factory=list)
     exit_code: int = 0
     block: bool = False  # keep the stream open until stop/kill
     fail: str | None = None
     after_frame: Callable[[int], None] | None = None
+    answer: Callable[[ContainerSpec], list[tuple[int, bytes]] | None] | None = None
     specs: dict[str, ContainerSpec] = field(default_factory=dict)
     live: set[str] = field(default_factory=set)
     archives: list[tuple[str, bytes]] = field(default_factory=list)
@@ -80,12 +95,21 @@ class FakeRunEngine(FakeEngine):
 
     def attach_container(self, container_id: str) -> FakeStream:
         self._op("attach")
-        stream = FakeStream(self)
+        frames = self.frames
+        if self.answer is not None:
+            frames = self.answer(self.specs[container_id]) or []
+        stream = FakeStream(self, frames)
         self.streams.append(stream)
         return stream
 
     def start_container(self, container_id: str) -> None:
         self._op("start")
+        spec = self.specs[container_id]
+        if self.answer is not None and self.answer(spec) is None:
+            raise EngineError(
+                f'cannot start the container: the engine answered 400: exec: "{spec.argv[0]}": '
+                "executable file not found in $PATH"
+            )
 
     def wait_container(self, container_id: str) -> int:
         self._op("wait")
@@ -108,9 +132,10 @@ class FakeRunEngine(FakeEngine):
         self.live.discard(container_id)
 
     def list_labelled(self, label: str) -> Labelled:
-        key, _, value = label.partition("=")
         return Labelled(
-            containers=tuple(cid for cid in self.live if self.specs[cid].labels.get(key) == value)
+            containers=tuple(
+                cid for cid in sorted(self.live) if label_matches(self.specs[cid].labels, label)
+            )
         )
 
     def remove_labelled(self, label: str) -> Labelled:
@@ -130,3 +155,8 @@ def tar_members(data: bytes) -> dict[str, tarfile.TarInfo]:
 def out(text: str) -> tuple[int, bytes]:
     """A stdout frame."""
     return (STDOUT, text.encode())
+
+
+def _conforms() -> RunEngine:
+    """Never called: mypy checks here that the fake is a complete :class:`RunEngine`."""
+    return FakeRunEngine()

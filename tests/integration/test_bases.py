@@ -19,6 +19,7 @@ from envbuild.build.bases import (
     import_rootfs,
     is_present,
 )
+from envbuild.engine.docker import DockerEngine
 from envbuild.errors import BootstrapError
 
 pytestmark = pytest.mark.docker
@@ -41,13 +42,17 @@ def temporaries(cli: str) -> set[str]:
     return set(listing.split())
 
 
+def engine(cli: str) -> DockerEngine:
+    return DockerEngine(cli)
+
+
 def image_id(cli: str, ref: str) -> str:
     return docker(cli, "image", "inspect", "--format", "{{.Id}}", ref)
 
 
 def test_the_debian_base_from_setup_works(docker_cli: str) -> None:
     ref = "debian:bookworm-slim"
-    assert is_present(ref, docker_cli), f"{ref} is missing: run `bash scripts/setup` first"
+    assert is_present(ref, engine(docker_cli)), f"{ref} is missing: run `bash scripts/setup` first"
     assert run_in(docker_cli, ref, "cat /etc/debian_version").startswith("12.")
     assert run_in(docker_cli, ref, "command -v apt-get") == "/usr/bin/apt-get"
     size = int(docker(docker_cli, "image", "inspect", "--format", "{{.Size}}", ref))
@@ -72,7 +77,7 @@ def test_a_failed_bootstrap_leaves_no_tag_and_no_temporary(
     with pytest.raises(BootstrapError) as info:
         bootstrap(
             "debian:bookworm-slim",
-            docker=docker_cli,
+            engine=engine(docker_cli),
             mirror="http://127.0.0.1:9/debian",
             target=target,
             log=lines.append,
@@ -80,7 +85,7 @@ def test_a_failed_bootstrap_leaves_no_tag_and_no_temporary(
     assert info.value.step_exit_code not in (None, 0)
     assert info.value.log_tail  # the evidence travels with the error
     assert lines  # progress was streamed while it ran
-    assert not is_present(target, docker_cli)
+    assert not is_present(target, engine(docker_cli))
     assert temporaries(docker_cli) == before
 
 
@@ -106,7 +111,7 @@ def test_an_image_that_does_not_run_is_never_tagged(
         import_rootfs(
             layer,
             target,
-            docker=docker_cli,
+            engine=engine(docker_cli),
             recipe=SUPPORTED["debian:bookworm-slim"],
             mirror="http://deb.debian.org/debian",
             epoch=0,
@@ -127,10 +132,20 @@ def test_the_same_root_filesystem_gets_the_same_image_id(
     recipe = SUPPORTED["debian:bookworm-slim"]
     mirror = "http://deb.debian.org/debian"
     first = import_rootfs(
-        layer, unique_tag("stable"), docker=docker_cli, recipe=recipe, mirror=mirror, epoch=7
+        layer,
+        unique_tag("stable"),
+        engine=engine(docker_cli),
+        recipe=recipe,
+        mirror=mirror,
+        epoch=7,
     )
     second = import_rootfs(
-        layer, unique_tag("stable"), docker=docker_cli, recipe=recipe, mirror=mirror, epoch=7
+        layer,
+        unique_tag("stable"),
+        engine=engine(docker_cli),
+        recipe=recipe,
+        mirror=mirror,
+        epoch=7,
     )
     diff_id = "sha256:" + hashlib.sha256(layer.read_bytes()).hexdigest()
     config = image_config(diff_id, recipe=recipe, mirror=mirror, epoch=7)
@@ -145,7 +160,7 @@ def test_bootstrap_ubuntu_focal(docker_cli: str, unique_tag: Callable[[str], str
     target = unique_tag("focal")
     before = temporaries(docker_cli)
     lines: list[str] = []
-    result = bootstrap("ubuntu:20.04", docker=docker_cli, target=target, log=lines.append)
+    result = bootstrap("ubuntu:20.04", engine=engine(docker_cli), target=target, log=lines.append)
     assert result.ref == target
     assert result.image_id == image_id(docker_cli, target)
     assert 0 < result.size < MAX_BASE_SIZE

@@ -23,7 +23,9 @@ from envbuild.build.bases import (
     ubuntu_archive_keyring,
     write_docker_archive,
 )
+from envbuild.engine.protocols import ImageInfo
 from envbuild.errors import BootstrapError, ToolMissingError, UsageError
+from tests.run_fakes import FakeRunEngine
 
 CANONICAL = ("debian:bookworm-slim", "ubuntu:20.04", "ubuntu:22.04", "ubuntu:24.04")
 DIFF_ID = "sha256:" + "ab" * 32
@@ -330,7 +332,7 @@ def test_missing_mmdebstrap_says_how_to_install(
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH
     with pytest.raises(ToolMissingError) as info:
-        bootstrap("debian:bookworm-slim", docker="docker")
+        bootstrap("debian:bookworm-slim", engine=FakeRunEngine())
     assert "apt-get install mmdebstrap" in info.value.render()
 
 
@@ -339,12 +341,15 @@ def test_unknown_reference_fails_before_any_tool_is_looked_for(
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(UsageError, match="no bootstrap recipe"):
-        bootstrap("alpine:3", docker="docker")
+        bootstrap("alpine:3", engine=FakeRunEngine())
 
 
-def test_missing_docker_client(tmp_path: Path) -> None:
-    with pytest.raises(ToolMissingError, match="docker client"):
-        is_present("debian:bookworm-slim", docker=str(tmp_path / "no-docker"))
+def test_presence_is_one_inspect() -> None:
+    engine = FakeRunEngine()
+    assert not is_present("debian:bookworm-slim", engine)
+    engine.images["debian:bookworm-slim"] = ImageInfo(id="sha256:" + "0" * 64)
+    assert is_present("debian:bookworm-slim", engine)
+    assert engine.calls == [("inspect", "debian:bookworm-slim")] * 2
 
 
 # --- epoch -----------------------------------------------------------------------------
@@ -369,3 +374,52 @@ def test_base_bootstrap_reports_an_unknown_reference_as_usage(
 
     assert main(["base", "bootstrap", "alpine:3"]) == 2
     assert "no bootstrap recipe for 'alpine:3'" in capsys.readouterr().err
+
+
+# --- loading into the engine (a fake one: the engine calls, not the engine) -------------
+
+
+def _rootfs(path: Path) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name in ("./bin/sh", "./usr/bin/apt-get", "./usr/bin/dpkg"):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = 3, 0o755
+            tar.addfile(info, io.BytesIO(b"elf"))
+    return path
+
+
+def test_import_rootfs_loads_checks_then_tags(tmp_path: Path) -> None:
+    engine = FakeRunEngine()
+    recipe = SUPPORTED["debian:bookworm-slim"]
+    result = bases.import_rootfs(
+        _rootfs(tmp_path / "rootfs.tar"),
+        "example/base:1",
+        engine=engine,
+        recipe=recipe,
+        mirror="http://deb.debian.org/debian",
+        epoch=7,
+    )
+    assert engine.images["example/base:1"].id == result.image_id
+    assert result.image_id.startswith("sha256:") and result.size > 0
+    # the check ran cut off from the network, and its container is gone
+    (spec,) = engine.specs.values()
+    assert spec.network == "none" and spec.image == result.image_id
+    assert not engine.live
+    assert not [ref for ref in engine.images if ref.startswith(bases.TEMP_REPOSITORY)]
+
+
+def test_import_rootfs_that_fails_its_check_tags_nothing(tmp_path: Path) -> None:
+    engine = FakeRunEngine(exit_code=2)
+    with pytest.raises(BootstrapError, match="does not work") as info:
+        bases.import_rootfs(
+            _rootfs(tmp_path / "rootfs.tar"),
+            "example/base:1",
+            engine=engine,
+            recipe=SUPPORTED["debian:bookworm-slim"],
+            mirror="http://deb.debian.org/debian",
+            epoch=7,
+        )
+    assert info.value.step_exit_code == 2
+    assert "example/base:1" not in engine.images
+    assert not [ref for ref in engine.images if ref.startswith(bases.TEMP_REPOSITORY)]
+    assert not engine.live

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -12,8 +10,9 @@ import pytest
 from envbuild.catalog.diff import Side, diff, read_side, render_text
 from envbuild.catalog.packages import DPKG_ARGV, PIP_ARGV, Base, PackageList
 from envbuild.cli.main import main
-from envbuild.engine.docker import STDOUT, ContainerSpec, ImageInfo
-from envbuild.errors import EngineError, EnvbuildError
+from envbuild.engine.protocols import STDOUT, ContainerSpec, ImageInfo
+from envbuild.errors import EnvbuildError
+from tests.run_fakes import FakeRunEngine
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "diff"
@@ -104,76 +103,30 @@ PIP_A = json.dumps([{"name": "pip", "version": "23.0.1"}, {"name": "six", "versi
 PIP_B = json.dumps([{"name": "pip", "version": "23.0.1"}, {"name": "six", "version": "1.17.0"}])
 
 
-@dataclass
-class FakeStream:
-    data: bytes
-
-    def __iter__(self) -> Iterator[tuple[int, bytes]]:
-        yield STDOUT, self.data
-
-    def close(self) -> None:
-        pass
+OUTPUTS = {
+    ("img/a:1", "dpkg-query"): DPKG_A,
+    ("img/a:1", "python"): PIP_A,
+    ("img/b:1", "dpkg-query"): DPKG_B,
+    ("img/b:1", "python"): PIP_B,
+}
 
 
-@dataclass
-class FakeImageEngine:
-    """Answers the package commands from canned outputs; records every container."""
-
-    outputs: dict[tuple[str, str], str]
-    labels: dict[str, dict[str, str]]
-    created: list[ContainerSpec] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-
-    def inspect_image(self, ref: str) -> ImageInfo | None:
-        if ref not in self.labels:
-            return None
-        return ImageInfo(id=f"sha256:{ref.encode().hex():0<64}", labels=self.labels[ref], size=1)
-
-    def create_container(self, spec: ContainerSpec) -> str:
-        self.created.append(spec)
-        return f"c{len(self.created)}"
-
-    def _spec(self, container_id: str) -> ContainerSpec:
-        return self.created[int(container_id[1:]) - 1]
-
-    def attach_container(self, container_id: str) -> FakeStream:
-        spec = self._spec(container_id)
-        return FakeStream(self.outputs.get((spec.image, spec.argv[0]), "").encode())
-
-    def start_container(self, container_id: str) -> None:
-        spec = self._spec(container_id)
-        if (spec.image, spec.argv[0]) not in self.outputs:
-            raise EngineError(
-                f'cannot start the container: the engine answered 400: exec: "{spec.argv[0]}": '
-                "executable file not found in $PATH"
-            )
-
-    def wait_container(self, container_id: str) -> int:
-        return 0
-
-    def kill_container(self, container_id: str, signal: str = "SIGKILL") -> None:
-        pass
-
-    def remove_container(self, container_id: str) -> None:
-        self.removed.append(container_id)
+def _answer(spec: ContainerSpec) -> list[tuple[int, bytes]] | None:
+    text = OUTPUTS.get((spec.image, spec.argv[0]))
+    return None if text is None else [(STDOUT, text.encode())]
 
 
 @pytest.fixture
-def fake_engine() -> FakeImageEngine:
+def fake_engine() -> FakeRunEngine:
     base = {"org.opencontainers.image.base.name": "debian:bookworm-slim"}
-    return FakeImageEngine(
-        outputs={
-            ("img/a:1", "dpkg-query"): DPKG_A,
-            ("img/a:1", "python"): PIP_A,
-            ("img/b:1", "dpkg-query"): DPKG_B,
-            ("img/b:1", "python"): PIP_B,
-        },
-        labels={"img/a:1": base, "img/b:1": base},
-    )
+    engine = FakeRunEngine(answer=_answer)
+    for ref in ("img/a:1", "img/b:1"):
+        engine.images[ref] = ImageInfo(id=f"sha256:{ref.encode().hex():0<64}", labels=base, size=1)
+    return engine
 
 
-def test_image_sides(fake_engine: FakeImageEngine, tmp_path: Path) -> None:
-    def engine() -> FakeImageEngine:
+def test_image_sides(fake_engine: FakeRunEngine, tmp_path: Path) -> None:
+    def engine() -> FakeRunEngine:
         return fake_engine
 
     a = read_side("image:img/a:1", published=tmp_path, engine=engine)
@@ -189,11 +142,11 @@ def test_image_sides(fake_engine: FakeImageEngine, tmp_path: Path) -> None:
     assert [(c.name, c.old, c.new) for c in pip.changed] == [("six", "1.16.0", "1.17.0")]
     assert not conda and result.base_changes == ()
     # the commands ran as argv lists (no shell), each container removed again
-    argvs = {spec.argv for spec in fake_engine.created}
+    argvs = {spec.argv for spec in fake_engine.specs.values()}
     assert DPKG_ARGV in argvs and PIP_ARGV in argvs
-    assert len(fake_engine.removed) == len(fake_engine.created) == 6
+    assert len(fake_engine.specs) == 6 and not fake_engine.live
 
 
-def test_missing_image(fake_engine: FakeImageEngine, tmp_path: Path) -> None:
+def test_missing_image(fake_engine: FakeRunEngine, tmp_path: Path) -> None:
     with pytest.raises(EnvbuildError, match="no such image in the local engine"):
         read_side("image:img/none:1", published=tmp_path, engine=lambda: fake_engine)

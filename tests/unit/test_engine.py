@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.engine.docker import BuildKitClient, BuildRequest, find_buildkit, parse_failure
+from envbuild.engine.buildkit import BuildKitClient, find_buildkit, parse_failure
+from envbuild.engine.protocols import BuildRequest
 from envbuild.errors import ToolMissingError
 
 FAILED_LOG = """\

@@ -18,7 +18,8 @@ from envbuild.build.builder import build, resolve
 from envbuild.cache.hashing import content_hash, manifest
 from envbuild.catalog.explain import diff, explain, inputs_record
 from envbuild.definition.model import load
-from envbuild.engine.docker import BuildKitClient, BuildRequest, ImageInfo
+from envbuild.engine.buildkit import BuildKitClient
+from envbuild.engine.protocols import BuildRequest, ImageInfo
 from envbuild.errors import EngineError, UsageError
 from envbuild.lock import makers
 from envbuild.render.dockerfile import render

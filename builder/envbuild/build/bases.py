@@ -17,9 +17,10 @@ The pipeline of :func:`bootstrap`:
    image config (``created`` is the epoch). The image ID is the digest of that
    config, so the same root filesystem always gets the same image ID, which
    ``docker import`` (it stamps the current time) cannot give.
-4. ``docker load`` under a temporary tag, a container runs a check, and only
-   then is the target tag set and the temporary tag removed. On any failure,
-   Ctrl-C included, the temporaries go and the target tag is left untouched.
+4. The engine loads it under a temporary tag, a container runs a check, and
+   only then is the target tag set and the temporary tag removed. On any
+   failure, Ctrl-C included, the temporaries go and the target tag is left
+   untouched.
 
 Supported references (:data:`SUPPORTED`): ``debian:bookworm-slim`` (alias
 ``debian:12-slim``), ``ubuntu:20.04`` (``ubuntu:focal``), ``ubuntu:22.04``
@@ -28,8 +29,8 @@ flavour of Debian is offered: ``debian:bookworm`` and ``debian:12`` upstream
 keep documentation and locales that this recipe leaves out, so answering to
 their names would be a lie.
 
-The engine is driven through the docker CLI given by the caller (the one
-module that imports the docker SDK is :mod:`envbuild.engine.docker`).
+The engine is reached through :mod:`envbuild.engine` only (its image store
+and its container runner); mmdebstrap is the one program run here.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -58,12 +60,15 @@ from types import MappingProxyType
 from typing import IO, Literal
 
 from envbuild.cache.identity import BASE_RECIPE_LABEL
+from envbuild.engine.protocols import ContainerEngine, ContainerSpec, ImageStore
+from envbuild.engine.runner import run_to_completion, shielded
 from envbuild.errors import (
     BootstrapError,
     EngineError,
     ToolMissingError,
     UsageError,
 )
+from envbuild.log import Log
 from envbuild.settings import Settings, load_settings
 
 __all__ = [
@@ -369,7 +374,7 @@ def ubuntu_archive_keyring(
     *,
     mirror: str,
     fetch: Callable[[str], bytes] | None = None,
-    log: Callable[[str], None] | None = None,
+    log: Log | None = None,
 ) -> Path:
     """Ubuntu's archive keyring, from the pinned keyring .deb, cached under ``cache_dir``.
 
@@ -405,28 +410,19 @@ def ubuntu_archive_keyring(
     return cached
 
 
-def is_present(ref: str, docker: str) -> bool:
-    """Whether the engine holds an image named ``ref`` (``docker image inspect``)."""
-    _require_docker(docker)
-    proc = _docker(docker, "image", "inspect", "--format", "{{.Id}}", ref, check=False)
-    if proc.returncode == 0:
-        return True
-    if "no such image" in proc.stderr.lower():
-        return False
-    raise EngineError(
-        f"`{docker} image inspect {ref}` failed (exit {proc.returncode}): {_tail(proc.stderr)}",
-        hint="is the Docker engine running? `docker info` tells",
-    )
+def is_present(ref: str, engine: ImageStore) -> bool:
+    """Whether the engine holds an image named ``ref``."""
+    return engine.inspect_image(ref) is not None
 
 
 def bootstrap(
     ref: str,
     *,
-    docker: str,
+    engine: ContainerEngine | None = None,
     mirror: str | None = None,
     keyring: Path | None = None,
     epoch: int | None = None,
-    log: Callable[[str], None] | None = None,
+    log: Log | None = None,
     target: str | None = None,
     settings: Settings | None = None,
 ) -> BootstrapResult:
@@ -438,7 +434,8 @@ def bootstrap(
     Ubuntu, the pinned download otherwise). ``epoch`` is the
     ``SOURCE_DATE_EPOCH`` (default: that variable from the environment, else the
     recipe's). ``log`` receives mmdebstrap's progress line by line. ``settings``
-    (loaded when needed and not given) supply the mirror and the keyring cache.
+    (loaded when needed and not given) supply the mirror, the keyring cache
+    and, when no ``engine`` is given, the engine's docker client.
 
     The target tag is set only once the whole pipeline succeeded; on any
     failure (Ctrl-C included) the temporary image is removed and the target tag
@@ -453,10 +450,14 @@ def bootstrap(
             "mmdebstrap is not installed; it builds base images from package archives",
             hint="apt-get install mmdebstrap",
         )
-    _require_docker(docker)
     epoch = _resolve_epoch(epoch, recipe)
-    if mirror is None or (keyring is None and recipe.mirror_kind == "ubuntu"):
+    if engine is None or mirror is None or (keyring is None and recipe.mirror_kind == "ubuntu"):
         settings = settings or load_settings()
+    if engine is None:
+        from envbuild.engine.docker import DockerEngine
+
+        assert settings is not None
+        engine = DockerEngine(settings.docker)
     if mirror is None:
         assert settings is not None
         mirror = (
@@ -475,7 +476,7 @@ def bootstrap(
         argv = mmdebstrap_command(recipe, mirror, str(layer), keyring=keyring)
         _run_mmdebstrap(argv, epoch=epoch, log=emit)
         result = import_rootfs(
-            layer, target, docker=docker, recipe=recipe, mirror=mirror, epoch=epoch, log=emit
+            layer, target, engine=engine, recipe=recipe, mirror=mirror, epoch=epoch, log=emit
         )
     return BootstrapResult(result.ref, result.image_id, time.monotonic() - started, result.size)
 
@@ -484,11 +485,11 @@ def import_rootfs(
     layer: Path,
     target: str,
     *,
-    docker: str,
+    engine: ContainerEngine,
     recipe: BaseRecipe,
     mirror: str,
     epoch: int,
-    log: Callable[[str], None] | None = None,
+    log: Log | None = None,
 ) -> BootstrapResult:
     """Turn a root-filesystem tar into the image ``target``: the second half of :func:`bootstrap`.
 
@@ -499,7 +500,6 @@ def import_rootfs(
     """
     started = time.monotonic()
     emit = log or (lambda _line: None)
-    _require_docker(docker)
     emit("envbuild: checking the root filesystem")
     _check_rootfs(layer)
     diff_id = "sha256:" + _sha256_file(layer)
@@ -509,13 +509,14 @@ def import_rootfs(
     temp_tag = f"{TEMP_REPOSITORY}:{uuid.uuid4().hex[:16]}"
     try:
         emit(f"envbuild: loading the image as {temp_tag}")
-        _docker_load(docker, layer, config, temp_tag, diff_id)
+        _load(engine, layer, config, temp_tag, diff_id)
         emit("envbuild: checking the image runs")
-        image_id, size = _verify_image(docker, temp_tag)
+        image_id, size = _verify_image(engine, temp_tag)
         emit(f"envbuild: tagging {image_id} as {target}")
-        _docker(docker, "tag", temp_tag, target)
+        engine.tag(image_id, target)
     finally:
-        _remove_tag(docker, temp_tag)
+        # Only untags while the target names the image; else the image goes too.
+        shielded(lambda: _remove_quietly(engine, temp_tag))
     return BootstrapResult(target, image_id, time.monotonic() - started, size)
 
 
@@ -538,7 +539,7 @@ def _resolve_epoch(epoch: int | None, recipe: BaseRecipe) -> int:
     return epoch
 
 
-def _run_mmdebstrap(argv: Sequence[str], *, epoch: int, log: Callable[[str], None]) -> None:
+def _run_mmdebstrap(argv: Sequence[str], *, epoch: int, log: Log) -> None:
     """Run mmdebstrap, each output line to ``log``; a BootstrapError with the tail on failure."""
     env = dict(os.environ, SOURCE_DATE_EPOCH=str(epoch))
     tail: deque[str] = deque(maxlen=40)
@@ -612,113 +613,71 @@ def _check_rootfs(layer: Path) -> None:
         )
 
 
-def _docker_load(docker: str, layer: Path, config: bytes, tag: str, diff_id: str) -> None:
-    proc = subprocess.Popen(
-        [docker, "load"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+def _archive_chunks(layer: Path, config: bytes, tag: str, diff_id: str) -> Iterator[bytes]:
+    """The ``docker load`` archive of :func:`write_docker_archive`, as a stream of chunks.
+
+    A thread writes it into a pipe, so no copy of the layer lands on disk.
+    """
+    read_fd, write_fd = os.pipe()
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            with os.fdopen(write_fd, "wb", buffering=1 << 20) as pipe:
+                write_docker_archive(layer, config, pipe, repo_tag=tag, diff_id=diff_id)
+        except BaseException as exc:  # reported by the consumer below
+            failure.append(exc)
+
+    thread = threading.Thread(target=produce, name="envbuild-archive", daemon=True)
+    thread.start()
     try:
-        assert proc.stdin is not None
-        with contextlib.suppress(BrokenPipeError):  # the exit code and stderr tell why
-            write_docker_archive(layer, config, proc.stdin, repo_tag=tag, diff_id=diff_id)
-        with contextlib.suppress(BrokenPipeError):
-            proc.stdin.close()
-        # docker load prints a line or two, far below a pipe's buffer: no deadlock.
-        assert proc.stdout is not None and proc.stderr is not None
-        out, err = proc.stdout.read(), proc.stderr.read()
-        proc.wait()
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    if proc.returncode != 0:
+        with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(1 << 20):
+                yield chunk
+    finally:
+        thread.join()
+    if failure and not isinstance(failure[0], BrokenPipeError):
+        raise BootstrapError(f"cannot write the image archive of {layer}: {failure[0]}")
+
+
+def _load(engine: ImageStore, layer: Path, config: bytes, tag: str, diff_id: str) -> None:
+    try:
+        engine.load_image(_archive_chunks(layer, config, tag, diff_id))
+    except EngineError as exc:
         raise BootstrapError(
-            f"`{docker} load` failed (exit {proc.returncode})",
-            step="docker load",
-            step_exit_code=proc.returncode,
-            log_tail=(out + err).decode("utf-8", "replace").splitlines()[-20:],
-        )
+            f"the engine could not load the image: {exc.message}", step="load the image"
+        ) from exc
 
 
-def _verify_image(docker: str, tag: str) -> tuple[str, int]:
+def _verify_image(engine: ContainerEngine, tag: str) -> tuple[str, int]:
     """The image's ID and size, once a container of it ran ``apt-get --version`` with sh."""
-    proc = _docker(docker, "image", "inspect", "--format", "{{.Id}} {{.Size}}", tag)
-    image_id, _, size_text = proc.stdout.strip().partition(" ")
-    size = int(size_text) if size_text.isdigit() else 0
-    if size <= 0:
-        raise BootstrapError(f"the loaded image {tag} is empty (size {size_text!r})")
-    name = f"envbuild-bootstrap-check-{uuid.uuid4().hex[:12]}"
-    argv = [
-        docker,
-        "run",
-        "--rm",
-        "--name",
-        name,
-        "--network",
-        "none",
-        "--pull",
-        "never",
-        tag,
-        "/bin/sh",
-        "-c",
-        "apt-get --version >/dev/null && dpkg --version >/dev/null",
-    ]
+    info = engine.inspect_image(tag)
+    if info is None:
+        raise BootstrapError(f"the engine loaded no image {tag}")
+    if info.size <= 0:
+        raise BootstrapError(f"the loaded image {tag} is empty (size {info.size})")
+    argv = ("/bin/sh", "-c", "apt-get --version >/dev/null && dpkg --version >/dev/null")
     try:
-        check = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-    except BaseException:
-        _cleanup([docker, "rm", "-f", name])
-        raise
-    if check.returncode != 0:
+        done = run_to_completion(
+            engine, ContainerSpec(image=info.id, argv=argv, network="none"), timeout=120
+        )
+    except EngineError as exc:  # e.g. /bin/sh is not a program: the container cannot start
+        raise BootstrapError(
+            f"the loaded image {tag} does not work: {exc.message}", step=shlex.join(argv)
+        ) from exc
+    if done.exit_code != 0 or done.timed_out:
         raise BootstrapError(
             f"the loaded image {tag} does not work: a shell running apt-get and dpkg failed",
-            step=shlex.join(argv[1:]),
-            step_exit_code=check.returncode,
-            log_tail=(check.stdout + check.stderr).splitlines()[-20:],
+            step=shlex.join(argv),
+            step_exit_code=done.exit_code,
+            log_tail=list(done.tail(20)),
         )
-    return image_id, size
+    return info.id, info.size
 
 
-def _remove_tag(docker: str, tag: str) -> None:
-    # `rmi` of a tag only untags while another tag (the target) names the image.
-    _cleanup([docker, "rmi", tag])
-
-
-def _cleanup(argv: list[str]) -> None:
-    """Run a cleanup command to its end, even through Ctrl-C.
-
-    It runs in its own session, so the Ctrl-C that got us here (sent to the
-    whole foreground process group) does not kill it too; a further Ctrl-C
-    while it runs (well under a second) waits for it rather than leaving the
-    temporary behind.
-    """
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    while True:
-        try:
-            proc.wait()
-        except KeyboardInterrupt:
-            continue
-        return
-
-
-def _docker(docker: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([docker, *args], capture_output=True, text=True, check=False)
-    if check and proc.returncode != 0:
-        raise EngineError(
-            f"`{docker} {shlex.join(args)}` failed (exit {proc.returncode}): {_tail(proc.stderr)}"
-        )
-    return proc
-
-
-def _require_docker(docker: str) -> None:
-    if shutil.which(docker) is None:
-        raise ToolMissingError(
-            f"the docker client {docker!r} was not found",
-            hint="install one (apt-get install docker.io) or set `docker` in the envbuild config",
-        )
+def _remove_quietly(engine: ImageStore, ref: str) -> None:
+    with contextlib.suppress(EngineError):
+        engine.remove_image(ref)
 
 
 def _dpkg_arch() -> str:

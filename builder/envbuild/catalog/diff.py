@@ -20,29 +20,25 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from envbuild.catalog.packages import (
     ECOSYSTEMS,
     Base,
-    ContainerEngine,
     PackageList,
     declared,
     from_image,
 )
 from envbuild.definition.model import DEFINITION_FILE, load
-from envbuild.engine.docker import ImageInfo
+from envbuild.engine.protocols import ContainerEngine
 from envbuild.errors import UsageError
 
 IMAGE_PREFIX = "image:"
 _PUBLISHED = re.compile(r"(?P<name>[a-z0-9][a-z0-9._-]*)@(?P<version>[0-9]+)")
 
 
-class ImageEngine(ContainerEngine, Protocol):
-    """What reading an image side asks of the engine: inspect, then run commands in it."""
-
-    def inspect_image(self, ref: str) -> ImageInfo | None:
-        """The image ``ref`` names, or ``None``."""
+#: What reading an image side asks of the engine: inspect, then run commands in it.
+ImageEngine = ContainerEngine
 
 
 @dataclass(frozen=True)

@@ -18,20 +18,18 @@ strings: an exact version (``1.6.0``), a declared specifier when nothing pins it
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import sys
-import threading
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from envbuild.cache.identity import SBOM_LABEL as SBOM_LABEL  # re-exported
 from envbuild.definition.model import Environment
-from envbuild.engine.docker import STDOUT, ContainerSpec, ContainerStream
+from envbuild.engine.protocols import ContainerRuntime, ContainerSpec
+from envbuild.engine.runner import run_to_completion
 from envbuild.errors import EngineError, UsageError
 from envbuild.render.context import BuildContext
 
@@ -342,77 +340,26 @@ def declared(env: Environment, context: BuildContext | None = None) -> PackageLi
 # --------------------------------------------------------------------------
 
 
-class ContainerEngine(Protocol):
-    """What reading an image's packages asks of the engine (DockerEngine provides it)."""
-
-    def create_container(self, spec: ContainerSpec) -> str:
-        """Create (not start) a container; return its ID."""
-
-    def attach_container(self, container_id: str) -> ContainerStream:
-        """Attach to stdout and stderr before start."""
-
-    def start_container(self, container_id: str) -> None:
-        """Start a created container."""
-
-    def wait_container(self, container_id: str) -> int:
-        """Wait until it stops; return its exit status."""
-
-    def kill_container(self, container_id: str, signal: str = "SIGKILL") -> None:
-        """Kill it (not running is not an error)."""
-
-    def remove_container(self, container_id: str) -> None:
-        """Force-remove it (gone is not an error)."""
-
-
-_NOT_FOUND = ("executable file not found", "no such file or directory")
-
-
 def capture(
-    engine: ContainerEngine, image: str, argv: tuple[str, ...], timeout: float = SBOM_TIMEOUT
+    engine: ContainerRuntime, image: str, argv: tuple[str, ...], timeout: float = SBOM_TIMEOUT
 ) -> tuple[int, str]:
     """Run ``argv`` in a fresh container of ``image``: ``(exit code, stdout)``.
 
     A command the image does not have answers 127, as a shell would. The
     container is removed on every path and killed after ``timeout`` seconds.
     """
-    container = engine.create_container(
-        ContainerSpec(image=image, argv=argv, labels={SBOM_LABEL: uuid.uuid4().hex})
+    done = run_to_completion(
+        engine,
+        ContainerSpec(image=image, argv=argv, labels={SBOM_LABEL: "1"}),
+        timeout=timeout,
     )
-    timed_out = threading.Event()
-
-    def on_timeout() -> None:
-        timed_out.set()
-        with contextlib.suppress(EngineError):
-            engine.kill_container(container)
-
-    timer = threading.Timer(timeout, on_timeout)
-    stdout = bytearray()
-    try:
-        stream = engine.attach_container(container)
-        try:
-            try:
-                engine.start_container(container)
-            except EngineError as exc:
-                if any(text in str(exc).lower() for text in _NOT_FOUND):
-                    return 127, ""
-                raise
-            timer.start()
-            for kind, chunk in stream:
-                if kind == STDOUT:
-                    stdout += chunk
-        finally:
-            stream.close()
-        code = engine.wait_container(container)
-    finally:
-        timer.cancel()
-        engine.remove_container(container)
-    if timed_out.is_set():
+    if done.timed_out:
         raise EngineError(f"`{' '.join(argv)}` in {image} did not finish in {timeout:.0f}s")
-    return code, stdout.decode("utf-8", errors="replace")
+    return done.exit_code, done.text()
 
 
 def from_image(
-    engine: ContainerEngine, image: str, labels: Mapping[str, str] | None = None
+    engine: ContainerRuntime, image: str, labels: Mapping[str, str] | None = None
 ) -> PackageList:
     """The packages installed in ``image``: dpkg's database, pip's and conda's lists.
 

@@ -14,19 +14,15 @@ import contextlib
 import hashlib
 import json
 import re
-import threading
-import time
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from envbuild.cache.identity import TEST_LABEL as TEST_LABEL  # re-exported
 from envbuild.definition.model import TestSpec
-from envbuild.engine.docker import STDOUT, ContainerSpec, DockerEngine
-from envbuild.errors import EngineError
-
-Log = Callable[[str], None]
+from envbuild.engine.protocols import ContainerRuntime, ContainerSpec
+from envbuild.engine.runner import run_to_completion
+from envbuild.log import Log
 
 OUTPUT_LIMIT = 1 << 20  # bytes of output kept per check
 
@@ -94,73 +90,34 @@ def _record_path(home: Path, image_id: str, tests: Sequence[TestSpec]) -> Path:
     return home / "test-results" / f"{key}.json"
 
 
-def run_check(engine: DockerEngine, image: str, spec: TestSpec, index: int) -> CheckResult:
+def run_check(engine: ContainerRuntime, image: str, spec: TestSpec, index: int) -> CheckResult:
     """Run one check in a fresh container; the container is removed on every path."""
     name = spec.name or f"test {index + 1}"
-    started = time.monotonic()
-    container = engine.create_container(
-        ContainerSpec(image=image, argv=spec.run, labels={TEST_LABEL: uuid.uuid4().hex})
+    done = run_to_completion(
+        engine,
+        ContainerSpec(image=image, argv=spec.run, labels={TEST_LABEL: "1"}),
+        timeout=spec.timeout,
+        output_limit=OUTPUT_LIMIT,
     )
-    timed_out = threading.Event()
+    tail = done.tail(15)
+    code = done.exit_code
 
-    def on_timeout() -> None:
-        timed_out.set()
-        with contextlib.suppress(EngineError):
-            engine.kill_container(container)
+    def failed(reason: str) -> CheckResult:
+        return CheckResult(name, spec.run, False, code, done.seconds, spec.expect, tail, reason)
 
-    timer = threading.Timer(spec.timeout, on_timeout)
-    stdout = bytearray()
-    combined = bytearray()
-    try:
-        stream = engine.attach_container(container)
-        try:
-            engine.start_container(container)
-            timer.start()
-            for kind, chunk in stream:
-                if len(combined) < OUTPUT_LIMIT:
-                    combined += chunk
-                    if kind == STDOUT:
-                        stdout += chunk
-        finally:
-            stream.close()
-        code = engine.wait_container(container)
-    finally:
-        timer.cancel()
-        engine.remove_container(container)
-    text = stdout.decode("utf-8", errors="replace")
-    tail = tuple(combined.decode("utf-8", errors="replace").splitlines()[-15:])
-    seconds = time.monotonic() - started
-    if timed_out.is_set():
-        return CheckResult(
-            name,
-            spec.run,
-            False,
-            code,
-            seconds,
-            spec.expect,
-            tail,
-            f"timed out after {spec.timeout}s",
-        )
+    if done.timed_out:
+        return failed(f"timed out after {spec.timeout}s")
+    if done.missing is not None:
+        return failed(f"{spec.run[0]} is not in the image")
     if code != 0:
-        return CheckResult(
-            name, spec.run, False, code, seconds, spec.expect, tail, f"exited with {code}"
-        )
-    if not expectation_met(spec.expect, text):
-        return CheckResult(
-            name,
-            spec.run,
-            False,
-            code,
-            seconds,
-            spec.expect,
-            tail,
-            f"no output line equals or matches {spec.expect!r}",
-        )
-    return CheckResult(name, spec.run, True, code, seconds, spec.expect, tail)
+        return failed(f"exited with {code}")
+    if not expectation_met(spec.expect, done.text()):
+        return failed(f"no output line equals or matches {spec.expect!r}")
+    return CheckResult(name, spec.run, True, code, done.seconds, spec.expect, tail)
 
 
 def run_tests(
-    engine: DockerEngine,
+    engine: ContainerRuntime,
     *,
     image: str,
     image_id: str,

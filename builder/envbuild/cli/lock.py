@@ -79,7 +79,6 @@ def lock(env: Path, check: bool, ca_bundle: Path | None, as_json: bool, quiet: b
     result = locking.lock(
         environment,
         engine=DockerEngine(settings.docker),
-        docker=settings.docker,
         platform=settings.platform,
         ca_bundle=find_ca_bundle(ca_bundle),
         log=(lambda line: None) if quiet else (lambda line: click.echo(line, err=True)),

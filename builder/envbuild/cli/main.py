@@ -303,7 +303,6 @@ def bootstrap(ref: str, mirror: str | None, keyring: Path | None, as_json: bool)
     settings = _settings()
     result = do_bootstrap(
         ref,
-        docker=settings.docker,
         mirror=mirror,
         keyring=keyring,
         settings=settings,

@@ -14,6 +14,9 @@ from typing import Any
 
 from envbuild import files as safe_files
 from envbuild.definition.model import Environment
+from envbuild.engine.protocols import ContainerEngine, ContainerRuntime, ContainerSpec, ImageStore
+from envbuild.engine.runner import run_to_completion
+from envbuild.errors import EngineError
 
 if sys.version_info >= (3, 11):
     pass
@@ -524,7 +527,7 @@ def _deterministic_tar(root: Path) -> bytes:
 # -- the base ---------------------------------------------------------------
 
 
-def pin_base(image: str, engine: Any) -> BasePin:
+def pin_base(image: str, engine: ImageStore) -> BasePin:
     """Pin ``image`` to what the engine holds: its registry digest, else its image ID."""
     info = engine.inspect_image(image)
     if info is None:
@@ -533,7 +536,7 @@ def pin_base(image: str, engine: Any) -> BasePin:
             hint=f"pull it, or build it: envbuild base bootstrap {image}",
         )
     repository = image.split("@", 1)[0].rsplit(":", 1)[0] if "/" in image or ":" in image else image
-    for digest_ref in getattr(info, "repo_digests", ()):
+    for digest_ref in info.repo_digests:
         repo, _, digest = digest_ref.partition("@")
         if digest and _same_repository(repo, repository):
             return BasePin(image=image, kind="digest", id=digest)
@@ -552,7 +555,7 @@ def _same_repository(a: str, b: str) -> bool:
     return norm(a) == norm(b)
 
 
-def check_base(pin: BasePin, engine: Any) -> None:
+def check_base(pin: BasePin, engine: ImageStore) -> None:
     """Refuse a build whose base is no longer what the lock pinned."""
     info = engine.inspect_image(pin.from_ref if pin.kind == "digest" else pin.image)
     if info is None:
@@ -564,7 +567,7 @@ def check_base(pin: BasePin, engine: Any) -> None:
         ok = info.id == pin.id
         now = info.id
     else:
-        digests = [d.partition("@")[2] for d in getattr(info, "repo_digests", ())]
+        digests = [d.partition("@")[2] for d in info.repo_digests]
         ok = pin.id in digests
         now = ", ".join(digests) or info.id
     if not ok:
@@ -576,21 +579,22 @@ def check_base(pin: BasePin, engine: Any) -> None:
         )
 
 
-def python_of_base(image: str, docker: str) -> str | None:
+def python_of_base(image: str, engine: ContainerRuntime) -> str | None:
     """The python3 version the distribution of ``image`` ships, from its os-release."""
-    import subprocess
-
+    spec = ContainerSpec(
+        image=image,
+        argv=("/etc/os-release",),
+        entrypoint=("cat",),
+        network="none",
+        init=False,
+    )
     try:
-        proc = subprocess.run(
-            [docker, "run", "--rm", "--network", "none", "--entrypoint", "cat", image,
-             "/etc/os-release"],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
+        done = run_to_completion(engine, spec, timeout=120)
+    except EngineError:
         return None
-    if proc.returncode != 0:
+    if done.exit_code != 0 or done.timed_out:
         return None
-    fields = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    fields = dict(line.split("=", 1) for line in done.text().splitlines() if "=" in line)
     key = (fields.get("ID", "").strip('"'), fields.get("VERSION_ID", "").strip('"'))
     return DISTRO_PYTHON.get(key)
 
@@ -624,8 +628,7 @@ class LockResult:
 def lock(
     env: Environment,
     *,
-    engine: Any,
-    docker: str,
+    engine: ContainerEngine,
     platform: str,
     ca_bundle: Path | None = None,
     log: Log = lambda line: None,
@@ -647,7 +650,7 @@ def lock(
                 f"{env.definition_file}: set [python] version to lock this environment",
                 hint='e.g. [python] version = "3.11"',
             )
-        python = python_of_base(env.base.image, docker)
+        python = python_of_base(env.base.image, engine)
         if python is None:
             raise LockError(
                 f"cannot tell which Python the base {env.base.image} provides",
