@@ -9,6 +9,8 @@ TOML with top-level keys named like the fields of :class:`Settings`::
     prefix = "envbuild"            # image repository prefix: <prefix>/<name>
     debian_mirror = "http://deb.debian.org/debian"
     ubuntu_mirror = "http://archive.ubuntu.com/ubuntu"
+    registry = "registry.example.com/team"   # HOST[:PORT][/NAMESPACE]; "" for none
+    registry_ca = "/etc/ssl/private-ca.pem"  # a private CA for that registry
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class Settings:
     debian_mirror: str = "http://deb.debian.org/debian"
     ubuntu_mirror: str = "http://archive.ubuntu.com/ubuntu"
     platform: str = "linux/amd64"
+    registry: str = ""  # HOST[:PORT][/NAMESPACE] of the image registry; "" for none
+    registry_ca: str = ""  # a CA bundle (PEM) for that registry's TLS
 
     @property
     def locks_dir(self) -> Path:
@@ -55,6 +59,8 @@ _ENV_VARS = {
     "debian_mirror": "ENVBUILD_DEBIAN_MIRROR",
     "ubuntu_mirror": "ENVBUILD_UBUNTU_MIRROR",
     "platform": "ENVBUILD_PLATFORM",
+    "registry": "ENVBUILD_REGISTRY",
+    "registry_ca": "ENVBUILD_REGISTRY_CA",
 }
 
 

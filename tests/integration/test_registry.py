@@ -1,13 +1,31 @@
-"""The registry tier against real registries on loopback (tests/integration/registry.py)."""
+"""The registry tier against real registries on loopback (tests/integration/registry.py).
+
+Each test pushes under a namespace of its own in the session's registries and
+builds environments with names of their own, so no two tests share an image.
+Every command's output, envbuild's state folder and the images' labels are
+searched for the canary password of the auth registry: it must appear nowhere.
+"""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import urllib.error
 import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.integration import registry as registries
+from tests.integration.conftest import CANARY_PASSWORD, REGISTRY_USER
 from tests.integration.registry import LoopbackRegistry
+from tests.integration.test_build import Envbuild, write_env
+
+pytestmark = pytest.mark.docker
+
+EXIT_REGISTRY = 6
 
 
 def test_loopback_registries_answer(
@@ -19,3 +37,237 @@ def test_loopback_registries_answer(
         urllib.request.urlopen(f"{auth_registry.url}/v2/", timeout=5)
     assert refused.value.code == 401
     assert auth_registry.manifest_digest("nothing", "here") is None  # the user is let in
+
+
+class Session(Envbuild):
+    """envbuild with a prefix, a state folder, and a registry namespace of its own."""
+
+    def __init__(self, docker: str, home: Path) -> None:
+        token = uuid.uuid4().hex[:10]
+        super().__init__(docker, f"envbuild-test-{token}", home)
+        self.namespace = f"t{token}"
+        self.home = home
+        self.outputs: list[str] = []
+
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        proc = super().__call__(*args, check=check, timeout=timeout)
+        self.outputs += [proc.stdout, proc.stderr]
+        return proc
+
+    def registry_tags(self, reg: LoopbackRegistry) -> list[str]:
+        out = self.docker_out(
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            "--filter",
+            f"reference={reg.host}/{self.namespace}/*",
+        )
+        return sorted(line for line in out.splitlines() if line and not line.endswith("<none>"))
+
+    def forget(self, reg: LoopbackRegistry, image_id: str) -> None:
+        """Remove every local tag of ``image_id`` (and so the image): the engine lacks it."""
+        self.docker_out("rmi", "--force", image_id)
+        assert self.tags() == []
+        assert self.registry_tags(reg) == []
+
+    def assert_no_canary(self) -> None:
+        texts = list(self.outputs)
+        for path in self.home.rglob("*"):
+            if path.is_file():
+                texts.append(path.read_bytes().decode("utf-8", "replace"))
+        for tag in self.tags():
+            texts.append(self.docker_out("image", "inspect", tag))
+        assert not [t for t in texts if CANARY_PASSWORD in t]
+
+
+@pytest.fixture
+def eb(docker_cli: str, tmp_path: Path) -> Iterator[Session]:
+    tool = Session(docker_cli, tmp_path / "home")
+    yield tool
+    out = subprocess.run(
+        [docker_cli, "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    mine = [
+        line
+        for line in out.splitlines()
+        if line.startswith(f"{tool.prefix}/") or f"/{tool.namespace}/" in line
+    ]
+    for tag in mine:
+        subprocess.run([docker_cli, "rmi", "--force", tag], capture_output=True, check=False)
+
+
+def small_env(tmp_path: Path, version: int = 1, message: str = "hi") -> Path:
+    """An environment of its own name (its own hash and image), sharing cached layers."""
+    name = f"reg-{uuid.uuid4().hex[:8]}"
+    return write_env(
+        tmp_path / name,
+        f'schema = 1\nname = "{name}"\nversion = {version}\n[variables]\nMESSAGE = "{message}"\n',
+    )
+
+
+def test_push_verifies_the_digest_and_a_repush_pushes_nothing(
+    eb: Session, registry: LoopbackRegistry, tmp_path: Path
+) -> None:
+    folder = small_env(tmp_path)
+    built = json.loads(eb("build", "--json", "-q", str(folder)).stdout)
+    target = f"{registry.host}/{eb.namespace}"
+    pushed = json.loads(eb("push", "--json", "-q", "--registry", target, str(folder)).stdout)
+    name = folder.name
+    repo = f"{eb.namespace}/{name}"
+    assert pushed["pushed"] is True
+    assert pushed["refs"] == [f"{target}/{name}:{built['hash'][:12]}", f"{target}/{name}:1"]
+    assert pushed["digest"] == registry.manifest_digest(repo, built["hash"][:12])
+    assert pushed["digest"] == registry.manifest_digest(repo, "1")
+    inspect = json.loads(eb.docker_out("image", "inspect", built["image"]))[0]
+    assert f"{target}/{name}@{pushed['digest']}" in inspect["RepoDigests"]
+
+    again = json.loads(eb("push", "--json", "-q", "--registry", target, str(folder)).stdout)
+    assert again["pushed"] is False
+    assert again["digest"] == pushed["digest"]
+    assert again["seconds"] < 0.1  # two manifest HEADs and one inspect
+
+    # An image that was never built is a usage error, not a push.
+    other = small_env(tmp_path)
+    proc = eb("push", "--registry", target, str(other), check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "envbuild build" in proc.stderr
+
+
+def test_build_pulls_from_the_registry_instead_of_building(
+    eb: Session, registry: LoopbackRegistry, tmp_path: Path
+) -> None:
+    folder = small_env(tmp_path)
+    target = f"{registry.host}/{eb.namespace}"
+    built = json.loads(
+        eb("build", "--json", "-q", "--registry", target, "--push", str(folder)).stdout
+    )
+    assert built["tier"] == "built"
+    assert built["digest"]
+    eb.forget(registry, built["id"])
+
+    fetched = json.loads(eb("build", "--json", "-q", "--registry", target, str(folder)).stdout)
+    assert fetched["tier"] == "registry"
+    assert fetched["digest"] == built["digest"]
+    assert (fetched["id"], fetched["hash"]) == (built["id"], built["hash"])
+    assert eb.tags() == sorted([built["image"], f"{eb.prefix}/{folder.name}:1"])
+    assert eb.run_in(built["image"], "sh", "-c", "echo $MESSAGE").strip() == "hi"
+
+    local = json.loads(eb("build", "--json", "-q", "--registry", target, str(folder)).stdout)
+    assert local["tier"] == "local"
+
+    # `envbuild pull` fetches the same way, and never builds.
+    eb.forget(registry, built["id"])
+    pulled = json.loads(eb("pull", "--json", "-q", "--registry", target, str(folder)).stdout)
+    assert (pulled["tier"], pulled["id"]) == ("registry", built["id"])
+    missing = small_env(tmp_path)
+    proc = eb("pull", "--registry", target, str(missing), check=False)
+    assert proc.returncode == EXIT_REGISTRY, proc.stderr
+    assert "holds no image" in proc.stderr
+    assert eb.tags() == sorted([built["image"], f"{eb.prefix}/{folder.name}:1"])
+
+
+def test_a_tampered_registry_image_is_refused_and_nothing_is_tagged(
+    eb: Session, registry: LoopbackRegistry, tmp_path: Path
+) -> None:
+    folder = small_env(tmp_path)
+    target = f"{registry.host}/{eb.namespace}"
+    built = json.loads(eb("build", "--json", "-q", str(folder)).stdout)
+    # Under the hash tag, an image whose hash label says something else.
+    fake = f"{target}/{folder.name}:{built['hash'][:12]}"
+    subprocess.run(
+        [eb.docker, "build", "-q", "-t", fake, "-"],
+        input=f"FROM {built['image']}\nLABEL io.envbuild.hash={'0' * 64}\n",
+        text=True,
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    eb.docker_out("push", fake)
+    fake_id = eb.docker_out("image", "inspect", "--format", "{{.Id}}", fake).strip()
+    eb.docker_out("rmi", fake)
+    eb.forget(registry, built["id"])
+
+    proc = eb("build", "--json", "-q", "--registry", target, str(folder), check=False)
+    assert proc.returncode == EXIT_REGISTRY, proc.stderr
+    assert "refused" in proc.stderr and "0" * 64 in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert eb.tags() == []
+    assert eb.registry_tags(registry) == []
+    gone = subprocess.run(
+        [eb.docker, "image", "inspect", fake_id], capture_output=True, check=False
+    )
+    assert gone.returncode != 0  # the pulled image was removed again
+
+
+def test_registry_down_is_a_clear_error_and_leaves_no_tag(eb: Session, tmp_path: Path) -> None:
+    folder = small_env(tmp_path)
+    built = json.loads(eb("build", "--json", "-q", str(folder)).stdout)
+    down = registries.start(tmp_path / "down")
+    registries.stop(down)
+    target = f"{down.host}/{eb.namespace}"
+
+    proc = eb("push", "--registry", target, str(folder), check=False)
+    assert proc.returncode == EXIT_REGISTRY, proc.stderr
+    assert f"cannot reach the registry {down.host}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert eb.registry_tags(down) == []
+    assert eb.tags() == sorted([built["image"], f"{eb.prefix}/{folder.name}:1"])
+
+    eb.forget(down, built["id"])
+    proc = eb("build", "--registry", target, str(folder), check=False)
+    assert proc.returncode == EXIT_REGISTRY, proc.stderr
+    assert f"cannot reach the registry {down.host}" in proc.stderr
+    assert eb.tags() == []
+
+
+def test_auth_registry_credentials_work_and_never_show(
+    eb: Session, auth_registry: LoopbackRegistry, tmp_path: Path
+) -> None:
+    folder = small_env(tmp_path)
+    target = f"{auth_registry.host}/{eb.namespace}"
+    built = json.loads(eb("build", "--json", "-q", str(folder)).stdout)
+    eb.env["DOCKER_CONFIG"] = str(tmp_path / "empty-docker-config")
+
+    # No credentials at all: refused before anything is pushed.
+    proc = eb("push", "--registry", target, str(folder), check=False)
+    assert proc.returncode == EXIT_REGISTRY, proc.stderr
+    assert "asks for credentials" in proc.stderr
+    # A wrong password: refused, and the message names the user, never a password.
+    eb.env["ENVBUILD_REGISTRY_USERNAME"] = REGISTRY_USER
+    eb.env["ENVBUILD_REGISTRY_PASSWORD"] = "wrong-" + CANARY_PASSWORD
+    proc = eb("push", "--registry", target, str(folder), check=False)
+    assert proc.returncode == EXIT_REGISTRY, proc.stderr
+    assert f"refused the credentials of user {REGISTRY_USER!r}" in proc.stderr
+    assert eb.registry_tags(auth_registry) == []
+
+    # The right password from the environment, then from the docker client's config.
+    eb.env["ENVBUILD_REGISTRY_PASSWORD"] = CANARY_PASSWORD
+    pushed = json.loads(eb("push", "--json", "--registry", target, str(folder)).stdout)
+    repo = f"{eb.namespace}/{folder.name}"
+    assert pushed["digest"] == auth_registry.manifest_digest(repo, built["hash"][:12])
+    del eb.env["ENVBUILD_REGISTRY_USERNAME"], eb.env["ENVBUILD_REGISTRY_PASSWORD"]
+    eb.env["DOCKER_CONFIG"] = str(auth_registry.docker_config(tmp_path / "docker-config"))
+    eb.forget(auth_registry, built["id"])
+    fetched = json.loads(eb("build", "--json", "--registry", target, str(folder)).stdout)
+    assert (fetched["tier"], fetched["id"]) == ("registry", built["id"])
+    eb.assert_no_canary()
+
+
+def test_a_build_uses_the_registrys_earlier_version_as_layer_cache(
+    eb: Session, registry: LoopbackRegistry, tmp_path: Path
+) -> None:
+    folder = small_env(tmp_path, version=1, message="one")
+    target = f"{registry.host}/{eb.namespace}"
+    eb("build", "-q", "--registry", target, "--push", str(folder))
+    # The next version of the same environment: the registry's :1 is its cache.
+    text = (folder / "env.toml").read_text().replace("version = 1", "version = 2")
+    (folder / "env.toml").write_text(text.replace('"one"', '"two"'))
+    proc = eb("build", "--json", "--registry", target, str(folder))
+    assert f"importing cache manifest from {target}/{folder.name}:1" in proc.stderr
+    assert "could not be imported" not in proc.stderr
+    assert json.loads(proc.stdout)["tier"] == "built"

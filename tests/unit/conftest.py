@@ -15,3 +15,7 @@ def _no_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ENVBUILD_CONFIG", str(tmp_path / "no-config.toml"))
     for var in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "ENVBUILD_PREFIX"):
         monkeypatch.delenv(var, raising=False)
+    for var in ("ENVBUILD_REGISTRY", "ENVBUILD_REGISTRY_CA", "ENVBUILD_REGISTRY_USERNAME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("ENVBUILD_REGISTRY_PASSWORD", raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))

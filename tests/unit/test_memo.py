@@ -122,6 +122,7 @@ def test_fast_path_answers_like_the_full_command_line(
             "image": resolved.hash_tag,
             "hash": resolved.hash,
             "cached": True,
+            "tier": "local",
             "id": image.id,
             "tags": [resolved.hash_tag, resolved.version_tag],
         }

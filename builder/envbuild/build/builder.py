@@ -10,6 +10,7 @@ the build succeeded, so a failed or interrupted build never leaves a tag.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import json
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from envbuild.build.result import BuildResult as BuildResult  # re-exported, as is report
 from envbuild.build.result import report as report
@@ -34,6 +36,9 @@ from envbuild.errors import EngineError, UsageError
 from envbuild.render.context import BuildContext
 from envbuild.render.dockerfile import render
 from envbuild.settings import Settings
+
+if TYPE_CHECKING:  # the registry tier is imported only by a build that uses one
+    from envbuild.build.travel import Remote
 
 CA_SECRET = "envbuild-ca"  # noqa: S105 - the secret's id, not a secret
 NETRC_SECRET = "envbuild-netrc"  # noqa: S105 - the secret's id, not a secret
@@ -221,8 +226,15 @@ def build(
     strict: bool = False,
     log: Log = lambda line: None,
     warn: Log = _stderr,
+    remote: Remote | None = None,
 ) -> BuildResult:
     """Return the image of ``env``, building it only when its hash is not in the engine.
+
+    With a ``remote`` registry, a local miss asks the registry next (see
+    :func:`envbuild.build.travel.fetch`: pulled by digest, its hash label
+    verified); a build then reuses the registry's earlier image of the
+    environment as layer cache (inline cache), and says so when that cache
+    could not be imported.
 
     ``strict`` refuses an environment whose inputs are not all locked; without
     it such an image is built, labelled ``io.envbuild.reproducible=false``
@@ -258,6 +270,14 @@ def build(
             if waited is not None:
                 log(f"envbuild: {resolved.hash_tag} was built by the other process; reusing it")
                 return waited
+            if remote is not None:
+                from envbuild.build import travel
+
+                fetched = travel.fetch(
+                    resolved, remote=remote, engine=engine, log=log, started=started
+                )
+                if fetched is not None:
+                    return fetched
         context = resolved.context
         if context.base_pin is not None:
             pinned = locking.read(resolved.env.path)
@@ -295,13 +315,53 @@ def build(
                 no_cache=rebuild,
                 build_args=_python_mirror(resolved.env),
             )
-            image_id = engine.build(request, log)
+            if remote is None:
+                image_id = engine.build(request, log)
+            else:
+                image_id = _build_with_cache(request, resolved, remote, engine, log, warn)
         # The hash tag is written last: its presence means "built completely".
         engine.tag(image_id, resolved.version_tag)
         engine.tag(image_id, resolved.hash_tag)
     return BuildResult(
         resolved.hash_tag, resolved.hash, False, image_id, time.monotonic() - started, tags
     )
+
+
+def _build_with_cache(
+    request: BuildRequest, resolved: Resolved, remote: Remote, engine: Engine, log: Log, warn: Log
+) -> str:
+    """Build ``request`` with the registry's earlier image as inline layer cache.
+
+    BuildKit goes on without a cache it cannot import, so the log is read for
+    that and ``warn`` says it.
+    """
+    from envbuild.build import travel
+    from envbuild.engine.registry import failed_cache_imports
+
+    source = travel.cache_source(resolved, remote)
+    lines: list[str] = []
+
+    def keep(line: str) -> None:
+        if "cache" in line or " ERROR: " in line:
+            lines.append(line)
+        log(line)
+
+    with travel.docker_config(remote.registry) as config:
+        image_id = engine.build(
+            dataclasses.replace(
+                request,
+                build_args={**request.build_args, "BUILDKIT_INLINE_CACHE": "1"},
+                cache_from=(source,) if source else (),
+                docker_config=config,
+            ),
+            keep,
+        )
+    for ref, error in failed_cache_imports(lines).items():
+        warn(
+            f"envbuild: warning: the layer cache of {ref} could not be imported ({error}); "
+            "built without it"
+        )
+    return image_id
 
 
 def _check_tools(resolved: Resolved) -> None:

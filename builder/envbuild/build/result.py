@@ -23,17 +23,28 @@ class BuildResult:
     id: str
     seconds: float
     tags: tuple[str, ...] = ()
+    tier: str = ""  # who answered: "local", "registry" or "built" (derived when empty)
+    digest: str = ""  # the registry digest, when a registry answered or was pushed to
+
+    @property
+    def answered_by(self) -> str:
+        """Which tier answered: ``local`` (the engine), ``registry`` or ``built``."""
+        return self.tier or ("local" if self.cached else "built")
 
     def to_json(self) -> dict[str, object]:
-        """The ``--json`` shape: image, hash, cached, id, seconds (and tags)."""
-        return {
+        """The ``--json`` shape: image, hash, cached, tier, id, seconds, tags (and digest)."""
+        data: dict[str, object] = {
             "image": self.image,
             "hash": self.hash,
             "cached": self.cached,
+            "tier": self.answered_by,
             "id": self.id,
             "seconds": round(self.seconds, 3),
             "tags": list(self.tags),
         }
+        if self.digest:
+            data["digest"] = self.digest
+        return data
 
 
 def report(result: BuildResult, *, as_json: bool, quiet: bool) -> None:
@@ -42,6 +53,9 @@ def report(result: BuildResult, *, as_json: bool, quiet: bool) -> None:
         sys.stdout.write(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
         return
     if not quiet:
-        what = "cached" if result.cached else f"built in {result.seconds:.1f}s"
+        what = {
+            "local": "cached",
+            "registry": f"pulled from the registry in {result.seconds:.1f}s",
+        }.get(result.answered_by, f"built in {result.seconds:.1f}s")
         sys.stderr.write(f"envbuild: {result.image} ({what})\n")
     sys.stdout.write(result.image + "\n")

@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from envbuild import __version__
+from envbuild.cli.registry import open_remote, registry_options
 from envbuild.errors import EXIT_MEANINGS, UsageError
 
 _EXIT_CODES_HELP = "\b\nExit codes:\n" + "\n".join(
@@ -171,6 +172,13 @@ class _Progress:
 @click.option(
     "--strict", is_flag=True, help="Refuse to build an ENV that is not locked (`envbuild lock`)."
 )
+@registry_options
+@click.option(
+    "--push",
+    "push_after",
+    is_flag=True,
+    help="Push the image to the registry afterwards (see `envbuild push`).",
+)
 def build(
     envs: tuple[Path, ...],
     all_dir: Path | None,
@@ -180,6 +188,10 @@ def build(
     ca_bundle: Path | None,
     netrc: Path | None,
     strict: bool,
+    registry: str | None,
+    registry_ca: Path | None,
+    registry_insecure: bool,
+    push_after: bool,
 ) -> None:
     """Build each ENV's image, unless an image with its content hash exists.
 
@@ -187,7 +199,14 @@ def build(
     only after the build succeeded. With several ENVs (or --all DIR) they are
     built parents first; a failure does not stop the others, and every result
     is reported at the end.
+
+    With a registry (--registry, or the registry setting), an image the engine
+    lacks is pulled from <registry>/<name>:<hash12> when the registry holds it
+    (and its hash label matches), else built with the registry's earlier image
+    of the environment as layer cache; --push pushes the result.
     """
+    import dataclasses
+
     from envbuild.build.builder import build as do_build
     from envbuild.build.builder import find_ca_bundle, find_netrc, report, resolve
     from envbuild.engine.docker import DockerEngine
@@ -203,18 +222,30 @@ def build(
         folders.extend(discover(all_dir))
     if not folders:
         raise click.UsageError("name at least one ENV, or --all DIR")
+    remote = open_remote(
+        settings, engine, registry, registry_ca, registry_insecure, required=push_after
+    )
 
     def one(env: Any) -> Any:  # a folder, or an Environment already loaded
-        return do_build(
-            resolve(env, settings),
+        resolved = resolve(env, settings)
+        progress = _Progress(quiet)
+        result = do_build(
+            resolved,
             settings=settings,
             engine=engine,
             rebuild=rebuild,
             ca_bundle=ca_bundle,
             netrc=netrc,
             strict=strict,
-            log=_Progress(quiet),
+            log=progress,
+            remote=remote,
         )
+        if push_after and remote is not None:
+            from envbuild.build.travel import push
+
+            pushed = push(resolved, remote=remote, engine=engine, log=progress)
+            result = dataclasses.replace(result, digest=pushed.digest)
+        return result
 
     if len(folders) == 1 and all_dir is None:
         report(one(folders[0]), as_json=as_json, quiet=quiet)
@@ -339,6 +370,10 @@ cli_lock.register(cli)
 from envbuild.cli import catalog as cli_catalog  # noqa: E402 - registers onto the group defined above
 
 cli_catalog.register(cli)
+
+from envbuild.cli import registry as cli_registry  # noqa: E402 - registers onto the group above
+
+cli_registry.register(cli)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -56,6 +56,10 @@ class BuildKitClient:
             argv += ["--secret", f"id={sid},src={src}"]
         for key, value in sorted(request.build_args.items()):
             argv += ["--build-arg", f"{key}={value}"]
+        for ref in request.cache_from:
+            argv += ["--cache-from", ref]
+        if request.docker_config is not None:
+            env["DOCKER_CONFIG"] = str(request.docker_config)
         argv += ["--file", str(request.context_dir / "Dockerfile"), str(request.context_dir)]
         return argv, env
 

@@ -59,6 +59,10 @@ class BuildRequest:
     platform: str | None = None
     no_cache: bool = False
     build_args: Mapping[str, str] = field(default_factory=dict)
+    # Images whose inline cache BuildKit may reuse (a registry's earlier image), and
+    # the docker client config holding the credentials to fetch them with.
+    cache_from: tuple[str, ...] = ()
+    docker_config: Path | None = None
 
 
 @dataclass(frozen=True)

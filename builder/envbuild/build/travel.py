@@ -1,0 +1,215 @@
+"""Images that travel: push to a registry, and the registry as a cache tier.
+
+* :func:`push` puts ``<registry>/<name>:<hash12>`` and ``:<version>`` in the
+  registry, then checks with a manifest ``HEAD`` that the registry serves the
+  digest the push reported. An image the registry already holds (its digest is
+  among the local image's ``RepoDigests``) costs the ``HEAD``s and nothing
+  else. The hash tag goes first and the version tag only after it verified, so
+  a failure never leaves the moving tag on something unverified; the local
+  registry tags a failed push made are removed again.
+* :func:`fetch` answers a build from the registry: when it holds
+  ``<name>:<hash12>``, the image is pulled by digest and accepted only if its
+  ``io.envbuild.hash`` label holds the full hash; only then is it tagged
+  locally. A tampered image is removed again and refused.
+* :func:`cache_source` names the registry's earlier image of an environment,
+  whose inline cache a build may reuse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from envbuild.cache import identity
+from envbuild.engine.registry import ImageTransfer, Registry, RegistryClient
+from envbuild.errors import RegistryError, UsageError
+
+if TYPE_CHECKING:
+    from envbuild.build.builder import Resolved
+    from envbuild.build.result import BuildResult
+    from envbuild.engine.docker import Engine
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Remote:
+    """A registry, its API client and the engine's transfer channel, used together."""
+
+    registry: Registry
+    client: RegistryClient
+    transfer: ImageTransfer
+
+    @classmethod
+    def open(cls, registry: Registry, engine: object) -> Remote:
+        """The remote of ``registry``, pushing and pulling through the Docker ``engine``."""
+        from envbuild.engine.registry import DockerTransfer
+
+        return cls(registry, RegistryClient(registry), DockerTransfer(engine))
+
+    def ref(self, name: str, tag: str) -> str:
+        """``<registry>/<name>:<tag>``."""
+        return f"{identity.repository(self.registry.prefix, name)}:{tag}"
+
+    def digest_ref(self, name: str, digest: str) -> str:
+        """``<registry>/<name>@<digest>``."""
+        return f"{identity.repository(self.registry.prefix, name)}@{digest}"
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What ``push`` did for one environment."""
+
+    image: str  # the local hash tag
+    hash: str
+    refs: tuple[str, ...]  # the registry's hash tag and version tag
+    digest: str
+    pushed: bool  # False when the registry already held exactly this image
+    seconds: float
+
+    def to_json(self) -> dict[str, object]:
+        """The ``--json`` shape of ``envbuild push``."""
+        return {
+            "image": self.image,
+            "hash": self.hash,
+            "refs": list(self.refs),
+            "digest": self.digest,
+            "pushed": self.pushed,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _verify(remote: Remote, name: str, tag: str, digest: str) -> None:
+    served = remote.client.manifest_digest(name, tag)
+    if served != digest:
+        raise RegistryError(
+            f"the push of {remote.ref(name, tag)} reported {digest}, but the registry serves "
+            f"{served or 'nothing'} under that tag",
+            hint="another push may have raced this one; push again",
+        )
+
+
+def push(resolved: Resolved, *, remote: Remote, engine: Engine, log: Log) -> PushResult:
+    """Push the image of ``resolved`` (already built) and verify the registry's digest."""
+    started = time.monotonic()
+    name, digest_hex = resolved.env.name, resolved.hash
+    info = engine.inspect_image(resolved.hash_tag)
+    if info is None or not identity.is_hit(info, digest_hex):
+        raise UsageError(
+            f"{name}: the engine holds no image of hash {digest_hex[:12]} to push",
+            hint=f"build it first: envbuild build {resolved.env.path}",
+        )
+    hash_ref = remote.ref(name, digest_hex[:12])
+    version_ref = remote.ref(name, str(resolved.env.version))
+    refs = (hash_ref, version_ref)
+    held = remote.client.manifest_digest(name, digest_hex[:12])
+    if (
+        held is not None
+        and remote.digest_ref(name, held) in info.repo_digests
+        and remote.client.manifest_digest(name, str(resolved.env.version)) == held
+    ):
+        return PushResult(
+            resolved.hash_tag, digest_hex, refs, held, False, time.monotonic() - started
+        )
+    made = [ref for ref in refs if ref not in info.tags]
+    creds = remote.registry.credentials
+    try:
+        engine.tag(info.id, hash_ref)
+        digest = remote.transfer.push_image(hash_ref, creds, log)
+        if not digest:
+            raise RegistryError(f"the push of {hash_ref} reported no digest")
+        _verify(remote, name, digest_hex[:12], digest)
+        engine.tag(info.id, version_ref)
+        version_digest = remote.transfer.push_image(version_ref, creds, log)
+        if version_digest != digest:
+            raise RegistryError(
+                f"the push of {version_ref} reported {version_digest or 'no digest'}, "
+                f"not the {digest} of {hash_ref}"
+            )
+        _verify(remote, name, str(resolved.env.version), digest)
+    except BaseException:
+        for ref in made:  # nothing half-tagged: the local registry tags go again
+            with contextlib.suppress(Exception):
+                engine.remove_image(ref)
+        raise
+    return PushResult(resolved.hash_tag, digest_hex, refs, digest, True, time.monotonic() - started)
+
+
+def fetch(
+    resolved: Resolved, *, remote: Remote, engine: Engine, log: Log, started: float
+) -> BuildResult | None:
+    """The image of ``resolved`` from the registry (pulled by digest and verified), or
+    ``None`` when the registry does not hold its hash tag."""
+    from envbuild.build.result import BuildResult
+
+    name = resolved.env.name
+    digest = remote.client.manifest_digest(name, resolved.hash[:12])
+    if digest is None:
+        return None
+    ref = remote.digest_ref(name, digest)
+    log(f"envbuild: pulling {ref}")
+    remote.transfer.pull_image(ref, remote.registry.credentials, log)
+    info = engine.inspect_image(ref)
+    if info is None:
+        raise RegistryError(f"the pull of {ref} reported success, but the engine has no such image")
+    if not identity.is_hit(info, resolved.hash):
+        found = info.labels.get(identity.HASH_LABEL)
+        with contextlib.suppress(Exception):
+            engine.remove_image(ref)
+        raise RegistryError(
+            f"refused {remote.ref(name, resolved.hash[:12])} ({digest}): its "
+            f"{identity.HASH_LABEL} label is {found or 'missing'}, not {resolved.hash}",
+            hint="the registry's image is not the one this definition builds; nothing was "
+            "tagged. Remove that tag from the registry, or build without --registry",
+        )
+    engine.tag(info.id, resolved.version_tag)
+    engine.tag(info.id, resolved.hash_tag)  # last: its presence means "complete"
+    return BuildResult(
+        resolved.hash_tag,
+        resolved.hash,
+        True,
+        info.id,
+        time.monotonic() - started,
+        (resolved.hash_tag, resolved.version_tag),
+        tier="registry",
+        digest=digest,
+    )
+
+
+def cache_source(resolved: Resolved, remote: Remote) -> str | None:
+    """The registry's image of this version of the environment, else of the version
+    before: the layer cache a build may import (``None`` when it holds neither)."""
+    name, version = resolved.env.name, resolved.env.version
+    for candidate in (version, version - 1):
+        if candidate < 0:
+            continue
+        digest = remote.client.manifest_digest(name, str(candidate))
+        if digest is not None:
+            return remote.ref(name, str(candidate))
+    return None
+
+
+@contextlib.contextmanager
+def docker_config(registry: Registry) -> Iterator[Path | None]:
+    """A private docker client config holding ``registry``'s credentials, for BuildKit
+    to fetch a cache with (``None`` without credentials); removed afterwards."""
+    creds = registry.credentials
+    if creds is None:
+        yield None
+        return
+    import base64
+
+    with tempfile.TemporaryDirectory(prefix="envbuild-docker-config-") as tmp:
+        token = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
+        path = Path(tmp) / "config.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump({"auths": {registry.host: {"auth": token}}}, handle)
+        yield Path(tmp)

@@ -1,0 +1,199 @@
+"""Registry commands (``push``, ``pull``) and the registry options ``build`` shares.
+
+Library modules are imported inside the commands: every envbuild invocation
+imports this module.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from envbuild.build.travel import Remote
+    from envbuild.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def registry_options(func: F) -> F:
+    """Add ``--registry``, ``--registry-ca`` and ``--registry-insecure`` to a command."""
+    func = click.option(
+        "--registry-insecure",
+        is_flag=True,
+        help="Allow plain http to a registry that is not on loopback (loopback always may).",
+    )(func)
+    func = click.option(
+        "--registry-ca",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="CA bundle (PEM) for the registry's TLS (default: the registry_ca setting, "
+        "$ENVBUILD_REGISTRY_CA).",
+    )(func)
+    return click.option(
+        "--registry",
+        metavar="HOST[:PORT][/NAMESPACE]",
+        help="Image registry (default: the registry setting, $ENVBUILD_REGISTRY). Credentials "
+        "come from ENVBUILD_REGISTRY_USERNAME/_PASSWORD or the docker client's config "
+        "(`docker login`).",
+    )(func)
+
+
+def open_remote(
+    settings: Settings,
+    engine: object,
+    registry: str | None,
+    registry_ca: Path | None,
+    registry_insecure: bool,
+    *,
+    required: bool,
+) -> Remote | None:
+    """The registry the options or settings name, ready to use (``None`` when none is named
+    and none is ``required``)."""
+    from envbuild.build.travel import Remote
+    from envbuild.engine.registry import registry_from
+
+    source = "--registry"
+    if not registry and settings.registry:
+        registry, source = settings.registry, "the registry setting"
+    if not registry:
+        if required:
+            raise click.UsageError("name the registry: --registry HOST[:PORT][/NAMESPACE]")
+        return None
+    if registry_ca is None and settings.registry_ca:
+        registry_ca = Path(settings.registry_ca).expanduser()
+    found = registry_from(registry, ca_file=registry_ca, insecure=registry_insecure, source=source)
+    return Remote.open(found, engine)
+
+
+def _emit_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _folders(envs: tuple[Path, ...], all_dir: Path | None) -> list[Any]:
+    folders: list[Any] = list(envs)
+    if all_dir is not None:
+        from envbuild.catalog.order import build_order, discover
+
+        folders.extend(build_order(discover(all_dir)))
+    if not folders:
+        raise click.UsageError("name at least one ENV, or --all DIR")
+    return folders
+
+
+@click.command()
+@click.argument("envs", metavar="ENV...", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--all",
+    "all_dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Push every environment in this folder (e.g. curated), parents first.",
+)
+@registry_options
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print refs, digest and whether it was pushed."
+)
+@click.option("-q", "--quiet", is_flag=True, help="Do not show the push progress.")
+def push(
+    envs: tuple[Path, ...],
+    all_dir: Path | None,
+    registry: str | None,
+    registry_ca: Path | None,
+    registry_insecure: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Push each ENV's built image to the registry as <registry>/<name>:<hash12> and
+    :<version>, and verify that the registry serves the digest that was pushed.
+
+    An image the registry already holds is not pushed again. ENV must be built
+    (`envbuild build ENV`); a failed push exits 6 and leaves no tag behind.
+    """
+    from envbuild.build import travel
+    from envbuild.build.builder import resolve
+    from envbuild.engine.docker import DockerEngine
+    from envbuild.settings import load_settings
+
+    settings = load_settings()
+    engine = DockerEngine(settings.docker)
+    folders = _folders(envs, all_dir)
+    remote = open_remote(settings, engine, registry, registry_ca, registry_insecure, required=True)
+    assert remote is not None
+
+    def log(line: str) -> None:
+        if not quiet:
+            click.echo(line, err=True)
+
+    results = []
+    for folder in folders:
+        resolved = resolve(folder, settings)
+        result = travel.push(resolved, remote=remote, engine=engine, log=log)
+        results.append(result)
+        if not as_json:
+            what = "pushed" if result.pushed else "already in the registry"
+            click.echo(f"envbuild: {result.refs[0]} {result.digest} ({what})", err=True)
+            click.echo(f"{result.refs[0]}@{result.digest}")
+    if as_json:
+        docs = [r.to_json() for r in results]
+        _emit_json(docs[0] if len(docs) == 1 and all_dir is None else docs)
+
+
+@click.command()
+@click.argument("env", type=click.Path(path_type=Path))
+@registry_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (with tier).")
+@click.option("-q", "--quiet", is_flag=True, help="Do not show the pull progress.")
+def pull(
+    env: Path,
+    registry: str | None,
+    registry_ca: Path | None,
+    registry_insecure: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Fetch ENV's image from the registry, never building it.
+
+    The image <registry>/<name>:<hash12> is pulled by digest, accepted only if
+    its io.envbuild.hash label holds ENV's hash, and tagged like a build's.
+    An image the engine already holds answers at once.
+    """
+    import time
+
+    from envbuild.build import travel
+    from envbuild.build.builder import cached, report, resolve
+    from envbuild.engine.docker import DockerEngine
+    from envbuild.errors import RegistryError
+    from envbuild.settings import load_settings
+
+    started = time.monotonic()
+    settings = load_settings()
+    engine = DockerEngine(settings.docker)
+    resolved = resolve(env, settings)
+    result = cached(resolved, settings, engine)
+    if result is None:
+        remote = open_remote(
+            settings, engine, registry, registry_ca, registry_insecure, required=True
+        )
+        assert remote is not None
+
+        def log(line: str) -> None:
+            if not quiet:
+                click.echo(line, err=True)
+
+        result = travel.fetch(resolved, remote=remote, engine=engine, log=log, started=started)
+        if result is None:
+            raise RegistryError(
+                f"the registry {remote.registry.prefix} holds no image of {resolved.env.name} "
+                f"with hash {resolved.hash[:12]}",
+                hint=f"build it (envbuild build {env}) or push it from where it was built",
+            )
+    report(result, as_json=as_json, quiet=quiet)
+
+
+def register(group: click.Group) -> None:
+    """Add the registry commands to the ``envbuild`` group."""
+    for command in (push, pull):
+        group.add_command(command)

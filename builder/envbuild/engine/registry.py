@@ -1,0 +1,573 @@
+"""Image registries: where they are, who may use them, and every word said to them.
+
+Two channels, as for the engine:
+
+* **The registry's own API** (distribution's ``/v2/``), spoken here with the
+  standard library: a manifest ``HEAD`` answers "does the registry hold this
+  tag, and as which digest?" in one request. It asks for the Docker v2 and OCI
+  manifest and index types (without an ``Accept``, distribution answers a
+  schema1 manifest, with another digest), and answers an auth challenge with
+  basic auth (distribution's htpasswd) or a bearer token fetched from the
+  challenge's realm.
+* **Push and pull** go through the engine (:class:`DockerTransfer`), whose
+  progress stream is read to its end: the docker SDK does not raise when a push
+  fails, the stream says ``"error"``.
+
+Credentials never leave this module in text: :class:`Credentials` hides the
+password from ``repr``, and every message built from a registry's or engine's
+answer is scrubbed of it (:func:`scrub`) before it reaches an exception.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import http.client
+import ipaddress
+import json
+import os
+import re
+import ssl
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlencode, urlsplit
+
+from envbuild.errors import RegistryError, UsageError
+
+Log = Callable[[str], None]
+
+USERNAME_VAR = "ENVBUILD_REGISTRY_USERNAME"
+PASSWORD_VAR = "ENVBUILD_REGISTRY_PASSWORD"  # noqa: S105 - the variable's name
+
+# What a manifest HEAD accepts: single-platform manifests and indexes, Docker and OCI.
+MANIFEST_TYPES = (
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+)
+
+_HOST_RE = re.compile(
+    r"(?P<host>(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    r"|\[[0-9a-fA-F:]+\])(?::(?P<port>[0-9]{1,5}))?"
+)
+_NAMESPACE_RE = re.compile(
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+)
+_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A registry user and password; the password is never shown by ``repr``."""
+
+    username: str
+    password: str = field(repr=False)
+    source: str = ""  # where they came from, for messages: "ENVBUILD_REGISTRY_*", a file
+
+    def auth_config(self, host: str) -> dict[str, str]:
+        """The engine's ``X-Registry-Auth`` document for ``host``."""
+        return {"username": self.username, "password": self.password, "serveraddress": host}
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A registry and the namespace in it that envbuild's images go to."""
+
+    host: str  # "host[:port]"
+    namespace: str = ""  # "" or "team/sub"
+    credentials: Credentials | None = field(default=None, repr=False)
+    ca_file: Path | None = None
+    insecure: bool = False  # plain http allowed for a host that is not loopback
+
+    @property
+    def prefix(self) -> str:
+        """``host[:port][/namespace]``: the repository prefix of images in this registry."""
+        return f"{self.host}/{self.namespace}" if self.namespace else self.host
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the host is this machine (``localhost``, ``127.0.0.0/8``, ``::1``)."""
+        return is_loopback(self.host)
+
+    @property
+    def scheme(self) -> str:
+        """``http`` for loopback or an explicitly insecure registry, else ``https``."""
+        return "http" if self.loopback or self.insecure else "https"
+
+    def path(self, name: str) -> str:
+        """The repository of image ``name`` inside the registry (namespace included)."""
+        return f"{self.namespace}/{name}" if self.namespace else name
+
+    def secrets(self) -> tuple[str, ...]:
+        """The strings no message may contain (the password, and its basic-auth forms)."""
+        if self.credentials is None or not self.credentials.password:
+            return ()
+        pair = f"{self.credentials.username}:{self.credentials.password}"
+        return (self.credentials.password, base64.b64encode(pair.encode()).decode())
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host[:port]`` names this machine."""
+    if host.startswith("["):
+        name = host[1 : host.index("]")] if "]" in host else host[1:]
+    else:
+        name = host.split(":", 1)[0]
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret replaced by ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+# --------------------------------------------------------------------------
+# Settings: the registry, its credentials, its CA
+# --------------------------------------------------------------------------
+
+
+def parse_registry(text: str, *, source: str = "--registry") -> tuple[str, str]:
+    """``(host[:port], namespace)`` from ``HOST[:PORT][/NAMESPACE]``; a clear error otherwise."""
+    value = text.strip()
+    if "://" in value:
+        raise UsageError(
+            f"{source}: {text!r}: name the registry without a scheme",
+            hint="write HOST[:PORT][/NAMESPACE], e.g. registry.example.com/team or "
+            "127.0.0.1:5000; plain http for a host that is not loopback needs "
+            "--registry-insecure",
+        )
+    host, _, namespace = value.partition("/")
+    match = _HOST_RE.fullmatch(host)
+    port = match.group("port") if match else None
+    if match is None or (port is not None and not 0 < int(port) < 65536):
+        raise UsageError(
+            f"{source}: {text!r}: {host!r} is not a registry host[:port]",
+            hint="write HOST[:PORT][/NAMESPACE], e.g. registry.example.com/team or 127.0.0.1:5000",
+        )
+    if namespace and not _NAMESPACE_RE.fullmatch(namespace):
+        raise UsageError(
+            f"{source}: {text!r}: {namespace!r} is not a repository namespace",
+            hint="use lowercase letters, digits, '.', '_', '-' and '/', e.g. team/ml",
+        )
+    return host, namespace
+
+
+def _docker_config_file(environ: Mapping[str, str]) -> Path:
+    folder = environ.get("DOCKER_CONFIG")
+    return Path(folder) / "config.json" if folder else Path.home() / ".docker" / "config.json"
+
+
+def _auth_key_host(key: str) -> str:
+    """The ``host[:port]`` of a key of ``auths`` (``https://host/v1/``, ``host``, ...)."""
+    if "://" in key:
+        return urlsplit(key).netloc
+    return key.split("/", 1)[0]
+
+
+def find_credentials(host: str, environ: Mapping[str, str] | None = None) -> Credentials | None:
+    """The credentials for ``host``: ``ENVBUILD_REGISTRY_USERNAME``/``_PASSWORD``, else the
+    docker client's config (``$DOCKER_CONFIG/config.json``, as ``docker login`` writes it).
+
+    Credential helpers (``credsStore``) are not consulted: set the variables instead.
+    """
+    env = os.environ if environ is None else environ
+    user, password = env.get(USERNAME_VAR), env.get(PASSWORD_VAR)
+    if user or password:
+        if not (user and password):
+            missing = PASSWORD_VAR if user else USERNAME_VAR
+            raise UsageError(
+                f"{missing} is not set, but {USERNAME_VAR if user else PASSWORD_VAR} is",
+                hint="set both, or neither (then the docker client's config is used)",
+            )
+        return Credentials(user, password, source=f"{USERNAME_VAR}/{PASSWORD_VAR}")
+    path = _docker_config_file(env)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise UsageError(
+            f"{path}: cannot read the docker client's config: {type(exc).__name__}",
+            hint="fix or remove the file, or set ENVBUILD_REGISTRY_USERNAME/_PASSWORD",
+        ) from None
+    auths = data.get("auths") if isinstance(data, dict) else None
+    if not isinstance(auths, dict):
+        return None
+    for key, entry in auths.items():
+        if _auth_key_host(str(key)) != host or not isinstance(entry, dict):
+            continue
+        if entry.get("username") and entry.get("password"):
+            return Credentials(str(entry["username"]), str(entry["password"]), source=str(path))
+        token = entry.get("auth")
+        if not token:
+            continue
+        try:
+            name, sep, secret = base64.b64decode(str(token), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            sep = ""
+        if not sep or not name:
+            raise UsageError(
+                f"{path}: auths.{key}.auth: not base64 of USER:PASSWORD",
+                hint=f"run `docker login {host}` again",
+            )
+        return Credentials(name, secret, source=str(path))
+    return None
+
+
+def registry_from(
+    text: str,
+    *,
+    ca_file: Path | None = None,
+    insecure: bool = False,
+    environ: Mapping[str, str] | None = None,
+    source: str = "--registry",
+) -> Registry:
+    """The :class:`Registry` ``text`` names, with its credentials, CA and transport checked."""
+    host, namespace = parse_registry(text, source=source)
+    if ca_file is not None and not ca_file.is_file():
+        raise UsageError(f"--registry-ca: {ca_file} is not a file", hint="name a PEM CA bundle")
+    return Registry(host, namespace, find_credentials(host, environ), ca_file, insecure)
+
+
+# --------------------------------------------------------------------------
+# The registry's API: manifest HEAD, with auth
+# --------------------------------------------------------------------------
+
+
+def _challenge(header: str) -> tuple[str, dict[str, str]]:
+    """``("bearer", {"realm": ..., ...})`` from a ``WWW-Authenticate`` header."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+    return scheme.lower(), params
+
+
+class RegistryClient:
+    """The registry's ``/v2/`` API on one kept-alive connection."""
+
+    def __init__(self, registry: Registry, *, timeout: float = 30) -> None:
+        self.registry = registry
+        self.timeout = timeout
+        self._conn: http.client.HTTPConnection | None = None
+        self._auth: dict[str, str] = {}  # scope -> Authorization header value
+
+    # -- transport ------------------------------------------------------------------
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            if self.registry.scheme == "https":
+                context = ssl.create_default_context(
+                    cafile=str(self.registry.ca_file) if self.registry.ca_file else None
+                )
+                self._conn = http.client.HTTPSConnection(
+                    self.registry.host, timeout=self.timeout, context=context
+                )
+            else:
+                self._conn = http.client.HTTPConnection(self.registry.host, timeout=self.timeout)
+        return self._conn
+
+    def close(self) -> None:
+        """Close the connection (a later request opens another)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _fail(self, message: str, hint: str | None = None) -> RegistryError:
+        return RegistryError(scrub(message, self.registry.secrets()), hint=hint)
+
+    def _send(
+        self, method: str, path: str, headers: Mapping[str, str]
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
+        for attempt in (1, 2):  # a kept-alive connection the server closed: once more
+            conn = self._connection()
+            try:
+                conn.request(method, path, headers=dict(headers))
+                response = conn.getresponse()
+                body = response.read()
+                return response.status, response.headers, body
+            except ssl.SSLError as exc:
+                self.close()
+                raise self._fail(
+                    f"cannot reach the registry {self.registry.host} over https: {exc.reason}",
+                    hint="name its CA with --registry-ca FILE; plain http only with "
+                    "--registry-insecure",
+                ) from None
+            except (http.client.HTTPException, OSError) as exc:
+                self.close()
+                if attempt == 2 or not isinstance(
+                    exc, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+                ):
+                    raise self._fail(
+                        f"cannot reach the registry {self.registry.host}: "
+                        f"{getattr(exc, 'strerror', None) or exc}",
+                        hint="is it running, and is --registry right?",
+                    ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _token(self, params: Mapping[str, str]) -> str:
+        realm = params.get("realm", "")
+        parts = urlsplit(realm)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise self._fail(f"the registry {self.registry.host} named no usable token realm")
+        if parts.scheme == "http" and not (is_loopback(parts.netloc) or self.registry.insecure):
+            raise self._fail(
+                f"the registry {self.registry.host} sends credentials to a plain http realm",
+                hint="use --registry-insecure only if that is what you mean",
+            )
+        query = {k: v for k, v in params.items() if k in ("service", "scope")}
+        headers = {"User-Agent": "envbuild"}
+        creds = self.registry.credentials
+        if creds is not None:
+            pair = f"{creds.username}:{creds.password}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        conn_cls = (
+            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        )
+        kwargs: dict[str, Any] = {"timeout": self.timeout}
+        if parts.scheme == "https":
+            kwargs["context"] = ssl.create_default_context(
+                cafile=str(self.registry.ca_file) if self.registry.ca_file else None
+            )
+        conn = conn_cls(parts.netloc, **kwargs)
+        try:
+            target = (parts.path or "/") + ("?" + urlencode(query) if query else "")
+            conn.request("GET", target, headers=headers)
+            response = conn.getresponse()
+            body = response.read()
+        except (http.client.HTTPException, OSError) as exc:
+            raise self._fail(
+                f"cannot reach the token service of {self.registry.host}: {exc}"
+            ) from None
+        finally:
+            conn.close()
+        if response.status in (401, 403):
+            raise self._auth_refused()
+        if response.status != 200:
+            raise self._fail(
+                f"the token service of {self.registry.host} answered {response.status}"
+            )
+        try:
+            data = json.loads(body)
+            return str(data.get("token") or data["access_token"])
+        except (ValueError, KeyError, TypeError):
+            raise self._fail(f"the token service of {self.registry.host} sent no token") from None
+
+    def _auth_refused(self) -> RegistryError:
+        creds = self.registry.credentials
+        if creds is None:
+            return RegistryError(
+                f"the registry {self.registry.host} asks for credentials, and none are set",
+                hint=f"`docker login {self.registry.host}`, or set {USERNAME_VAR} and "
+                f"{PASSWORD_VAR}",
+            )
+        return RegistryError(
+            f"the registry {self.registry.host} refused the credentials of user "
+            f"{creds.username!r} (from {creds.source or 'the settings'})",
+            hint="check the user and password",
+        )
+
+    def request(
+        self, method: str, path: str, headers: Mapping[str, str], scope: str
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """One request, answering an auth challenge once (basic, or a bearer token)."""
+        headers = {"User-Agent": "envbuild", **headers}
+        if scope in self._auth:
+            headers["Authorization"] = self._auth[scope]
+        status, reply, body = self._send(method, path, headers)
+        if status != 401:
+            return status, reply, body
+        if "Authorization" in headers:
+            raise self._auth_refused()
+        scheme, params = _challenge(reply.get("WWW-Authenticate", ""))
+        creds = self.registry.credentials
+        if scheme == "basic":
+            if creds is None:
+                raise self._auth_refused()
+            pair = f"{creds.username}:{creds.password}".encode()
+            value = "Basic " + base64.b64encode(pair).decode()
+        elif scheme == "bearer":
+            value = "Bearer " + self._token({**params, "scope": params.get("scope", scope)})
+        else:
+            raise self._fail(
+                f"the registry {self.registry.host} asks for an unknown auth scheme {scheme!r}"
+            )
+        self._auth[scope] = value
+        status, reply, body = self._send(method, path, {**headers, "Authorization": value})
+        if status == 401:
+            raise self._auth_refused()
+        return status, reply, body
+
+    # -- the one question asked of a registry ----------------------------------------
+    def manifest_digest(self, name: str, reference: str) -> str | None:
+        """The digest the registry holds for ``name:reference`` (a tag or a digest), or
+        ``None`` when it holds none: one ``HEAD`` (a ``GET`` only if the registry sends
+        no ``Docker-Content-Digest``)."""
+        repo = self.registry.path(name)
+        path = f"/v2/{repo}/manifests/{reference}"
+        headers = {"Accept": ", ".join(MANIFEST_TYPES)}
+        scope = f"repository:{repo}:pull"
+        status, reply, _ = self.request("HEAD", path, headers, scope)
+        if status == 404:
+            return None
+        if status == 403:
+            raise self._fail(
+                f"the registry {self.registry.host} denies access to {repo}",
+                hint="the user lacks pull rights on this repository",
+            )
+        if status != 200:
+            raise self._fail(
+                f"the registry {self.registry.host} answered {status} for {repo}:{reference}"
+            )
+        digest = reply.get("Docker-Content-Digest", "")
+        if not _DIGEST_RE.fullmatch(digest):
+            status, reply, body = self.request("GET", path, headers, scope)
+            if status != 200:
+                raise self._fail(
+                    f"the registry {self.registry.host} answered {status} for {repo}:{reference}"
+                )
+            digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        return digest
+
+
+# --------------------------------------------------------------------------
+# Push and pull through the engine
+# --------------------------------------------------------------------------
+
+
+class ImageTransfer(Protocol):
+    """What moving images between the engine and a registry asks of the engine."""
+
+    def push_image(self, ref: str, credentials: Credentials | None, log: Log) -> str:
+        """Push ``repo:tag`` (tagged in the engine); return the digest the push reported."""
+
+    def pull_image(self, ref: str, credentials: Credentials | None, log: Log) -> None:
+        """Pull ``ref`` (``repo@sha256:...`` or ``repo:tag``) into the engine."""
+
+
+def read_stream(
+    events: Iterable[Mapping[str, Any]], *, what: str, secrets: Iterable[str], log: Log
+) -> str:
+    """Read an engine push/pull progress stream to its end; return the digest it reports.
+
+    An ``"error"`` anywhere in the stream is a :class:`RegistryError` (the
+    engine's HTTP status is 200 all the same).
+    """
+    secrets = tuple(secrets)
+    digest = ""
+    for event in events:
+        error = event.get("error") or (event.get("errorDetail") or {}).get("message")
+        if error:
+            raise RegistryError(
+                f"cannot {what}: {scrub(str(error), secrets)}",
+                hint=_stream_hint(str(error)),
+            )
+        aux = event.get("aux")
+        if isinstance(aux, Mapping) and _DIGEST_RE.fullmatch(str(aux.get("Digest", ""))):
+            digest = str(aux["Digest"])
+        status = event.get("status")
+        if status and not event.get("progressDetail"):
+            line = scrub(str(status), secrets)
+            if event.get("id"):
+                line = f"{event['id']}: {line}"
+            log(line)
+            found = re.search(r"digest: (sha256:[0-9a-f]{64})", line)
+            if found and not digest:
+                digest = found.group(1)
+    return digest
+
+
+def _stream_hint(error: str) -> str | None:
+    lowered = error.lower()
+    if any(word in lowered for word in ("unauthorized", "authentication", "credentials", "denied")):
+        return f"check the registry credentials (`docker login`, or {USERNAME_VAR}/{PASSWORD_VAR})"
+    if "connection refused" in lowered or "no such host" in lowered or "timeout" in lowered:
+        return "is the registry running, and is --registry right?"
+    if "http response to https client" in lowered or "server gave http response" in lowered:
+        return (
+            "the engine speaks https to this registry: add it to the daemon's insecure-registries"
+        )
+    return None
+
+
+class DockerTransfer:
+    """Push and pull through the Docker engine's API (the SDK's low-level client).
+
+    ``engine`` is a :class:`envbuild.engine.docker.DockerEngine`; its SDK client
+    is used, so this module imports no docker SDK of its own.
+    """
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def _secrets(self, credentials: Credentials | None) -> tuple[str, ...]:
+        return (credentials.password,) if credentials and credentials.password else ()
+
+    def push_image(self, ref: str, credentials: Credentials | None, log: Log) -> str:
+        """See :meth:`ImageTransfer.push_image`."""
+        repo, _, tag = ref.rpartition(":")
+        host = repo.split("/", 1)[0]
+        auth = credentials.auth_config(host) if credentials else None
+        try:
+            events = self.engine.client.api.push(
+                repo, tag=tag, stream=True, decode=True, auth_config=auth
+            )
+            return read_stream(
+                events, what=f"push {ref}", secrets=self._secrets(credentials), log=log
+            )
+        except RegistryError:
+            raise
+        except Exception as exc:  # the SDK's errors: the engine refused the request itself
+            raise RegistryError(
+                f"cannot push {ref}: {scrub(str(exc), self._secrets(credentials))}"
+            ) from None
+
+    def pull_image(self, ref: str, credentials: Credentials | None, log: Log) -> None:
+        """See :meth:`ImageTransfer.pull_image`."""
+        host = ref.split("/", 1)[0]
+        auth = credentials.auth_config(host) if credentials else None
+        repo, sep, digest = ref.partition("@")
+        if not sep:
+            repo, _, digest = ref.rpartition(":")
+        try:
+            events = self.engine.client.api.pull(
+                repo, tag=digest, stream=True, decode=True, auth_config=auth
+            )
+            read_stream(events, what=f"pull {ref}", secrets=self._secrets(credentials), log=log)
+        except RegistryError:
+            raise
+        except Exception as exc:
+            raise RegistryError(
+                f"cannot pull {ref}: {scrub(str(exc), self._secrets(credentials))}"
+            ) from None
+
+
+_IMPORT_RE = re.compile(r"^#(\d+) importing cache manifest from (\S+)")
+_STEP_ERROR_RE = re.compile(r"^#(\d+) ERROR: (.*)$")
+
+
+def failed_cache_imports(lines: Iterable[str]) -> dict[str, str]:
+    """``{ref: error}`` for each ``--cache-from`` import a BuildKit log shows failing.
+
+    BuildKit goes on without a cache it could not import (the build just
+    rebuilds), so the plain log is the only place that says so.
+    """
+    steps: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    for line in lines:
+        found = _IMPORT_RE.match(line)
+        if found:
+            steps[found.group(1)] = found.group(2)
+            continue
+        error = _STEP_ERROR_RE.match(line)
+        if error and error.group(1) in steps:
+            failed[steps[error.group(1)]] = error.group(2)
+    return failed
