@@ -8,6 +8,8 @@ set -eu
 mode="$1"
 requirements="$2"
 python="$3"
+# uv itself: pinned and hashed, from the index (install-uv.sh), kept in a cache mount.
+uv=$(sh /opt/envbuild/install-uv.sh /opt/envbuild/uv-requirements.txt /root/.cache/envbuild-uv "$python")
 if [ -s /run/secrets/envbuild-ca ]; then
     export SSL_CERT_FILE=/run/secrets/envbuild-ca
 fi
@@ -32,7 +34,7 @@ if ! "$python" -c 'import pip' >/dev/null 2>&1; then
                 fi
             done
         fi
-        /usr/local/bin/envbuild-uv pip install --python "$python" --no-index \
+        "$uv" pip install --python "$python" --no-index \
             --find-links "$wheels" "$@"
     else
         "$python" -m ensurepip --default-pip
@@ -43,5 +45,5 @@ if [ "$mode" = locked ]; then
 else
     set --
 fi
-exec /usr/local/bin/envbuild-uv pip install --python "$python" --compile-bytecode "$@" \
+exec "$uv" pip install --python "$python" --compile-bytecode "$@" \
     --requirement "$requirements"

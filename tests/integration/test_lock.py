@@ -115,10 +115,12 @@ def test_lock_then_strict_build_then_stale(eb: Envbuild, tmp_path: Path) -> None
     assert labels["io.envbuild.base.id"] == base_id  # an image ID, not a manifest digest
     out = eb.run_in(result["image"], "python", "-c", "import six; print(six.__version__)")
     assert out.strip() == "1.16.0"
-    # uv was bind-mounted, never copied; its cache stayed in the cache mount.
+    # uv was installed in the build into a cache mount, never into a layer;
+    # its cache stayed in the cache mount.
     leftovers = eb.run_in(
         result["image"], "sh", "-c",
-        "find /root/.cache/uv /usr/local/bin -mindepth 1",
+        "find /root/.cache/uv /root/.cache/envbuild-uv /usr/local/bin -mindepth 1;"
+        " command -v uv || true",
         user="0",
     )  # fmt: skip
     assert leftovers.strip() == ""
@@ -141,6 +143,38 @@ def test_lock_then_strict_build_then_stale(eb: Envbuild, tmp_path: Path) -> None
     assert {"input": "requirements.lock", "change": "six 1.16.0 \u2192 1.15.0"} in as_json[
         "changes"
     ]
+
+
+@pytest.mark.docker
+def test_published_context_builds_with_plain_docker(
+    eb: Envbuild, tmp_path: Path, docker_cli: str, unique_tag
+) -> None:
+    """A published context needs no envbuild: plain `docker build` gives the same packages."""
+    catalog = tmp_path / "catalog"
+    folder = six_env(catalog / "plain", name="plain")
+    eb("lock", str(folder))
+    out = tmp_path / "published"
+    eb("publish", "--catalog", str(catalog), "--out", str(out))
+    release = out / "plain" / "1"
+    manifest = json.loads((release / "manifest.json").read_text())
+    assert manifest["omitted"] == []  # every context file is in the published folder
+    bundle = find_ca_bundle()
+    assert bundle is not None, "PyPI is reached through a CA bundle here (PIP_CERT)"
+    tag = unique_tag("plain")
+    proc = subprocess.run(
+        [docker_cli, "build", "--secret", f"id=envbuild-ca,src={bundle}", "-t", tag, str(release)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DOCKER_BUILDKIT": "1"},
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    built = json.loads(eb("build", "--json", "-q", str(folder)).stdout)
+    freeze = ("python", "-m", "pip", "freeze", "--all")
+    plain = eb.run_in(tag, *freeze).split()
+    assert "six==1.16.0" in plain
+    assert plain == eb.run_in(built["image"], *freeze).split()
 
 
 @pytest.mark.docker

@@ -11,18 +11,15 @@ import pytest
 from envbuild.cache.hashing import HASH_SCHEMA, content_hash, manifest
 from envbuild.definition.model import load
 from envbuild.render.dockerfile import render
+from tests.conftest import Pins
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 PLATFORM = "linux/amd64"
 
-# Pinned: a change to a template, a helper script or what is hashed changes
-# these on purpose. Update them together with HASH_SCHEMA when that is meant.
-PINNED = {
-    "minimal": "684a20538572d306a88cd54386ad405b4f43a5afc217b2b4677f4eaae2ac51f6",
-    "full": "4db0dcbc67ae20ad94099fcb7324a7b36ea47dcdd8f7ea91e88b7b12ad12764f",
-    "base-dockerfile": "d696814e2ed6d60d3656d94d55f418aac3ff1a92913c2ff298764880f45494e2",
-    "extends": "fa23c58c54640c99b7e56bf050e2a4dec1cc4675914bf24b0ecb11b6c6a7a0d1",
-}
+# Every golden case's hash is pinned in tests/pinned-hashes.json: a change to a
+# template, a helper script or what is hashed changes them on purpose (update
+# them with `pytest --update-golden`, and HASH_SCHEMA when what is hashed changed).
+CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "env.toml").is_file())
 
 BASE = """\
 schema = 1
@@ -59,9 +56,15 @@ def _hash(folder: Path) -> str:
     return content_hash(render(load(folder)), platform=PLATFORM)
 
 
-@pytest.mark.parametrize("case", sorted(PINNED))
-def test_pinned_vectors(case: str) -> None:
-    assert _hash(GOLDEN / case) == PINNED[case]
+@pytest.mark.parametrize("case", CASES)
+def test_pinned_vectors(case: str, pins: Pins) -> None:
+    pins.check("golden", case, _hash(GOLDEN / case))
+
+
+def test_every_golden_case_is_pinned(pins: Pins) -> None:
+    pins.keep_only("golden", set(CASES))
+    if not pins.update:
+        assert sorted(pins.group("golden")) == CASES
 
 
 def test_schema_version_is_hashed() -> None:

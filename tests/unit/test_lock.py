@@ -213,7 +213,9 @@ def test_locked_render_installs_the_lock_with_hashes(locked: Path) -> None:
     assert "pip-install.sh locked /opt/envbuild/requirements.lock" in text
     assert "envbuild/requirements.lock" in context.files
     assert "envbuild/requirements.txt" not in context.files
-    assert context.files["envbuild/bin/uv"].executable
+    assert not any(rel.startswith("envbuild/bin/") for rel in context.files)  # no host binary
+    uv_req = context.files["envbuild/uv-requirements.txt"].data.decode()
+    assert "uv==0.13.9 --hash=sha256:" in uv_req
     assert 'io.envbuild.locked="true"' in text
     assert "reproducible" not in text
     assert f'io.envbuild.base.id="{BASE_ID}"' in text
@@ -412,10 +414,12 @@ def test_uv_python_renders_and_passes_hadolint(write_env, tmp_path: Path) -> Non
     text = context.dockerfile
     assert "setup-python-uv.sh 3.12 /opt/venv" in text
     assert "ARG UV_PYTHON_INSTALL_MIRROR" in text
-    assert "envbuild/apt-packages.txt" not in context.files  # nothing for apt to do
-    assert "apt-get" not in text
+    # uv is pip-installed in the build by the base's python3 (nothing from the host).
+    apt = context.files["envbuild/apt-packages.txt"].data.decode().split()
+    assert apt == ["python3", "python3-venv"]
+    assert "install-uv.sh" in context.files["envbuild/setup-python-uv.sh"].data.decode()
     script = context.files["envbuild/setup-python-uv.sh"].data.decode()
-    assert "uv python install" in script and "UV_PYTHON_INSTALL_MIRROR" in script
+    assert '"$uv" python install' in script and "UV_PYTHON_INSTALL_MIRROR" in script
     _hadolint(text, tmp_path)
 
 

@@ -1,7 +1,13 @@
-"""Golden Dockerfiles, compared byte for byte (``pytest --update-golden`` rewrites them)."""
+"""Golden build contexts, compared byte for byte (``pytest --update-golden`` rewrites them).
+
+Each case ``tests/golden/<case>/`` holds a definition and, under ``context/``,
+every file of its rendered build context (the Dockerfile, the lock and helper
+files it copies), executable bits included.
+"""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,15 +19,30 @@ GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "env.toml").is_file())
 
 
+def _on_disk(folder: Path) -> dict[str, tuple[bytes, bool]]:
+    return {
+        p.relative_to(folder).as_posix(): (p.read_bytes(), bool(p.stat().st_mode & 0o111))
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
 @pytest.mark.parametrize("case", CASES)
-def test_golden_dockerfile(case: str, update_golden: bool) -> None:
+def test_golden_context(case: str, update_golden: bool) -> None:
     context = render(load(GOLDEN / case))
-    expected = GOLDEN / case / "Dockerfile"
+    rendered = {rel: (f.data, f.executable) for rel, f in context.files.items()}
+    expected = GOLDEN / case / "context"
     if update_golden or not expected.exists():
-        expected.write_text(context.dockerfile, encoding="utf-8")
+        if expected.exists():
+            shutil.rmtree(expected)
+        context.write(expected)
         if not update_golden:
-            pytest.fail(f"wrote the missing golden file {expected}; check it and rerun")
-    assert context.dockerfile == expected.read_text(encoding="utf-8")
+            pytest.fail(f"wrote the missing golden context {expected}; check it and rerun")
+    found = _on_disk(expected)
+    assert sorted(found) == sorted(rendered), "the context's file list differs (--update-golden)"
+    for rel, (data, executable) in rendered.items():
+        assert found[rel][0] == data, f"{case}/context/{rel} differs (--update-golden)"
+        assert found[rel][1] == executable, f"{case}/context/{rel}: executable bit differs"
 
 
 def test_render_is_deterministic() -> None:

@@ -1,13 +1,13 @@
 """The hash memo: the content hash of a definition whose inputs did not change.
 
-Rendering (Jinja, the lock files, a 40 MB uv binary to hash) costs more than
+Rendering (Jinja, the lock files, hashing the context) costs more than
 everything else a cache hit does, and its result is a pure function of a
 known set of files: the definition files of the ``extends`` chain, the lock
-files and a base Dockerfile beside them, every template, the source of the
-modules that render and hash, and the identity of the uv binary a context
-carries. :func:`key` digests exactly those, reading the chain from the raw
-TOML (no validation, no model), and :func:`recall` answers what an earlier
-render of the same inputs found: the hash, the name and the version.
+files and a base Dockerfile beside them, every template, and the source of
+the modules that render and hash. :func:`key` digests exactly those, reading
+the chain from the raw TOML (no validation, no model), and :func:`recall`
+answers what an earlier render of the same inputs found: the hash, the name
+and the version.
 
 A memo is written only after a successful load, validation and render, so a
 key that is found names a definition that was valid, with that very hash.
@@ -105,28 +105,6 @@ def _any_list(chain: list[tuple[Path, bytes, dict[str, Any]]], table: str, key: 
     return False
 
 
-def uv_binary() -> Path | None:
-    """The uv executable builds carry: the one beside this interpreter, else the
-    ``uv`` package's, else one on PATH; ``None`` when there is none.
-
-    The one place that decides which uv that is: the memo key names it, and
-    rendering copies it (through :func:`envbuild.lock.uv_binary`).
-    """
-    # Beside the interpreter first: importing `uv` to ask it costs more than a
-    # whole cache hit.
-    beside = Path(sys.executable).parent / "uv"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return beside
-    try:
-        import uv
-    except ImportError:  # pragma: no cover - uv is a dependency
-        import shutil
-
-        found = shutil.which("uv")
-        return Path(found) if found else None
-    return Path(uv.find_uv_bin())
-
-
 def key(env: str | Path, platform: str) -> str | None:
     """The memo key of ``env``'s rendered context, or ``None`` when it is not memoised."""
     chain = _chain(env_folder(env))
@@ -159,14 +137,6 @@ def key(env: str | Path, platform: str) -> str | None:
                 except OSError:
                     return None  # let validation say what is wrong
             break
-    if source == "uv" or _any_list(chain, "pip", "packages"):
-        # By identity: hashing a 40 MB binary would cost more than a cache hit.
-        tool = uv_binary()
-        if tool is None:
-            return None  # rendering will say uv is missing
-        with contextlib.suppress(OSError):
-            stat = tool.stat()
-            digest.update(f"\0uv\0{tool}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
     return digest.hexdigest()
 
 

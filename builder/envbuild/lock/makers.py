@@ -52,15 +52,29 @@ from envbuild.lock.model import (
 
 
 def uv_binary() -> Path:
-    """The uv executable of the installed ``uv`` package (a runtime dependency)."""
-    from envbuild.cache.memo import uv_binary as locate
+    """The uv that locks pip requirements on this host: the one beside this
+    interpreter, else the ``uv`` package's (a runtime dependency), else one on PATH.
 
-    found = locate()
-    if found is None:  # pragma: no cover - uv is a dependency
-        raise LockError(
-            "uv is not installed", hint="install envbuild with its dependencies (pip install uv)"
-        )
-    return found
+    Only locking runs it. Builds install their own uv inside the image, pinned
+    by :data:`envbuild.render.dockerfile.UV_VERSION`: no host binary enters a
+    build context.
+    """
+    beside = Path(sys.executable).parent / "uv"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    try:
+        import uv
+    except ImportError:  # pragma: no cover - uv is a dependency
+        import shutil
+
+        found = shutil.which("uv")
+        if found is None:
+            raise LockError(
+                "uv is not installed",
+                hint="install envbuild with its dependencies (pip install uv)",
+            ) from None
+        return Path(found)
+    return Path(uv.find_uv_bin())
 
 
 def _uv_version(binary: Path) -> str:
