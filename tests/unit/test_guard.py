@@ -39,6 +39,13 @@ def edit(env_toml: Path, *, version: int | None = None, change: bool = False) ->
     env_toml.write_text(text, encoding="utf-8")
 
 
+def version_of(env_toml: Path) -> int:
+    """The version an env.toml declares now (the catalog's versions move on)."""
+    found = re.search(r"(?m)^version = (\d+)$", env_toml.read_text(encoding="utf-8"))
+    assert found is not None
+    return int(found.group(1))
+
+
 def run_check(repo: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, dict]:
     capsys.readouterr()
     code = main(["check", "--json", "--catalog", str(repo / "curated"), *args])
@@ -66,14 +73,17 @@ def test_unchanged_passes(repo: Path, published: Path, capsys) -> None:
 
 
 def test_unbumped_change_is_caught(repo: Path, published: Path, capsys) -> None:
+    version = version_of(repo / "curated/pytorch-1.6-gpu/env.toml")
     edit(repo / "curated/pytorch-1.6-gpu/env.toml", change=True)
     code, err, findings = run_check(repo, capsys)
     assert code == 1
     bad = findings["pytorch-1.6-gpu"]
     assert bad["status"] == "changed" and bad["failed"]
     assert bad["files"] == ["pytorch-1.6-gpu/env.toml"]
-    assert "changed without a version bump (still version 2): pytorch-1.6-gpu/env.toml" in err
-    assert "hint: bump `version` in " in err and "pytorch-1.6-gpu/env.toml to 3" in err
+    assert (
+        f"changed without a version bump (still version {version}): pytorch-1.6-gpu/env.toml" in err
+    )
+    assert "hint: bump `version` in " in err and f"pytorch-1.6-gpu/env.toml to {version + 1}" in err
     assert findings["python-3.8"]["status"] == "unchanged"
 
 
@@ -95,14 +105,15 @@ def test_parent_change_needs_the_children_bumped_too(repo: Path, published: Path
 
 
 def test_bumped_change_passes(repo: Path, published: Path, capsys) -> None:
-    edit(repo / "curated/pytorch-1.6-gpu/env.toml", version=3, change=True)
+    version = version_of(repo / "curated/pytorch-1.6-gpu/env.toml")
+    edit(repo / "curated/pytorch-1.6-gpu/env.toml", version=version + 1, change=True)
     code, _, findings = run_check(repo, capsys)
     assert code == 0
     assert findings["pytorch-1.6-gpu"]["status"] == "bumped"
-    assert findings["pytorch-1.6-gpu"]["message"] == "version 2 -> 3"
-    # Once published, version 3 is the baseline and version 2 stays history.
+    assert findings["pytorch-1.6-gpu"]["message"] == f"version {version} -> {version + 1}"
+    # Once published, the new version is the baseline and the old one stays history.
     pub.publish(repo / "curated", published, platform=PLATFORM)
-    assert (published / "pytorch-1.6-gpu/2/Dockerfile").is_file()
+    assert (published / f"pytorch-1.6-gpu/{version}/Dockerfile").is_file()
     code, _, findings = run_check(repo, capsys)
     assert code == 0 and findings["pytorch-1.6-gpu"]["status"] == "unchanged"
 
@@ -179,7 +190,8 @@ def test_since_unbumped_change_is_caught(git_repo: Path, capsys) -> None:
 
 
 def test_since_bumped_change_passes(git_repo: Path, capsys) -> None:
-    edit(git_repo / "curated/sklearn-1.5-cpu/env.toml", version=3, change=True)
+    version = version_of(git_repo / "curated/sklearn-1.5-cpu/env.toml")
+    edit(git_repo / "curated/sklearn-1.5-cpu/env.toml", version=version + 1, change=True)
     code, _, findings = run_check(git_repo, capsys, "--since", "HEAD")
     assert code == 0 and findings["sklearn-1.5-cpu"]["status"] == "bumped"
 
