@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,9 +30,23 @@ def test_wheel_renders_from_a_fresh_venv(tmp_path: Path) -> None:
     )
     wheel = next(dist.glob("envbuild-*.whl"))
     venv = tmp_path / "venv"
-    # System site-packages provide the dependencies; the wheel itself is installed alone.
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
+    # The dependencies come from the interpreter running the tests, appended
+    # after the venv's own site-packages (a plain path line: the .pth files
+    # there, such as an editable envbuild's, are not processed). Not
+    # --system-site-packages: when the tests run in a virtual environment, that
+    # names the base interpreter's packages, which may hold anything.
+    purelib = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    ours = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+    (Path(purelib) / "test-deps.pth").write_text("\n".join(sorted(ours)) + "\n")
+    # Nothing of the checkout may leak in through the environment.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     subprocess.run(
         [str(py), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
         check=True,
@@ -47,6 +63,7 @@ def test_wheel_renders_from_a_fresh_venv(tmp_path: Path) -> None:
         text=True,
         check=True,
         cwd=tmp_path,
+        env=env,
     )
     assert str(venv) in probe.stdout, probe.stdout
     rendered = subprocess.run(
@@ -55,5 +72,6 @@ def test_wheel_renders_from_a_fresh_venv(tmp_path: Path) -> None:
         text=True,
         check=True,
         cwd=tmp_path,
+        env=env,
     )
     assert "FROM debian:bookworm-slim" in rendered.stdout
