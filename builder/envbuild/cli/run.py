@@ -52,7 +52,9 @@ class _RunCommand(click.Command):
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as exc:
-            exc.exit_code = EXIT_RUN_ENGINE
+            # click 8.5 declares exit_code a ClassVar; the instance attribute still
+            # wins where click reads it (older clicks have no ClassVar).
+            exc.exit_code = EXIT_RUN_ENGINE  # type: ignore[misc,unused-ignore]
             raise
 
 
