@@ -10,10 +10,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -218,23 +220,60 @@ def test_interrupted_build_leaves_no_tag(eb: Envbuild, tmp_path: Path) -> None:
     assert eb.tags() == []
 
 
+def _timed_lines(stream: IO[str], into: list[tuple[float, str]]) -> None:
+    """Read ``stream`` to its end, noting when each line arrived."""
+    for line in stream:
+        into.append((time.monotonic(), line.rstrip("\n")))
+
+
 def test_concurrent_builds_build_once(eb: Envbuild, tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
+    slow_step = f"RUN echo {marker} && sleep 3"
     folder = write_env(
         tmp_path / "twice",
         'schema = 1\nname = "twice"\n[base]\ndockerfile = "base.Dockerfile"\n',
-        **{"base.Dockerfile": f"FROM debian:bookworm-slim\nRUN echo {marker} && sleep 3\n"},
+        **{"base.Dockerfile": f"FROM debian:bookworm-slim\n{slow_step}\n"},
     )
     procs = [eb.popen("build", "--json", str(folder)) for _ in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
-    results = [json.loads(o[0]) for o in outs]
+    logs: list[list[tuple[float, str]]] = [[], []]
+    stdouts: list[list[tuple[float, str]]] = [[], []]
+    readers = []
+    for proc, log, out in zip(procs, logs, stdouts, strict=True):
+        assert proc.stderr is not None and proc.stdout is not None
+        readers += [
+            threading.Thread(target=_timed_lines, args=(proc.stderr, log)),
+            threading.Thread(target=_timed_lines, args=(proc.stdout, out)),
+        ]
+    for reader in readers:
+        reader.start()
+    for proc in procs:
+        proc.wait(timeout=600)
+    for reader in readers:
+        reader.join(timeout=60)
+    errs = ["\n".join(line for _, line in log) for log in logs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for e in errs]
+    results = [json.loads("\n".join(line for _, line in out)) for out in stdouts]
     assert sorted(r["cached"] for r in results) == [False, True]
     assert results[0]["id"] == results[1]["id"]
-    # Only one of the two ran the slow step.
-    assert sum(f"{marker} && sleep 3" in err for _, err in outs) == 1
-    waited = [err for _, err in outs if "waiting for it" in err]
-    assert len(waited) == 1
+    builder, waiter = (0, 1) if not results[0]["cached"] else (1, 0)
+    # Only the builder ran the slow step; the other one never started a build.
+    assert slow_step in errs[builder]
+    assert marker not in errs[waiter]
+
+    # The waiter really waited: it found the lock held before the builder's slow
+    # step was done, and went on only after that step (and so the build and its
+    # tag, which the lock covers) was done.
+    def when(log: list[tuple[float, str]], text: str) -> float:
+        times = [t for t, line in log if text in line]
+        assert len(times) == 1, (text, [line for _, line in log])
+        return times[0]
+
+    step = next(line for _, line in logs[builder] if slow_step in line).split()[0]  # "#6"
+    (slow_done,) = [t for t, line in logs[builder] if line.startswith(f"{step} DONE ")]
+    waiting = when(logs[waiter], "waiting for it")
+    reusing = when(logs[waiter], "was built by the other process; reusing it")
+    assert waiting < slow_done < reusing, (waiting, slow_done, reusing)
+    assert "waiting for it" not in errs[builder]
 
 
 def test_image_list(eb: Envbuild) -> None:
