@@ -78,23 +78,12 @@ def docker_argvs(source: str, filename: str = "<source>") -> list[int]:
     return sorted(lines)
 
 
-# Modules that still run the docker CLI themselves, and why they may for now.
-# Remove an entry when its module goes through the engine: the test then holds it.
-KNOWN: dict[str, str] = {
-    "build/bases.py": "base bootstrap still runs `docker load` and `docker image inspect` itself",
-    "lock/makers.py": "python_of_base still reads os-release with `docker run`",
-}
-
-
 def _modules() -> list[object]:
-    params: list[object] = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        if ENGINE in path.parents:
-            continue
-        name = path.relative_to(PACKAGE).as_posix()
-        marks = [pytest.mark.xfail(reason=KNOWN[name], strict=True)] if name in KNOWN else []
-        params.append(pytest.param(path, id=name, marks=marks))
-    return params
+    return [
+        pytest.param(path, id=path.relative_to(PACKAGE).as_posix())
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if ENGINE not in path.parents
+    ]
 
 
 def test_the_engine_itself_is_seen_running_the_cli() -> None:
