@@ -87,16 +87,15 @@ class Baseline:
 
 def published_baseline(published: Path) -> Baseline:
     """The published index: every name and version with its recorded definition."""
-    from envbuild.catalog.publish import INDEX_JSON, MANIFEST, version_folders
+    from envbuild.catalog.publish import INDEX_JSON, MANIFEST, guard_out, read_json, version_folders
 
     where = f"the published index at {published}"
+    guard_out(published)
     index = published / INDEX_JSON
     if not index.is_file():
         return Baseline(where, notes=(f"{index} does not exist: every environment is new",))
-    import json
-
     try:
-        rows = json.loads(index.read_text(encoding="utf-8"))["environments"]
+        rows = read_json(index)["environments"]
         known = []
         folders = version_folders(published)
         for row in rows:
@@ -104,12 +103,11 @@ def published_baseline(published: Path) -> Baseline:
             files = None
             folder = folders.get((name, version))
             if folder is not None:
-                meta = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-                files = meta.get("definition", {}).get("files")
+                files = read_json(folder / MANIFEST).get("definition", {}).get("files")
             known.append(Known(name, version, str(row["definition_digest"]), files))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (EnvbuildError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(
-            f"{index}: cannot be read ({exc!r})",
+            f"{index}: cannot be read ({exc})",
             hint="run `envbuild publish --check` to see what is wrong with the published folder",
         ) from exc
     return Baseline(where, tuple(known))
@@ -138,8 +136,17 @@ def _materialise(toplevel: Path, ref: str, rel: str, dest: Path) -> int:
         mode, kind, obj = meta.split()
         if kind != b"blob" or mode == b"120000":  # submodules and symlinks are not definitions
             continue
-        path = path_bytes.decode("utf-8")
-        target = dest / path
+        path = path_bytes.decode("utf-8", "replace")
+        parts = path.split("/")
+        if path.startswith("/") or any(p in ("", ".", "..", ".git") for p in parts):
+            raise UsageError(
+                f"{ref}: the tree holds the path {path!r}, which a checkout cannot hold",
+                hint="the commit was not made by git from a working tree; compare with "
+                "another revision",
+            )
+        target = dest.joinpath(*parts)
+        if not target.resolve().is_relative_to(dest.resolve()):
+            raise UsageError(f"{ref}: the path {path!r} leads out of the checkout")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(_git(toplevel, "cat-file", "blob", obj.decode()))
         count += 1

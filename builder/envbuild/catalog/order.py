@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from envbuild import files
 from envbuild.definition.model import DEFINITION_FILE, Environment, load
 from envbuild.errors import DefinitionError, EnvbuildError, Problem
 
@@ -30,24 +31,57 @@ def discover(root: Path) -> list[Path]:
 
 
 def lock_files(folder: Path) -> list[Path]:
-    """The lock files beside ``folder/env.toml``: every file whose name contains "lock".
+    """The lock files beside ``folder/env.toml``: every entry whose name contains "lock".
 
     ``envbuild lock`` writes ``env.lock.toml``, ``requirements.lock`` and
     ``conda-<platform>.lock``; any other lock a person commits there counts too.
+    Symlinks are listed as well, so that reading one that leads out of the
+    folder is refused rather than silently skipped.
     """
-    return sorted(p for p in folder.iterdir() if p.is_file() and "lock" in p.name)
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if "lock" in p.name and not p.name.startswith(".") and (p.is_symlink() or p.is_file())
+    )
 
 
-def definition_files(env: Environment) -> list[Path]:
-    """The files a person or ``envbuild lock`` writes for ``env``'s own folder.
+def _read(path: Path, folder: Path) -> bytes:
+    """A definition file's bytes, read through :mod:`envbuild.files` (inside ``folder``)."""
+    try:
+        return files.read_bytes(path, inside=folder, limit=files.MAX_LOCK_BYTES)
+    except files.UnsafeRead as exc:
+        raise DefinitionError([Problem(str(path), "", exc.reason, exc.hint)]) from None
 
-    ``env.toml``, every generated lock beside it and a base Dockerfile: what a
-    version bump must follow. Parents are covered by :func:`definition_digest`.
+
+def lock_contents(folder: Path) -> dict[str, bytes]:
+    """``{name: bytes}`` of :func:`lock_files`, each a regular file inside ``folder``."""
+    return {path.name: _read(path, folder) for path in lock_files(folder)}
+
+
+def definition_contents(env: Environment) -> dict[str, bytes]:
+    """``{path relative to the folder: bytes}`` of the files of ``env``'s own folder.
+
+    ``env.toml``, every lock beside it and its own base Dockerfile wherever it
+    lies in the folder (a subfolder, behind a symlink): everything of the
+    folder that reaches the build context, hence what a version bump must
+    follow. The base Dockerfile enters as the text the definition was loaded
+    with, which is what was rendered. Parents are covered by
+    :func:`definition_digest`.
     """
-    files = [env.definition_file, *lock_files(env.path)]
-    if env.base.dockerfile is not None and env.base.dockerfile.parent == env.path:
-        files.append(env.base.dockerfile)
-    return files
+    out = {DEFINITION_FILE: _read(env.definition_file, env.path), **lock_contents(env.path)}
+    dockerfile, text = env.base.dockerfile, env.base.dockerfile_text
+    if dockerfile is not None and text is not None:
+        root = env.path.resolve()
+        if dockerfile.is_relative_to(root):  # else a parent's, covered by that parent
+            out[dockerfile.relative_to(root).as_posix()] = text.encode("utf-8")
+    return out  # in the order the digest takes them: env.toml, locks, base Dockerfile
+
+
+def _own_contents(env: Environment) -> Iterable[tuple[str, bytes]]:
+    for folder in (env.path, *env.parents):
+        owner = env if folder == env.path else load(folder)
+        for rel, data in definition_contents(owner).items():
+            yield f"{folder.name}/{rel}", data
 
 
 def definition_file_digests(env: Environment) -> dict[str, str]:
@@ -56,22 +90,15 @@ def definition_file_digests(env: Environment) -> dict[str, str]:
     What :func:`definition_digest` covers, file by file: what lets a version
     check name the files that changed.
     """
-    out: dict[str, str] = {}
-    for folder in (env.path, *env.parents):
-        owner = env if folder == env.path else load(folder)
-        for path in definition_files(owner):
-            out[f"{folder.name}/{path.name}"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return dict(sorted(out.items()))
+    return dict(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in _own_contents(env)))
 
 
 def definition_digest(env: Environment) -> str:
     """sha256 over the definition files of ``env`` and of every parent it extends."""
     digest = hashlib.sha256()
-    for folder in (env.path, *env.parents):
-        owner = env if folder == env.path else load(folder)
-        for path in definition_files(owner):
-            digest.update(f"{folder.name}/{path.name}\0".encode())
-            digest.update(path.read_bytes())
+    for key, data in _own_contents(env):
+        digest.update(f"{key}\0".encode())
+        digest.update(data)
     return digest.hexdigest()
 
 

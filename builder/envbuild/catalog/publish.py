@@ -27,17 +27,19 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from envbuild import files as safe_files
 from envbuild.cache.hashing import canonical_json, content_hash, manifest
 from envbuild.catalog.order import (
     definition_digest,
     definition_file_digests,
     discover,
-    lock_files,
+    lock_contents,
 )
 from envbuild.catalog.packages import PackageList, declared, lock_index
 from envbuild.definition.model import Environment, load
@@ -69,6 +71,7 @@ FRAMEWORKS = (
     "jax",
 )
 _EXACT_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+!_-]*")
+_VERSION_NAME = re.compile(r"0|[1-9][0-9]{0,18}")  # ASCII digits: "²" is no version
 _IMAGE_DOC = re.compile(r"[^/]+/[0-9]+/" + re.escape(IMAGE))
 
 Log = Callable[[str], None]
@@ -177,6 +180,61 @@ def default_out(catalog: Path) -> Path:
     return catalog.parent / "published"
 
 
+def guard_out(out: Path) -> None:
+    """Refuse an output tree that publish must neither read nor write.
+
+    ``out`` must not be a symlink; it must be absent, an empty folder, or a
+    folder publish wrote before (it holds ``index.json``), so ``--out /`` or
+    ``--out ~`` is refused before anything is read. Inside it, every entry
+    must be a plain folder or regular file: publish never follows a symlink
+    it did not create (a release folder linked elsewhere would have it write
+    and delete there; a link to ``/dev/zero`` or a FIFO would be read).
+    """
+    if out.is_symlink():
+        raise UsageError(
+            f"{out}: is a symlink; publish does not follow symlinks",
+            hint="name the real folder with --out",
+        )
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UsageError(f"{out}: is not a folder", hint="name a folder with --out")
+    try:
+        empty = next(os.scandir(out), None) is None
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot be read ({exc.strerror})") from None
+    index = out / INDEX_JSON
+    if not empty and (index.is_symlink() or not index.is_file()):
+        raise UsageError(
+            f"{out}: is neither empty nor a published folder (it has no {INDEX_JSON})",
+            hint="publish into a new or empty folder, or the one `envbuild publish` wrote",
+        )
+    bad: list[str] = []
+    for root, dirs, names in os.walk(out):  # never descends into a symlinked folder
+        for name in (*dirs, *names):
+            path = Path(root) / name
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                bad.append(f"{path} (a symlink)")
+            elif not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                bad.append(f"{path} (not a regular file)")
+    if bad:
+        raise UsageError(
+            f"{out}: holds entries publish does not follow: "
+            + ", ".join(bad[:5])
+            + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""),
+            hint="remove them: a published folder holds only folders and regular files",
+        )
+
+
+def _read(path: Path, out: Path) -> bytes:
+    """A published file's bytes: a regular file inside ``out``, bounded."""
+    try:
+        return safe_files.read_bytes(path, inside=out, limit=safe_files.MAX_LOCK_BYTES)
+    except safe_files.UnsafeRead as exc:
+        raise UsageError(f"{path}: {exc.reason}", hint=exc.hint) from None
+
+
 def dump_json(data: Mapping[str, Any]) -> bytes:
     """The published JSON form: indented, sorted keys, UTF-8, final newline."""
     return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
@@ -231,8 +289,8 @@ def render_release(env: Environment, *, platform: str) -> Rendered:
             files[rel] = PublishedFile(item.data, item.executable)
         else:
             omitted.append({"path": rel, "reason": reason, "size": len(item.data)})
-    for lock in lock_files(env.path):
-        files[f"{LOCKS}/{lock.name}"] = PublishedFile(lock.read_bytes())
+    for name, data in lock_contents(env.path).items():
+        files[f"{LOCKS}/{name}"] = PublishedFile(data)
     packages = declared(env, context)
     definition = {"digest": definition_digest(env), "files": definition_file_digests(env)}
     files[MANIFEST] = PublishedFile(
@@ -302,11 +360,12 @@ def _is_executable(path: Path) -> bool:
 
 def _files_under(folder: Path) -> dict[str, Path]:
     """Every file under ``folder`` by POSIX path relative to it (hidden files too)."""
-    return {
-        p.relative_to(folder).as_posix(): p
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() or (p.is_symlink() and not p.is_dir())
-    }
+    found: dict[str, Path] = {}
+    for root, _, names in os.walk(folder):  # never descends into a symlinked folder
+        for name in names:
+            path = Path(root) / name
+            found[path.relative_to(folder).as_posix()] = path
+    return dict(sorted(found.items()))
 
 
 def version_folders(out: Path) -> dict[tuple[str, int], Path]:
@@ -315,23 +374,24 @@ def version_folders(out: Path) -> dict[tuple[str, int], Path]:
     if not out.is_dir():
         return found
     for name_dir in sorted(out.iterdir()):
-        if not name_dir.is_dir() or name_dir.name.startswith("."):
+        if not name_dir.is_dir() or name_dir.is_symlink() or name_dir.name.startswith("."):
             continue
         for version_dir in sorted(name_dir.iterdir()):
             if (
                 version_dir.is_dir()
-                and version_dir.name.isdigit()
-                and str(int(version_dir.name)) == version_dir.name
+                and not version_dir.is_symlink()
+                and _VERSION_NAME.fullmatch(version_dir.name)
                 and (version_dir / MANIFEST).is_file()
             ):
                 found[(name_dir.name, int(version_dir.name))] = version_dir
     return found
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a published file (a regular file, bounded); else an error."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        data = json.loads(_read(path, path.parent))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise UsageError(f"{path}: cannot be read as JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a JSON object")
@@ -340,8 +400,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def read_release(folder: Path, status: str) -> Release:
     """The index row of a published release folder (from its manifest and packages)."""
-    meta = _read_json(folder / MANIFEST)
-    packages_data = _read_json(folder / PACKAGES)
+    meta = read_json(folder / MANIFEST)
+    packages_data = read_json(folder / PACKAGES)
     packages = PackageList.from_json(packages_data)
     try:
         return Release(
@@ -364,7 +424,7 @@ def verify_release(folder: Path, rel: str) -> list[Drift]:
     """Check a published release against its own manifest.json (history is immutable)."""
     problems: list[Drift] = []
     try:
-        meta = _read_json(folder / MANIFEST)
+        meta = read_json(folder / MANIFEST)
         hashed = meta["manifest"]
         if hashlib.sha256(canonical_json(hashed)).hexdigest() != meta["hash"]:
             problems.append(Drift("corrupt", f"{rel}/{MANIFEST}", "its hash is not its manifest's"))
@@ -376,7 +436,7 @@ def verify_release(folder: Path, rel: str) -> list[Drift]:
             where = f"{rel}/{item['path']}"
             if not path.is_file():
                 problems.append(Drift("corrupt", where, "listed in manifest.json, missing"))
-            elif hashlib.sha256(path.read_bytes()).hexdigest() != item["sha256"]:
+            elif hashlib.sha256(_read(path, folder)).hexdigest() != item["sha256"]:
                 problems.append(Drift("corrupt", where, "differs from its manifest.json digest"))
             elif _is_executable(path) != bool(item["executable"]):
                 problems.append(Drift("corrupt", where, "executable bit differs from manifest"))
@@ -393,7 +453,7 @@ def _image_size(folder: Path, digest: str) -> int | None:
     if not path.is_file():
         return None
     try:
-        data = _read_json(path)
+        data = read_json(path)
         if data.get("hash") != digest:
             return None
         return int(data["image"]["size"])
@@ -425,7 +485,7 @@ def make_plan(rendered: Sequence[Rendered], out: Path, *, catalog_name: str) -> 
         problems.extend(verify_release(folder, rel))
         for sub, path in _files_under(folder).items():
             if sub != IMAGE:
-                files[f"{rel}/{sub}"] = PublishedFile(path.read_bytes(), _is_executable(path))
+                files[f"{rel}/{sub}"] = PublishedFile(_read(path, folder), _is_executable(path))
         status = "superseded" if name in current_names else "removed"
         try:
             release = read_release(folder, status)
@@ -514,7 +574,7 @@ def plan(catalog: Path, out: Path, *, platform: str) -> Plan:
 def _write(path: Path, item: PublishedFile) -> bool:
     """Write ``item`` to ``path`` unless it already holds exactly that; True if written."""
     mode = 0o755 if item.executable else 0o644
-    if path.is_file() and not path.is_symlink() and path.read_bytes() == item.data:
+    if path.is_file() and not path.is_symlink() and _read(path, path.parent) == item.data:
         if _is_executable(path) == item.executable:
             return False
         os.chmod(path, mode)  # noqa: PTH101
@@ -532,7 +592,7 @@ def _write(path: Path, item: PublishedFile) -> bool:
 def _unbumped(folder: Path, release: Release) -> str | None:
     """A warning when ``folder`` published this version from another definition."""
     try:
-        old = _read_json(folder / MANIFEST)["definition"]["digest"]
+        old = read_json(folder / MANIFEST)["definition"]["digest"]
     except (EnvbuildError, KeyError, TypeError):
         return None
     if old == release.definition_digest:
@@ -558,6 +618,7 @@ def publish(
     it describes another hash). With ``read_image``, an ``image.json`` is
     written for each release whose image it finds.
     """
+    guard_out(out)
     rendered = render_catalog(catalog, platform=platform)
     warnings = []
     for item in rendered:
@@ -601,8 +662,9 @@ def publish(
                 continue
             path.unlink()
             removed.append(rel)
-        for sub_dir in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
-            if not any(sub_dir.iterdir()):
+        subs = [Path(root) / d for root, dirs, _ in os.walk(folder) for d in dirs]
+        for sub_dir in sorted(subs, reverse=True):
+            if not sub_dir.is_symlink() and not any(sub_dir.iterdir()):
                 sub_dir.rmdir()
     warnings.extend(p.render() for p in result.problems)
     return PublishReport(
@@ -637,6 +699,7 @@ def check(catalog: Path, out: Path, *, platform: str) -> list[Drift]:
     ``image.json`` files are not compared. Older releases are checked against
     their own ``manifest.json``.
     """
+    guard_out(out)
     result = plan(catalog, out, platform=platform)
     drift: list[Drift] = list(result.problems)
     present = _files_under(out) if out.is_dir() else {}
@@ -644,7 +707,7 @@ def check(catalog: Path, out: Path, *, platform: str) -> list[Drift]:
         path = present.get(rel)
         if path is None:
             drift.append(Drift("missing", rel))
-        elif path.read_bytes() != item.data:
+        elif _read(path, out) != item.data:
             drift.append(Drift("changed", rel))
         elif _is_executable(path) != item.executable:
             drift.append(Drift("changed", rel, "executable bit"))
