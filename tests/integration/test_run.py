@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 
 from envbuild.build.builder import BuildResult, build
-from envbuild.engine.docker import DockerEngine, _SdkRunApi
+from envbuild.engine.api import SdkApi
+from envbuild.engine.docker import DockerEngine
 from envbuild.run.config import Input, Output, RunConfig
 from envbuild.run.local import run
 from envbuild.settings import load_settings
@@ -789,7 +790,7 @@ def test_api_with_an_existing_image_and_the_sdk_channel(
     for channel in ("raw", "sdk"):
         engine = DockerEngine(settings.docker)
         if channel == "sdk":
-            engine._run_api_cache = _SdkRunApi(engine)  # what a tcp/ssh DOCKER_HOST uses
+            engine._run_api_cache = SdkApi(engine)  # what a tcp/ssh DOCKER_HOST uses
         chunks: list[tuple[str, bytes]] = []
 
         def collect(stream: str, data: bytes, chunks: list[tuple[str, bytes]] = chunks) -> None:

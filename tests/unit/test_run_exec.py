@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.engine.docker import STDERR, STDOUT
+from envbuild.engine.protocols import STDERR, STDOUT
+from envbuild.engine.runner import RUNNER_LABEL
 from envbuild.errors import EngineError, RunError
 from envbuild.run.config import Input, Output, RunConfig
 from envbuild.run.history import History
@@ -83,7 +84,8 @@ def test_order_output_log_and_cleanup(settings: Settings, src: Path) -> None:
     assert not engine.live
     spec = next(iter(engine.specs.values()))
     assert spec.image == IMAGE_ID  # pinned by ID, not by tag
-    assert spec.labels == {"io.envbuild.run": result.run_id}  # type: ignore[attr-defined]
+    assert spec.labels["io.envbuild.run"] == result.run_id  # type: ignore[attr-defined]
+    assert set(spec.labels) == {"io.envbuild.run", RUNNER_LABEL}  # the runner's own, to sweep by
     assert spec.init is True
     assert engine.streams[0].closed
 
@@ -113,7 +115,7 @@ def test_sigint_stops_then_reports_130(settings: Settings, src: Path) -> None:
     result, captured = go(engine, settings, src)
     assert result.exit_code == 130 and result.status == "interrupted"  # type: ignore[attr-defined]
     assert engine.stopped and not engine.killed
-    assert "remove_labelled" in engine.ops  # any path but a clean one sweeps by label
+    assert engine.ops[-2:] == ["wait", "remove"]  # stopped, waited for, removed by its ID
     assert not engine.live
     assert signal.getsignal(signal.SIGINT) is before  # handlers restored
     assert any("stopping the run" in m for m in captured.messages)

@@ -8,23 +8,20 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from types import FrameType, MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from envbuild.engine.docker import (
-    STDERR,
-    ContainerStream,
-    DockerEngine,
-    RunEngine,
-)
+from envbuild.engine.docker import DockerEngine
+from envbuild.engine.protocols import STDERR, RunEngine
+from envbuild.engine.runner import run_to_completion
 from envbuild.errors import (
     EngineError,
     EnvbuildError,
     RunError,
 )
-from envbuild.run.config import EXIT_TIMEOUT, RUN_LABEL, Log, Output_, RunConfig, RunResult
+from envbuild.run.config import EXIT_TIMEOUT, Log, Output_, RunConfig, RunResult
 from envbuild.run.planning import RunPlan, plan
 from envbuild.run.policy import check_host_path
 from envbuild.settings import Settings, load_settings
@@ -297,7 +294,6 @@ def run(
         outputs[name] = host
 
     run_id = _new_run_id()
-    label = f"{RUN_LABEL}={run_id}"
     # envbuild's own records (the log file, the history) are never worth the
     # user's job: a full disk or a broken state folder is reported once each,
     # and the run goes on (its outputs are on the host already).
@@ -311,42 +307,52 @@ def run(
 
     supervisor = _Supervisor(engine, config.stop_timeout, log)
     spec = the_plan.container_spec(image_id, run_id)
+    copy_in = None
+    if the_plan.downloads:
+        copy_in = ("/", _download_tar(the_plan.downloads, the_plan.user))
     status_code: int | None = None
     status, exit_code = "failed", 125
+
+    def created(container_id: str) -> None:
+        supervisor.container_id = container_id
+        supervisor.check()  # a signal while it was created: it never starts
+
+    def running(container_id: str) -> None:
+        supervisor.resend()
+        supervisor.start_timer(config.timeout)
+
+    def finishing() -> None:
+        supervisor.finishing = True
+        run_log.close()
+
     try:
         with supervisor.installed(handle_signals):
-            stream: ContainerStream | None = None
             try:
-                supervisor.container_id = engine.create_container(spec)
-                supervisor.check()
-                if the_plan.downloads:
-                    engine.put_archive(
-                        supervisor.container_id,
-                        "/",
-                        _download_tar(the_plan.downloads, the_plan.user),
-                    )
-                    supervisor.check()
-                stream = engine.attach_container(supervisor.container_id)
-                _start(engine, supervisor.container_id, the_plan)
-                supervisor.resend()
-                supervisor.start_timer(config.timeout)
-                _drain(stream, output, run_log)
-                status_code = engine.wait_container(supervisor.container_id)
+                done = run_to_completion(
+                    engine,
+                    spec,
+                    copy_in=copy_in,
+                    on_output=_Drain(output, run_log),
+                    on_created=created,
+                    on_started=running,
+                    on_finishing=finishing,
+                    missing_exit=None,
+                    output_limit=0,  # the log file keeps it all
+                )
+                status_code = done.exit_code
             except _Interrupted:
                 pass
             except KeyboardInterrupt:
                 if not supervisor.received:  # not ours: signals were left to the caller
                     raise
-            finally:
-                supervisor.finishing = True
-                if stream is not None:
-                    stream.close()
-                run_log.close()
-                # A clean run created one container and knows its ID; any other
-                # path also sweeps by label (a create cut short by a signal or
-                # an error may have left a container whose ID never came back).
-                clean = status_code is not None and not supervisor.received
-                _cleanup(engine, supervisor.container_id, label, log, sweep=not clean)
+            except EngineError as exc:
+                if the_plan.gpus is not None and "device driver" in exc.message:
+                    raise RunError(
+                        f"{exc.message} (GPUs were asked for with --gpus {the_plan.config.gpus})",
+                        hint="the engine has no GPU runtime: install the NVIDIA Container "
+                        "Toolkit and restart the engine, or run without --gpus",
+                    ) from exc
+                raise
         if supervisor.received:
             exit_code, status = 128 + supervisor.received[0], "interrupted"
         elif supervisor.timed_out:
@@ -495,19 +501,6 @@ class _RunLog:
             self._file = None
 
 
-def _start(engine: RunEngine, container_id: str, the_plan: RunPlan) -> None:
-    try:
-        engine.start_container(container_id)
-    except EngineError as exc:
-        if the_plan.gpus is not None and "device driver" in exc.message:
-            raise RunError(
-                f"{exc.message} (GPUs were asked for with --gpus {the_plan.config.gpus})",
-                hint="the engine has no GPU runtime: install the NVIDIA Container Toolkit "
-                "and restart the engine, or run without --gpus",
-            ) from exc
-        raise
-
-
 class _Background(Generic[T]):
     """Call ``work`` in a thread now; :meth:`result` waits, returns its value or raises."""
 
@@ -532,40 +525,18 @@ class _Background(Generic[T]):
         return self._value[0]
 
 
-def _drain(stream: Iterable[tuple[int, bytes]], output: Output_, log_file: _RunLog) -> None:
-    """Copy every frame to the output and the log file until the stream ends."""
-    last_flush = time.monotonic()
-    for kind, data in stream:
-        log_file.write(data)
-        output("stderr" if kind == STDERR else "stdout", data)
+class _Drain:
+    """Each frame to the output and the log file, as it arrives."""
+
+    def __init__(self, output: Output_, log_file: _RunLog) -> None:
+        self.output = output
+        self.log_file = log_file
+        self.last_flush = time.monotonic()
+
+    def __call__(self, kind: int, data: bytes) -> None:
+        self.log_file.write(data)
+        self.output("stderr" if kind == STDERR else "stdout", data)
         now = time.monotonic()
-        if now - last_flush > 0.5:  # `envbuild logs ID` elsewhere sees progress
-            log_file.flush()
-            last_flush = now
-
-
-def _cleanup(
-    engine: RunEngine, container_id: str | None, label: str, log: Log, *, sweep: bool
-) -> None:
-    """Remove the run's container and, with ``sweep``, all else carrying its label (retried)."""
-    problems: list[str] = []
-    for attempt in range(3):
-        problems = []
-        if container_id is not None:
-            try:
-                engine.remove_container(container_id)
-            except EngineError as exc:
-                problems.append(exc.message)
-        if sweep or problems:
-            try:
-                engine.remove_labelled(label)
-            except EngineError as exc:
-                problems.append(exc.message)
-        if not problems:
-            return
-        log(f"envbuild: cleanup attempt {attempt + 1} failed: {'; '.join(problems)}")
-        time.sleep(0.5 * (attempt + 1))
-    raise RunError(
-        f"could not remove everything labelled {label}: " + "; ".join(problems),
-        hint=f"remove it by hand: docker rm -f $(docker ps -aq --filter label={label})",
-    )
+        if now - self.last_flush > 0.5:  # `envbuild logs ID` elsewhere sees progress
+            self.log_file.flush()
+            self.last_flush = now
