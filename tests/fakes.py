@@ -13,11 +13,11 @@ import hashlib
 import io
 import json
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from envbuild.engine.protocols import BuildRequest, Engine, ImageInfo, label_matches
-from envbuild.errors import BuildError, EngineError
+from envbuild.errors import BuildError, EngineError, RegistryError
 from envbuild.log import Log
 
 
@@ -28,6 +28,10 @@ class FakeEngine(Engine):
     images: dict[str, ImageInfo] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)
     fail_build: bool = False
+    # A registry behind the engine: "repo:tag" -> (digest, image); a push or pull
+    # with ``refuse`` set fails as a registry that refuses the credentials does.
+    registry: dict[str, tuple[str, ImageInfo]] = field(default_factory=dict)
+    refuse: str | None = None
 
     def inspect_image(self, ref: str) -> ImageInfo | None:
         self.calls.append(("inspect", ref))
@@ -90,6 +94,42 @@ class FakeEngine(Engine):
                 self.images[tag] = info
                 loaded.append(tag)
         return tuple(loaded)
+
+    def push_image(self, ref: str, auth: Mapping[str, str] | None, log: Log) -> str:
+        """Copy the image ``ref`` names into :attr:`registry`; its digest is that of its ID."""
+        self.calls.append(("push", ref))
+        if self.refuse:
+            raise RegistryError(f"cannot push {ref}: {self.refuse}")
+        info = self.images[ref]
+        digest = "sha256:" + hashlib.sha256(info.id.encode()).hexdigest()
+        self.registry[ref] = (digest, info)
+        repo_digest = f"{ref.rpartition(':')[0]}@{digest}"
+        for name, other in list(self.images.items()):
+            if other.id == info.id and repo_digest not in other.repo_digests:
+                self.images[name] = replace(other, repo_digests=(*other.repo_digests, repo_digest))
+        log(f"{ref.rpartition(':')[2]}: digest: {digest} size: 1")
+        return digest
+
+    def pull_image(self, ref: str, auth: Mapping[str, str] | None, log: Log) -> None:
+        """Copy the image ``repo@digest`` names from :attr:`registry` into the engine."""
+        self.calls.append(("pull", ref))
+        if self.refuse:
+            raise RegistryError(f"cannot pull {ref}: {self.refuse}")
+        repo, _, digest = ref.partition("@")
+        for tagged, (held, info) in self.registry.items():
+            if tagged.rpartition(":")[0] == repo and held == digest:
+                self.images[info.id] = self.images.get(info.id, info)
+                self.images[ref] = self.images[info.id]
+                return
+        raise RegistryError(f"cannot pull {ref}: manifest unknown")
+
+    def manifest_digest(self, name: str, reference: str) -> str | None:
+        """The registry's API (:class:`envbuild.engine.registry.Manifests`), for any prefix."""
+        self.calls.append(("head", f"{name}:{reference}"))
+        for tagged, (digest, _) in self.registry.items():
+            if tagged.endswith(f"/{name}:{reference}"):
+                return digest
+        return None
 
 
 def _conforms() -> Engine:

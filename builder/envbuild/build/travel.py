@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from envbuild.cache import identity
-from envbuild.engine.registry import ImageTransfer, Registry, RegistryClient
+from envbuild.engine.registry import Manifests, Registry, RegistryClient
 from envbuild.errors import RegistryError, UsageError
 
 if TYPE_CHECKING:
@@ -41,18 +41,21 @@ Log = Callable[[str], None]
 
 @dataclass
 class Remote:
-    """A registry, its API client and the engine's transfer channel, used together."""
+    """A registry and its API client, used together."""
 
     registry: Registry
-    client: RegistryClient
-    transfer: ImageTransfer
+    client: Manifests
 
     @classmethod
-    def open(cls, registry: Registry, engine: object) -> Remote:
-        """The remote of ``registry``, pushing and pulling through the Docker ``engine``."""
-        from envbuild.engine.registry import DockerTransfer
+    def open(cls, registry: Registry) -> Remote:
+        """The remote of ``registry``, its API spoken by a :class:`RegistryClient`."""
+        return cls(registry, RegistryClient(registry))
 
-        return cls(registry, RegistryClient(registry), DockerTransfer(engine))
+    @property
+    def auth(self) -> dict[str, str] | None:
+        """The engine's auth document for this registry (``None`` without credentials)."""
+        creds = self.registry.credentials
+        return creds.auth_config(self.registry.host) if creds is not None else None
 
     def ref(self, name: str, tag: str) -> str:
         """``<registry>/<name>:<tag>``."""
@@ -119,15 +122,14 @@ def push(resolved: Resolved, *, remote: Remote, engine: Engine, log: Log) -> Pus
             resolved.hash_tag, digest_hex, refs, held, False, time.monotonic() - started
         )
     made = [ref for ref in refs if ref not in info.tags]
-    creds = remote.registry.credentials
     try:
         engine.tag(info.id, hash_ref)
-        digest = remote.transfer.push_image(hash_ref, creds, log)
+        digest = engine.push_image(hash_ref, remote.auth, log)
         if not digest:
             raise RegistryError(f"the push of {hash_ref} reported no digest")
         _verify(remote, name, digest_hex[:12], digest)
         engine.tag(info.id, version_ref)
-        version_digest = remote.transfer.push_image(version_ref, creds, log)
+        version_digest = engine.push_image(version_ref, remote.auth, log)
         if version_digest != digest:
             raise RegistryError(
                 f"the push of {version_ref} reported {version_digest or 'no digest'}, "
@@ -155,7 +157,7 @@ def fetch(
         return None
     ref = remote.digest_ref(name, digest)
     log(f"envbuild: pulling {ref}")
-    remote.transfer.pull_image(ref, remote.registry.credentials, log)
+    engine.pull_image(ref, remote.auth, log)
     info = engine.inspect_image(ref)
     if info is None:
         raise RegistryError(f"the pull of {ref} reported success, but the engine has no such image")

@@ -222,9 +222,7 @@ def build(
         folders.extend(discover(all_dir))
     if not folders:
         raise click.UsageError("name at least one ENV, or --all DIR")
-    remote = open_remote(
-        settings, engine, registry, registry_ca, registry_insecure, required=push_after
-    )
+    remote = open_remote(settings, registry, registry_ca, registry_insecure, required=push_after)
 
     def one(env: Any) -> Any:  # a folder, or an Environment already loaded
         resolved = resolve(env, settings)

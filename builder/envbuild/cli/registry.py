@@ -44,7 +44,6 @@ def registry_options(func: F) -> F:
 
 def open_remote(
     settings: Settings,
-    engine: object,
     registry: str | None,
     registry_ca: Path | None,
     registry_insecure: bool,
@@ -66,7 +65,7 @@ def open_remote(
     if registry_ca is None and settings.registry_ca:
         registry_ca = Path(settings.registry_ca).expanduser()
     found = registry_from(registry, ca_file=registry_ca, insecure=registry_insecure, source=source)
-    return Remote.open(found, engine)
+    return Remote.open(found)
 
 
 def _emit_json(data: object) -> None:
@@ -120,7 +119,7 @@ def push(
     settings = load_settings()
     engine = DockerEngine(settings.docker)
     folders = _folders(envs, all_dir)
-    remote = open_remote(settings, engine, registry, registry_ca, registry_insecure, required=True)
+    remote = open_remote(settings, registry, registry_ca, registry_insecure, required=True)
     assert remote is not None
 
     def log(line: str) -> None:
@@ -174,9 +173,7 @@ def pull(
     resolved = resolve(env, settings)
     result = cached(resolved, settings, engine)
     if result is None:
-        remote = open_remote(
-            settings, engine, registry, registry_ca, registry_insecure, required=True
-        )
+        remote = open_remote(settings, registry, registry_ca, registry_insecure, required=True)
         assert remote is not None
 
         def log(line: str) -> None:

@@ -132,6 +132,7 @@ class Api(Protocol):
         json_body: object = None,
         body: Iterable[bytes] | None = None,
         timeout: float | None = 60,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, bytes]:
         """Send one request; the status and the whole body of the answer."""
 
@@ -191,6 +192,7 @@ class RawApi:
         json_body: object = None,
         body: Iterable[bytes] | None = None,
         timeout: float | None = 60,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, bytes]:
         head = f"{method} {_url(path, query)} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n"
         payload = b""
@@ -201,6 +203,8 @@ class RawApi:
             head += "Content-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\n"
         else:
             head += "Content-Length: 0\r\n"
+        for key, value in (headers or {}).items():
+            head += f"{key}: {value}\r\n"
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(timeout)
@@ -273,19 +277,20 @@ class SdkApi:
         json_body: object = None,
         body: Iterable[bytes] | None = None,
         timeout: float | None = 60,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, bytes]:
         api = self.owner.client.api
         url = f"{api.base_url}/v{api.api_version}{path}"
-        headers: dict[str, str] = {}
+        sent: dict[str, str] = dict(headers or {})
         data: bytes | Iterable[bytes] | None = body
         if json_body is not None:
             data = json.dumps(json_body).encode()
-            headers["Content-Type"] = "application/json"
+            sent["Content-Type"] = "application/json"
         elif body is not None:
-            headers["Content-Type"] = "application/x-tar"
+            sent["Content-Type"] = "application/x-tar"
         try:
             response = api.request(
-                method, url, params=dict(query or {}), data=data, headers=headers, timeout=timeout
+                method, url, params=dict(query or {}), data=data, headers=sent, timeout=timeout
             )
         except self._errors() as exc:
             raise engine_down(str(exc)) from exc

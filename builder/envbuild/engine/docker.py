@@ -15,8 +15,9 @@ and importable from here too.
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -43,7 +44,7 @@ from envbuild.engine.protocols import (
     Labelled,
     RunEngine,
 )
-from envbuild.errors import EngineError
+from envbuild.errors import EngineError, RegistryError
 from envbuild.log import Log
 
 __all__ = [
@@ -153,6 +154,54 @@ class DockerEngine:
         return tuple(loaded)
 
     # -- builds: BuildKit through the CLI -------------------------------------------
+    # -- registries: push and pull, the progress stream read to its end ------------------
+    def _transfer(
+        self, path: str, query: dict[str, str], auth: Mapping[str, str] | None, what: str
+    ) -> list[dict[str, Any]]:
+        # The engine wants the auth document base64url-encoded JSON; "{}" when there is none.
+        encoded = base64.urlsafe_b64encode(json.dumps(dict(auth or {})).encode()).decode()
+        status, body = self._run_api().call(
+            "POST", path, query=query, headers={"X-Registry-Auth": encoded}, timeout=None
+        )
+        secrets = (auth or {}).get("password", "")
+        if not 200 <= status < 300:
+            from envbuild.engine.registry import scrub
+
+            raise RegistryError(
+                f"cannot {what}: the engine answered {status}: "
+                f"{scrub(body.decode('utf-8', 'replace').strip()[:500], [secrets])}"
+            )
+        events = []
+        for line in body.splitlines():
+            if line.strip():
+                try:
+                    events.append(json.loads(line))
+                except ValueError:
+                    events.append({"status": line.decode("utf-8", "replace")})
+        return events
+
+    def push_image(self, ref: str, auth: Mapping[str, str] | None, log: Log) -> str:
+        """See :meth:`ImageStore.push_image`: the engine answers 200 even when the push
+        fails, so the whole stream is read for an ``error``."""
+        from envbuild.engine.registry import read_stream
+
+        repo, _, tag = ref.rpartition(":")
+        what = f"push {ref}"
+        events = self._transfer(f"/images/{quote(repo, safe='/:@')}/push", {"tag": tag}, auth, what)
+        secrets = [(auth or {}).get("password", "")]
+        return read_stream(events, what=what, secrets=secrets, log=log)
+
+    def pull_image(self, ref: str, auth: Mapping[str, str] | None, log: Log) -> None:
+        """See :meth:`ImageStore.pull_image`."""
+        from envbuild.engine.registry import read_stream
+
+        repo, sep, reference = ref.partition("@")
+        if not sep:
+            repo, _, reference = ref.rpartition(":")
+        what = f"pull {ref}"
+        events = self._transfer("/images/create", {"fromImage": repo, "tag": reference}, auth, what)
+        read_stream(events, what=what, secrets=[(auth or {}).get("password", "")], log=log)
+
     def build(self, request: BuildRequest, log: Log) -> str:
         """See :meth:`Builder.build`. Raises :class:`BuildError` with the failing step."""
         from envbuild.engine import buildkit  # the CLI channel: only builds pay its import

@@ -3,7 +3,7 @@
 Three small protocols, each what one kind of caller needs, and their unions:
 
 * :class:`ImageStore`: inspect, tag, remove, list by label, load an image
-  archive (a registry's push and pull belong here next);
+  archive, push to and pull from a registry;
 * :class:`Builder`: one BuildKit build of a materialised context;
 * :class:`ContainerRuntime`: the steps of a container's life (create, copy in,
   attach, start, wait, stop, kill, remove) and the labelled sweep.
@@ -161,6 +161,15 @@ class ImageStore(Protocol):
 
     def load_image(self, chunks: Iterable[bytes]) -> tuple[str, ...]:
         """Load a ``docker save`` archive streamed as ``chunks``; the references it loaded."""
+
+    def push_image(self, ref: str, auth: Mapping[str, str] | None, log: Log) -> str:
+        """Push ``repo:tag`` (a tag in this engine) to its registry; the digest the push
+        reported. ``auth`` is the engine's registry auth document (username, password,
+        serveraddress). A failed push raises :class:`envbuild.errors.RegistryError`."""
+
+    def pull_image(self, ref: str, auth: Mapping[str, str] | None, log: Log) -> None:
+        """Pull ``ref`` (``repo@sha256:...`` or ``repo:tag``) from its registry; a failed
+        pull raises :class:`envbuild.errors.RegistryError`."""
 
 
 class Builder(Protocol):

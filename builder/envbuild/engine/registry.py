@@ -9,9 +9,10 @@ Two channels, as for the engine:
   schema1 manifest, with another digest), and answers an auth challenge with
   basic auth (distribution's htpasswd) or a bearer token fetched from the
   challenge's realm.
-* **Push and pull** go through the engine (:class:`DockerTransfer`), whose
-  progress stream is read to its end: the docker SDK does not raise when a push
-  fails, the stream says ``"error"``.
+* **Push and pull** go through the engine
+  (:meth:`envbuild.engine.protocols.ImageStore.push_image`), whose progress
+  stream is read to its end by :func:`read_stream`: the engine answers 200
+  when a push fails, and the stream says ``"error"``.
 
 Credentials never leave this module in text: :class:`Credentials` hides the
 password from ``repr``, and every message built from a registry's or engine's
@@ -252,6 +253,13 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+class Manifests(Protocol):
+    """What envbuild asks of a registry's API: which digest a tag names."""
+
+    def manifest_digest(self, name: str, reference: str) -> str | None:
+        """The digest the registry holds for ``name:reference``, or ``None``."""
+
+
 class RegistryClient:
     """The registry's ``/v2/`` API on one kept-alive connection."""
 
@@ -439,18 +447,8 @@ class RegistryClient:
 
 
 # --------------------------------------------------------------------------
-# Push and pull through the engine
+# The engine's push and pull streams, and BuildKit's cache import
 # --------------------------------------------------------------------------
-
-
-class ImageTransfer(Protocol):
-    """What moving images between the engine and a registry asks of the engine."""
-
-    def push_image(self, ref: str, credentials: Credentials | None, log: Log) -> str:
-        """Push ``repo:tag`` (tagged in the engine); return the digest the push reported."""
-
-    def pull_image(self, ref: str, credentials: Credentials | None, log: Log) -> None:
-        """Pull ``ref`` (``repo@sha256:...`` or ``repo:tag``) into the engine."""
 
 
 def read_stream(
@@ -496,58 +494,6 @@ def _stream_hint(error: str) -> str | None:
             "the engine speaks https to this registry: add it to the daemon's insecure-registries"
         )
     return None
-
-
-class DockerTransfer:
-    """Push and pull through the Docker engine's API (the SDK's low-level client).
-
-    ``engine`` is a :class:`envbuild.engine.docker.DockerEngine`; its SDK client
-    is used, so this module imports no docker SDK of its own.
-    """
-
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
-
-    def _secrets(self, credentials: Credentials | None) -> tuple[str, ...]:
-        return (credentials.password,) if credentials and credentials.password else ()
-
-    def push_image(self, ref: str, credentials: Credentials | None, log: Log) -> str:
-        """See :meth:`ImageTransfer.push_image`."""
-        repo, _, tag = ref.rpartition(":")
-        host = repo.split("/", 1)[0]
-        auth = credentials.auth_config(host) if credentials else None
-        try:
-            events = self.engine.client.api.push(
-                repo, tag=tag, stream=True, decode=True, auth_config=auth
-            )
-            return read_stream(
-                events, what=f"push {ref}", secrets=self._secrets(credentials), log=log
-            )
-        except RegistryError:
-            raise
-        except Exception as exc:  # the SDK's errors: the engine refused the request itself
-            raise RegistryError(
-                f"cannot push {ref}: {scrub(str(exc), self._secrets(credentials))}"
-            ) from None
-
-    def pull_image(self, ref: str, credentials: Credentials | None, log: Log) -> None:
-        """See :meth:`ImageTransfer.pull_image`."""
-        host = ref.split("/", 1)[0]
-        auth = credentials.auth_config(host) if credentials else None
-        repo, sep, digest = ref.partition("@")
-        if not sep:
-            repo, _, digest = ref.rpartition(":")
-        try:
-            events = self.engine.client.api.pull(
-                repo, tag=digest, stream=True, decode=True, auth_config=auth
-            )
-            read_stream(events, what=f"pull {ref}", secrets=self._secrets(credentials), log=log)
-        except RegistryError:
-            raise
-        except Exception as exc:
-            raise RegistryError(
-                f"cannot pull {ref}: {scrub(str(exc), self._secrets(credentials))}"
-            ) from None
 
 
 _IMPORT_RE = re.compile(r"^#(\d+) importing cache manifest from (\S+)")

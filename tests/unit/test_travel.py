@@ -1,0 +1,95 @@
+"""Push, fetch and the registry tier of build, against the fake engine's registry."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from envbuild.build import travel
+from envbuild.build.builder import HASH_LABEL, Resolved, build, resolve
+from envbuild.engine.registry import Registry
+from envbuild.errors import RegistryError
+from envbuild.settings import load_settings
+from tests.fakes import FakeEngine
+
+HELLO = Path(__file__).resolve().parents[2] / "envs" / "hello"
+REGISTRY = "127.0.0.1:5000/team"
+
+
+def _remote(engine: FakeEngine) -> travel.Remote:
+    return travel.Remote(Registry("127.0.0.1:5000", "team"), engine)
+
+
+def _built() -> tuple[FakeEngine, travel.Remote, Resolved]:
+    settings = load_settings()
+    engine = FakeEngine()
+    build(HELLO, settings=settings, engine=engine)
+    return engine, _remote(engine), resolve(HELLO, settings)
+
+
+def test_push_tags_hash_first_and_verifies_then_a_repush_is_heads_only() -> None:
+    engine, remote, resolved = _built()
+    engine.calls.clear()
+    result = travel.push(resolved, remote=remote, engine=engine, log=lambda line: None)
+    hash_ref = f"{REGISTRY}/hello:{resolved.hash[:12]}"
+    assert result.pushed and result.refs == (hash_ref, f"{REGISTRY}/hello:1")
+    pushes = [ref for kind, ref in engine.calls if kind == "push"]
+    assert pushes == [hash_ref, f"{REGISTRY}/hello:1"]  # the moving tag only after the hash tag
+    engine.calls.clear()
+    again = travel.push(resolved, remote=remote, engine=engine, log=lambda line: None)
+    assert not again.pushed and again.digest == result.digest
+    assert [kind for kind, _ in engine.calls] == ["inspect", "head", "head"]
+
+
+def test_a_failed_push_leaves_no_registry_tag() -> None:
+    engine, remote, resolved = _built()
+    engine.refuse = "unauthorized: authentication required"
+    with pytest.raises(RegistryError, match="unauthorized"):
+        travel.push(resolved, remote=remote, engine=engine, log=lambda line: None)
+    assert not [ref for ref in engine.images if ref.startswith(REGISTRY)]
+    assert engine.registry == {}
+
+
+def test_build_answers_from_the_registry_without_building() -> None:
+    engine, remote, resolved = _built()
+    travel.push(resolved, remote=remote, engine=engine, log=lambda line: None)
+    pushed_id = engine.images[resolved.hash_tag].id
+    empty = FakeEngine(registry=dict(engine.registry))  # another machine, same registry
+    result = build(HELLO, settings=load_settings(), engine=empty, remote=_remote(empty))
+    assert (result.answered_by, result.id) == ("registry", pushed_id)
+    assert not [kind for kind, _ in empty.calls if kind == "build"]
+    assert empty.images[resolved.hash_tag].id == pushed_id
+    assert empty.calls[-1] == ("tag", resolved.hash_tag)  # the hash tag last
+
+
+def test_a_tampered_registry_image_is_refused_and_nothing_is_tagged() -> None:
+    engine, remote, resolved = _built()
+    travel.push(resolved, remote=remote, engine=engine, log=lambda line: None)
+    for ref, (digest, info) in list(engine.registry.items()):
+        engine.registry[ref] = (digest, type(info)(id=info.id, labels={HASH_LABEL: "0" * 64}))
+    empty = FakeEngine(registry=dict(engine.registry))
+    with pytest.raises(RegistryError, match="refused") as error:
+        build(HELLO, settings=load_settings(), engine=empty, remote=_remote(empty))
+    assert "0" * 64 in error.value.message
+    assert not [kind for kind, _ in empty.calls if kind in ("tag", "build")]
+    assert [ref for ref in empty.images if not ref.startswith("sha256:")] == []  # no reference
+
+
+def test_a_miss_everywhere_builds_with_the_inline_cache_of_the_earlier_version() -> None:
+    settings = load_settings()
+    engine = FakeEngine()
+    requests = []
+    real_build = engine.build
+
+    def spy(request, log):  # type: ignore[no-untyped-def]
+        requests.append(request)
+        return real_build(request, log)
+
+    engine.build = spy  # type: ignore[method-assign]
+    started = time.monotonic()
+    result = build(HELLO, settings=settings, engine=engine, remote=_remote(engine))
+    assert result.answered_by == "built" and time.monotonic() - started < 30
+    assert requests[0].build_args["BUILDKIT_INLINE_CACHE"] == "1"
+    assert requests[0].cache_from == ()  # the registry holds no version of it yet
