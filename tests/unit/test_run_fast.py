@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from types import MappingProxyType
 
+import click
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from envbuild import run as runner
 from envbuild.cli.main import main
+from envbuild.cli.run import run as run_command
 from envbuild.cli.run_fast import fast_run, parse
 from envbuild.run.config import RunConfig, RunResult
 
@@ -70,8 +74,6 @@ def test_both_paths_build_the_same_run(
         ["--help"],
         ["--source-dir=.", "image:x", "train.py"],
         ["--", "image:x", "train.py"],
-        ["--timeout", "soon", "image:x", "train.py"],
-        ["--timeout", "0", "image:x", "train.py"],
         ["--bogus", "image:x", "train.py"],
         ["-eA=1", "image:x", "train.py"],
         ["image:x"],
@@ -97,6 +99,10 @@ def test_other_commands_are_not_taken() -> None:
         (["image:x", "train.py", "${{inputs.nope}}"], 125),
         (["--gpus", "0", "image:x", "train.py"], 125),
         (["image:x", "train.py"], 125),  # no engine in unit tests
+        (["--source-dir", "train.py", "image:x", "train.py"], 125),  # a file, not a folder
+        (["--env-file", ".", "image:x", "train.py"], 125),
+        (["--timeout", "soon", "image:x", "train.py"], 125),
+        (["--timeout", "0", "image:x", "train.py"], 125),
     ],
 )
 def test_errors_read_the_same(
@@ -108,3 +114,145 @@ def test_errors_read_the_same(
     full_err = capsys.readouterr().err
     assert fast_err == full_err
     assert fast_err.startswith("error: ")
+
+
+def test_a_source_dir_that_is_a_file_reads_the_same_on_both_paths(
+    src: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", "--source-dir", "train.py", "image:x", "train.py"]
+    assert parse(argv) is not None
+    assert fast_run(argv) == 125
+    fast_err = capsys.readouterr().err
+    assert main(argv) == 125
+    assert capsys.readouterr().err == fast_err == "error: --source-dir: train.py is not a folder\n"
+
+
+# --------------------------------------------------------------------------
+# Property: on command lines made from the click command's own parameters,
+# the console script (fast path first, click when it declines) and the click
+# command alone build the same run, or fail with the same words and code.
+# --------------------------------------------------------------------------
+
+VALUES = [
+    ".",
+    "..",
+    "train.py",
+    "vars.env",
+    "missing.py",
+    "../data",
+    "../nowhere",
+    "A=1",
+    "INHERITED",
+    "UNSET_HERE",
+    "1A=x",
+    "1g",
+    "lots",
+    "0",
+    "-1",
+    "2.5",
+    "soon",
+    "inf",
+    "nan",
+    "1e99",
+    "all",
+    "0,1",
+    "1:2",
+    "me",
+    "/tmp",
+    "d=../data",
+    "d=../data:download",
+    "d=../data:copy",
+    "o=../out",
+    "o=../data",
+    "../data:/d:rw",
+    "../data:/d",
+    "/etc:/e",
+    "reduced",
+    "default",
+    "NET_RAW",
+    "cap_mknod",
+    "SYS_ADMIN",
+    "",
+    " ",
+    "a b",
+    "-x",
+    "--help",
+    "--dry-run",
+    "${{inputs.d}}",
+    "${{outputs.o}}",
+]
+OPTIONS = [p for p in run_command.params if isinstance(p, click.Option)]
+FIRST, SECOND = (p for p in run_command.params if p.name in ("env", "script"))
+
+
+def _option_words(option: click.Option) -> st.SearchStrategy[list[str]]:
+    name = st.sampled_from([*option.opts, *option.secondary_opts])
+    if option.is_flag:
+        return name.map(lambda n: [n])
+    joined = [o for o in option.opts if o.startswith("--")]
+    forms = [st.tuples(name, st.sampled_from(VALUES)).map(list)]
+    if joined:
+        forms.append(
+            st.tuples(st.sampled_from(joined), st.sampled_from(VALUES)).map(
+                lambda t: [f"{t[0]}={t[1]}"]
+            )
+        )
+    return st.one_of(*forms)
+
+
+@st.composite
+def command_lines(draw: st.DrawFn) -> list[str]:
+    words: list[str] = ["run"]
+    for chunk in draw(st.lists(st.sampled_from(OPTIONS).flatmap(_option_words), max_size=6)):
+        words += chunk
+    if draw(st.booleans()) and draw(st.booleans()):
+        words.append(draw(st.sampled_from(["--", "--bogus", "-qe", "--help", "-e", "--name"])))
+    positional = draw(
+        st.lists(
+            st.sampled_from(["image:x", "image:", "/nonexistent-env", "train.py", "missing.py"]),
+            max_size=2,
+        )
+    )
+    assert FIRST.name == "env" and SECOND.name == "script"  # the order the lists follow
+    words += positional
+    if len(positional) == 2:
+        words += draw(st.lists(st.sampled_from([*VALUES, "-e", "--", "-q"]), max_size=3))
+    return words
+
+
+def _outcome(
+    call: object, argv: list[str], captured: list[RunConfig], capsys: pytest.CaptureFixture[str]
+) -> tuple[int, list[RunConfig], str, str]:
+    captured.clear()
+    code = call(argv)  # type: ignore[operator]
+    out = capsys.readouterr()
+    return code, list(captured), out.out, out.err
+
+
+def _console(argv: list[str]) -> int:
+    """What the console script does: the fast path, else the full command line."""
+    code = fast_run(argv)
+    return main(argv[:]) if code is None else code
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(argv=command_lines())
+def test_fast_and_click_paths_agree(
+    src: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    captured: list[RunConfig] = []
+
+    def fake_run(config: RunConfig, **kwargs: object) -> RunResult:
+        captured.append(config)
+        runner.plan(config)  # the checks a real run makes before the engine
+        return RunResult("r", 7, "exited", 0.0, src / "log", MappingProxyType({}), "i", "i")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "run", fake_run)
+        console = _outcome(_console, argv, captured, capsys)
+        full = _outcome(lambda a: main(list(a)), argv, captured, capsys)
+    assert console == full, argv

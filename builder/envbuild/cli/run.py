@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from envbuild.cli.run_options import RUN_OPTIONS, run_config
 from envbuild.errors import EXIT_RUN_ENGINE, HistoryError
 
 _RUN_EPILOG = """\b
@@ -58,6 +59,22 @@ class _RunCommand(click.Command):
             raise
 
 
+def _declare_options(command: Any) -> Any:
+    """Add :data:`~envbuild.cli.run_options.RUN_OPTIONS` to ``command``, in their order."""
+    for option in reversed(RUN_OPTIONS):
+        command = click.option(
+            *option.names,
+            option.dest,
+            is_flag=option.flag,
+            multiple=option.multiple,
+            default=option.initial,
+            show_default=option.show_default,
+            metavar=option.metavar,
+            help=option.help,
+        )(command)
+    return command
+
+
 @click.command(
     cls=_RunCommand,
     epilog=_RUN_EPILOG,
@@ -70,90 +87,8 @@ class _RunCommand(click.Command):
 @click.argument("env")
 @click.argument("script")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@click.option(
-    "--source-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path(),
-    show_default=True,
-    help="Mounted read-only at the environment's workdir (the working directory); "
-    "SCRIPT is relative to it.",
-)
-@click.option(
-    "-e",
-    "--env",
-    "variables",
-    multiple=True,
-    metavar="NAME[=VALUE]",
-    help="A variable for the script; NAME alone passes your value. Repeatable.",
-)
-@click.option(
-    "--env-file",
-    "env_files",
-    multiple=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Read variables from a file (NAME=VALUE lines, as docker). Repeatable.",
-)
-@click.option(
-    "--mount", "mounts", multiple=True, metavar="SRC:DST[:ro|rw]", help="Bind mount (ro default)."
-)
-@click.option(
-    "--input", "inputs", multiple=True, metavar="NAME=PATH[:mount|download]", help="Input data."
-)
-@click.option("--output", "outputs", multiple=True, metavar="NAME=DIR", help="Output folder.")
-@click.option("--gpus", metavar="all|N|ID,...", help="GPUs to use (default: none visible).")
-@click.option("--shm-size", help="Size of /dev/shm (default: the environment's, else 2g).")
-@click.option("--workdir", "-w", help="Working directory in the container.")
-@click.option("--user", "-u", help="uid[:gid] or name to run as (default: yours).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Stop after SECONDS.")
-@click.option("--name", help="Container name (default: envbuild-<run id>).")
-@click.option(
-    "--allow-dangerous-mount",
-    is_flag=True,
-    help="Allow mounting /, the Docker socket, /proc, /sys, /dev, /etc, /var/lib/docker.",
-)
-@click.option(
-    "--privileges",
-    type=click.Choice(["reduced", "default"]),
-    default="reduced",
-    show_default=True,
-    help="reduced: no-new-privileges, and without the capabilities a script does not need "
-    "(NET_RAW, MKNOD, SYS_CHROOT, ...); default: Docker's defaults.",
-)
-@click.option(
-    "--cap-add",
-    "cap_add",
-    multiple=True,
-    metavar="CAP",
-    help="Give back one of the capabilities --privileges reduced drops. Repeatable.",
-)
-@click.option("--dry-run", is_flag=True, help="Print the resolved run; start nothing.")
-@click.option("--json", "as_json", is_flag=True, help="With --dry-run: print JSON.")
-@click.option("-q", "--quiet", is_flag=True, help="Do not show the build log on a cache miss.")
-@click.pass_context
-def run(
-    ctx: click.Context,
-    env: str,
-    script: str,
-    args: tuple[str, ...],
-    source_dir: Path,
-    variables: tuple[str, ...],
-    env_files: tuple[Path, ...],
-    mounts: tuple[str, ...],
-    inputs: tuple[str, ...],
-    outputs: tuple[str, ...],
-    gpus: str | None,
-    shm_size: str | None,
-    workdir: str | None,
-    user: str | None,
-    timeout: float | None,
-    name: str | None,
-    allow_dangerous_mount: bool,
-    privileges: str,
-    cap_add: tuple[str, ...],
-    dry_run: bool,
-    as_json: bool,
-    quiet: bool,
-) -> None:
+@_declare_options
+def run(env: str, script: str, args: tuple[str, ...], **options: Any) -> None:
     """Run SCRIPT with ARGS in the environment ENV (a folder, or image:REF).
 
     ENV is built first if its image does not exist. Everything after SCRIPT
@@ -161,34 +96,15 @@ def run(
     """
     from envbuild import run as runner
 
-    config = runner.config_from_options(
-        env,
-        script,
-        args,
-        source_dir=source_dir,
-        variables=variables,
-        env_files=env_files,
-        mounts=mounts,
-        inputs=inputs,
-        outputs=outputs,
-        gpus=gpus,
-        shm_size=shm_size,
-        workdir=workdir,
-        user=user,
-        timeout=timeout,
-        name=name,
-        allow_dangerous_mount=allow_dangerous_mount,
-        privileges=privileges,
-        cap_add=cap_add,
-    )
-    if dry_run:
+    config = run_config(env, script, args, options)
+    if options["dry_run"]:
         resolved = runner.plan(config)
         for warning in resolved.warnings:
             click.echo(warning, err=True)
-        _print_plan(resolved.to_json(), as_json)
+        _print_plan(resolved.to_json(), options["as_json"])
         return
-    result = runner.run(config, log=_Log(quiet))
-    ctx.exit(result.exit_code)
+    result = runner.run(config, log=_Log(options["quiet"]))
+    click.get_current_context().exit(result.exit_code)
 
 
 class _Log:

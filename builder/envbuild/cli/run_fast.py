@@ -2,20 +2,18 @@
 
 A run's whole envbuild cost is interpreter start plus imports, paid before the
 first engine request; click and the full command line are about a quarter of
-it. So the console script first offers the arguments to :func:`fast_run`, which
-accepts only ``run`` with the options below, each written as ``OPTION VALUE``
-(or a flag), before ENV::
+it. So the console script first offers the arguments to :func:`fast_run`,
+which takes ``run`` with the options of
+:data:`~envbuild.cli.run_options.RUN_OPTIONS` that are marked ``fast``, each
+written as ``OPTION VALUE`` (or a flag), before ENV.
 
-    --source-dir -e/--env --env-file --mount --input --output --gpus
-    --shm-size -w/--workdir -u/--user --timeout --name
-    --privileges --cap-add -q/--quiet --allow-dangerous-mount
-
-Anything else (``--help``, ``--dry-run``, ``--opt=value``, ``--``, a bad
-``--timeout``, an unknown option, missing arguments) returns ``None`` and the
-full command line in :mod:`envbuild.cli.run` takes over, which parses, reports
-usage errors and runs the same way. Both build the run with
-:func:`envbuild.run.config_from_options` and report errors with the same
-words and exit codes; a unit test holds them to the same result.
+Anything else (``--help``, ``--dry-run``, ``--opt=value``, ``--``, grouped
+short flags, an unknown option, missing arguments) returns ``None`` and the
+full command line in :mod:`envbuild.cli.run` takes over. Both read the same
+option list and build the run with
+:func:`~envbuild.cli.run_options.run_config`, and both report errors with
+:func:`envbuild.cli.exits.report`: a property test holds them to the same
+result on command lines generated from the click command's own parameters.
 """
 
 from __future__ import annotations
@@ -24,67 +22,39 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-_VALUE_OPTIONS = {
-    "--source-dir": "source_dir",
-    "-e": "variables",
-    "--env": "variables",
-    "--env-file": "env_files",
-    "--mount": "mounts",
-    "--input": "inputs",
-    "--output": "outputs",
-    "--gpus": "gpus",
-    "--shm-size": "shm_size",
-    "-w": "workdir",
-    "--workdir": "workdir",
-    "-u": "user",
-    "--user": "user",
-    "--timeout": "timeout",
-    "--name": "name",
-    "--privileges": "privileges",
-    "--cap-add": "cap_add",
-}
-_REPEATED = frozenset({"variables", "env_files", "mounts", "inputs", "outputs", "cap_add"})
-_FLAGS = {"-q": "quiet", "--quiet": "quiet", "--allow-dangerous-mount": "allow_dangerous_mount"}
+from envbuild.cli.run_options import RUN_OPTIONS, RunOption, initial_values, run_config
+
+_BY_NAME: dict[str, RunOption] = {name: o for o in RUN_OPTIONS if o.fast for name in o.names}
 
 
-def parse(argv: Sequence[str]) -> dict[str, Any] | None:
-    """The options, ENV, SCRIPT and ARGS of a plain ``run`` command line, else ``None``."""
+def parse(argv: Sequence[str]) -> tuple[str, str, tuple[str, ...], dict[str, Any]] | None:
+    """ENV, SCRIPT, ARGS and the option values of a plain ``run`` command line, else ``None``."""
     if not argv or argv[0] != "run":
         return None
-    values: dict[str, Any] = {key: [] for key in _REPEATED}
-    values.update(quiet=False, allow_dangerous_mount=False)
+    values = initial_values()
     index = 1
     while index < len(argv):
-        arg = argv[index]
-        if arg in _FLAGS:
-            values[_FLAGS[arg]] = True
-            index += 1
-        elif arg in _VALUE_OPTIONS:
-            if index + 1 >= len(argv):
+        option = _BY_NAME.get(argv[index])
+        if option is None:
+            if argv[index].startswith("-"):
                 return None
-            key, value = _VALUE_OPTIONS[arg], argv[index + 1]
-            if key in _REPEATED:
-                values[key].append(value)
-            else:
-                values[key] = value  # the last one wins, as with click
-            index += 2
-        elif arg.startswith("-"):
-            return None
-        else:
             break
+        if option.flag:
+            values[option.dest] = True
+            index += 1
+            continue
+        if index + 1 >= len(argv):
+            return None
+        value = argv[index + 1]
+        if option.multiple:
+            values[option.dest] += (value,)
+        else:
+            values[option.dest] = value  # the last one wins, as with click
+        index += 2
     rest = argv[index:]
     if len(rest) < 2:
         return None
-    if "timeout" in values:
-        try:
-            values["timeout"] = float(values["timeout"])
-        except ValueError:
-            return None
-        if not values["timeout"] > 0:
-            return None
-    values["environment"], values["script"] = rest[0], rest[1]
-    values["arguments"] = tuple(rest[2:])
-    return values
+    return rest[0], rest[1], tuple(rest[2:]), values
 
 
 def fast_run(argv: Sequence[str]) -> int | None:
@@ -92,7 +62,8 @@ def fast_run(argv: Sequence[str]) -> int | None:
     parsed = parse(argv)
     if parsed is None:
         return None
-    quiet = parsed.pop("quiet")
+    environment, script, arguments, values = parsed
+    quiet = values["quiet"]
 
     def log(line: str) -> None:
         if quiet and not line.startswith(("envbuild:", "warning:")):
@@ -102,7 +73,7 @@ def fast_run(argv: Sequence[str]) -> int | None:
     try:
         from envbuild import run as runner
 
-        config = runner.config_from_options(**parsed)
+        config = run_config(environment, script, arguments, values)
         result = runner.run(config, log=log)
     except (Exception, KeyboardInterrupt) as exc:
         from envbuild.cli.exits import report
