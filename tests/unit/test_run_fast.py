@@ -222,11 +222,11 @@ def command_lines(draw: st.DrawFn) -> list[str]:
 
 def _outcome(
     call: object, argv: list[str], captured: list[RunConfig], capsys: pytest.CaptureFixture[str]
-) -> tuple[int, list[RunConfig], str, str]:
+) -> tuple[int, list[str], str, str]:
     captured.clear()
     code = call(argv)  # type: ignore[operator]
     out = capsys.readouterr()
-    return code, list(captured), out.out, out.err
+    return code, [repr(c) for c in captured], out.out, out.err  # repr: nan == nan
 
 
 def _console(argv: list[str]) -> int:
