@@ -71,6 +71,28 @@ class EnvbuildError(Exception):
         return self.message
 
 
+# Bidirectional-text controls: they reorder what a terminal shows ("Trojan Source").
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: str, *, keep: str = "") -> str:
+    """``text`` with every control character escaped (``\\x1b``, ``\\u202e``), except ``keep``.
+
+    Error messages quote what a person wrote (a key name, a path, a value): a
+    terminal escape sequence or a bidirectional override in it must be shown,
+    not obeyed. ``keep="\\n"`` keeps the line breaks of a message made of lines.
+    """
+    if text.isprintable() and not (_BIDI & set(text)):
+        return text
+    out = []
+    for char in text:
+        if char in keep or (char.isprintable() and char not in _BIDI) or char == " ":
+            out.append(char)
+        else:
+            out.append(char.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a definition: where, what was found, what was expected."""
@@ -88,9 +110,10 @@ class Problem:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
-        text = f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+        where, key, message = printable(where), printable(self.key), printable(self.message)
+        text = f"{where}: {key}: {message}" if key else f"{where}: {message}"
         if self.hint:
-            text += f"\n    hint: {self.hint}"
+            text += f"\n    hint: {printable(self.hint)}"
         return text
 
 

@@ -9,6 +9,7 @@ results are reused, and what is recorded.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,14 @@ def test_expectation_met(expect: str | None, stdout: str) -> None:
 )
 def test_expectation_not_met(expect: str, stdout: str) -> None:
     assert not expectation_met(expect, stdout)
+
+
+def test_a_backtracking_expect_is_stopped_at_the_timeout() -> None:
+    """``(a+)+$`` against 40 a's and a b takes hours in ``re``: it is stopped."""
+    started = time.monotonic()
+    with pytest.raises(testing.PatternTimeout, match="longer than 1s"):
+        expectation_met("(a+)+$", "a" * 40 + "b\n", timeout=1)
+    assert time.monotonic() - started < 10
 
 
 # --- reports -------------------------------------------------------------------------

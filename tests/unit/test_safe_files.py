@@ -319,3 +319,31 @@ def test_a_broken_index_is_a_lock_error(two_locked, edit, expected: str, capsys)
     capsys.readouterr()
     assert main(["lock", "--check", str(new)]) == 1
     assert "Traceback" not in capsys.readouterr().err
+
+
+# -- version beyond 64 bits, huge integers, escapes in messages (defects 10, 11) ----
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("version = 18446744073709551616", "version: expected an integer <= 9223372036854775807"),
+        ("version = " + "9" * 5000, "out of range"),
+    ],
+)
+def test_integers_beyond_64_bits_are_refused(tmp_path: Path, line: str, expected: str) -> None:
+    (tmp_path / "env.toml").write_text(f'schema = 1\nname = "x"\n{line}\n')
+    assert expected in _problems(tmp_path)
+
+
+def test_control_characters_in_user_text_are_escaped(tmp_path: Path, capsys) -> None:
+    (tmp_path / "env.toml").write_text(
+        'schema = 1\nname = "x"\n"\\u001b]0;pwned\\u0007\\u001b[2J" = 1\n'
+        '[variables]\n"A\\u202eB" = "1"\n'
+    )
+    capsys.readouterr()
+    assert main(["validate", str(tmp_path)]) == 3
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err and "\u202e" not in err
+    assert "\\x1b]0;pwned\\x07\\x1b[2J: unknown key" in err
+    assert "A\\u202eB" in err

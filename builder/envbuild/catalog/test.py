@@ -14,6 +14,8 @@ import contextlib
 import hashlib
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -66,18 +68,48 @@ class TestReport:
         }
 
 
-def expectation_met(expect: str | None, stdout: str) -> bool:
-    """Whether a line of ``stdout`` equals ``expect`` or fully matches it as a regex."""
+class PatternTimeout(Exception):
+    """Matching ``expect`` against the output took longer than the check's timeout."""
+
+
+# Matches a regex against lines in a child interpreter, so that a pattern that
+# backtracks catastrophically (``(a+)+$``) can be stopped: ``re`` cannot be.
+_MATCHER = (
+    "import json, re, sys\n"
+    "data = json.load(sys.stdin)\n"
+    "pattern = re.compile(data['pattern'])\n"
+    "sys.stdout.write('1' if any(pattern.fullmatch(l) for l in data['lines']) else '0')\n"
+)
+
+
+def expectation_met(expect: str | None, stdout: str, *, timeout: float = 30.0) -> bool:
+    """Whether a line of ``stdout`` equals ``expect`` or fully matches it as a regex.
+
+    The regex runs in a separate interpreter stopped after ``timeout`` seconds
+    (:class:`PatternTimeout`): a pattern written in ``env.toml`` never hangs
+    the host.
+    """
     if expect is None:
         return True
     lines = stdout.splitlines()
     if expect in lines:
         return True
     try:
-        pattern = re.compile(expect)
-    except re.error:
+        re.compile(expect)
+    except (re.error, RecursionError, OverflowError):
         return False
-    return any(pattern.fullmatch(line) for line in lines)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", _MATCHER],
+            input=json.dumps({"pattern": expect, "lines": lines}),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise PatternTimeout(f"matching {expect!r} took longer than {timeout:g}s") from None
+    return done.stdout == "1"
 
 
 def _checks_digest(tests: Sequence[TestSpec]) -> str:
@@ -111,7 +143,11 @@ def run_check(engine: ContainerRuntime, image: str, spec: TestSpec, index: int) 
         return failed(f"{spec.run[0]} is not in the image")
     if code != 0:
         return failed(f"exited with {code}")
-    if not expectation_met(spec.expect, done.text()):
+    try:
+        met = expectation_met(spec.expect, done.text(), timeout=spec.timeout)
+    except PatternTimeout as exc:
+        return failed(f"{exc} (a regex that backtracks without end?)")
+    if not met:
         return failed(f"no output line equals or matches {spec.expect!r}")
     return CheckResult(name, spec.run, True, code, done.seconds, spec.expect, tail)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import traceback
 
-from envbuild.errors import EnvbuildError, exit_code_for
+from envbuild.errors import EnvbuildError, exit_code_for, printable
 
 DEBUG_HINT = "run `envbuild --debug ...` for the traceback, and report it"
 
@@ -18,9 +18,9 @@ def message(error: BaseException) -> str:
     """What a person reads about ``error``: its own words, or one line for a bug."""
     if isinstance(error, KeyboardInterrupt):
         return "envbuild: interrupted"
-    if isinstance(error, EnvbuildError):
-        return f"error: {error.render()}"
-    what = " ".join(str(error).split()) or "(no message)"
+    if isinstance(error, EnvbuildError):  # user text in it is shown, never obeyed
+        return f"error: {printable(error.render(), keep=chr(10))}"
+    what = printable(" ".join(str(error).split())) or "(no message)"
     return f"error: internal error in envbuild: {type(error).__name__}: {what}"
 
 

@@ -36,6 +36,8 @@ PYTHON_SOURCES = ("system", "uv", "conda")
 DEFAULT_BASE = "debian:bookworm-slim"
 DEFAULT_WORKDIR = "/workspace"
 DEFAULT_SHM_SIZE = "2g"
+MAX_INT = 2**63 - 1  # integers are stored as signed 64-bit (the run history, labels)
+MAX_TEST_TIMEOUT = 7 * 24 * 3600  # a check's timeout in seconds: a week at most
 
 
 # --------------------------------------------------------------------------
@@ -192,15 +194,21 @@ class _Str:
 
 
 class _Int:
-    __slots__ = ("choices", "minimum")
+    __slots__ = ("choices", "maximum", "minimum")
 
-    def __init__(self, minimum: int = 0, choices: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self, minimum: int = 0, choices: tuple[int, ...] = (), maximum: int = MAX_INT
+    ) -> None:
         self.minimum = minimum
+        self.maximum = maximum
         self.choices = choices
 
     def __call__(self, ctx: _Ctx, key: str, value: object) -> object:
         if isinstance(value, bool) or not isinstance(value, int):
             ctx.add(key, f"expected an integer, got {_type_name(value)}")
+            return None
+        if value > self.maximum:
+            ctx.add(key, f"expected an integer <= {self.maximum}, got a larger one")
             return None
         if self.choices and value not in self.choices:
             ctx.add(key, f"{value} is not supported", f"use one of: {self.choices}")
@@ -316,7 +324,7 @@ class _Tests:
                 "run": _List(_Str(), non_empty=True),
                 "expect": _Str(allow_tab=True),
                 "name": _Str(),
-                "timeout": _Int(minimum=1),
+                "timeout": _Int(minimum=1, maximum=MAX_TEST_TIMEOUT),
             },
             required=("run",),
         )
@@ -435,6 +443,10 @@ def parse_file(path: Path) -> dict[str, Any]:
                     column=col,
                 )
             ]
+        ) from None
+    except ValueError as exc:  # not a TOMLDecodeError: an integer of > 4300 digits
+        raise DefinitionError(
+            [Problem(shown, "", f"TOML value out of range: {str(exc)[:80]}")]
         ) from None
 
 

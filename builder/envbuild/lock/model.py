@@ -201,7 +201,7 @@ def read(folder: Path) -> Locks | None:
         ) from None
     try:
         index = tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # TOMLDecodeError is a ValueError
         raise LockError(
             f"{index_path}: is not valid TOML ({exc})", hint="run `envbuild lock` to rewrite it"
         ) from None
