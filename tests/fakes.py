@@ -20,12 +20,23 @@ from envbuild.engine.protocols import BuildRequest, Engine, ImageInfo, label_mat
 from envbuild.errors import BuildError, EngineError, RegistryError
 from envbuild.log import Log
 
+# The base image every fake engine holds unless told otherwise: the base of
+# envs/hello and of definitions without [base], unlocked, whose identity (this
+# image ID) is part of their hash.
+BASE = "debian:bookworm-slim"
+BASE_ID = "sha256:" + "ba5e" * 16
+
+
+def with_base(**images: ImageInfo) -> dict[str, ImageInfo]:
+    """An image store holding :data:`BASE` and ``images``."""
+    return {BASE: ImageInfo(id=BASE_ID, tags=(BASE,)), **images}
+
 
 @dataclass
 class FakeEngine(Engine):
     """Images are a dict from reference (tag or ID) to :class:`ImageInfo`."""
 
-    images: dict[str, ImageInfo] = field(default_factory=dict)
+    images: dict[str, ImageInfo] = field(default_factory=with_base)
     calls: list[tuple[str, str]] = field(default_factory=list)
     fail_build: bool = False
     # A registry behind the engine: "repo:tag" -> (digest, image); a push or pull

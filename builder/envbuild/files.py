@@ -26,6 +26,8 @@ import os
 import stat
 from pathlib import Path
 
+from envbuild import reads
+
 # Definitions are small text files; lock files with hashes for large stacks
 # run to a few hundred kilobytes. Anything larger is not a definition.
 MAX_DEFINITION_BYTES = 1 << 20  # env.toml, a base Dockerfile
@@ -101,7 +103,19 @@ def read_bytes(path: Path, *, inside: Path | None, limit: int = MAX_DEFINITION_B
     ``inside`` is the folder the file must lie in once symlinks are resolved
     (``None``: anywhere, for a file the person named on the command line).
     Never blocks on a FIFO or device; never reads more than ``limit`` bytes.
+    What was read, or that the file was missing, is noted for the memo
+    (:mod:`envbuild.reads`).
     """
+    try:
+        data = _read_bytes(path, inside=inside, limit=limit)
+    except FileMissing:
+        reads.note(path, None)
+        raise
+    reads.note(path, data)
+    return data
+
+
+def _read_bytes(path: Path, *, inside: Path | None, limit: int) -> bytes:
     resolved = resolve_inside(path, inside)
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
     try:

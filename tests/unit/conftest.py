@@ -19,3 +19,14 @@ def _no_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.delenv("ENVBUILD_REGISTRY_PASSWORD", raising=False)
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
+
+
+@pytest.fixture
+def engine_holds_base(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine (reached through :class:`DockerEngine`) holds the fake base image and
+    nothing else: what resolving an unlocked environment asks it."""
+    from envbuild.engine.docker import DockerEngine
+    from tests.fakes import FakeEngine
+
+    fake = FakeEngine()
+    monkeypatch.setattr(DockerEngine, "inspect_image", lambda self, ref: fake.inspect_image(ref))

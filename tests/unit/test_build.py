@@ -7,13 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from envbuild import lock as locking
 from envbuild.build.builder import HASH_LABEL, build, find_ca_bundle, resolve
 from envbuild.engine.docker import ImageInfo
 from envbuild.errors import BuildError, UsageError
 from envbuild.settings import load_settings
-from tests.fakes import FakeEngine
+from tests.fakes import BASE, FakeEngine, with_base
 
-HELLO = Path(__file__).resolve().parents[2] / "envs" / "hello"
+ROOT = Path(__file__).resolve().parents[2]
+HELLO = ROOT / "envs" / "hello"
 
 
 def test_miss_builds_then_tags_hash_last() -> None:
@@ -22,29 +24,43 @@ def test_miss_builds_then_tags_hash_last() -> None:
     result = build(HELLO, settings=settings, engine=engine)
     assert not result.cached
     kinds = [kind for kind, _ in engine.calls]
-    assert kinds == ["inspect", "inspect", "build", "tag", "tag"]
-    resolved = resolve(HELLO, settings)
-    assert engine.calls[-1] == ("tag", resolved.hash_tag)
-    assert engine.calls[-2] == ("tag", resolved.version_tag)
+    # the unlocked base's identity, the lookup, the lookup again under the build
+    # lock, the base again (it must not have moved since it was hashed)
+    assert kinds == ["inspect", "inspect", "inspect", "inspect", "build", "tag", "tag"]
+    calls = list(engine.calls)
+    resolved = resolve(HELLO, settings, engine=engine)
+    assert calls[-1] == ("tag", resolved.hash_tag)
+    assert calls[-2] == ("tag", resolved.version_tag)
     assert result.image == f"envbuild/hello:{resolved.hash[:12]}"
     assert engine.images[resolved.hash_tag].labels[HASH_LABEL] == resolved.hash
 
 
-def test_hit_is_one_engine_call() -> None:
+def test_hit_is_one_engine_call_and_one_more_for_an_unlocked_base() -> None:
     settings = load_settings()
     engine = FakeEngine()
     build(HELLO, settings=settings, engine=engine)
     engine.calls.clear()
     result = build(HELLO, settings=settings, engine=engine)
     assert result.cached
+    assert engine.calls == [("inspect", BASE), ("inspect", result.image)]
+    locked = ROOT / "curated" / "python-3.11"  # its base is pinned by the lock
+    pin = locking.read(locked)
+    assert pin is not None and pin.base is not None
+    engine = FakeEngine(images={BASE: ImageInfo(id=pin.base.id)})
+    build(locked, settings=settings, engine=engine)
+    engine.calls.clear()
+    result = build(locked, settings=settings, engine=engine)
+    assert result.cached
     assert engine.calls == [("inspect", result.image)]
 
 
 def test_hash12_collision_is_not_a_hit() -> None:
     settings = load_settings()
-    resolved = resolve(HELLO, settings)
+    resolved = resolve(HELLO, settings, engine=FakeEngine())
     engine = FakeEngine(
-        images={resolved.hash_tag: ImageInfo(id="sha256:x", labels={HASH_LABEL: "0" * 64})}
+        images=with_base(
+            **{resolved.hash_tag: ImageInfo(id="sha256:x", labels={HASH_LABEL: "0" * 64})}
+        )
     )
     assert not build(HELLO, settings=settings, engine=engine).cached
 
@@ -55,7 +71,7 @@ def test_failed_build_leaves_no_tag() -> None:
     with pytest.raises(BuildError):
         build(HELLO, settings=settings, engine=engine)
     assert not any(kind == "tag" for kind, _ in engine.calls)
-    assert engine.images == {}
+    assert engine.images == with_base()
 
 
 def test_rebuild_skips_the_cache() -> None:
@@ -65,7 +81,8 @@ def test_rebuild_skips_the_cache() -> None:
     engine.calls.clear()
     result = build(HELLO, settings=settings, engine=engine, rebuild=True)
     assert not result.cached
-    assert engine.calls[0][0] == "build"
+    # the base's identity, the check that it did not move, the build
+    assert [kind for kind, _ in engine.calls][:3] == ["inspect", "inspect", "build"]
 
 
 def test_waiting_process_reuses_the_image() -> None:
@@ -112,7 +129,7 @@ def test_ca_bundle_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_ca_bundle_is_not_hashed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
-    before = resolve(HELLO, settings).hash
+    before = resolve(HELLO, settings, engine=FakeEngine()).hash
     bundle = tmp_path / "ca.pem"
     bundle.write_text("rotated")
     monkeypatch.setenv("PIP_CERT", str(bundle))
@@ -137,4 +154,5 @@ def test_hit_moves_the_version_tag_to_the_image_it_answers(write_env) -> None:
     assert engine.images["envbuild/twin:3"].id == first.id == again.id
     engine.calls.clear()
     assert build(one, settings=settings, engine=engine).cached
-    assert engine.calls == [("inspect", first.image)]  # the tag is already there: no request
+    # the base's identity, the lookup; the version tag is already there: no request
+    assert engine.calls == [("inspect", BASE), ("inspect", first.image)]

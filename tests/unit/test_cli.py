@@ -14,6 +14,7 @@ from envbuild.errors import EXIT_DEFINITION, EXIT_ENGINE
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = ROOT / "envs" / "hello"
+LOCKED = ROOT / "curated" / "python-3.11"
 
 
 def test_render_prints_dockerfile(capsys: pytest.CaptureFixture[str]) -> None:
@@ -32,15 +33,26 @@ def test_render_output_folder(tmp_path: Path) -> None:
 
 
 def test_hash_prints_hex(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["hash", str(HELLO)]) == 0
+    assert main(["hash", str(LOCKED)]) == 0  # a locked base: no engine needed
     value = capsys.readouterr().out.strip()
     assert len(value) == 64 and int(value, 16) >= 0
 
 
 def test_hash_manifest_is_json(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["hash", "--manifest", str(HELLO)]) == 0
+    assert main(["hash", "--manifest", str(LOCKED)]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["base"] == "debian:bookworm-slim"
+    assert data["base_pin"].startswith("image-id:sha256:")
+
+
+def test_hash_of_an_unlocked_base_without_an_engine_says_to_lock(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["hash", str(HELLO)]) == EXIT_ENGINE
+    err = capsys.readouterr().err
+    assert "its base image debian:bookworm-slim is not locked" in err
+    assert "the engine cannot be reached" in err
+    assert "envbuild lock" in err and "Traceback" not in err
 
 
 def test_validate_bad_definition_exit_code(write_env, capsys: pytest.CaptureFixture[str]) -> None:

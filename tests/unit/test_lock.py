@@ -201,7 +201,7 @@ def test_pin_falls_back_to_the_image_id() -> None:
 
 def test_pin_of_a_missing_base_is_clear() -> None:
     with pytest.raises(locking.LockError, match="not in the engine"):
-        locking.pin_base("debian:bookworm-slim", FakeEngine())
+        locking.pin_base("debian:bookworm-slim", FakeEngine(images={}))
 
 
 # -- rendering and hashing with locks ------------------------------------------------
@@ -433,11 +433,12 @@ def test_uv_mirror_is_a_build_arg(write_env, monkeypatch: pytest.MonkeyPatch) ->
             seen.append(request)
             return super().build(request, log)
 
-    before = resolve(folder, load_settings()).hash
+    before = resolve(folder, load_settings(), engine=FakeEngine()).hash
     build(folder, settings=load_settings(), engine=Recording())
     assert seen[0].build_args == {"UV_PYTHON_INSTALL_MIRROR": "https://mirror.example.com/python"}
     monkeypatch.setenv("UV_PYTHON_INSTALL_MIRROR", "https://other.example.com/python")
-    assert resolve(folder, load_settings()).hash == before  # a location, not an input
+    # a location, not an input
+    assert resolve(folder, load_settings(), engine=FakeEngine()).hash == before
 
 
 requires_rattler = pytest.mark.skipif(

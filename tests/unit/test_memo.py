@@ -1,18 +1,22 @@
-"""The hash memo and the console script's cache-hit path built on it."""
+"""The memo (a dependency record of each render) and the console script's hit path on it."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from envbuild import lock as locking
 from envbuild.build.builder import resolve
 from envbuild.cache import memo as memo
 from envbuild.cli.launcher import cached_build
+from envbuild.definition.model import load
 from envbuild.engine.docker import DockerEngine, ImageInfo
-from envbuild.settings import load_settings
+from envbuild.settings import Settings, load_settings
+from tests.fakes import BASE, BASE_ID, FakeEngine, with_base
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = sorted(
@@ -23,23 +27,36 @@ FOLDERS = sorted(
 )
 
 
+def _recall(settings: Settings, folder: Path, base_id: str | None = BASE_ID) -> memo.Memo | None:
+    return memo.recall(
+        settings.home, folder.absolute(), settings.platform, base_id=lambda _: base_id
+    )
+
+
 @pytest.mark.parametrize("folder", FOLDERS, ids=[f"{p.parent.name}/{p.name}" for p in FOLDERS])
 def test_memo_names_the_hash_a_render_gives(folder: Path) -> None:
     settings = load_settings()
-    fresh = resolve(folder, settings, memo=False)
-    first = resolve(folder, settings)  # renders, remembers
+    engine = FakeEngine(images=with_base(**{"ubuntu:20.04": ImageInfo(id="sha256:" + "2" * 64)}))
+    fresh = resolve(folder, settings, memo=False, engine=engine)
+    first = resolve(folder, settings, engine=engine)  # renders, remembers
     assert first.rendered is not None
-    again = resolve(folder, settings)  # from the memo, no render
-    assert again.rendered is None
+    again = resolve(folder, settings, engine=engine)
     assert fresh.hash == first.hash == again.hash
-    found = memo.recall(settings.home, memo.key(folder, settings.platform) or "")
-    assert found == {"hash": fresh.hash, "name": fresh.env.name, "version": fresh.env.version}
+    if locking.needs_conda(fresh.env):  # not memoised: rendered every time
+        assert again.rendered is not None
+        assert _recall(settings, folder) is None
+        return
+    assert again.rendered is None  # from the memo, no render
+    found = memo.recall(
+        settings.home, folder, settings.platform, base_id=lambda ref: engine.images[ref].id
+    )
+    assert found == memo.Memo(fresh.hash, fresh.env.name, fresh.env.version)
 
 
 def _copy(tmp_path: Path, name: str) -> Path:
     target = tmp_path / name
     shutil.copytree(ROOT / "curated" / name, target)
-    shutil.copytree(ROOT / "curated" / "python-3.8", tmp_path / "python-3.8")
+    shutil.copytree(ROOT / "curated" / "python-3.11", tmp_path / "python-3.11")
     return target
 
 
@@ -47,48 +64,128 @@ def _copy(tmp_path: Path, name: str) -> Path:
     "change",
     ["env.toml", "requirements.lock", "env.lock.toml", "parent", "template"],
 )
-def test_any_input_changes_the_key(
+def test_any_input_change_is_a_miss(
     tmp_path: Path, change: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    folder = _copy(tmp_path, "pytorch-1.6-gpu")
-    before = memo.key(folder, "linux/amd64")
-    if change == "parent":
-        target = tmp_path / "python-3.8" / "env.toml"
-    elif change == "template":
+    if change == "template":
         templates = tmp_path / "templates"
         shutil.copytree(memo.templates_dir() or "", templates)
         monkeypatch.setattr(memo, "templates_dir", lambda: templates)
-        target = templates / "partials" / "pip.j2"
-    else:
-        target = folder / change
+    folder = _copy(tmp_path, "sklearn-1.5-cpu")
+    settings = load_settings()
+    resolve(folder, settings)
+    assert _recall(settings, folder) is not None
+    target = {
+        "parent": tmp_path / "python-3.11" / "env.toml",
+        "template": tmp_path / "templates" / "partials" / "pip.j2",
+    }.get(change, folder / change)
     target.write_text(target.read_text() + "\n# changed\n")
-    assert memo.key(folder, "linux/amd64") != before
+    assert _recall(settings, folder) is None
 
 
-def test_platform_and_base_dockerfile_change_the_key(write_env) -> None:
-    folder = write_env(
-        'schema = 1\nname = "b"\n[base]\ndockerfile = "base.Dockerfile"\n',
-        base__Dockerfile="FROM debian:bookworm-slim\n",
-    )
-    key = memo.key(folder, "linux/amd64")
-    assert key != memo.key(folder, "linux/arm64")
-    (folder / "base.Dockerfile").write_text("FROM debian:bookworm-slim\nRUN true\n")
-    assert memo.key(folder, "linux/amd64") != key
+def test_a_file_that_was_absent_and_appears_is_a_miss(write_env) -> None:
+    folder = write_env('schema = 1\nname = "a"\n[base]\ndockerfile = "base.Dockerfile"\n',
+                       base__Dockerfile="FROM debian:bookworm-slim\n")  # fmt: skip
+    settings = load_settings()
+    resolve(folder, settings)
+    assert _recall(settings, folder) is not None
+    (folder / locking.INDEX_FILE).write_text("# not a lock\n")  # rendering looked for it
+    assert _recall(settings, folder) is None
+
+
+def test_a_missing_recorded_file_is_a_miss(write_env) -> None:
+    folder = write_env('schema = 1\nname = "a"\n[base]\ndockerfile = "base.Dockerfile"\n',
+                       base__Dockerfile="FROM debian:bookworm-slim\n")  # fmt: skip
+    settings = load_settings()
+    resolve(folder, settings)
     (folder / "base.Dockerfile").unlink()
-    assert memo.key(folder, "linux/amd64") is None
+    assert _recall(settings, folder) is None
 
 
-def test_conda_environments_are_not_memoised(write_env) -> None:
-    folder = write_env('schema = 1\nname = "c"\n[conda]\nchannels = ["x"]\npackages = ["numpy"]\n')
-    assert memo.key(folder, "linux/amd64") is None
+def test_same_size_same_mtime_rewrite_is_a_miss(write_env) -> None:
+    """The stat is a shortcut, never the proof: an edit that keeps size and mtime is seen."""
+    folder = write_env('schema = 1\nname = "a"\n[base]\ndockerfile = "base.Dockerfile"\n',
+                       base__Dockerfile="FROM debian:bookworm-slim\nRUN echo 1\n")  # fmt: skip
+    path = folder / "base.Dockerfile"
+    os.utime(path, ns=(10**18, 10**18))  # long ago: the stat is trusted
+    settings = load_settings()
+    resolve(folder, settings)
+    assert _recall(settings, folder) is not None
+    path.write_text("FROM debian:bookworm-slim\nRUN echo 2\n")
+    os.utime(path, ns=(10**18, 10**18))
+    assert _recall(settings, folder) is None
 
 
-def test_unreadable_chains_are_not_memoised(write_env, tmp_path: Path) -> None:
-    assert memo.key(write_env('schema = 1\nname = "x"\nextends = "../nowhere"\n'), "p") is None
-    write_env('schema = 1\nname = "a"\nextends = "../b"\n', folder="a")
-    write_env('schema = 1\nname = "b"\nextends = "../a"\n', folder="b")
-    assert memo.key(tmp_path / "a", "p") is None
-    assert memo.key(write_env("schema = [\n"), "p") is None
+def test_finding_1_parent_base_dockerfile_under_an_empty_base_table(write_env) -> None:
+    """A child extending a parent, with an empty [base] table: an edit of the
+    parent's base Dockerfile is a miss, and the hash is the one a fresh render gives."""
+    write_env('schema = 1\nname = "parent"\n[base]\ndockerfile = "base.Dockerfile"\n',
+              folder="parent", base__Dockerfile="FROM debian:bookworm-slim\n")  # fmt: skip
+    child = write_env('schema = 1\nname = "child"\nextends = "../parent"\n[base]\n', folder="child")
+    settings = load_settings()
+    before = resolve(child, settings).hash
+    (child.parent / "parent" / "base.Dockerfile").write_text(
+        "FROM debian:bookworm-slim\nRUN true\n"
+    )
+    after = resolve(child, settings)
+    assert after.rendered is not None  # not from the memo
+    assert after.hash != before
+    assert after.hash == resolve(child, settings, memo=False).hash
+
+
+def test_conda_environments_are_not_memoised(write_env, tmp_path: Path) -> None:
+    folder = write_env(
+        'schema = 1\nname = "c"\n[python]\nsource = "conda"\nversion = "3.11"\n'
+        '[conda]\nchannels = ["x"]\npackages = ["numpy"]\n'
+    )
+    settings = load_settings()
+    resolve(folder, settings, engine=FakeEngine())
+    assert _recall(settings, folder) is None
+
+
+def test_another_platform_has_its_own_record(write_env) -> None:
+    folder = write_env('schema = 1\nname = "a"\n[base]\ndockerfile = "base.Dockerfile"\n',
+                       base__Dockerfile="FROM debian:bookworm-slim\n")  # fmt: skip
+    settings = load_settings()
+    resolve(folder, settings)
+    assert memo.recall(settings.home, folder, "linux/arm64") is None
+
+
+def test_the_unlocked_base_is_part_of_the_record(write_env) -> None:
+    folder = write_env('schema = 1\nname = "u"\n')
+    settings = load_settings()
+    first = resolve(folder, settings, engine=FakeEngine())
+    assert _recall(settings, folder) == memo.Memo(first.hash, "u", 1)
+    assert _recall(settings, folder, base_id="sha256:" + "9" * 64) is None  # retagged
+    assert memo.recall(settings.home, folder, settings.platform) is None  # nobody to ask
+    moved = FakeEngine(images={BASE: ImageInfo(id="sha256:" + "9" * 64)})
+    assert resolve(folder, settings, engine=moved).hash != first.hash
+
+
+def test_a_record_names_what_rendering_read(tmp_path: Path) -> None:
+    folder = _copy(tmp_path, "sklearn-1.5-cpu")
+    settings = load_settings()
+    resolve(folder, settings)
+    data = json.loads(memo.record_path(settings.home, folder, settings.platform).read_bytes())
+    paths = {entry[0] for entry in data["files"]}
+    parent = tmp_path / "python-3.11"
+    for expected in (
+        folder / "env.toml",
+        folder / "env.lock.toml",
+        folder / "requirements.lock",
+        parent / "env.toml",
+        (memo.templates_dir() or Path()) / "Dockerfile.j2",
+        ROOT / "builder" / "envbuild" / "render" / "dockerfile.py",
+    ):
+        assert str(expected) in paths
+    assert load(folder).sources  # loading says what it read
+
+
+def _engine_holding(monkeypatch: pytest.MonkeyPatch, **images: ImageInfo) -> FakeEngine:
+    fake = FakeEngine(images=with_base(**images))
+    monkeypatch.setattr(DockerEngine, "inspect_image", lambda self, ref: fake.inspect_image(ref))
+    monkeypatch.setattr(DockerEngine, "tag", lambda self, image_id, ref: fake.tag(image_id, ref))
+    return fake
 
 
 def test_fast_path_answers_like_the_full_command_line(
@@ -96,17 +193,22 @@ def test_fast_path_answers_like_the_full_command_line(
 ) -> None:
     hello = ROOT / "envs" / "hello"
     settings = load_settings()
+    fake = _engine_holding(monkeypatch)
     assert cached_build(["build", str(hello), "--json"]) is None  # no memo yet: full CLI
-    resolved = resolve(hello, settings)
+    resolved = resolve(hello, settings, engine=fake)
     image = ImageInfo(
         id="sha256:" + "1" * 64,
-        tags=(resolved.hash_tag, resolved.version_tag),
+        tags=(resolved.hash_tag,),
         labels={"io.envbuild.hash": resolved.hash},
     )
-    monkeypatch.setattr(
-        DockerEngine, "inspect_image", lambda self, ref: image if ref == resolved.hash_tag else None
-    )
+    fake.images[resolved.hash_tag] = fake.images[image.id] = image
+    fake.calls.clear()
     assert cached_build(["build", str(hello), "--json"]) == 0
+    assert fake.calls == [  # the base's identity, the lookup, the version tag moved
+        ("inspect", BASE),
+        ("inspect", resolved.hash_tag),
+        ("tag", resolved.version_tag),
+    ]
     fast = json.loads(capsys.readouterr().out)
 
     from envbuild.cli.main import main
@@ -131,7 +233,20 @@ def test_fast_path_answers_like_the_full_command_line(
 
 def test_fast_path_misses_when_the_image_is_not_the_hash(monkeypatch: pytest.MonkeyPatch) -> None:
     hello = ROOT / "envs" / "hello"
-    resolve(hello, load_settings())
-    stale = ImageInfo(id="sha256:" + "2" * 64, labels={"io.envbuild.hash": "0" * 64})
-    monkeypatch.setattr(DockerEngine, "inspect_image", lambda self, ref: stale)
+    fake = _engine_holding(monkeypatch)
+    resolved = resolve(hello, load_settings(), engine=fake)
+    fake.images[resolved.hash_tag] = ImageInfo(
+        id="sha256:" + "2" * 64, labels={"io.envbuild.hash": "0" * 64}
+    )
+    assert cached_build(["build", str(hello)]) is None
+
+
+def test_fast_path_misses_when_the_base_moved(monkeypatch: pytest.MonkeyPatch) -> None:
+    hello = ROOT / "envs" / "hello"
+    fake = _engine_holding(monkeypatch)
+    resolved = resolve(hello, load_settings(), engine=fake)
+    fake.images[resolved.hash_tag] = ImageInfo(
+        id="sha256:" + "3" * 64, labels={"io.envbuild.hash": resolved.hash}
+    )
+    fake.images[BASE] = ImageInfo(id="sha256:" + "4" * 64)  # `docker tag other debian:…`
     assert cached_build(["build", str(hello)]) is None

@@ -102,7 +102,9 @@ def test_options_become_the_plan(
     assert not (tmp_path / "out").exists()  # a dry run creates nothing
 
 
-def test_dry_run_text(capsys: pytest.CaptureFixture[str], src: Path) -> None:
+def test_dry_run_text(
+    capsys: pytest.CaptureFixture[str], src: Path, engine_holds_base: None
+) -> None:
     assert main(["run", "--dry-run", "--source-dir", str(src), str(HELLO), "train.py", "x"]) == 0
     text = capsys.readouterr().out
     assert "environment  hello v1" in text

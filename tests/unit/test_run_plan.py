@@ -232,7 +232,7 @@ def test_command_instead_of_script(tmp_path: Path) -> None:
 
 
 def test_environment_folder_gives_the_hash_tag_and_run_defaults(
-    src: Path, write_env: object
+    src: Path, write_env: object, engine_holds_base: None
 ) -> None:
     env_dir = write_env(  # type: ignore[operator]
         'schema = 1\nname = "demo"\nversion = 3\n[run]\nworkdir = "/code"\nshm_size = "1g"\n'
@@ -245,7 +245,7 @@ def test_environment_folder_gives_the_hash_tag_and_run_defaults(
     assert (p.workdir, p.shm_size) == ("/code", "1g")
 
 
-def test_dry_run_json_shape(src: Path, tmp_path: Path) -> None:
+def test_dry_run_json_shape(src: Path, tmp_path: Path, engine_holds_base: None) -> None:
     data = tmp_path / "data"
     data.mkdir()
     p = plan(

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from envbuild import reads
 from envbuild.build.result import BuildResult as BuildResult  # re-exported, as is report
 from envbuild.build.result import report as report
 from envbuild.cache import identity
@@ -57,13 +58,14 @@ class Resolved:
     prefix: str
     rendered: BuildContext | None = None
     platform: str = "linux/amd64"
+    base_id: str | None = None  # the engine's image ID of an unlocked base image
 
     @functools.cached_property
     def context(self) -> BuildContext:
         """The rendered build context (rendered now if the hash came from the memo)."""
         if self.rendered is not None:
             return self.rendered
-        return render(self.env, platform=self.platform)
+        return render(self.env, platform=self.platform, base_id=self.base_id)
 
     @property
     def repository(self) -> str:
@@ -81,33 +83,88 @@ class Resolved:
         return identity.version_tag(self.prefix, self.env.name, self.env.version)
 
 
-def resolve(env: str | Path | Environment, settings: Settings, *, memo: bool = True) -> Resolved:
-    """Load (if needed) and hash ``env``; touches neither network nor engine.
+def resolve(
+    env: str | Path | Environment,
+    settings: Settings,
+    *,
+    memo: bool = True,
+    engine: Engine | None = None,
+) -> Resolved:
+    """Load (if needed) and hash ``env``.
+
+    The hash covers the identity of the base actually used: a locked base is
+    known offline from its pin; for an unlocked base image it is the image ID
+    the engine holds (one inspect, through ``engine`` or the settings' engine),
+    so without an engine an unlocked base is an error that says to lock.
+    Nothing else touches the engine or the network.
 
     Rendering costs more than everything else on a cache hit, so the hash of a
-    definition whose inputs are unchanged (see :mod:`envbuild.cache.memo`) is read
-    from a memo under ``settings.home``; the context is then rendered only if
-    needed.
+    definition none of whose rendering inputs changed is read from the memo
+    (:mod:`envbuild.cache.memo`, a record of the files the last render read);
+    the context is then rendered only if needed.
     """
     from envbuild.cache import memo as memo_mod
 
     environment = env if isinstance(env, Environment) else load(env)
-    memo_key = memo_mod.key(environment.path, settings.platform) if memo else None
-    if memo_key is not None:
-        found = memo_mod.recall(settings.home, memo_key)
-        if found and (found["name"], found["version"]) == (environment.name, environment.version):
-            return Resolved(environment, found["hash"], settings.prefix, None, settings.platform)
-    context = render(environment, platform=settings.platform)
-    digest = content_hash(context, platform=settings.platform)
-    if memo_key is not None:
+    base_id = base_identity(environment, settings, engine)
+    folder, platform = environment.path, settings.platform
+    if memo:
+        found = memo_mod.recall(settings.home, folder, platform, base_id=lambda _: base_id)
+        if found and (found.name, found.version) == (environment.name, environment.version):
+            return Resolved(environment, found.hash, settings.prefix, None, platform, base_id)
+    with reads.recording() as seen:
+        context = render(environment, platform=platform, base_id=base_id)
+    digest = content_hash(context, platform=platform)
+    if memo and environment.sources and seen.refused is None:
+        seen.merge(reads.Reads(dict(environment.sources)))
         memo_mod.remember(
             settings.home,
-            memo_key,
+            folder,
+            platform,
+            seen.files.items(),
             digest=digest,
             name=environment.name,
             version=environment.version,
+            base=(environment.base.image, base_id) if environment.base.image and base_id else None,
         )
-    return Resolved(environment, digest, settings.prefix, context, settings.platform)
+    elif memo:
+        memo_mod.forget(settings.home, folder, platform)
+    return Resolved(environment, digest, settings.prefix, context, platform, base_id)
+
+
+def base_identity(env: Environment, settings: Settings, engine: Engine | None = None) -> str | None:
+    """The image ID the engine holds for ``env``'s base image, when it is not locked.
+
+    ``None`` when the base's identity is known without the engine: a locked
+    base (its pin is hashed) or a base Dockerfile (its text is hashed).
+    """
+    from envbuild import lock as locking
+
+    image = env.base.image
+    if image is None:
+        return None
+    locks = locking.read(env.path)
+    if locks is not None and locks.base is not None:
+        return None
+    why = (
+        f"{env.name}: its base image {image} is not locked, so the image the engine holds "
+        "for it is part of the hash"
+    )
+    hint = f"lock it (`envbuild lock {env.path}`) to hash and render it without the engine"
+    if engine is None:
+        from envbuild.engine.docker import DockerEngine
+
+        engine = DockerEngine(settings.docker)
+    try:
+        info = engine.inspect_image(image)
+    except EngineError as exc:
+        raise EngineError(f"{why}, and the engine cannot be reached: {exc}", hint=hint) from exc
+    if info is None:
+        raise EngineError(
+            f"{why}, and the engine does not hold it",
+            hint=f"pull it (`docker pull {image}`), or {hint}",
+        )
+    return info.id
 
 
 def _readable_file(path: Path, option: str, what: str) -> Path:
@@ -207,11 +264,11 @@ def cached(
     A hit moves the version tag to the image it answers with.
     """
     started = time.monotonic()
-    resolved = env if isinstance(env, Resolved) else resolve(env, settings)
     if engine is None:
         from envbuild.engine.docker import DockerEngine
 
         engine = DockerEngine(settings.docker)
+    resolved = env if isinstance(env, Resolved) else resolve(env, settings, engine=engine)
     return _lookup(engine, resolved, started)
 
 
@@ -244,15 +301,19 @@ def build(
     from envbuild import lock as locking
 
     started = time.monotonic()
-    resolved = env if isinstance(env, Resolved) else resolve(env, settings)
-    tags = (resolved.hash_tag, resolved.version_tag)
-    reasons = locking.unlocked_reasons(resolved.env, locking.read(resolved.env.path))
-    if reasons and strict:
+    if isinstance(env, Resolved):
+        environment = env.env
+    else:
+        environment = env if isinstance(env, Environment) else load(env)
+    reasons = locking.unlocked_reasons(environment, locking.read(environment.path))
+    if reasons and strict:  # refused before the engine is asked anything
         raise locking.LockError(
-            f"{resolved.env.name} is not locked, and --strict builds only locked environments:\n"
+            f"{environment.name} is not locked, and --strict builds only locked environments:\n"
             + "\n".join(f"  - {r}" for r in reasons),
-            hint=f"run `envbuild lock {resolved.env.path}` and commit the lock files",
+            hint=f"run `envbuild lock {environment.path}` and commit the lock files",
         )
+    resolved = env if isinstance(env, Resolved) else resolve(environment, settings, engine=engine)
+    tags = (resolved.hash_tag, resolved.version_tag)
     secrets = {}
     bundle = find_ca_bundle(ca_bundle)  # the user's files are checked before the cache lookup
     if bundle is not None:
@@ -279,10 +340,11 @@ def build(
                 if fetched is not None:
                     return fetched
         context = resolved.context
-        if context.base_pin is not None:
-            pinned = locking.read(resolved.env.path)
-            assert pinned is not None and pinned.base is not None
+        pinned = locking.read(resolved.env.path)
+        if pinned is not None and pinned.base is not None:
             locking.check_base(pinned.base, engine)
+        elif resolved.base_id is not None:
+            _check_unlocked_base(resolved, engine)
         _check_tools(resolved)
         if reasons:
             warn(
@@ -362,6 +424,24 @@ def _build_with_cache(
             "built without it"
         )
     return image_id
+
+
+def _check_unlocked_base(resolved: Resolved, engine: Engine) -> None:
+    """Refuse to build a hash whose unlocked base moved after the hash was computed.
+
+    The image would be built on another base than its hash names, and its
+    hash tag would name the wrong content.
+    """
+    image = resolved.env.base.image
+    assert image is not None
+    info = engine.inspect_image(image)
+    now = info.id if info is not None else "nothing"
+    if now != resolved.base_id:
+        raise EngineError(
+            f"the base image {image} changed while {resolved.env.name} was being resolved "
+            f"(it was {resolved.base_id}, it is now {now})",
+            hint="run the build again: it hashes the base the engine holds now",
+        )
 
 
 def _check_tools(resolved: Resolved) -> None:

@@ -1,20 +1,23 @@
-"""The hash memo: the content hash of a definition whose inputs did not change.
+"""The hash memo: a dependency record of each render, so a hit needs no render.
 
-Rendering (Jinja, the lock files, hashing the context) costs more than
-everything else a cache hit does, and its result is a pure function of a
-known set of files: the definition files of the ``extends`` chain, the lock
-files and a base Dockerfile beside them, every template, and the source of
-the modules that render and hash. :func:`key` digests exactly those, reading
-the chain from the raw TOML (no validation, no model), and :func:`recall`
-answers what an earlier render of the same inputs found: the hash, the name
-and the version.
+Rendering (loading the ``extends`` chain, reading the locks, Jinja, hashing
+the context) costs more than everything else a cache hit does. When a full
+render happens, :func:`remember` stores what it led to (the hash, the name,
+the version) with every file it actually read (:mod:`envbuild.reads`: each
+``env.toml`` of the chain, base Dockerfiles, lock files and their absence,
+templates) and the source of envbuild's
+rendering modules, each with its sha256; and, for an unlocked base image,
+the image ID the engine held for it. :func:`recall` answers the hash again
+only while every recorded file still has its digest (compared by stat first,
+by content when the stat differs or was taken too close to a change) and the
+engine holds the same base: there is no second copy of the rules that decide
+what a render reads. A missing, unreadable or changed file is a miss.
 
-A memo is written only after a successful load, validation and render, so a
-key that is found names a definition that was valid, with that very hash.
-Environments with conda packages are not memoised (their context holds a
-prefix installed by py-rattler, whose version is another input): they render
-every time. This module imports nothing of the pipeline, so the console
-script's cache-hit path can use it without importing it.
+Environments whose render depends on more than the files it read (conda:
+the package store, a micromamba found on PATH) are not memoised.
+
+Cheap to import (standard library only): the console script's cache-hit path
+uses it without loading the definition model, Jinja or click.
 """
 
 from __future__ import annotations
@@ -24,28 +27,30 @@ import hashlib
 import json
 import os
 import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from envbuild import __version__
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
-
 DEFINITION_FILE = "env.toml"
-# The modules whose behaviour the rendered context depends on: their source
-# is part of the key, so an edited or upgraded envbuild never reuses a hash.
-RENDERING_MODULES = (
-    "cache/hashing",
-    "definition/grammar",
-    "definition/model",
-    "lock/model",
-    "render/context",
-    "render/dockerfile",
-    "render/quoting",
+MEMO_FORMAT = 1  # the record's layout; bumped when it changes
+# The packages whose source decides what a render produces: the files of each
+# module of theirs that a render loaded are recorded like any input file, so an
+# edited or upgraded envbuild never reuses a hash.
+RENDERING_PACKAGES = (
+    "envbuild",
+    "envbuild.reads",
+    "envbuild.cache",
+    "envbuild.definition",
+    "envbuild.lock",
+    "envbuild.render",
 )
+_SUBPACKAGES = tuple(p + "." for p in RENDERING_PACKAGES[1:])
+# A file changed this recently may change again within its mtime's
+# granularity: its stat is not trusted, its content is compared every time.
+RACY_NS = 2_000_000_000
 _PACKAGE = Path(__file__).resolve().parent.parent  # the envbuild package
 
 
@@ -65,103 +70,160 @@ def env_folder(env: str | Path) -> Path:
     return path.parent.absolute()
 
 
-def _chain(folder: Path) -> list[tuple[Path, bytes, dict[str, Any]]] | None:
-    """The ``extends`` chain, child first, as (folder, env.toml bytes, raw TOML)."""
-    chain: list[tuple[Path, bytes, dict[str, Any]]] = []
-    seen: set[Path] = set()
-    current = folder
-    while True:
-        if current.resolve() in seen:
-            return None
-        seen.add(current.resolve())
-        try:
-            data = (current / DEFINITION_FILE).read_bytes()
-            raw = tomllib.loads(data.decode("utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-            return None
-        chain.append((current, data, raw))
-        parent = raw.get("extends")
-        if parent is None:
-            return chain
-        if not isinstance(parent, str):
-            return None
-        current = (current / parent).resolve()
+@dataclass(frozen=True)
+class Memo:
+    """What a render of unchanged inputs found."""
+
+    hash: str
+    name: str
+    version: int
 
 
-def _first(chain: list[tuple[Path, bytes, dict[str, Any]]], table: str, key: str) -> Any:
-    """The child-wins value of ``[table] key`` along the chain, or ``None``."""
-    for _, _, raw in chain:
-        section = raw.get(table)
-        if isinstance(section, dict) and key in section:
-            return section[key]
-    return None
+BaseLookup = Callable[[str], "str | None"]  # image reference -> the engine's image ID
 
 
-def _any_list(chain: list[tuple[Path, bytes, dict[str, Any]]], table: str, key: str) -> bool:
-    for _, _, raw in chain:
-        section = raw.get(table)
-        if isinstance(section, dict) and section.get(key):
-            return True
-    return False
+def record_path(home: Path, folder: Path, platform: str) -> Path:
+    """Where the record of ``folder``'s render for ``platform`` is kept.
+
+    One per folder, platform and envbuild installation (interpreter).
+    """
+    ident = f"{MEMO_FORMAT}\0{folder}\0{platform}\0{sys.executable}"
+    return home / "cache" / "memo" / (hashlib.sha256(ident.encode()).hexdigest()[:32] + ".json")
 
 
-def key(env: str | Path, platform: str) -> str | None:
-    """The memo key of ``env``'s rendered context, or ``None`` when it is not memoised."""
-    chain = _chain(env_folder(env))
-    templates = templates_dir()
-    if chain is None or templates is None:
+def _file_digest(path: str) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:  # noqa: PTH123 - the cheapest way to stream a file
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
         return None
-    source = _first(chain, "python", "source") or "system"
-    if source == "conda" or _any_list(chain, "conda", "packages"):
-        return None
-    digest = hashlib.sha256(f"{__version__}\0{platform}\0".encode())
-    for name in RENDERING_MODULES:
-        digest.update((_PACKAGE / f"{name}.py").read_bytes())
-    for path in sorted(templates.rglob("*")):
-        if path.is_file():
-            digest.update(b"\0template\0" + path.relative_to(templates).as_posix().encode())
-            digest.update(b"\0" + path.read_bytes())
-    for _folder, data, _raw in chain:
-        digest.update(b"\0env\0" + data)
-    own = chain[0][0]
-    for path in sorted(own.iterdir()):
-        if "lock" in path.name and path.is_file():
-            digest.update(b"\0lock\0" + path.name.encode() + b"\0" + path.read_bytes())
-    for folder, _, raw in chain:  # the base: the nearest [base] table decides
-        base = raw.get("base")
-        if isinstance(base, dict):
-            dockerfile = base.get("dockerfile")
-            if isinstance(dockerfile, str):
-                try:
-                    digest.update(b"\0base\0" + (folder / dockerfile).read_bytes())
-                except OSError:
-                    return None  # let validation say what is wrong
-            break
     return digest.hexdigest()
 
 
-def recall(home: Path, memo_key: str) -> dict[str, Any] | None:
-    """What was remembered for ``memo_key``: ``{"hash", "name", "version"}``, or ``None``."""
+def _module_files() -> dict[str, str | None]:
+    """The source files of the rendering modules this process loaded."""
+    files: dict[str, str | None] = {}
+    for name, module in list(sys.modules.items()):
+        if name not in RENDERING_PACKAGES and not name.startswith(_SUBPACKAGES):
+            continue
+        source = getattr(module, "__file__", None)
+        if source:
+            files[str(Path(source).absolute())] = _file_digest(source)
+    return files
+
+
+def recall(
+    home: Path, folder: Path, platform: str, *, base_id: BaseLookup | None = None
+) -> Memo | None:
+    """The hash a render of ``folder`` found, if nothing it read has changed since.
+
+    ``base_id`` answers the engine's image ID of an unlocked base image (one
+    inspect); without it, a record that names such a base is a miss.
+    """
     try:
-        data = json.loads((home / "cache" / "hashes" / memo_key).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(record_path(home, folder, platform).read_bytes())
+        if data["memo"] != MEMO_FORMAT or data["envbuild"] != __version__:
+            return None
+        found = Memo(str(data["hash"]), str(data["name"]), int(data["version"]))
+        files = data["files"]
+        base = data["base"]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    if (
-        isinstance(data, dict)
-        and isinstance(data.get("hash"), str)
-        and len(data["hash"]) == 64
-        and isinstance(data.get("name"), str)
-        and isinstance(data.get("version"), int)
-    ):
-        return data
-    return None
+    for entry in files:
+        if not _unchanged(entry):
+            return None
+    if base is not None and (base_id is None or base_id(str(base["image"])) != base["id"]):
+        return None
+    return found
 
 
-def remember(home: Path, memo_key: str, *, digest: str, name: str, version: int) -> None:
-    """Record the hash, name and version a render of ``memo_key``'s inputs found."""
-    target = home / "cache" / "hashes" / memo_key
+def _stat_key(stat: os.stat_result) -> list[int]:
+    # ctime too: no tool sets it back, so rewriting a file with the same size
+    # and a restored mtime still reads as a change.
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+
+
+def _unchanged(entry: object) -> bool:
+    """Whether one recorded file ``[path, sha256 | None, stat | None]`` still is as recorded.
+
+    The stat (size, mtime, ctime, inode) answers when it is recorded and equal;
+    otherwise the content's digest does.
+    """
+    if not isinstance(entry, list) or len(entry) != 3:
+        return False
+    path, digest, stat = entry
+    try:
+        now = os.stat(path)  # noqa: PTH116 - no Path object on the hit path
+    except FileNotFoundError:
+        return digest is None
+    except (OSError, TypeError, ValueError):
+        return False
+    if digest is None:
+        return False  # a file that was absent now exists
+    if stat is not None and stat == _stat_key(now):
+        return True
+    return bool(_file_digest(str(path)) == digest)
+
+
+def remember(
+    home: Path,
+    folder: Path,
+    platform: str,
+    files: Iterable[tuple[str, str | None]],
+    *,
+    digest: str,
+    name: str,
+    version: int,
+    base: tuple[str, str] | None = None,
+) -> bool:
+    """Record that a render of ``folder``, which read ``files`` (path, sha256 or
+    ``None`` if absent) and, for an unlocked base, saw ``base`` (reference, image
+    ID), found ``digest``, ``name`` and ``version``.
+
+    Each file is read again now: if one no longer has the digest the render
+    saw, nothing is recorded (a later render records it). Answers whether a
+    record was written.
+    """
+    target = record_path(home, folder, platform)
+    wanted = dict(files)
+    wanted.update(_module_files())
+    racy = time.time_ns() - RACY_NS
+    entries: list[list[object]] = []
+    for path, want in sorted(wanted.items()):
+        try:
+            stat = os.stat(path)  # noqa: PTH116
+        except FileNotFoundError:
+            if want is not None:
+                return False
+            entries.append([path, None, None])
+            continue
+        except OSError:
+            return False
+        if want is None or _file_digest(path) != want:
+            return False
+        trusted = stat.st_mtime_ns < racy and stat.st_ctime_ns < racy
+        entries.append([path, want, _stat_key(stat) if trusted else None])
+    record = {
+        "memo": MEMO_FORMAT,
+        "envbuild": __version__,
+        "hash": digest,
+        "name": name,
+        "version": version,
+        "base": {"image": base[0], "id": base[1]} if base else None,
+        "files": entries,
+    }
     with contextlib.suppress(OSError):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"hash": digest, "name": name, "version": version}), "utf-8")
+        tmp.write_text(json.dumps(record), "utf-8")
         tmp.replace(target)
+        return True
+    return False
+
+
+def forget(home: Path, folder: Path, platform: str) -> None:
+    """Drop the record of ``folder`` (a render that cannot be memoised replaces it)."""
+    with contextlib.suppress(OSError):
+        record_path(home, folder, platform).unlink()

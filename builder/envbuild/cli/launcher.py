@@ -36,11 +36,13 @@ def _parse_plain_build(argv: Sequence[str]) -> tuple[str, set[str]] | None:
 def cached_build(argv: Sequence[str]) -> int | None:
     """Answer a plain ``build`` from the cache; ``None`` means "use the full CLI".
 
-    Only the memo (:mod:`envbuild.cache.memo`: a key over the definition's input
-    files, naming a hash an earlier validated render found), the settings and
-    one engine request are used: neither the definition model nor rendering
-    is imported. A memo miss, an image that is not there, or anything odd
-    goes to the full command line, which does the whole work.
+    Only the memo (:mod:`envbuild.cache.memo`: the files an earlier validated
+    render read, with their digests, and the hash it found), the settings and
+    the cache lookup (:mod:`envbuild.cache.lookup`, the one ``build`` uses) are
+    used: one engine request, two for an unlocked base image (whose identity
+    is part of the hash); neither the definition model nor rendering is
+    imported. A memo miss, an image that is not there, or anything odd goes
+    to the full command line, which does the whole work.
     """
     parsed = _parse_plain_build(argv)
     if parsed is None:
@@ -51,28 +53,33 @@ def cached_build(argv: Sequence[str]) -> int | None:
 
         started = time.monotonic()
         from envbuild.cache import memo as memo
+        from envbuild.engine.docker import DockerEngine
         from envbuild.settings import load_settings
 
         settings = load_settings()
-        key = memo.key(env, settings.platform)
-        found = memo.recall(settings.home, key) if key else None
+        engine = DockerEngine(settings.docker)
+
+        def base_id(ref: str) -> str | None:
+            info = engine.inspect_image(ref)
+            return info.id if info is not None else None
+
+        found = memo.recall(settings.home, memo.env_folder(env), settings.platform, base_id=base_id)
         if found is None:
             return None
         from envbuild.build.result import BuildResult, report
         from envbuild.cache.lookup import lookup
-        from envbuild.engine.docker import DockerEngine
 
         hit = lookup(
-            DockerEngine(settings.docker),
+            engine,
             prefix=settings.prefix,
-            name=found["name"],
-            version=found["version"],
-            digest=found["hash"],
+            name=found.name,
+            version=found.version,
+            digest=found.hash,
         )
         if hit is None:
             return None
         result = BuildResult(
-            hit.image, found["hash"], True, hit.id, time.monotonic() - started, hit.tags
+            hit.image, found.hash, True, hit.id, time.monotonic() - started, hit.tags
         )
     except Exception:  # the full CLI redoes this and reports the error properly
         return None

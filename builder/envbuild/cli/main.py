@@ -93,27 +93,38 @@ def validate(env: Path) -> None:
     help="Write the whole build context (Dockerfile and files) to this new folder.",
 )
 def render(env: Path, output: Path | None) -> None:
-    """Print ENV's Dockerfile, or write its whole build context with -o."""
-    from envbuild.build.builder import resolve
+    """Print ENV's Dockerfile, or write its whole build context with -o.
 
-    resolved = resolve(env, _settings())
+    Works without the engine: the context holds no base identity (an unlocked
+    base's image ID enters only the hash).
+    """
+    from envbuild.definition.model import load
+    from envbuild.render.dockerfile import render as render_context
+
+    environment = load(env)
+    context = render_context(environment, platform=_settings().platform)
     if output is None:
-        click.echo(resolved.context.dockerfile, nl=False)
+        click.echo(context.dockerfile, nl=False)
         return
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise UsageError(
             f"{output} exists and is not an empty folder",
             hint="name a new folder, or remove this one first",
         )
-    resolved.context.write(output)
-    click.echo(f"wrote the build context of {resolved.env.name} to {output}", err=True)
+    context.write(output)
+    click.echo(f"wrote the build context of {environment.name} to {output}", err=True)
 
 
 @cli.command(name="hash")
 @ENV_ARG
 @click.option("--manifest", is_flag=True, help="Print the hashed manifest (JSON) instead.")
 def hash_(env: Path, manifest: bool) -> None:
-    """Print ENV's content hash (what names its image), without touching the engine."""
+    """Print ENV's content hash (what names its image).
+
+    A locked ENV is hashed offline. The hash of an unlocked one covers the
+    image the engine holds for its base (one inspect): without an engine that
+    is an error, with the hint to lock it.
+    """
     from envbuild.build.builder import resolve
     from envbuild.cache.hashing import manifest as make_manifest
 

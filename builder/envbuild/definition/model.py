@@ -17,11 +17,11 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from envbuild import files
+from envbuild import files, reads
 from envbuild.definition import grammar as grammar
 from envbuild.errors import DefinitionError, Problem
 
@@ -131,6 +131,9 @@ class Environment:
     run: RunDefaults = field(default_factory=RunDefaults)
     tests: tuple[TestSpec, ...] = ()
     parents: tuple[Path, ...] = ()  # the folders this one extends, nearest first
+    # Every file loading read (absolute path, sha256 or None if absent): what the
+    # memo checks before it answers a hash without loading (envbuild.reads).
+    sources: tuple[tuple[str, str | None], ...] = field(default=(), compare=False, repr=False)
 
     @property
     def definition_file(self) -> Path:
@@ -568,8 +571,14 @@ def load(env: str | Path) -> Environment:
     """Load, validate and complete the environment at ``env`` (folder or env.toml).
 
     Raises :class:`DefinitionError` listing every problem found, across the
-    whole ``extends`` chain.
+    whole ``extends`` chain. The result's ``sources`` name every file read.
     """
+    with reads.recording() as seen:
+        environment = _load(env)
+    return replace(environment, sources=tuple(sorted(seen.files.items())))
+
+
+def _load(env: str | Path) -> Environment:
     path = definition_path(env)
     chain: list[tuple[Path, dict[str, Any]]] = []
     problems: list[Problem] = []
