@@ -54,7 +54,9 @@ class FakeEngine(Engine):
         if self.fail_build:
             raise BuildError("the image build failed", step="[1/1] RUN false", step_exit_code=1)
         dockerfile = (request.context_dir / "Dockerfile").read_bytes()
-        image_id = "sha256:" + hashlib.sha256(dockerfile).hexdigest()
+        # Content: the Dockerfile and the labels (the hash label names the base too).
+        labels = json.dumps(dict(request.labels), sort_keys=True).encode()
+        image_id = "sha256:" + hashlib.sha256(dockerfile + labels).hexdigest()
         self.images[image_id] = ImageInfo(id=image_id, labels=dict(request.labels))
         return image_id
 

@@ -345,7 +345,7 @@ def test_unknown_reference_fails_before_any_tool_is_looked_for(
 
 
 def test_presence_is_one_inspect() -> None:
-    engine = FakeRunEngine()
+    engine = FakeRunEngine(images={})
     assert not is_present("debian:bookworm-slim", engine)
     engine.images["debian:bookworm-slim"] = ImageInfo(id="sha256:" + "0" * 64)
     assert is_present("debian:bookworm-slim", engine)

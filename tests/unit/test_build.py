@@ -10,9 +10,9 @@ import pytest
 from envbuild import lock as locking
 from envbuild.build.builder import HASH_LABEL, build, find_ca_bundle, resolve
 from envbuild.engine.docker import ImageInfo
-from envbuild.errors import BuildError, UsageError
+from envbuild.errors import BuildError, EngineError, UsageError
 from envbuild.settings import load_settings
-from tests.fakes import BASE, FakeEngine, with_base
+from tests.fakes import BASE, BASE_ID, FakeEngine, with_base
 
 ROOT = Path(__file__).resolve().parents[2]
 HELLO = ROOT / "envs" / "hello"
@@ -156,3 +156,50 @@ def test_hit_moves_the_version_tag_to_the_image_it_answers(write_env) -> None:
     assert build(one, settings=settings, engine=engine).cached
     # the base's identity, the lookup; the version tag is already there: no request
     assert engine.calls == [("inspect", BASE), ("inspect", first.image)]
+
+
+def test_finding_2_a_retagged_unlocked_base_is_another_hash(write_env) -> None:
+    """Retag the base an unlocked environment names: another hash, a new build,
+    the old hash tag untouched (also by --rebuild), and explain says the base changed."""
+    from envbuild.cache.hashing import manifest
+    from envbuild.catalog.explain import explain
+
+    settings = load_settings()
+    engine = FakeEngine()
+    folder = write_env('schema = 1\nname = "u"\n')
+    first = build(folder, settings=settings, engine=engine)
+    engine.images[BASE] = ImageInfo(id="sha256:" + "7" * 64, tags=(BASE,))  # docker tag X base
+    second = build(folder, settings=settings, engine=engine)
+    assert not second.cached
+    assert second.hash != first.hash
+    assert engine.images[first.image].id == first.id != second.id
+    engine.images[BASE] = ImageInfo(id="sha256:" + "8" * 64, tags=(BASE,))
+    third = build(folder, settings=settings, engine=engine, rebuild=True)
+    assert third.hash not in (first.hash, second.hash)
+    assert engine.images[second.image].id == second.id  # not re-pointed
+    resolved = resolve(folder, settings, engine=engine)
+    context = resolved.context
+    result = explain(
+        context,
+        resolved.hash,
+        platform=settings.platform,
+        manifest=manifest(context, platform=settings.platform),
+        image=engine.images[first.image],
+        image_ref=first.image,
+    )
+    text = result.render()
+    assert "base_pin: the base image debian:bookworm-slim changed" in text
+    assert "sha256:777777777777" not in text  # first was built on the original base
+    assert f"the engine's image {BASE_ID[:19]} (not locked)" in text
+    assert "the engine's image sha256:888888888888 (not locked)" in text
+
+
+def test_the_base_moving_during_a_build_is_refused(write_env) -> None:
+    settings = load_settings()
+    engine = FakeEngine()
+    folder = write_env('schema = 1\nname = "u"\n')
+    resolved = resolve(folder, settings, engine=engine)
+    engine.images[BASE] = ImageInfo(id="sha256:" + "7" * 64)
+    with pytest.raises(EngineError, match="changed while u was being resolved"):
+        build(resolved, settings=settings, engine=engine)
+    assert not any(kind in ("build", "tag") for kind, _ in engine.calls)

@@ -652,7 +652,10 @@ def test_explain_names_base_and_file_changes(locked: Path) -> None:
     (locked / "env.toml").write_text(text)
     new = inputs_record(render(load(locked)), platform=PLATFORM)
     rendered = [c.render() for c in diff(old, new)]
-    assert "base_pin: image-id:sha256:aaaaaaaaaaaa \u2192 image-id:sha256:bbbbbbbbbbbb" in rendered
+    assert (
+        "base_pin: the base image debian:bookworm-slim changed: "
+        "pinned image-id:sha256:aaaaaaaaaaaa \u2192 pinned image-id:sha256:bbbbbbbbbbbb"
+    ) in rendered
     assert "apt-packages.txt: + curl" in rendered
     assert any(r.startswith("Dockerfile: changed") for r in rendered)
 

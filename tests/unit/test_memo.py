@@ -167,7 +167,7 @@ def test_a_record_names_what_rendering_read(tmp_path: Path) -> None:
     settings = load_settings()
     resolve(folder, settings)
     data = json.loads(memo.record_path(settings.home, folder, settings.platform).read_bytes())
-    paths = {entry[0] for entry in data["files"]}
+    paths = {str(Path(entry[0]).resolve()) for entry in data["files"]}
     parent = tmp_path / "python-3.11"
     for expected in (
         folder / "env.toml",

@@ -312,8 +312,6 @@ def build(
             + "\n".join(f"  - {r}" for r in reasons),
             hint=f"run `envbuild lock {environment.path}` and commit the lock files",
         )
-    resolved = env if isinstance(env, Resolved) else resolve(environment, settings, engine=engine)
-    tags = (resolved.hash_tag, resolved.version_tag)
     secrets = {}
     bundle = find_ca_bundle(ca_bundle)  # the user's files are checked before the cache lookup
     if bundle is not None:
@@ -321,6 +319,8 @@ def build(
     credentials = find_netrc(netrc)
     if credentials is not None:
         secrets[NETRC_SECRET] = credentials
+    resolved = env if isinstance(env, Resolved) else resolve(environment, settings, engine=engine)
+    tags = (resolved.hash_tag, resolved.version_tag)
     if not rebuild:
         hit = cached(resolved, settings, engine)
         if hit is not None:

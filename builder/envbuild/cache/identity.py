@@ -37,6 +37,12 @@ TEST_LABEL = "io.envbuild.test"  # containers of `envbuild test`
 SBOM_LABEL = "io.envbuild.sbom"  # containers of `envbuild packages`
 
 
+# How the base's identity enters the hash (the manifest's ``base_pin``): a lock's
+# pin ("digest:sha256:…" or "image-id:sha256:…"), or for an unlocked base image
+# the image ID the engine holds for its reference ("engine-id:sha256:…").
+ENGINE_BASE = "engine-id"
+
+
 def repository(prefix: str, name: str) -> str:
     """``<prefix>/<name>``: where every image of the environment ``name`` is tagged."""
     return f"{prefix}/{name}"

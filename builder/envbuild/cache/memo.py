@@ -41,6 +41,7 @@ MEMO_FORMAT = 1  # the record's layout; bumped when it changes
 # edited or upgraded envbuild never reuses a hash.
 RENDERING_PACKAGES = (
     "envbuild",
+    "envbuild.files",
     "envbuild.reads",
     "envbuild.cache",
     "envbuild.definition",

@@ -21,7 +21,7 @@ from typing import Any
 
 from envbuild import lock as locking
 from envbuild.cache.hashing import HASH_SCHEMA
-from envbuild.cache.identity import HASH_LABEL, INPUTS_LABEL, NAME_LABEL
+from envbuild.cache.identity import ENGINE_BASE, HASH_LABEL, INPUTS_LABEL, NAME_LABEL
 from envbuild.engine.docker import Engine, ImageInfo
 from envbuild.render.context import BuildContext
 
@@ -99,12 +99,32 @@ def _diff_pins(name: str, old: Mapping[str, str], new: Mapping[str, str]) -> lis
     return changes
 
 
+def _base_identity(record: Mapping[str, Any]) -> str:
+    """How a record names its base's identity, in words."""
+    pin = record.get("base_pin")
+    if not pin:
+        return "not identified"
+    kind, _, digest = str(pin).partition(":")
+    if kind == ENGINE_BASE:
+        return f"the engine's image {_short(digest)} (not locked)"
+    return f"pinned {_short(pin)}"
+
+
+def _base_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> Change:
+    """The base's identity changed: a retagged or re-pulled base, or a new pin."""
+    same_ref = old.get("base") == new.get("base")
+    what = f"the base image {new.get('base')} changed" if same_ref else "the base changed"
+    return Change("base_pin", f"{what}: {_base_identity(old)} \u2192 {_base_identity(new)}")
+
+
 def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
     """Every input that differs between two records, down to the pin."""
     changes: list[Change] = []
-    for key in ("hash_schema", "platform", "base", "base_pin"):
+    for key in ("hash_schema", "platform", "base"):
         if old.get(key) != new.get(key):
             changes.append(Change(key, f"{_short(old.get(key))} \u2192 {_short(new.get(key))}"))
+    if old.get("base_pin") != new.get("base_pin"):
+        changes.append(_base_change(old, new))
     old_pins: Mapping[str, Mapping[str, str]] = old.get("pins", {})
     new_pins: Mapping[str, Mapping[str, str]] = new.get("pins", {})
     explained: set[str] = set()
@@ -167,7 +187,7 @@ class Explanation:
         lines.append(f"  hash_schema {record['hash_schema']}, platform {record['platform']}")
         lines.append(
             f"  base {record['base']}"
-            + (f" pinned {record['base_pin']}" if record.get("base_pin") else " (not pinned)")
+            + (f" ({_base_identity(record)})" if record.get("base_pin") else " (not pinned)")
         )
         for path, digest in record["files"].items():
             lines.append(f"  {path}  {digest[:12]}")

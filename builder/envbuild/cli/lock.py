@@ -117,9 +117,9 @@ def explain(env: Path, against: str | None, as_json: bool) -> None:
     from envbuild.errors import EngineError
 
     settings = _settings()
-    resolved = resolve(env, settings)
-    context = resolved.context
     engine = DockerEngine(settings.docker)
+    resolved = resolve(env, settings, engine=engine)  # an unlocked base: its identity
+    context = resolved.context
     image = None
     if against is not None:
         image = engine.inspect_image(against)

@@ -54,8 +54,6 @@ UV_REQUIREMENTS_FILE = "uv-requirements.txt"
 # the build can check for it before it starts (build._check_tools).
 CONDA_INPUT_IN_CONTEXT = "envbuild/conda/input"
 DEFAULT_PLATFORM = "linux/amd64"
-# How an unlocked base enters the hash: "engine-id:<the image ID the engine holds>".
-ENGINE_BASE = "engine-id"
 
 
 def templates_dir() -> Path:
@@ -329,7 +327,7 @@ def render(
     pin = locks.base if locks is not None else None
     base_pin = f"{pin.kind}:{pin.id}" if pin is not None else None
     if base_pin is None and env.base.image and base_id is not None:
-        base_pin = f"{ENGINE_BASE}:{base_id}"
+        base_pin = f"{identity.ENGINE_BASE}:{base_id}"
     return BuildContext(files=_frozen(files), base_image=env.base.image, base_pin=base_pin)
 
 
