@@ -60,7 +60,7 @@ class Pins:
         expected = self.data.get(group, {}).get(name)
         assert actual == expected, (
             f"the content hash of {group}/{name} is {actual}, pinned {expected} in "
-            f"{self.path.relative_to(ROOT)}: if the change is intended, run "
+            f"{self.path}: if the change is intended, run "
             "`pytest --update-golden` and review the diff"
         )
 

@@ -143,3 +143,21 @@ def test_exec_bit_is_hashed() -> None:
     files["Dockerfile"] = dataclasses.replace(files["Dockerfile"], executable=True)
     flipped = BuildContext(files=files, base_image=context.base_image)
     assert content_hash(flipped, platform=PLATFORM) != content_hash(context, platform=PLATFORM)
+
+
+def test_update_golden_rewrites_the_pins(tmp_path: Path) -> None:
+    """`--update-golden` records new hashes and rewrites the data file; without it, a mismatch fails."""
+    import json
+
+    path = tmp_path / "pins.json"
+    path.write_text(json.dumps({"golden": {"a": "1" * 64, "gone": "2" * 64}}))
+    strict = Pins(path, update=False)
+    with pytest.raises(AssertionError, match="--update-golden"):
+        strict.check("golden", "a", "3" * 64)
+    updating = Pins(path, update=True)
+    updating.check("golden", "a", "3" * 64)
+    updating.check("curated", "b", "4" * 64)
+    updating.keep_only("golden", {"a"})
+    updating.save()
+    assert json.loads(path.read_text()) == {"curated": {"b": "4" * 64}, "golden": {"a": "3" * 64}}
+    Pins(path, update=False).check("golden", "a", "3" * 64)

@@ -258,9 +258,9 @@ def frameworks(packages: PackageList) -> tuple[tuple[str, str], ...]:
 def omission(data: bytes) -> str | None:
     """Why a context file is not copied into the published folder, or ``None``.
 
-    The published folder is committed: binaries envbuild ships into contexts
-    (a pinned uv, say) are named by path and digest in manifest.json instead,
-    and ``envbuild render -o`` writes them.
+    The published folder is committed: binaries in a context (the conda
+    prefix of a locked conda environment, say) are named by path and digest in
+    manifest.json instead, and ``envbuild render -o`` writes them.
     """
     if b"\0" in data:
         return "binary file: `envbuild render -o DIR` writes it"
