@@ -33,6 +33,10 @@ _PREFIX_RE = re.compile(
 )
 
 
+#: The build target platform when nothing else is set (``ENVBUILD_PLATFORM``, config ``platform``).
+DEFAULT_PLATFORM = "linux/amd64"
+
+
 @dataclass(frozen=True)
 class Settings:
     """The resolved settings of one envbuild invocation."""
@@ -42,7 +46,7 @@ class Settings:
     home: Path = Path("~/.local/share/envbuild")
     debian_mirror: str = "http://deb.debian.org/debian"
     ubuntu_mirror: str = "http://archive.ubuntu.com/ubuntu"
-    platform: str = "linux/amd64"
+    platform: str = DEFAULT_PLATFORM
     registry: str = ""  # HOST[:PORT][/NAMESPACE] of the image registry; "" for none
     registry_ca: str = ""  # a CA bundle (PEM) for that registry's TLS
 

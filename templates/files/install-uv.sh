@@ -20,11 +20,11 @@ if [ -f "$dir/complete" ] && [ -x "$dir/bin/uv" ]; then
     echo "$dir/bin/uv"
     exit 0
 fi
-if [ -s /run/secrets/envbuild-ca ]; then
-    export PIP_CERT=/run/secrets/envbuild-ca
+if [ -s {{ secrets.ca_path | raw }} ]; then
+    export PIP_CERT={{ secrets.ca_path | raw }}
 fi
-if [ -s /run/secrets/envbuild-netrc ]; then
-    export NETRC=/run/secrets/envbuild-netrc
+if [ -s {{ secrets.netrc_path | raw }} ]; then
+    export NETRC={{ secrets.netrc_path | raw }}
 fi
 # No pip configuration of the base applies: the requirements file says it all.
 export PIP_CONFIG_FILE=/dev/null PIP_CACHE_DIR="$cache/pip" PIP_NO_INPUT=1 \

@@ -10,11 +10,11 @@ requirements="$2"
 python="$3"
 # uv itself: pinned and hashed, from the index (install-uv.sh), kept in a cache mount.
 uv=$(sh /opt/envbuild/install-uv.sh /opt/envbuild/uv-requirements.txt /root/.cache/envbuild-uv "$python")
-if [ -s /run/secrets/envbuild-ca ]; then
-    export SSL_CERT_FILE=/run/secrets/envbuild-ca
+if [ -s {{ secrets.ca_path | raw }} ]; then
+    export SSL_CERT_FILE={{ secrets.ca_path | raw }}
 fi
-if [ -s /run/secrets/envbuild-netrc ]; then
-    export NETRC=/run/secrets/envbuild-netrc
+if [ -s {{ secrets.netrc_path | raw }} ]; then
+    export NETRC={{ secrets.netrc_path | raw }}
 fi
 # The cache is a BuildKit cache mount on another filesystem: copy, not link.
 export UV_CACHE_DIR=/root/.cache/uv UV_LINK_MODE=copy UV_NO_PROGRESS=1

@@ -23,11 +23,11 @@ else
         echo "envbuild: no micromamba in the build context (python.source = \"conda\")" >&2
         exit 93
     fi
-    if [ -s /run/secrets/envbuild-ca ]; then
-        export MAMBA_SSL_VERIFY=/run/secrets/envbuild-ca CONDA_SSL_VERIFY=/run/secrets/envbuild-ca
+    if [ -s {{ secrets.ca_path | raw }} ]; then
+        export MAMBA_SSL_VERIFY={{ secrets.ca_path | raw }} CONDA_SSL_VERIFY={{ secrets.ca_path | raw }}
     fi
-    if [ -s /run/secrets/envbuild-netrc ]; then
-        export NETRC=/run/secrets/envbuild-netrc
+    if [ -s {{ secrets.netrc_path | raw }} ]; then
+        export NETRC={{ secrets.netrc_path | raw }}
     fi
     export MAMBA_ROOT_PREFIX=/var/cache/envbuild-conda/root
     export CONDA_PKGS_DIRS=/var/cache/envbuild-conda/pkgs MAMBA_NO_BANNER=1

@@ -8,11 +8,11 @@
 set -eu
 version="$1"
 venv="$2"
-if [ -s /run/secrets/envbuild-ca ]; then
-    export SSL_CERT_FILE=/run/secrets/envbuild-ca
+if [ -s {{ secrets.ca_path | raw }} ]; then
+    export SSL_CERT_FILE={{ secrets.ca_path | raw }}
 fi
-if [ -s /run/secrets/envbuild-netrc ]; then
-    export NETRC=/run/secrets/envbuild-netrc
+if [ -s {{ secrets.netrc_path | raw }} ]; then
+    export NETRC={{ secrets.netrc_path | raw }}
 fi
 uv=$(sh /opt/envbuild/install-uv.sh /opt/envbuild/uv-requirements.txt /root/.cache/envbuild-uv python3)
 if [ -z "${UV_PYTHON_INSTALL_MIRROR:-}" ]; then

@@ -18,7 +18,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,19 +34,16 @@ from envbuild.cache.lookup import lookup
 from envbuild.definition.model import Environment, load
 from envbuild.engine.docker import BuildRequest, Engine
 from envbuild.errors import EngineError, UsageError
+from envbuild.log import Log
 from envbuild.render.context import BuildContext
-from envbuild.render.dockerfile import render
-from envbuild.settings import Settings
+from envbuild.render.dockerfile import CA_SECRET, NETRC_SECRET, render
+from envbuild.settings import DEFAULT_PLATFORM, Settings
 
 if TYPE_CHECKING:  # the registry tier is imported only by a build that uses one
     from envbuild.build.travel import Remote
 
-CA_SECRET = "envbuild-ca"  # noqa: S105 - the secret's id, not a secret
-NETRC_SECRET = "envbuild-netrc"  # noqa: S105 - the secret's id, not a secret
 CA_ENV_VARS = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
 PYTHON_MIRROR_VAR = "UV_PYTHON_INSTALL_MIRROR"
-
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -57,7 +54,7 @@ class Resolved:
     hash: str
     prefix: str
     rendered: BuildContext | None = None
-    platform: str = "linux/amd64"
+    platform: str = DEFAULT_PLATFORM
     base_id: str | None = None  # the engine's image ID of an unlocked base image
 
     @functools.cached_property

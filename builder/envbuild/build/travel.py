@@ -22,7 +22,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,13 +30,12 @@ from typing import TYPE_CHECKING
 from envbuild.cache import identity
 from envbuild.engine.registry import Manifests, Registry, RegistryClient
 from envbuild.errors import RegistryError, UsageError
+from envbuild.log import Log
 
 if TYPE_CHECKING:
     from envbuild.build.builder import Resolved
     from envbuild.build.result import BuildResult
     from envbuild.engine.docker import Engine
-
-Log = Callable[[str], None]
 
 
 @dataclass

@@ -17,8 +17,7 @@ from pathlib import Path
 from envbuild import files
 from envbuild.definition.model import DEFINITION_FILE, Environment, load
 from envbuild.errors import DefinitionError, EnvbuildError, Problem
-
-Log = Callable[[str], None]
+from envbuild.log import Log
 
 
 def discover(root: Path) -> list[Path]:

@@ -44,6 +44,7 @@ from envbuild.catalog.order import (
 from envbuild.catalog.packages import PackageList, declared, lock_index
 from envbuild.definition.model import Environment, load
 from envbuild.errors import EnvbuildError, UsageError
+from envbuild.log import Log
 from envbuild.render.context import BuildContext
 from envbuild.render.dockerfile import render
 
@@ -74,7 +75,6 @@ _EXACT_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+!_-]*")
 _VERSION_NAME = re.compile(r"0|[1-9][0-9]{0,18}")  # ASCII digits: "²" is no version
 _IMAGE_DOC = re.compile(r"[^/]+/[0-9]+/" + re.escape(IMAGE))
 
-Log = Callable[[str], None]
 # Reads a current version's image: (environment, content hash) -> image.json data, or None.
 ImageReader = Callable[[Environment, str], "dict[str, Any] | None"]
 

@@ -30,15 +30,14 @@ import json
 import os
 import re
 import ssl
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
 from envbuild.errors import RegistryError, UsageError
-
-Log = Callable[[str], None]
+from envbuild.log import Log
 
 USERNAME_VAR = "ENVBUILD_REGISTRY_USERNAME"
 PASSWORD_VAR = "ENVBUILD_REGISTRY_PASSWORD"  # noqa: S105 - the variable's name

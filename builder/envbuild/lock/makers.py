@@ -17,6 +17,7 @@ from envbuild.definition.model import Environment
 from envbuild.engine.protocols import ContainerEngine, ContainerRuntime, ContainerSpec, ImageStore
 from envbuild.engine.runner import run_to_completion
 from envbuild.errors import EngineError
+from envbuild.log import Log
 
 if sys.version_info >= (3, 11):
     pass
@@ -33,7 +34,6 @@ from envbuild.lock.model import (
     CondaLock,
     LockError,
     Locks,
-    Log,
     PipLock,
     conda_inputs,
     conda_specs,

@@ -5,5 +5,6 @@ enforced quoting ``finalize``), :mod:`.quoting` (the one quoting path),
 :mod:`.context` (the materialised context: files, modes, digests).
 
 May import: :mod:`envbuild.definition`, :mod:`envbuild.lock.model`,
-:mod:`envbuild.cache.memo` (to record what rendering read). Never the engine.
+:mod:`envbuild.cache.memo` (to record what rendering read), and the top-level
+:mod:`envbuild.settings` (the default platform). Never the engine.
 """

@@ -23,6 +23,7 @@ from envbuild.definition.model import Environment
 from envbuild.errors import RenderError
 from envbuild.render.context import BuildContext, ContextFile
 from envbuild.render.quoting import FILTERS, Quoted, UnsafeValueError
+from envbuild.settings import DEFAULT_PLATFORM
 
 VENV = "/opt/venv"
 CONDA_PREFIX = "/opt/conda"
@@ -53,7 +54,19 @@ UV_REQUIREMENTS_FILE = "uv-requirements.txt"
 # for an unlocked one, micromamba, which solves in the image. One path, so that
 # the build can check for it before it starts (build._check_tools).
 CONDA_INPUT_IN_CONTEXT = "envbuild/conda/input"
-DEFAULT_PLATFORM = "linux/amd64"
+# The BuildKit secrets a build may be given (``--secret id=...``): the CA
+# bundle of a TLS-intercepting proxy and index credentials (netrc). Each is
+# mounted at its default place, /run/secrets/<id>, by the steps that fetch,
+# and never reaches a layer. The templates and helper scripts receive the ids
+# and paths as data (``secrets``), the build passes the files under these ids.
+CA_SECRET = "envbuild-ca"  # noqa: S105 - the secret's id, not a secret
+NETRC_SECRET = "envbuild-netrc"  # noqa: S105 - the secret's id, not a secret
+SECRETS = {
+    "ca": CA_SECRET,
+    "ca_path": f"/run/secrets/{CA_SECRET}",
+    "netrc": NETRC_SECRET,
+    "netrc_path": f"/run/secrets/{NETRC_SECRET}",
+}
 
 
 def templates_dir() -> Path:
@@ -182,6 +195,7 @@ def prepare(env: Environment, locks: locking.Locks | None = None) -> dict[str, A
         "variables": list(env.variables),
         "labels": list(labels(env, locks)),
         "workdir": env.run.workdir,
+        "secrets": SECRETS,
     }
 
 
@@ -290,7 +304,7 @@ def render(
         )
     setup = {"system": "setup-python.sh", "uv": "setup-python-uv.sh", "conda": "setup-conda.sh"}
     script = setup[env.python.source]
-    files[f"envbuild/{script}"] = ContextFile((root / "files" / script).read_bytes())
+    files[f"envbuild/{script}"] = _script(root, script)
     needs_uv = env.python.source == "uv" or bool(data["pip_file"])
     if needs_uv:
         # Not a binary from this host: a pinned, hashed requirement that the
@@ -298,14 +312,14 @@ def render(
         files[f"envbuild/{UV_REQUIREMENTS_FILE}"] = ContextFile(
             uv_requirements(env, platform).encode("utf-8")
         )
-        files["envbuild/install-uv.sh"] = ContextFile((root / "files/install-uv.sh").read_bytes())
+        files["envbuild/install-uv.sh"] = _script(root, "install-uv.sh")
     if data["pip_file"] == locking.PIP_LOCK_FILE:
         assert locks is not None and locks.pip is not None
         files[f"envbuild/{locking.PIP_LOCK_FILE}"] = ContextFile(locks.pip.data)
     elif data["pip_file"]:
         files["envbuild/requirements.txt"] = ContextFile(_requirements(env).encode("utf-8"))
     if data["pip_file"]:
-        files["envbuild/pip-install.sh"] = ContextFile((root / "files/pip-install.sh").read_bytes())
+        files["envbuild/pip-install.sh"] = _script(root, "pip-install.sh")
     if data["conda_file"] == locking.CONDA_LOCK_FILE:
         assert locks is not None and locks.conda is not None
         files[f"envbuild/{locking.CONDA_LOCK_FILE}"] = ContextFile(locks.conda.data)
@@ -329,6 +343,16 @@ def render(
     if base_pin is None and env.base.image and base_id is not None:
         base_pin = f"{identity.ENGINE_BASE}:{base_id}"
     return BuildContext(files=_frozen(files), base_image=env.base.image, base_pin=base_pin)
+
+
+def _script(root: Path, name: str) -> ContextFile:
+    """A helper script of ``templates/files/``, given the secrets' paths as data."""
+    template = f"files/{name}"
+    try:
+        text = _jinja_env(str(root)).get_template(template).render(secrets=SECRETS)
+    except UnsafeValueError as exc:
+        raise RenderError(f"cannot render {template}: {exc}", template=template) from exc
+    return ContextFile(text.encode("utf-8"))
 
 
 def _frozen(files: Mapping[str, ContextFile]) -> Mapping[str, ContextFile]:

@@ -54,6 +54,7 @@ from envbuild.engine.docker import (
 from envbuild.errors import (
     RunConfigError,
 )
+from envbuild.log import Log as Log  # re-exported: the package's names include it
 
 if TYPE_CHECKING:
     pass
@@ -110,7 +111,6 @@ PRIVILEGES = ("reduced", "default")  # --privileges: envbuild's reduced set, or 
 
 InputMode = Literal["mount", "download"]
 Output_ = Callable[[str, bytes], None]
-Log = Callable[[str], None]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")

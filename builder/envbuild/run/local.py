@@ -21,7 +21,8 @@ from envbuild.errors import (
     EnvbuildError,
     RunError,
 )
-from envbuild.run.config import EXIT_TIMEOUT, Log, Output_, RunConfig, RunResult
+from envbuild.log import Log
+from envbuild.run.config import EXIT_TIMEOUT, Output_, RunConfig, RunResult
 from envbuild.run.planning import RunPlan, plan
 from envbuild.run.policy import check_host_path
 from envbuild.settings import Settings, load_settings
