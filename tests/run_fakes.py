@@ -14,6 +14,7 @@ from envbuild.engine.protocols import (
     ContainerSpec,
     ImageInfo,
     Labelled,
+    Owned,
     RunEngine,
     label_matches,
 )
@@ -137,6 +138,14 @@ class FakeRunEngine(FakeEngine, RunEngine):
                 cid for cid in sorted(self.live) if label_matches(self.specs[cid].labels, label)
             )
         )
+
+    def list_owned(self, key: str) -> list[Owned]:
+        # Not an op: every run lists, and the tests' op sequences are about the run's own.
+        return [
+            Owned("container", cid, dict(self.specs[cid].labels), True)
+            for cid in sorted(self.live)
+            if key in self.specs[cid].labels
+        ]
 
     def remove_labelled(self, label: str) -> Labelled:
         self._op("remove_labelled")

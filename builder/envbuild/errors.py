@@ -93,6 +93,14 @@ def printable(text: str, *, keep: str = "") -> str:
     return "".join(out)
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C so that cleanup runs; exits 128 + the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a definition: where, what was found, what was expected."""
@@ -248,6 +256,8 @@ def exit_code_for(error: BaseException, *, run: bool = False) -> int:
     ``docker run`` so as not to be mistaken for the script's own: 126 and 127
     for a script that cannot be run, 125 for every other failure.
     """
+    if isinstance(error, Interrupted):
+        return 128 + error.signum
     if isinstance(error, KeyboardInterrupt):
         return EXIT_INTERRUPTED
     code = EXIT_INTERNAL

@@ -24,7 +24,7 @@ from envbuild.build.bases import (
     write_docker_archive,
 )
 from envbuild.engine.protocols import ImageInfo
-from envbuild.errors import BootstrapError, ToolMissingError, UsageError
+from envbuild.errors import BootstrapError, EngineError, ToolMissingError, UsageError
 from tests.run_fakes import FakeRunEngine
 
 CANONICAL = ("debian:bookworm-slim", "ubuntu:20.04", "ubuntu:22.04", "ubuntu:24.04")
@@ -423,3 +423,20 @@ def test_import_rootfs_that_fails_its_check_tags_nothing(tmp_path: Path) -> None
     assert "example/base:1" not in engine.images
     assert not [ref for ref in engine.images if ref.startswith(bases.TEMP_REPOSITORY)]
     assert not engine.live
+
+
+def test_a_dead_engine_is_found_before_mmdebstrap_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    marker = tmp_path / "mmdebstrap-ran"
+    for name, body in (("mmdebstrap", f"touch {marker}\nexit 1\n"), ("docker", "exit 0\n")):
+        tool = bin_dir / name
+        tool.write_text("#!/bin/sh\n" + body)
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    # DOCKER_HOST points at a socket nobody listens on (tests/unit/conftest.py)
+    with pytest.raises(EngineError, match="cannot reach the Docker engine"):
+        bootstrap("debian:bookworm-slim", mirror="http://m/debian")
+    assert not marker.exists()

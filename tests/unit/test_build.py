@@ -203,3 +203,67 @@ def test_the_base_moving_during_a_build_is_refused(write_env) -> None:
     with pytest.raises(EngineError, match="changed while u was being resolved"):
         build(resolved, settings=settings, engine=engine)
     assert not any(kind in ("build", "tag") for kind, _ in engine.calls)
+
+
+def test_a_failed_tag_leaves_no_tag_and_no_untagged_image() -> None:
+    from envbuild.errors import EngineError
+
+    settings = load_settings()
+    engine = FakeEngine()
+    resolved = resolve(HELLO, settings, engine=engine)
+    real_tag = engine.tag
+
+    def tag(image_id: str, ref: str) -> None:
+        if ref == resolved.hash_tag:
+            raise EngineError("cannot tag: the engine answered 500")
+        real_tag(image_id, ref)
+
+    engine.tag = tag  # type: ignore[method-assign]
+    with pytest.raises(EngineError):
+        build(HELLO, settings=settings, engine=engine)
+    assert set(engine.images) == {BASE}  # the version tag taken back, the image removed by ID
+    assert [kind for kind, _ in engine.calls][-2:] == ["remove", "remove"]
+
+
+def test_sigterm_during_a_build_unwinds_and_leaves_no_context(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import signal
+    import tempfile
+
+    from envbuild.errors import Interrupted
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    settings = load_settings()
+    engine = FakeEngine()
+    seen: list[Path] = []
+
+    def slow_build(request, log):  # type: ignore[no-untyped-def]
+        seen.append(request.context_dir)
+        os.kill(os.getpid(), signal.SIGTERM)  # what `kill PID` does mid-build
+        raise AssertionError("SIGTERM did not interrupt the build")
+
+    engine.build = slow_build  # type: ignore[method-assign]
+    with pytest.raises(Interrupted) as info:
+        build(HELLO, settings=settings, engine=engine)
+    assert info.value.signum == signal.SIGTERM
+    assert seen and not seen[0].exists()  # the context folder is gone
+    assert not any(kind == "tag" for kind, _ in engine.calls)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+    from envbuild.errors import exit_code_for
+
+    assert exit_code_for(info.value) == 143
+
+
+def test_a_state_folder_without_room_for_locks_still_builds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "locks").write_text("a file where the locks go")
+    monkeypatch.setenv("ENVBUILD_HOME", str(home))
+    warnings: list[str] = []
+    result = build(HELLO, settings=load_settings(), engine=FakeEngine(), warn=warnings.append)
+    assert not result.cached
+    assert any("cannot take the build lock" in w for w in warnings)

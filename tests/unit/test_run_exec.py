@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from envbuild import process
 from envbuild.engine.protocols import STDERR, STDOUT
 from envbuild.engine.runner import RUNNER_LABEL
 from envbuild.errors import EngineError, RunError
@@ -85,7 +86,9 @@ def test_order_output_log_and_cleanup(settings: Settings, src: Path) -> None:
     spec = next(iter(engine.specs.values()))
     assert spec.image == IMAGE_ID  # pinned by ID, not by tag
     assert spec.labels["io.envbuild.run"] == result.run_id  # type: ignore[attr-defined]
-    assert set(spec.labels) == {"io.envbuild.run", RUNNER_LABEL}  # the runner's own, to sweep by
+    # the runner's own label, to sweep by; the owner, for a later reaper
+    assert set(spec.labels) == {"io.envbuild.run", RUNNER_LABEL, "io.envbuild.owner"}
+    assert spec.labels["io.envbuild.owner"] == process.current().label()
     assert spec.init is True
     assert engine.streams[0].closed
 

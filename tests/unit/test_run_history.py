@@ -138,3 +138,52 @@ def test_a_version_beyond_64_bits_is_recorded_as_unknown(tmp_path: Path) -> None
     history.start(record("edge", env_version=2**63 - 1))
     assert history.get("big").env_version is None
     assert history.get("edge").env_version == 2**63 - 1
+
+
+def test_runs_whose_envbuild_died_are_marked_lost(tmp_path: Path) -> None:
+    import dataclasses
+    import subprocess
+    import sys
+
+    from envbuild import process
+
+    history = History(tmp_path / "runs.db")
+    me = process.current()
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead = dataclasses.replace(me, pid=proc.pid, start=process.start_time(proc.pid) or "")
+    proc.wait()
+    history.start(record("alive", owner=me.label()))
+    history.start(record("killed", owner=dead.label()))
+    history.start(record("unowned"))  # a version 1 row: no owner, left alone
+    history.start(record("finished", owner=dead.label()))
+    history.finish("finished", status="exited", exit_code=0, duration=1.0, finished=1.0)
+    assert history.mark_lost() == ["killed"]
+    statuses = {r.id: r.status for r in history.list(limit=None)}
+    assert statuses == {
+        "alive": "running",
+        "killed": "lost",
+        "unowned": "running",
+        "finished": "exited",
+    }
+    assert history.mark_lost(["unowned"]) == ["unowned"]  # its container was reaped
+
+
+def test_a_version_1_history_gains_the_owner_column(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE runs (id TEXT PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT,"
+            " status TEXT NOT NULL, exit_code INTEGER, duration REAL, env_name TEXT,"
+            " env_version INTEGER, env_hash TEXT, image TEXT NOT NULL, image_id TEXT NOT NULL,"
+            " script TEXT, argv TEXT NOT NULL, arguments TEXT NOT NULL, variables TEXT NOT NULL,"
+            " mounts TEXT NOT NULL, inputs TEXT NOT NULL, outputs TEXT NOT NULL,"
+            " source_dir TEXT, workdir TEXT, user TEXT, log_path TEXT NOT NULL)"
+        )
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute(
+            "INSERT INTO runs VALUES ('old', '2026-01-01', NULL, 'exited', 0, 1.0, NULL, NULL,"
+            " NULL, 'i', 'i', NULL, '[]', '[]', '[]', '[]', '{}', '{}', NULL, NULL, NULL, '/l')"
+        )
+    history = History(path)
+    history.start(record("new", owner="h/b/1/2/3"))
+    assert {r.id: r.owner for r in history.list()} == {"old": None, "new": "h/b/1/2/3"}

@@ -299,7 +299,7 @@ def test_dry_run_json_shape(src: Path, tmp_path: Path, engine_holds_base: None) 
         "SECRET",
     ]
     assert "do-not-print" not in json.dumps(doc)  # names, never values
-    assert doc["init"] is True and doc["labels"] == ["io.envbuild.run"]
+    assert doc["init"] is True and doc["labels"] == ["io.envbuild.run", "io.envbuild.owner"]
     assert doc["distribution"] is None
 
 
@@ -325,7 +325,7 @@ def test_container_spec_and_engine_body(src: Path) -> None:
     assert body["Cmd"] == ["python", "/workspace/train.py"]
     assert "Entrypoint" not in body  # the image's entrypoint, as docker run
     assert body["Env"] == ["PYTHONUNBUFFERED=1", "A=1", "ENVBUILD_RUN_ID=r1"]
-    assert body["Labels"] == {"io.envbuild.run": "r1"}
+    assert body["Labels"] == spec.labels
     assert body["Tty"] is False and body["OpenStdin"] is False
     host = body["HostConfig"]
     assert host["Init"] is True and host["AutoRemove"] is False

@@ -458,6 +458,7 @@ def bootstrap(
 
         assert settings is not None
         engine = DockerEngine(settings.docker)
+    engine.inspect_image(target)  # one request: a dead engine is found now, not after mmdebstrap
     if mirror is None:
         assert settings is not None
         mirror = (

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from envbuild import reads
+from envbuild import process, reads
 from envbuild.build.result import BuildResult as BuildResult  # re-exported, as is report
 from envbuild.build.result import report as report
 from envbuild.cache import identity
@@ -223,11 +223,25 @@ def find_ca_bundle(explicit: Path | None = None) -> Path | None:
 
 
 @contextlib.contextmanager
-def _hash_lock(settings: Settings, digest: str, log: Log) -> Iterator[None]:
-    """Hold the build lock of one hash; wait (saying so) while another process holds it."""
-    settings.locks_dir.mkdir(parents=True, exist_ok=True)
+def _hash_lock(settings: Settings, digest: str, log: Log, warn: Log) -> Iterator[None]:
+    """Hold the build lock of one hash; wait (saying so) while another process holds it.
+
+    The lock only saves a second process from building the same image twice:
+    when the state folder cannot hold it (a file where ``locks`` should be, a
+    read-only or full disk), the build goes on without it, with a warning.
+    """
     path = settings.locks_dir / f"{digest}.lock"
-    with path.open("a") as handle:
+    try:
+        settings.locks_dir.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a")
+    except OSError as exc:
+        warn(
+            f"envbuild: warning: cannot take the build lock {path} ({exc.strerror or exc}); "
+            "building without it"
+        )
+        yield
+        return
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -322,7 +336,9 @@ def build(
         hit = cached(resolved, settings, engine)
         if hit is not None:
             return hit
-    with _hash_lock(settings, resolved.hash, log):
+    # SIGTERM/SIGHUP unwind like Ctrl-C from here on: the docker child is
+    # stopped, the context folder removed and the lock released.
+    with process.interruptible(), _hash_lock(settings, resolved.hash, log, warn):
         if not rebuild:
             waited = _lookup(engine, resolved, started)  # built while we waited
             if waited is not None:
@@ -358,7 +374,8 @@ def build(
                     f"internal error: memoised hash {resolved.hash[:12]} != rendered {actual[:12]}",
                     hint=f"remove {settings.home / 'cache'} and report this",
                 )
-        with tempfile.TemporaryDirectory(prefix="envbuild-ctx-") as tmp:
+        process.sweep_temp(("ctx", "iid"))  # what a `kill -9` of an earlier build left
+        with tempfile.TemporaryDirectory(prefix=process.temp_prefix("ctx")) as tmp:
             context.write(Path(tmp))
             from envbuild.catalog.explain import inputs_record
 
@@ -378,9 +395,7 @@ def build(
                 image_id = engine.build(request, log)
             else:
                 image_id = _build_with_cache(request, resolved, remote, engine, log, warn)
-        # The hash tag is written last: its presence means "built completely".
-        engine.tag(image_id, resolved.version_tag)
-        engine.tag(image_id, resolved.hash_tag)
+        _tag(engine, image_id, resolved)
     return BuildResult(
         resolved.hash_tag, resolved.hash, False, image_id, time.monotonic() - started, tags
     )
@@ -439,6 +454,27 @@ def _check_unlocked_base(resolved: Resolved, engine: Engine) -> None:
             f"(it was {resolved.base_id}, it is now {now})",
             hint="run the build again: it hashes the base the engine holds now",
         )
+
+
+def _tag(engine: Engine, image_id: str, resolved: Resolved) -> None:
+    """Tag a new image; if a tag fails, leave neither its tags nor an untagged image behind.
+
+    The hash tag is written last: its presence means "built completely".
+    """
+    done: list[str] = []
+    try:
+        for ref in (resolved.version_tag, resolved.hash_tag):
+            engine.tag(image_id, ref)
+            done.append(ref)
+    except BaseException:
+        for ref in done:
+            with contextlib.suppress(EngineError):
+                engine.remove_image(ref)
+        # Removing by ID without force: the engine keeps an image that another
+        # tag or a container still uses (an identical earlier build), as it should.
+        with contextlib.suppress(EngineError):
+            engine.remove_image(image_id)
+        raise
 
 
 def _check_tools(resolved: Resolved) -> None:

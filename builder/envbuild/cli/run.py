@@ -150,11 +150,18 @@ def _print_plan(doc: dict[str, Any], as_json: bool) -> None:
     click.echo("\n".join(lines))
 
 
-def _history() -> Any:
+def _history(*, reap: bool = False) -> Any:
+    """The run history; with ``reap``, first settle what dead envbuild processes left."""
     from envbuild.run.history import History
     from envbuild.settings import load_settings
 
-    return History.at(load_settings())
+    settings = load_settings()
+    if reap:
+        from envbuild.engine.docker import DockerEngine
+        from envbuild.run.reaper import reap as reap_leftovers
+
+        reap_leftovers(DockerEngine(settings.docker), settings.home)
+    return History.at(settings)
 
 
 def _duration(value: float | None) -> str:
@@ -172,7 +179,7 @@ def runs(ctx: click.Context, as_json: bool, limit: int, show_all: bool) -> None:
     """List recent runs (newest first); `runs show ID` for one run."""
     if ctx.invoked_subcommand is not None:
         return
-    records = _history().list(None if show_all else limit)
+    records = _history(reap=True).list(None if show_all else limit)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in records], indent=2, sort_keys=True))
         return
@@ -197,7 +204,7 @@ def runs(ctx: click.Context, as_json: bool, limit: int, show_all: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def runs_show(run_id: str, as_json: bool) -> None:
     """Everything recorded about run ID (a unique prefix is enough)."""
-    record = _history().get(run_id)
+    record = _history(reap=True).get(run_id)
     doc = record.to_json()
     if as_json:
         click.echo(json.dumps(doc, indent=2, sort_keys=True))

@@ -16,7 +16,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,6 +163,25 @@ def parse_failure(lines: Sequence[str], tail: int = 20) -> BuildFailure:
     )
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGTERM when envbuild dies, even of SIGKILL.
+
+    Linux's ``PR_SET_PDEATHSIG``; resolved here, in the parent, so that the
+    child only makes one system call between fork and exec. ``None`` elsewhere.
+    """
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(1, 15, 0, 0, 0)  # PR_SET_PDEATHSIG = 1, SIGTERM = 15
+
+    return preexec
+
+
 def _stream(proc: subprocess.Popen[bytes]) -> Iterator[str]:
     assert proc.stdout is not None
     for raw in iter(proc.stdout.readline, b""):
@@ -175,14 +194,18 @@ def build(docker_cli: str, request: BuildRequest, log: Log) -> str:
     Raises :class:`BuildError` with the failing step, its exit code and its
     last lines.
     """
+    from envbuild.process import temp_prefix
+
     client = find_buildkit(docker_cli)
-    with tempfile.TemporaryDirectory(prefix="envbuild-iid-") as tmp:
+    # Named after its owner: what a `kill -9` leaves, the next build removes.
+    with tempfile.TemporaryDirectory(prefix=temp_prefix("iid")) as tmp:
         iidfile = Path(tmp) / "iid"
         argv, env = client.command(request, iidfile)
         lines: list[str] = []
         try:
             proc = subprocess.Popen(
                 argv,
+                preexec_fn=_die_with_parent(),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 env=env,

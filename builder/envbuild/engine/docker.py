@@ -42,6 +42,7 @@ from envbuild.engine.protocols import (
     GpuRequest,
     ImageInfo,
     Labelled,
+    Owned,
     RunEngine,
 )
 from envbuild.errors import EngineError, RegistryError
@@ -60,6 +61,7 @@ __all__ = [
     "ImageInfo",
     "Labelled",
     "Log",
+    "Owned",
     "RunEngine",
     "container_config",
 ]
@@ -303,6 +305,34 @@ class DockerEngine:
         check(status, body, "list volumes")
         volumes = tuple(str(item["Name"]) for item in json.loads(body).get("Volumes") or ())
         return Labelled(containers, networks, volumes)
+
+    def ping(self) -> None:
+        """Raise :class:`EngineError` unless the engine answers (one request)."""
+        status, body = self._run_api().call("GET", "/_ping", timeout=10)
+        check(status, body, "reach the engine")
+
+    def list_owned(self, key: str) -> list[Owned]:
+        """See :meth:`ContainerRuntime.list_owned`."""
+        api = self._run_api()
+        filters = json.dumps({"label": [key]})
+        status, body = api.call("GET", "/containers/json", query={"all": "1", "filters": filters})
+        check(status, body, "list containers")
+        found = [
+            Owned(
+                "container",
+                str(item["Id"]),
+                dict(item.get("Labels") or {}),
+                item.get("State") == "running",
+            )
+            for item in json.loads(body)
+        ]
+        status, body = api.call("GET", "/networks", query={"filters": filters})
+        check(status, body, "list networks")
+        found += [
+            Owned("network", str(item["Id"]), dict(item.get("Labels") or {}), False)
+            for item in json.loads(body)
+        ]
+        return found
 
     def remove_labelled(self, label: str) -> Labelled:
         """See :meth:`ContainerRuntime.remove_labelled`."""

@@ -111,6 +111,16 @@ class ContainerSpec:
 
 
 @dataclass(frozen=True)
+class Owned:
+    """A container or network that carries a label, with all its labels."""
+
+    kind: str  # "container" | "network"
+    id: str
+    labels: Mapping[str, str]
+    running: bool = False
+
+
+@dataclass(frozen=True)
 class Labelled:
     """The engine resources that carry one label."""
 
@@ -222,6 +232,9 @@ class ContainerRuntime(Protocol):
     def remove_labelled(self, label: str) -> Labelled:
         """Remove everything :meth:`list_labelled` finds; return what was found."""
 
+    def list_owned(self, key: str) -> list[Owned]:
+        """Containers and networks carrying the label ``key``, with all their labels."""
+
 
 class ContainerEngine(ImageStore, ContainerRuntime, Protocol):
     """Images and containers, no builds: what checking and reading images asks."""
@@ -246,6 +259,7 @@ __all__ = [
     "ImageInfo",
     "ImageStore",
     "Labelled",
+    "Owned",
     "RunEngine",
     "label_matches",
 ]

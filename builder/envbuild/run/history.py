@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from envbuild.errors import HistoryError as HistoryError  # its home is the one error hierarchy
+from envbuild.process import owner_dead
 from envbuild.settings import Settings
 
 DATABASE = "runs.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the owner column
 BUSY_TIMEOUT_SECONDS = 30.0
 
 _SCHEMA = """
@@ -33,7 +34,7 @@ CREATE TABLE IF NOT EXISTS runs (
     id            TEXT PRIMARY KEY,
     started_at    TEXT NOT NULL,      -- ISO 8601, UTC
     finished_at   TEXT,
-    status        TEXT NOT NULL,      -- running | exited | interrupted | timed-out | failed
+    status        TEXT NOT NULL,      -- running | exited | interrupted | timed-out | failed | lost
     exit_code     INTEGER,
     duration      REAL,               -- seconds
     env_name      TEXT,
@@ -51,7 +52,8 @@ CREATE TABLE IF NOT EXISTS runs (
     source_dir    TEXT,
     workdir       TEXT,
     user          TEXT,
-    log_path      TEXT NOT NULL
+    log_path      TEXT NOT NULL,
+    owner         TEXT                -- the envbuild process running it (envbuild.process.Owner)
 );
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
 """
@@ -83,6 +85,7 @@ class RunRecord:
     finished_at: str | None = None
     exit_code: int | None = None
     duration: float | None = None
+    owner: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping of every field."""
@@ -181,6 +184,7 @@ def _row_to_record(row: sqlite3.Row) -> RunRecord:
         finished_at=_optional(data.get("finished_at"), str),
         exit_code=_optional(data.get("exit_code"), int),
         duration=_optional(data.get("duration"), (int, float)),
+        owner=_optional(data.get("owner"), str),
     )
 
 
@@ -227,6 +231,9 @@ class History:
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
                             conn.execute(statement)
+                    columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+                    if "owner" not in columns:  # a version 1 history
+                        conn.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
@@ -258,6 +265,7 @@ class History:
             "workdir": record.workdir,
             "user": record.user,
             "log_path": record.log_path,
+            "owner": record.owner,
         }
         for key in _JSON_COLUMNS:
             values[key] = json.dumps(row[key], sort_keys=True)
@@ -276,6 +284,32 @@ class History:
                 "WHERE id = ?",
                 (status, exit_code, round(duration, 3), utc_iso(finished), run_id),
             )
+
+    def mark_lost(self, run_ids: Iterable[str] = ()) -> list[str]:
+        """Mark ``lost`` every ``running`` run whose envbuild died, and those of ``run_ids``.
+
+        A run whose envbuild was killed (``kill -9``, a crash, a reboot) never
+        recorded its end; its owner (see :mod:`envbuild.process`) says it never will.
+        Returns the ids marked.
+        """
+        if not self.path.exists():
+            return []
+        given = set(run_ids)
+        with self._connect(write=True) as conn:
+            rows = conn.execute("SELECT id, owner FROM runs WHERE status = 'running'").fetchall()
+            lost = [r["id"] for r in rows if r["id"] in given or owner_dead(r["owner"])]
+            if lost:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany(
+                        "UPDATE runs SET status = 'lost' WHERE id = ? AND status = 'running'",
+                        [(run_id,) for run_id in lost],
+                    )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        return lost
 
     def get(self, run_id: str) -> RunRecord:
         """The run whose id is ``run_id`` or starts with it (unambiguously)."""

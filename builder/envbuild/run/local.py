@@ -22,9 +22,11 @@ from envbuild.errors import (
     RunError,
 )
 from envbuild.log import Log
+from envbuild.process import current as current_owner
 from envbuild.run.config import EXIT_TIMEOUT, Output_, RunConfig, RunResult
 from envbuild.run.planning import RunPlan, plan
 from envbuild.run.policy import check_host_path
+from envbuild.run.reaper import reap
 from envbuild.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -295,6 +297,8 @@ def run(
         outputs[name] = host
 
     run_id = _new_run_id()
+    # What an earlier envbuild left when it was killed is removed meanwhile.
+    reaper = _Background(lambda: reap(engine, settings.home, log))
     # envbuild's own records (the log file, the history) are never worth the
     # user's job: a full disk or a broken state folder is reported once each,
     # and the run goes on (its outputs are on the host already).
@@ -363,6 +367,8 @@ def run(
     finally:
         duration = time.monotonic() - clock
         _record_finish(recorder, run_id, status, exit_code, duration, log)
+        with contextlib.suppress(Exception):  # best effort, and quiet: never the run's failure
+            reaper.result()
     if status == "interrupted":
         log(f"envbuild: run {run_id} interrupted; its container was removed")
     elif status == "timed-out":
@@ -414,6 +420,7 @@ def _record_start(
             source_dir=the_plan.source.source if the_plan.source else None,
             workdir=the_plan.workdir,
             user=the_plan.user,
+            owner=current_owner().label(),
         )
     )
     return history

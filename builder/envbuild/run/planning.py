@@ -20,6 +20,7 @@ from envbuild.errors import (
     ScriptNotExecutableError,
     ScriptNotFoundError,
 )
+from envbuild.process import OWNER_LABEL
 from envbuild.run.config import (
     _CONTAINER_NAME,
     _CONTROL,
@@ -134,7 +135,7 @@ class RunPlan:
             image=image_id,
             argv=self.argv,
             env=(*self.variables, ("ENVBUILD_RUN_ID", run_id)),
-            labels={RUN_LABEL: run_id},
+            labels={RUN_LABEL: run_id},  # the runner adds the owner (envbuild.process)
             user=self.user,
             workdir=self.workdir,
             mounts=self.mounts,
@@ -198,7 +199,7 @@ class RunPlan:
                 "no_new_privileges": self.no_new_privileges,
                 "cap_drop": list(self.cap_drop),
             },
-            "labels": [RUN_LABEL],
+            "labels": [RUN_LABEL, OWNER_LABEL],
             "distribution": None,
             "warnings": list(self.warnings),
         }
