@@ -49,3 +49,25 @@ def test_reap_removes_a_dead_owners_containers_and_marks_their_runs_lost(tmp_pat
 
 def test_reap_without_an_engine_or_a_history_is_quiet(tmp_path: Path) -> None:
     assert reap(None, tmp_path / "nowhere") == []
+
+
+def test_run_to_completion_labels_its_owner_and_unwinds_on_sigterm() -> None:
+    import os
+    import signal
+
+    import pytest
+
+    from envbuild.engine.runner import run_to_completion
+    from envbuild.errors import Interrupted
+    from tests.run_fakes import out
+
+    engine = FakeRunEngine(frames=[out("checking\n")], block=True).with_image()
+
+    def terminated(container_id: str) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # `kill PID` of `envbuild test` mid-check
+
+    with pytest.raises(Interrupted):
+        run_to_completion(engine, ContainerSpec(image="i", argv=("x",)), on_started=terminated)
+    (spec,) = engine.specs.values()
+    assert spec.labels[process.OWNER_LABEL] == process.current().label()
+    assert not engine.live  # the check container was removed on the way out

@@ -24,6 +24,8 @@ from dataclasses import dataclass, replace
 
 from envbuild.engine.protocols import STDOUT, ContainerRuntime, ContainerSpec
 from envbuild.errors import EngineError
+from envbuild.process import OWNER_LABEL, interruptible
+from envbuild.process import current as current_owner
 
 #: The label of every container :func:`run_to_completion` creates (value: unique per container).
 RUNNER_LABEL = "io.envbuild.container"
@@ -160,7 +162,38 @@ def run_to_completion(
     """
     label = f"{RUNNER_LABEL}={os.urandom(8).hex()}"
     key, _, value = label.partition("=")
-    spec = replace(spec, labels={**spec.labels, key: value})
+    # The owner lets a later envbuild reap the container if this process is killed.
+    owner = {OWNER_LABEL: current_owner().label()}
+    spec = replace(spec, labels={**owner, **spec.labels, key: value})
+    with interruptible():  # SIGTERM/SIGHUP unwind through the removal below
+        return _run(
+            engine,
+            spec,
+            label,
+            timeout,
+            copy_in,
+            on_output,
+            on_created,
+            on_started,
+            on_finishing,
+            missing_exit,
+            output_limit,
+        )
+
+
+def _run(
+    engine: ContainerRuntime,
+    spec: ContainerSpec,
+    label: str,
+    timeout: float | None,
+    copy_in: tuple[str, Iterable[bytes]] | None,
+    on_output: OutputHook | None,
+    on_created: ContainerHook | None,
+    on_started: ContainerHook | None,
+    on_finishing: Callable[[], None] | None,
+    missing_exit: int | None,
+    output_limit: int,
+) -> Completed:
     started = time.monotonic()
     container_id: str | None = None
     clean = False
