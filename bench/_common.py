@@ -298,8 +298,14 @@ def compile_bytecode(package_dir: Path) -> None:
         raise RuntimeError(f"cannot compile {package_dir}")
 
 
-def cli(description: str | None, *, default_runs: int, minimum: int = 5) -> argparse.Namespace:
-    """Parse ``--runs N`` (at least ``minimum``)."""
+def cli(
+    description: str | None,
+    *,
+    default_runs: int,
+    minimum: int = 5,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:
+    """Parse ``--runs N`` (at least ``minimum``), and what ``add_arguments`` adds."""
     parser = argparse.ArgumentParser(description=(description or "").split("\n\n")[0])
     parser.add_argument(
         "--runs",
@@ -307,6 +313,8 @@ def cli(description: str | None, *, default_runs: int, minimum: int = 5) -> argp
         default=default_runs,
         help=f"timed runs per case (default {default_runs}, at least {minimum})",
     )
+    if add_arguments is not None:
+        add_arguments(parser)
     args = parser.parse_args()
     if args.runs < minimum:
         parser.error(f"--runs must be at least {minimum}")

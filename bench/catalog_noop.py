@@ -12,7 +12,12 @@ The catalog must be built first (`envbuild build --all curated`, or
 and stops otherwise. It uses envbuild's configured prefix and state, and
 removes nothing. Runs alternate after one untimed warm-up round.
 
-Usage: python3 bench/catalog_noop.py [--runs N]
+`--catalog DIR` measures another folder of environments, e.g. a copy of
+curated/ whose bases were re-locked (`envbuild lock`) to the images this
+machine holds, where the committed locks pin bases it cannot reproduce (a
+base bootstrapped from the archive on another day has another image ID).
+
+Usage: python3 bench/catalog_noop.py [--runs N] [--catalog DIR]
 """
 
 from __future__ import annotations
@@ -50,11 +55,20 @@ BASELINE = f"{BENCH_PREFIX}/catalog-noop-docker"
 
 
 def main() -> int:
-    args = cli(__doc__, default_runs=7)
+    args = cli(
+        __doc__,
+        default_runs=7,
+        add_arguments=lambda parser: parser.add_argument(
+            "--catalog",
+            type=Path,
+            default=ROOT / "curated",
+            help="the folder of environments (default: curated/)",
+        ),
+    )
     docker, _prefix = envbuild_settings()
     compile_bytecode(envbuild_package())
     envbuild = interpreter_script("envbuild")
-    catalog = ROOT / "curated"
+    catalog = args.catalog.resolve()
     folders = sorted(p for p in catalog.iterdir() if (p / "env.toml").is_file())
 
     check = run_quiet([envbuild, "build", "--all", str(catalog), "--json", "-q"], cwd=ROOT)
@@ -85,7 +99,7 @@ def main() -> int:
                 ["sh", "-c", script],
             ),
             Case(
-                "envbuild build --all curated (all cache hits)",
+                f"envbuild build --all {catalog.name} (all cache hits)",
                 [envbuild, "build", "--all", str(catalog), "-q"],
                 cwd=ROOT,
             ),
@@ -104,10 +118,11 @@ def main() -> int:
         f"warm-up round; envbuild at {describe_commit(state)}.\n"
     )
     print(table(["case", "median", "min", "max", "ratio"], rows))
-    print(f"\nenvbuild / docker: {ratio(stats[1], stats[0])} (target <= 0.30x)")
+    print(f"\nenvbuild / docker: {ratio(stats[1], stats[0])} (target <= 0.15x)")
     save(
         "catalog_noop",
         {
+            "catalog": str(catalog),
             "environments": [f.name for f in folders],
             "cases": [s.as_json() for s in stats],
             "ratio": round(stats[1].median / stats[0].median, 4),
