@@ -131,8 +131,10 @@ class FakeEngine(Engine):
         repo, _, digest = ref.partition("@")
         for tagged, (held, info) in self.registry.items():
             if tagged.rpartition(":")[0] == repo and held == digest:
-                self.images[info.id] = self.images.get(info.id, info)
-                self.images[ref] = self.images[info.id]
+                have = self.images.get(info.id, replace(info, tags=()))
+                if ref not in have.repo_digests:  # as the engine records a pulled digest
+                    have = replace(have, repo_digests=(*have.repo_digests, ref))
+                self.images[info.id] = self.images[ref] = have
                 return
         raise RegistryError(f"cannot pull {ref}: manifest unknown")
 

@@ -86,19 +86,24 @@ class Session(Envbuild):
 def eb(docker_cli: str, tmp_path: Path) -> Iterator[Session]:
     tool = Session(docker_cli, tmp_path / "home")
     yield tool
-    out = subprocess.run(
-        [docker_cli, "images", "--format", "{{.Repository}}:{{.Tag}}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    mine = [
-        line
-        for line in out.splitlines()
-        if line.startswith(f"{tool.prefix}/") or f"/{tool.namespace}/" in line
-    ]
-    for tag in mine:
-        subprocess.run([docker_cli, "rmi", "--force", tag], capture_output=True, check=False)
+    # Everything this test tagged or pulled: its own prefix's images first (children of
+    # a base it may have pulled), then what it holds from its registry namespace.
+    for wanted in (f"{tool.prefix}/", f"/{tool.namespace}/"):
+        out = subprocess.run(
+            [docker_cli, "images", "--no-trunc", "--format", "{{.ID}} {{.Repository}}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        ids = {
+            line.split()[0]
+            for line in out.splitlines()
+            if len(line.split()) == 2 and wanted in line.split()[1] + "/"
+        }
+        for image_id in ids:
+            subprocess.run(
+                [docker_cli, "rmi", "--force", image_id], capture_output=True, check=False
+            )
 
 
 def small_env(tmp_path: Path, version: int = 1, message: str = "hi") -> Path:
@@ -271,3 +276,54 @@ def test_a_build_uses_the_registrys_earlier_version_as_layer_cache(
     assert f"importing cache manifest from {target}/{folder.name}:1" in proc.stderr
     assert "could not be imported" not in proc.stderr
     assert json.loads(proc.stdout)["tier"] == "built"
+
+
+def test_a_base_pinned_in_the_registry_is_pulled_by_a_machine_that_lacks_it(
+    eb: Session, registry: LoopbackRegistry, tmp_path: Path
+) -> None:
+    # A base of this test's own (debian's layers, its own config), as a bootstrap makes one.
+    base = f"envbuild-test-base-{eb.namespace}:v1"
+    subprocess.run(
+        [eb.docker, "build", "-q", "-t", base, "-"],
+        input=f"FROM debian:bookworm-slim\nLABEL io.envbuild.test={eb.namespace}\n",
+        text=True,
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    try:
+        target = f"{registry.host}/{eb.namespace}"
+        pushed = json.loads(eb("base", "push", "--json", base, "--registry", target).stdout)
+        source = f"{target}/envbuild-test-base-{eb.namespace}"
+        assert pushed["pinned"] == f"{source}@{pushed['digest']}"
+        assert pushed["digest"] == registry.manifest_digest(
+            f"{eb.namespace}/envbuild-test-base-{eb.namespace}", "v1"
+        )
+        again = json.loads(eb("base", "push", "--json", base, "--registry", target).stdout)
+        assert again["pushed"] is False
+
+        folder = write_env(
+            tmp_path / "onbase",
+            f'schema = 1\nname = "onbase-{eb.namespace}"\n[base]\nimage = "{base}"\n'
+            '[python]\nsource = "system"\n',
+        )
+        locked = json.loads(eb("lock", "--json", "-q", str(folder), "--registry", target).stdout)
+        assert locked["base"] == {
+            "image": base,
+            "kind": "digest",
+            "id": pushed["digest"],
+            "source": source,
+        }
+        assert f'source = "{source}"' in (folder / "env.lock.toml").read_text()
+
+        # This machine loses the base: the build pulls exactly the pinned digest.
+        base_id = eb.docker_out("image", "inspect", "--format", "{{.Id}}", base).strip()
+        eb.docker_out("rmi", "--force", base_id)
+        built = json.loads(eb("build", "--json", "--strict", str(folder)).stdout)
+        assert built["tier"] == "built"
+        assert eb.docker_out(
+            "image", "inspect", "--format", "{{.Id}}", pushed["pinned"]
+        ).strip() == (base_id)
+        assert eb.run_in(built["image"], "python", "-c", "print(6 * 7)").strip() == "42"
+    finally:
+        subprocess.run([eb.docker, "rmi", "--force", base], capture_output=True, check=False)

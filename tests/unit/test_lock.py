@@ -278,7 +278,12 @@ def test_build_refuses_a_changed_base(locked: Path) -> None:
     engine = _engine(image_id=OTHER_ID)
     with pytest.raises(locking.LockError) as info:
         build(locked, settings=load_settings(), engine=engine)
-    assert "base changed since lock; run envbuild lock" in info.value.render()
+    text = info.value.render()
+    assert "base changed since lock; run envbuild lock" in text
+    # Which base, from what to what, and the commands that fix it.
+    assert f"is now {OTHER_ID}" in text and f"the lock of {locked} pins" in text
+    assert f"`envbuild lock {locked}`, then raise `version`" in text
+    assert f"`envbuild lock {locked} --registry R`" in text and "envbuild base push" in text
     assert not any(kind == "build" for kind, _ in engine.calls)
 
 

@@ -9,8 +9,11 @@ import pytest
 
 from envbuild.build import travel
 from envbuild.build.builder import HASH_LABEL, Resolved, build, resolve
-from envbuild.engine.registry import Registry
+from envbuild.engine.protocols import ImageInfo
+from envbuild.engine.registry import Registry, image_path
 from envbuild.errors import RegistryError
+from envbuild.lock import makers
+from envbuild.lock.model import LockError, Locks, render_index
 from envbuild.settings import load_settings
 from tests.fakes import BASE, FakeEngine
 
@@ -94,3 +97,39 @@ def test_a_miss_everywhere_builds_with_the_inline_cache_of_the_earlier_version()
     assert result.answered_by == "built" and time.monotonic() - started < 30
     assert requests[0].build_args["BUILDKIT_INLINE_CACHE"] == "1"
     assert requests[0].cache_from == ()  # the registry holds no version of it yet
+
+
+# -- bases pinned in a registry ----------------------------------------------------------
+
+
+def test_image_path_drops_the_registry_and_library() -> None:
+    assert image_path("debian:bookworm-slim") == ("debian", "bookworm-slim")
+    assert image_path("docker.io/library/ubuntu") == ("ubuntu", "latest")
+    assert image_path("localhost:5000/org/img:2@sha256:" + "a" * 64) == ("org/img", "2")
+
+
+def test_a_base_pinned_in_a_registry_round_trips_and_is_pulled_when_missing() -> None:
+    base = "debian:bookworm-slim"
+    engine = FakeEngine(images={base: ImageInfo(id="sha256:" + "b" * 64, tags=(base,))})
+    engine.images[engine.images[base].id] = engine.images[base]
+    remote = _remote(engine)
+    pushed = travel.push_base(base, remote=remote, engine=engine, log=lambda line: None)
+    assert pushed.pinned == f"{REGISTRY}/debian@{pushed.digest}"
+    pin = makers.pin_base(base, engine, remote.registry, engine)
+    assert (pin.kind, pin.id, pin.source) == ("digest", pushed.digest, f"{REGISTRY}/debian")
+    assert pin.from_ref == pushed.pinned
+    text = render_index(Locks(base=pin))
+    assert f'source = "{REGISTRY}/debian"' in text
+
+    fresh = FakeEngine(registry=dict(engine.registry))  # a machine without the base
+    makers.check_base(pin, fresh)
+    assert ("pull", pushed.pinned) in fresh.calls
+
+
+def test_a_registry_holding_another_base_is_a_clear_lock_error() -> None:
+    base = "debian:bookworm-slim"
+    engine = FakeEngine(images={base: ImageInfo(id="sha256:" + "b" * 64, tags=(base,))})
+    engine.registry[f"{REGISTRY}/debian:bookworm-slim"] = ("sha256:" + "c" * 64, ImageInfo("x"))
+    with pytest.raises(LockError, match="which is not the engine's") as error:
+        makers.pin_base(base, engine, _remote(engine).registry, engine)
+    assert "envbuild base push debian:bookworm-slim --registry" in (error.value.hint or "")

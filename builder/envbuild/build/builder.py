@@ -355,7 +355,7 @@ def build(
         context = resolved.context
         pinned = locking.read(resolved.env.path)
         if pinned is not None and pinned.base is not None:
-            locking.check_base(pinned.base, engine)
+            locking.check_base(pinned.base, engine, env_path=resolved.env.path, log=log)
         elif resolved.base_id is not None:
             _check_unlocked_base(resolved, engine)
         _check_tools(resolved)

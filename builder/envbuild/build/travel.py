@@ -143,6 +143,71 @@ def push(resolved: Resolved, *, remote: Remote, engine: Engine, log: Log) -> Pus
     return PushResult(resolved.hash_tag, digest_hex, refs, digest, True, time.monotonic() - started)
 
 
+@dataclass(frozen=True)
+class BasePushResult:
+    """What ``base push`` did: where the base is now, and as which digest."""
+
+    ref: str  # the local reference pushed
+    pushed_as: str  # <registry>/<path>:<tag>
+    digest: str
+    pushed: bool
+    seconds: float
+
+    @property
+    def pinned(self) -> str:
+        """``<registry>/<path>@<digest>``: what a lock pins and a build pulls."""
+        return f"{self.pushed_as.rpartition(':')[0]}@{self.digest}"
+
+    def to_json(self) -> dict[str, object]:
+        """The ``--json`` shape of ``envbuild base push``."""
+        return {
+            "ref": self.ref,
+            "pushed_as": self.pushed_as,
+            "pinned": self.pinned,
+            "digest": self.digest,
+            "pushed": self.pushed,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def push_base(ref: str, *, remote: Remote, engine: Engine, log: Log) -> BasePushResult:
+    """Push the base image ``ref`` (as the engine holds it) to ``<registry>/<path>:<tag>``,
+    verified like :func:`push`, so that ``envbuild lock --registry`` can pin it there."""
+    from envbuild.engine.registry import image_path
+
+    started = time.monotonic()
+    info = engine.inspect_image(ref)
+    if info is None:
+        raise UsageError(
+            f"the base image {ref} is not in the engine",
+            hint=f"bootstrap it first: envbuild base bootstrap {ref}",
+        )
+    path, tag = image_path(ref)
+    dest = f"{remote.registry.prefix}/{path}:{tag}"
+    held = remote.client.manifest_digest(path, tag)
+    if held is not None and f"{dest.rpartition(':')[0]}@{held}" in info.repo_digests:
+        return BasePushResult(ref, dest, held, False, time.monotonic() - started)
+    made = dest not in info.tags
+    try:
+        engine.tag(info.id, dest)
+        digest = engine.push_image(dest, remote.auth, log)
+        if not digest:
+            raise RegistryError(f"the push of {dest} reported no digest")
+        served = remote.client.manifest_digest(path, tag)
+        if served != digest:
+            raise RegistryError(
+                f"the push of {dest} reported {digest}, but the registry serves "
+                f"{served or 'nothing'} under that tag",
+                hint="another push may have raced this one; push again",
+            )
+    except BaseException:
+        if made:
+            with contextlib.suppress(Exception):
+                engine.remove_image(dest)
+        raise
+    return BasePushResult(ref, dest, digest, True, time.monotonic() - started)
+
+
 def fetch(
     resolved: Resolved, *, remote: Remote, engine: Engine, log: Log, started: float
 ) -> BuildResult | None:

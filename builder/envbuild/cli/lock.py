@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from envbuild.cli.registry import registry_options
 from envbuild.errors import EXIT_FAILURE
 
 ENV_ARG = click.argument("env", type=click.Path(path_type=Path))
@@ -38,7 +39,17 @@ def _settings() -> Any:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print what was locked as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not show progress.")
-def lock(env: Path, check: bool, ca_bundle: Path | None, as_json: bool, quiet: bool) -> None:
+@registry_options
+def lock(
+    env: Path,
+    check: bool,
+    ca_bundle: Path | None,
+    as_json: bool,
+    quiet: bool,
+    registry: str | None,
+    registry_ca: Path | None,
+    registry_insecure: bool,
+) -> None:
     """Pin ENV's inputs in lock files beside its env.toml (commit them).
 
     \b
@@ -50,6 +61,9 @@ def lock(env: Path, check: bool, ca_bundle: Path | None, as_json: bool, quiet: b
     conda-linux-64.lock conda-lock's explicit lock of [conda]
 
     Builds then install exactly these pins (pip with --require-hashes).
+    With --registry (or the registry setting) holding the base (`envbuild
+    base push`), the base is pinned by its digest there, and a machine that
+    lacks it pulls exactly that base.
     """
     from envbuild import lock as locking
     from envbuild.build.builder import find_ca_bundle
@@ -74,14 +88,18 @@ def lock(env: Path, check: bool, ca_bundle: Path | None, as_json: bool, quiet: b
         if not as_json:
             click.echo(f"{environment.path}: locks are current", err=True)
         return
+    from envbuild.cli.registry import open_remote
     from envbuild.engine.docker import DockerEngine
 
+    remote = open_remote(settings, registry, registry_ca, registry_insecure, required=False)
     result = locking.lock(
         environment,
         engine=DockerEngine(settings.docker),
         platform=settings.platform,
         ca_bundle=find_ca_bundle(ca_bundle),
         log=(lambda line: None) if quiet else (lambda line: click.echo(line, err=True)),
+        registry=remote.registry if remote else None,
+        client=remote.client if remote else None,
     )
     if as_json:
         _emit_json(result.to_json())

@@ -190,7 +190,52 @@ def pull(
     report(result, as_json=as_json, quiet=quiet)
 
 
+@click.command(name="push")
+@click.argument("ref")
+@registry_options
+@click.option("--json", "as_json", is_flag=True, help="Print where it went and its digest.")
+@click.option("-q", "--quiet", is_flag=True, help="Do not show the push progress.")
+def base_push(
+    ref: str,
+    registry: str | None,
+    registry_ca: Path | None,
+    registry_insecure: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Push the base image REF (e.g. debian:bookworm-slim) to the registry, so that
+    locks can pin it there (`envbuild lock ENV --registry R`) and every machine
+    builds on exactly this base.
+
+    It goes to <registry>/<repository>:<tag> (debian:bookworm-slim becomes
+    R/debian:bookworm-slim) and is verified like `envbuild push`.
+    """
+    from envbuild.build import travel
+    from envbuild.engine.docker import DockerEngine
+    from envbuild.settings import load_settings
+
+    settings = load_settings()
+    engine = DockerEngine(settings.docker)
+    remote = open_remote(settings, registry, registry_ca, registry_insecure, required=True)
+    assert remote is not None
+    result = travel.push_base(
+        ref,
+        remote=remote,
+        engine=engine,
+        log=(lambda line: None) if quiet else (lambda line: click.echo(line, err=True)),
+    )
+    if as_json:
+        _emit_json(result.to_json())
+        return
+    what = "pushed" if result.pushed else "already in the registry"
+    click.echo(f"envbuild: {ref} is {result.pinned} ({what})", err=True)
+    click.echo(result.pinned)
+
+
 def register(group: click.Group) -> None:
-    """Add the registry commands to the ``envbuild`` group."""
+    """Add the registry commands to the ``envbuild`` group (and ``base push``)."""
     for command in (push, pull):
         group.add_command(command)
+    base = group.commands.get("base")
+    if isinstance(base, click.Group):
+        base.add_command(base_push)

@@ -132,6 +132,25 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def image_path(ref: str) -> tuple[str, str]:
+    """``(path, tag)`` that the image ``ref`` gets in a registry of envbuild's: the
+    repository without its registry host or Docker Hub's ``library/``, and its tag.
+
+    ``debian:bookworm-slim`` -> ``("debian", "bookworm-slim")``;
+    ``ghcr.io/org/img`` -> ``("org/img", "latest")``.
+    """
+    name = ref.split("@", 1)[0]
+    repository, tag = name, "latest"
+    if ":" in name.rsplit("/", 1)[-1]:
+        repository, tag = name.rsplit(":", 1)
+    parts = repository.split("/")
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        parts = parts[1:]
+    if len(parts) > 1 and parts[0] == "library":
+        parts = parts[1:]
+    return "/".join(parts), tag
+
+
 # --------------------------------------------------------------------------
 # Settings: the registry, its credentials, its CA
 # --------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from envbuild import files as safe_files
 from envbuild.definition.model import Environment
@@ -47,6 +47,9 @@ from envbuild.lock.model import (
     stale_reasons,
     unlocked_reasons,
 )
+
+if TYPE_CHECKING:  # a registry is imported only by a lock or build that uses one
+    from envbuild.engine.registry import Manifests, Registry
 
 # --------------------------------------------------------------------------
 
@@ -541,13 +544,44 @@ def _deterministic_tar(root: Path) -> bytes:
 # -- the base ---------------------------------------------------------------
 
 
-def pin_base(image: str, engine: ImageStore) -> BasePin:
-    """Pin ``image`` to what the engine holds: its registry digest, else its image ID."""
+def pin_base(
+    image: str,
+    engine: ImageStore,
+    registry: Registry | None = None,
+    client: Manifests | None = None,
+    log: Log = lambda line: None,
+) -> BasePin:
+    """Pin ``image`` to what the engine holds: its registry digest, else its image ID.
+
+    With a ``registry`` (and its API ``client``) that holds the base (``envbuild
+    base push``), the pin is that registry's digest, named there (``source``),
+    so that a machine without the base pulls exactly it.
+    """
     info = engine.inspect_image(image)
     if info is None:
         raise LockError(
             f"the base image {image} is not in the engine, so it cannot be pinned",
             hint=f"pull it, or build it: envbuild base bootstrap {image}",
+        )
+    if registry is not None and client is not None:
+        from envbuild.engine.registry import image_path
+
+        path, tag = image_path(image)
+        source = f"{registry.prefix}/{path}"
+        digest = client.manifest_digest(path, tag)
+        if digest is not None and f"{source}@{digest}" in info.repo_digests:
+            return BasePin(image=image, kind="digest", id=digest, source=source)
+        if digest is not None:
+            raise LockError(
+                f"the registry holds {source}:{tag} as {digest}, which is not the engine's "
+                f"{image} ({info.id})",
+                hint=f"publish this machine's base: envbuild base push {image} --registry "
+                f"{registry.prefix}; or use the registry's: docker pull {source}@{digest} "
+                f"and tag it {image}",
+            )
+        log(
+            f"envbuild: the registry holds no {source}:{tag}; pinning {image} here only "
+            f"(envbuild base push {image} --registry {registry.prefix} publishes it)"
         )
     repository = image.split("@", 1)[0].rsplit(":", 1)[0] if "/" in image or ":" in image else image
     for digest_ref in info.repo_digests:
@@ -569,13 +603,40 @@ def _same_repository(a: str, b: str) -> bool:
     return norm(a) == norm(b)
 
 
-def check_base(pin: BasePin, engine: ImageStore) -> None:
-    """Refuse a build whose base is no longer what the lock pinned."""
-    info = engine.inspect_image(pin.from_ref if pin.kind == "digest" else pin.image)
+def check_base(
+    pin: BasePin,
+    engine: ImageStore,
+    *,
+    env_path: Path | None = None,
+    log: Log = lambda line: None,
+) -> None:
+    """Refuse a build whose base is no longer what the lock pinned.
+
+    A base pinned in a registry (``source``) that the engine lacks is pulled
+    by its digest first. When neither gives the pinned base, the error says
+    which base changed, from what to what, and the commands that fix it.
+    """
+    ref = pin.from_ref if pin.kind == "digest" else pin.image
+    info = engine.inspect_image(ref)
+    if info is None and pin.source:
+        from envbuild.engine.registry import find_credentials
+
+        host = pin.source.split("/", 1)[0]
+        creds = find_credentials(host)
+        log(f"envbuild: pulling the pinned base {ref}")
+        engine.pull_image(ref, creds.auth_config(host) if creds else None, log)
+        info = engine.inspect_image(ref)
+    where = str(env_path) if env_path is not None else "ENV"
+    fixes = (
+        f"relock and bump: `envbuild lock {where}`, then raise `version` in {where}/env.toml "
+        f"(the base is an input: the image changes); or build on the pinned base: "
+        f"`envbuild base push {pin.image} --registry R` on a machine that has it, then "
+        f"`envbuild lock {where} --registry R` once, and every machine pulls it"
+    )
     if info is None:
         raise LockError(
             f"the pinned base image {pin.image} ({pin.id}) is not in the engine",
-            hint=f"pull or bootstrap {pin.image}; if it really changed, run `envbuild lock`",
+            hint=f"pull or bootstrap {pin.image}; if it really changed, {fixes}",
         )
     if pin.kind == "image-id":
         ok = info.id == pin.id
@@ -587,9 +648,8 @@ def check_base(pin: BasePin, engine: ImageStore) -> None:
     if not ok:
         raise LockError(
             f"base changed since lock; run envbuild lock: {pin.image} is now {now}, "
-            f"the lock pins {pin.id}",
-            hint="run `envbuild lock ENV` to pin the new base (and review what changed), "
-            "or restore the pinned image",
+            f"the lock of {where} pins {pin.id}",
+            hint=fixes,
         )
 
 
@@ -646,8 +706,14 @@ def lock(
     platform: str,
     ca_bundle: Path | None = None,
     log: Log = lambda line: None,
+    registry: Registry | None = None,
+    client: Manifests | None = None,
 ) -> LockResult:
-    """Resolve and write every lock of ``env`` beside its ``env.toml``."""
+    """Resolve and write every lock of ``env`` beside its ``env.toml``.
+
+    With a ``registry`` that holds the base, the base is pinned by its digest there
+    (see :func:`pin_base`).
+    """
     previous = None
     try:
         previous = read(env.path)
@@ -656,7 +722,7 @@ def lock(
     base = None
     if env.base.image:
         log(f"envbuild: pinning the base {env.base.image}")
-        base = pin_base(env.base.image, engine)
+        base = pin_base(env.base.image, engine, registry, client, log)
     python = env.python.version
     if python is None and (env.pip.packages or needs_conda(env)):
         if env.python.source != "system" or not env.base.image:

@@ -84,17 +84,23 @@ class BasePin:
     image: str  # the reference in env.toml
     kind: str  # "digest" (a registry digest) or "image-id" (no registry digest)
     id: str  # sha256:...
+    # The registry repository the digest was pinned in (``envbuild lock --registry``),
+    # e.g. "registry.example.com/team/debian"; "" for the declared reference's own.
+    source: str = ""
 
     @property
     def from_ref(self) -> str:
         """What ``FROM`` names: the reference with its digest, or as declared.
 
-        An image ID cannot be named in ``FROM`` under BuildKit, so an
-        ``image-id`` pin keeps the declared reference and the build checks,
-        before it starts, that the engine's image still is the pinned one.
+        A digest pinned in a registry of envbuild's (``source``) is named
+        there, so that any machine can pull exactly that base. An image ID
+        cannot be named in ``FROM`` under BuildKit, so an ``image-id`` pin
+        keeps the declared reference and the build checks, before it starts,
+        that the engine's image still is the pinned one.
         """
         if self.kind == "digest":
-            return f"{self.image.split('@', 1)[0]}@{self.id}"
+            repository = self.source or self.image.split("@", 1)[0]
+            return f"{repository}@{self.id}"
         return self.image
 
 
@@ -279,8 +285,16 @@ def _from_index(folder: Path, index: Mapping[str, Any]) -> Locks:
         pin = _string(item, "base", "pin")
         if pin not in ("digest", "image-id"):
             raise _Malformed(f"base.pin: expected 'digest' or 'image-id', got {pin!r}")
+        source = item.get("source", "")
+        if not isinstance(source, str) or (source and pin != "digest"):
+            raise _Malformed(
+                "base.source: expected a registry repository, only with pin = 'digest'"
+            )
         base = BasePin(
-            image=_string(item, "base", "image"), kind=pin, id=_string(item, "base", "id")
+            image=_string(item, "base", "image"),
+            kind=pin,
+            id=_string(item, "base", "id"),
+            source=source,
         )
     pip = None
     item = _table(index, "pip")
@@ -422,6 +436,11 @@ def render_index(locks: Locks) -> str:
             f"[base]\nimage = {_toml_str(locks.base.image)}\n"
             f"pin = {_toml_str(locks.base.kind)}\nid = {_toml_str(locks.base.id)}\n"
         )
+        if locks.base.source:
+            out.append(
+                "# Where the digest lives: builds name (and pull) the base as source@id.\n"
+                f"source = {_toml_str(locks.base.source)}\n"
+            )
     if locks.pip is not None:
         out.append(
             f"\n[pip]\nfile = {_toml_str(PIP_LOCK_FILE)}\n"
