@@ -177,6 +177,53 @@ def test_published_context_builds_with_plain_docker(
     assert plain == eb.run_in(built["image"], *freeze).split()
 
 
+@pytest.mark.network
+def test_uv_installs_with_the_pip_wheel_of_ensurepip(tmp_path: Path) -> None:
+    """A Python with neither pip nor the distribution's pip wheel (a conda or
+    python.org one) still installs the pinned uv: pip runs from ensurepip's wheel."""
+    import venv
+
+    context = render(load(ROOT / "tests" / "golden" / "locked-pip"))
+    script = context.files["envbuild/install-uv.sh"].data.decode()
+    assert "/usr/share/python-wheels/pip-*.whl" in script
+    script = script.replace("/usr/share/python-wheels/pip-*.whl", f"{tmp_path}/none/pip-*.whl")
+    (tmp_path / "install-uv.sh").write_text(script)
+    (tmp_path / "uv-requirements.txt").write_bytes(
+        context.files["envbuild/uv-requirements.txt"].data
+    )
+    venv.create(tmp_path / "venv", with_pip=False)  # no pip in it
+    python = tmp_path / "venv" / "bin" / "python"
+    tools = tmp_path / "tools"  # what the script runs, and no python3 with pip
+    tools.mkdir()
+    for name in ("sha256sum", "cut", "rm", "mv", "touch"):
+        found = shutil.which(name)
+        assert found is not None
+        (tools / name).symlink_to(found)
+    bundle = find_ca_bundle()
+    proc = subprocess.run(
+        ["/bin/sh", str(tmp_path / "install-uv.sh"), str(tmp_path / "uv-requirements.txt"),
+         str(tmp_path / "cache"), str(python)],
+        capture_output=True,
+        text=True,
+        env={"PATH": str(tools), "HOME": str(tmp_path),
+             **({"PIP_CERT": str(bundle)} if bundle else {})},
+        timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    uv = proc.stdout.strip()
+    assert uv.startswith(str(tmp_path / "cache")) and uv.endswith("/bin/uv")
+    version = subprocess.run([uv, "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout.startswith("uv 0.13.9")
+    # A second run finds it installed under the requirements' digest: no pip.
+    again = subprocess.run(
+        ["/bin/sh", str(tmp_path / "install-uv.sh"), str(tmp_path / "uv-requirements.txt"),
+         str(tmp_path / "cache"), "/nonexistent/python"],
+        capture_output=True, text=True, env={"PATH": str(tools)}, timeout=60, check=False,
+    )  # fmt: skip
+    assert (again.returncode, again.stdout.strip()) == (0, uv)
+
+
 @pytest.mark.docker
 def test_tampered_hash_fails_the_build(eb: Envbuild, tmp_path: Path) -> None:
     folder = six_env(tmp_path / "tampered", six="1.15.0")

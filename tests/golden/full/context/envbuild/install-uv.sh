@@ -4,8 +4,8 @@
 # Usage: install-uv.sh REQUIREMENTS CACHE PYTHON
 # REQUIREMENTS pins uv's version and the sha256 of its wheel for the target
 # platform (--require-hashes): nothing of the host that runs the build enters
-# the image. pip is PYTHON's own if it has one, else the distribution's pip
-# wheel (python3-venv ships it) run by PYTHON, else by the base's python3.
+# the image. pip is PYTHON's own if it has one, else a pip wheel (the
+# distribution's or ensurepip's) run by PYTHON; else the same with python3.
 # CACHE is a BuildKit cache mount: uv never reaches a layer, and a later build
 # with the same REQUIREMENTS finds it installed there (under their digest, once
 # complete). A CA bundle and a netrc given to the build arrive as BuildKit
@@ -29,10 +29,11 @@ fi
 # No pip configuration of the base applies: the requirements file says it all.
 export PIP_CONFIG_FILE=/dev/null PIP_CACHE_DIR="$cache/pip" PIP_NO_INPUT=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_PROGRESS_BAR=off
-wheel=
+# The distribution's pip wheel (Debian and Ubuntu ship it with python3-venv).
+distro_wheel=
 for candidate in /usr/share/python-wheels/pip-*.whl; do
     if [ -f "$candidate" ]; then
-        wheel="$candidate"
+        distro_wheel="$candidate"
     fi
 done
 for interpreter in "$python" python3; do
@@ -41,11 +42,20 @@ for interpreter in "$python" python3; do
     fi
     if "$interpreter" -m pip --version >/dev/null 2>&1; then
         set -- "$interpreter" -m pip
-    elif [ -n "$wheel" ]; then
-        # pip runs from its own wheel: what ensurepip does, without installing it.
-        set -- "$interpreter" "$wheel/pip"
     else
-        continue
+        # pip runs from a wheel of itself, as ensurepip does, without being
+        # installed: the distribution's, else the one bundled with ensurepip
+        # (python.org, conda-forge and uv-managed Pythons keep it).
+        wheel="$distro_wheel"
+        if [ -z "$wheel" ]; then
+            wheel=$("$interpreter" -c 'import ensurepip, glob, os
+found = sorted(glob.glob(os.path.join(os.path.dirname(ensurepip.__file__), "_bundled", "pip-*.whl")))
+print(found[-1] if found else "")' 2>/dev/null || true)
+        fi
+        if [ -z "$wheel" ]; then
+            continue
+        fi
+        set -- "$interpreter" "$wheel/pip"
     fi
     rm -rf "$dir" "$dir.partial"
     "$@" install --quiet --no-deps --only-binary=:all: --no-compile --require-hashes \
@@ -55,6 +65,7 @@ for interpreter in "$python" python3; do
     echo "$dir/bin/uv"
     exit 0
 done
-echo "envbuild: no Python with pip in the image to install uv with (looked for $python and" >&2
-echo "envbuild: python3, with pip or with the pip wheel of python3-venv)" >&2
+echo "envbuild: no Python with pip in the image to install uv with: neither $python nor" >&2
+echo "envbuild: python3 has pip, a pip wheel of python3-venv or of ensurepip." >&2
+echo "envbuild: add python3-venv to [system] packages (or pip to [conda] packages)." >&2
 exit 94
