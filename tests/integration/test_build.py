@@ -117,7 +117,8 @@ def test_hello_builds_then_hits_the_cache(eb: Envbuild) -> None:
     assert second["id"] == first["id"]
     assert second["hash"] == first["hash"]
 
-    # The hash `envbuild hash` prints, offline, names the built image.
+    # The hash `envbuild hash` prints (hello is unlocked: the engine names its base) names
+    # the built image.
     assert eb("hash", str(HELLO)).stdout.strip() == first["hash"]
 
 

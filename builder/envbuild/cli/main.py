@@ -236,7 +236,7 @@ def build(
     remote = open_remote(settings, registry, registry_ca, registry_insecure, required=push_after)
 
     def one(env: Any) -> Any:  # a folder, or an Environment already loaded
-        resolved = resolve(env, settings)
+        resolved = resolve(env, settings, engine=engine)
         progress = _Progress(quiet)
         result = do_build(
             resolved,

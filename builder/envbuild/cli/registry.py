@@ -128,7 +128,7 @@ def push(
 
     results = []
     for folder in folders:
-        resolved = resolve(folder, settings)
+        resolved = resolve(folder, settings, engine=engine)
         result = travel.push(resolved, remote=remote, engine=engine, log=log)
         results.append(result)
         if not as_json:
