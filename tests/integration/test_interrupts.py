@@ -86,7 +86,7 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def _wait_until(check, seconds: float) -> bool:  # type: ignore[no-untyped-def]
+def _wait_until(check, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if check():
@@ -313,8 +313,8 @@ def test_a_killed_run_is_reaped_and_marked_lost_and_a_live_one_is_left_alone(
         live.communicate(timeout=30)
         killed.kill()
         killed.communicate(timeout=30)
-    rows = _history(run_env)
-    assert sorted(str(r["status"]) for r in rows) == ["interrupted", "lost"]
+    history = _history(run_env)
+    assert sorted(str(r["status"]) for r in history) == ["interrupted", "lost"]
     assert not _owned_by(docker_cli, {live.pid, killed.pid})
 
 

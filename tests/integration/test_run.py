@@ -651,6 +651,8 @@ def test_outputs_belong_to_a_non_root_caller(caller: dict[str, object], hello: B
     (data / "part0").write_text("x")
     os.chown(data, caller["uid"], caller["gid"])  # type: ignore[arg-type]
     os.chown(data / "part0", caller["uid"], caller["gid"])  # type: ignore[arg-type]
+    env = caller["env"]
+    assert isinstance(env, dict)
     proc = subprocess.run(
         [
             *(RUNUSER, "-u", str(caller["name"]), "--", str(caller["python"])),
@@ -658,7 +660,7 @@ def test_outputs_belong_to_a_non_root_caller(caller: dict[str, object], hello: B
             *("--input", f"mnist={data}", "--output", f"model={out}", str(HELLO), "train.py"),
             *("--data-folder", "${{inputs.mnist}}", "--out", "${{outputs.model}}"),
         ],
-        env=caller["env"],  # type: ignore[arg-type]
+        env=env,
         capture_output=True,
         timeout=120,
         check=False,
@@ -679,7 +681,7 @@ def test_outputs_belong_to_a_non_root_caller(caller: dict[str, object], hello: B
             *(RUNUSER, "-u", str(caller["name"]), "--", str(caller["python"])),
             *("-m", "envbuild", "run", "--source-dir", str(src), str(HELLO), "whoami.py"),
         ],
-        env=caller["env"],  # type: ignore[arg-type]
+        env=env,
         capture_output=True,
         timeout=120,
         check=False,
@@ -813,6 +815,7 @@ def test_api_with_an_existing_image_and_the_sdk_channel(
         assert result.exit_code == 0 and result.status == "exited", channel
         assert b"".join(d for _, d in chunks) == b"a.txt A\n", channel
         assert result.image_id == hello.id
+        assert result.log_path is not None
         assert result.log_path.read_bytes() == b"a.txt A\n"
 
 

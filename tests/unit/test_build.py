@@ -92,7 +92,7 @@ def test_waiting_process_reuses_the_image() -> None:
     started = threading.Event()
 
     class SlowEngine(FakeEngine):
-        def build(self, request, log):  # type: ignore[no-untyped-def]
+        def build(self, request, log):
             started.set()
             release.wait(10)
             return super().build(request, log)
@@ -239,7 +239,7 @@ def test_sigterm_during_a_build_unwinds_and_leaves_no_context(
     engine = FakeEngine()
     seen: list[Path] = []
 
-    def slow_build(request, log):  # type: ignore[no-untyped-def]
+    def slow_build(request, log):
         seen.append(request.context_dir)
         os.kill(os.getpid(), signal.SIGTERM)  # what `kill PID` does mid-build
         raise AssertionError("SIGTERM did not interrupt the build")

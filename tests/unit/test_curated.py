@@ -90,7 +90,7 @@ def test_catalog_build_goes_on_past_a_definition_that_does_not_load(tmp_path: Pa
     (tmp_path / "bad" / "env.toml").write_text('schema = 1\nname = "Bad Name"\n')
     built = []
 
-    def build_one(env):  # type: ignore[no-untyped-def]
+    def build_one(env):
         built.append(env.name)
         return f"envbuild/{env.name}:x", "0" * 64, True
 

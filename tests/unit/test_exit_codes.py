@@ -30,8 +30,9 @@ HELLO = ROOT / "envs" / "hello"
 
 
 def _all_subclasses(cls: type) -> set[type]:
-    found = set()
-    for sub in cls.__subclasses__():
+    found: set[type] = set()
+    subclasses: list[type] = cls.__subclasses__()
+    for sub in subclasses:
         found |= {sub, *_all_subclasses(sub)}
     return found
 

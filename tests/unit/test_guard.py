@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,7 +47,9 @@ def version_of(env_toml: Path) -> int:
     return int(found.group(1))
 
 
-def run_check(repo: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, dict]:
+def run_check(
+    repo: Path, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, str, dict[str, Any]]:
     capsys.readouterr()
     code = main(["check", "--json", "--catalog", str(repo / "curated"), *args])
     captured = capsys.readouterr()

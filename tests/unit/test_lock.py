@@ -323,7 +323,7 @@ def test_secrets_reach_the_build_as_secrets_only(locked: Path, tmp_path: Path) -
     seen: list[BuildRequest] = []
 
     class Recording(FakeEngine):
-        def build(self, request, log):  # type: ignore[no-untyped-def]
+        def build(self, request, log):
             seen.append(request)
             return super().build(request, log)
 
@@ -434,7 +434,7 @@ def test_uv_mirror_is_a_build_arg(write_env, monkeypatch: pytest.MonkeyPatch) ->
     seen: list[BuildRequest] = []
 
     class Recording(FakeEngine):
-        def build(self, request, log):  # type: ignore[no-untyped-def]
+        def build(self, request, log):
             seen.append(request)
             return super().build(request, log)
 
@@ -453,7 +453,7 @@ requires_rattler = pytest.mark.skipif(
 
 
 @pytest.fixture
-def conda_channel_url(tmp_path: Path):  # type: ignore[no-untyped-def]
+def conda_channel_url(tmp_path: Path):
     """A tiny conda channel on disk, served on loopback (env.toml takes http URLs).
 
     A stand-in python, and a package needing it in two versions.

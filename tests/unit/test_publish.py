@@ -11,7 +11,9 @@ import pytest
 from envbuild.catalog import publish as pub
 from envbuild.cli.main import main
 from envbuild.definition.model import Environment
+from envbuild.errors import EnvbuildError
 from envbuild.render.context import BuildContext, ContextFile
+from envbuild.render.dockerfile import render
 
 PLATFORM = "linux/amd64"
 
@@ -75,11 +77,11 @@ def test_publish_writes_every_release(catalog: Path, tmp_path: Path) -> None:
     out = tmp_path / "published"
     report = pub.publish(catalog, out, platform=PLATFORM)
     files = tree(out)
-    context = pub.render(_load(catalog / "torchy"))
+    context = render(_load(catalog / "torchy"))
     assert set(files) == {
         "index.json",
         "index.md",
-        *(f"base-py/1/{rel}" for rel in published(pub.render(_load(catalog / "base-py")))),
+        *(f"base-py/1/{rel}" for rel in published(render(_load(catalog / "base-py")))),
         "base-py/1/manifest.json",
         "base-py/1/packages.json",
         *(f"torchy/1/{rel}" for rel in published(context)),
@@ -257,7 +259,7 @@ def test_with_images_writes_image_json(catalog: Path, tmp_path: Path) -> None:
 def test_binary_context_files_are_listed_not_copied(
     catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = pub.render
+    real = render
 
     def render_with_binary(env: Environment) -> BuildContext:
         context = real(env)
@@ -286,7 +288,7 @@ def test_binary_context_files_are_listed_not_copied(
 def test_two_environments_with_one_name(catalog: Path, tmp_path: Path) -> None:
     (catalog / "copy").mkdir()
     (catalog / "copy" / "env.toml").write_text(PARENT)
-    with pytest.raises(pub.EnvbuildError, match=r"two environments of .* are named 'base-py'"):
+    with pytest.raises(EnvbuildError, match=r"two environments of .* are named 'base-py'"):
         pub.publish(catalog, tmp_path / "out", platform=PLATFORM)
 
 

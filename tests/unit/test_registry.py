@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,7 +122,7 @@ def test_registry_settings_from_file_and_environment(tmp_path: Path) -> None:
 
 
 def test_a_push_stream_error_raises_without_the_password() -> None:
-    events = [
+    events: list[dict[str, Any]] = [
         {"status": "The push refers to repository [r/x]"},
         {"errorDetail": {"message": f"denied: {SECRET}"}, "error": f"denied: {SECRET}"},
     ]
@@ -134,7 +135,7 @@ def test_a_push_stream_error_raises_without_the_password() -> None:
 
 def test_a_push_stream_reports_its_digest() -> None:
     digest = "sha256:" + "a" * 64
-    events = [
+    events: list[dict[str, Any]] = [
         {"status": "Pushing", "progressDetail": {"current": 1, "total": 9}, "id": "abc"},
         {"status": "Pushed", "progressDetail": {}, "id": "abc"},
         {"status": f"1: digest: {digest} size: 529"},

@@ -126,7 +126,7 @@ def test_sigint_stops_then_reports_130(settings: Settings, src: Path) -> None:
 
 def test_second_signal_kills(settings: Settings, src: Path) -> None:
     engine = FakeRunEngine(frames=[out("a\n"), out("b\n")], block=True).with_image()
-    engine.stop_container = lambda cid, timeout: engine.ops.append("stop")  # type: ignore[method-assign]
+    engine.stop_container = lambda container_id, timeout: engine.ops.append("stop")  # type: ignore[method-assign]
     engine.after_frame = lambda index: os.kill(os.getpid(), signal.SIGTERM)
     result, _ = go(engine, settings, src)
     assert result.exit_code == 143  # type: ignore[attr-defined]
@@ -138,7 +138,7 @@ def test_signal_before_start_never_starts(settings: Settings, src: Path) -> None
     engine = FakeRunEngine().with_image()
     original = engine.create_container
 
-    def create(spec):  # type: ignore[no-untyped-def]
+    def create(spec):
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the container is being created
         return original(spec)
 

@@ -87,7 +87,7 @@ def test_a_miss_everywhere_builds_with_the_inline_cache_of_the_earlier_version()
     requests = []
     real_build = engine.build
 
-    def spy(request, log):  # type: ignore[no-untyped-def]
+    def spy(request, log):
         requests.append(request)
         return real_build(request, log)
 
