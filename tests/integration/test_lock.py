@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from envbuild import lock as locking
+import envbuild.lock as locking
 from envbuild.build.builder import find_ca_bundle
 from envbuild.definition.model import load
 from envbuild.render.dockerfile import render

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from envbuild import lock as locking
+import envbuild.lock as locking
 from envbuild.build.builder import HASH_LABEL, build, find_ca_bundle, resolve
 from envbuild.engine.docker import ImageInfo
 from envbuild.errors import BuildError, EngineError, UsageError
@@ -28,7 +28,7 @@ def test_miss_builds_then_tags_hash_last() -> None:
     # lock, the base again (it must not have moved since it was hashed)
     assert kinds == ["inspect", "inspect", "inspect", "inspect", "build", "tag", "tag"]
     calls = list(engine.calls)
-    resolved = resolve(HELLO, settings, engine=engine)
+    resolved = resolve(HELLO, settings=settings, engine=engine)
     assert calls[-1] == ("tag", resolved.hash_tag)
     assert calls[-2] == ("tag", resolved.version_tag)
     assert result.image == f"envbuild/hello:{resolved.hash[:12]}"
@@ -56,7 +56,7 @@ def test_hit_is_one_engine_call_and_one_more_for_an_unlocked_base() -> None:
 
 def test_hash12_collision_is_not_a_hit() -> None:
     settings = load_settings()
-    resolved = resolve(HELLO, settings, engine=FakeEngine())
+    resolved = resolve(HELLO, settings=settings, engine=FakeEngine())
     engine = FakeEngine(
         images=with_base(
             **{resolved.hash_tag: ImageInfo(id="sha256:x", labels={HASH_LABEL: "0" * 64})}
@@ -129,7 +129,7 @@ def test_ca_bundle_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_ca_bundle_is_not_hashed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
-    before = resolve(HELLO, settings, engine=FakeEngine()).hash
+    before = resolve(HELLO, settings=settings, engine=FakeEngine()).hash
     bundle = tmp_path / "ca.pem"
     bundle.write_text("rotated")
     monkeypatch.setenv("PIP_CERT", str(bundle))
@@ -177,7 +177,7 @@ def test_finding_2_a_retagged_unlocked_base_is_another_hash(write_env) -> None:
     third = build(folder, settings=settings, engine=engine, rebuild=True)
     assert third.hash not in (first.hash, second.hash)
     assert engine.images[second.image].id == second.id  # not re-pointed
-    resolved = resolve(folder, settings, engine=engine)
+    resolved = resolve(folder, settings=settings, engine=engine)
     context = resolved.context
     result = explain(
         context,
@@ -198,7 +198,7 @@ def test_the_base_moving_during_a_build_is_refused(write_env) -> None:
     settings = load_settings()
     engine = FakeEngine()
     folder = write_env('schema = 1\nname = "u"\n')
-    resolved = resolve(folder, settings, engine=engine)
+    resolved = resolve(folder, settings=settings, engine=engine)
     engine.images[BASE] = ImageInfo(id="sha256:" + "7" * 64)
     with pytest.raises(EngineError, match="changed while u was being resolved"):
         build(resolved, settings=settings, engine=engine)
@@ -210,7 +210,7 @@ def test_a_failed_tag_leaves_no_tag_and_no_untagged_image() -> None:
 
     settings = load_settings()
     engine = FakeEngine()
-    resolved = resolve(HELLO, settings, engine=engine)
+    resolved = resolve(HELLO, settings=settings, engine=engine)
     real_tag = engine.tag
 
     def tag(image_id: str, ref: str) -> None:

@@ -29,7 +29,7 @@ def _no_host_uv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Make every way to find a uv on this host fail."""
     import shutil
 
-    from envbuild import lock as locking
+    import envbuild.lock as locking
     from envbuild.lock import makers
 
     def refuse() -> Path:

@@ -159,7 +159,7 @@ def test_a_cache_hit_does_not_ignore_a_missing_user_file(tmp_path: Path, keyword
         build(HELLO, settings=settings, engine=engine, **{keyword: tmp_path / "missing"})  # type: ignore[arg-type]
     assert caught.value.exit_code == EXIT_USAGE
     assert engine.calls == []  # checked before the cache lookup
-    assert resolve(HELLO, settings, engine=engine).hash  # the definition itself is fine
+    assert resolve(HELLO, settings=settings, engine=engine).hash  # the definition itself is fine
 
 
 def test_lock_checks_its_ca_bundle_first(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from envbuild import lock as locking
+import envbuild.lock as locking
 from envbuild.build.builder import build, resolve
 from envbuild.cache.hashing import content_hash, manifest
 from envbuild.catalog.explain import diff, explain, inputs_record
@@ -247,9 +247,9 @@ def test_unlocked_render_is_labelled_with_reasons(write_env) -> None:
 
 
 def test_base_pin_enters_the_hash(locked: Path) -> None:
-    before = resolve(locked, load_settings(), memo=False).hash
+    before = resolve(locked, settings=load_settings(), memo=False).hash
     _write_locks(locked, image_id=OTHER_ID)
-    after = resolve(locked, load_settings(), memo=False).hash
+    after = resolve(locked, settings=load_settings(), memo=False).hash
     assert before != after
     data = manifest(render(load(locked)), platform=PLATFORM)
     assert data["base_pin"] == f"image-id:{OTHER_ID}"
@@ -257,9 +257,9 @@ def test_base_pin_enters_the_hash(locked: Path) -> None:
 
 def test_lock_content_enters_the_hash_and_the_memo(locked: Path) -> None:
     settings = load_settings()
-    before = resolve(locked, settings).hash
+    before = resolve(locked, settings=settings).hash
     _write_locks(locked, pip_text=SIX_LOCK.replace("c926", "c927"))
-    assert resolve(locked, settings).hash != before  # the memo saw the lock change
+    assert resolve(locked, settings=settings).hash != before  # the memo saw the lock change
 
 
 def test_ca_bundle_never_enters_context_or_hash(locked: Path, tmp_path: Path) -> None:
@@ -438,12 +438,12 @@ def test_uv_mirror_is_a_build_arg(write_env, monkeypatch: pytest.MonkeyPatch) ->
             seen.append(request)
             return super().build(request, log)
 
-    before = resolve(folder, load_settings(), engine=FakeEngine()).hash
+    before = resolve(folder, settings=load_settings(), engine=FakeEngine()).hash
     build(folder, settings=load_settings(), engine=Recording())
     assert seen[0].build_args == {"UV_PYTHON_INSTALL_MIRROR": "https://mirror.example.com/python"}
     monkeypatch.setenv("UV_PYTHON_INSTALL_MIRROR", "https://other.example.com/python")
     # a location, not an input
-    assert resolve(folder, load_settings(), engine=FakeEngine()).hash == before
+    assert resolve(folder, settings=load_settings(), engine=FakeEngine()).hash == before
 
 
 requires_rattler = pytest.mark.skipif(
@@ -670,7 +670,7 @@ def test_explain_against_an_image(locked: Path) -> None:
     engine = _engine()
     result = build(locked, settings=settings, engine=engine)
     image = engine.images[result.image]
-    resolved = resolve(locked, settings)
+    resolved = resolve(locked, settings=settings)
     same = explain(
         resolved.context,
         resolved.hash,
@@ -681,7 +681,7 @@ def test_explain_against_an_image(locked: Path) -> None:
     )
     assert same.changes == () and "same hash, nothing changed" in same.render()
     _write_locks(locked, pip_text=SIX_LOCK.replace("six==1.16.0", "six==1.15.0"))
-    resolved = resolve(locked, settings)
+    resolved = resolve(locked, settings=settings)
     changed = explain(
         resolved.context,
         resolved.hash,

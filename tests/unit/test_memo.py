@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from envbuild import lock as locking
+import envbuild.lock as locking
 from envbuild.build.builder import resolve
 from envbuild.cache import memo as memo
 from envbuild.cli.launcher import cached_build
@@ -37,10 +37,10 @@ def _recall(settings: Settings, folder: Path, base_id: str | None = BASE_ID) -> 
 def test_memo_names_the_hash_a_render_gives(folder: Path) -> None:
     settings = load_settings()
     engine = FakeEngine(images=with_base(**{"ubuntu:20.04": ImageInfo(id="sha256:" + "2" * 64)}))
-    fresh = resolve(folder, settings, memo=False, engine=engine)
-    first = resolve(folder, settings, engine=engine)  # renders, remembers
+    fresh = resolve(folder, settings=settings, memo=False, engine=engine)
+    first = resolve(folder, settings=settings, engine=engine)  # renders, remembers
     assert first.rendered is not None
-    again = resolve(folder, settings, engine=engine)
+    again = resolve(folder, settings=settings, engine=engine)
     assert fresh.hash == first.hash == again.hash
     if locking.needs_conda(fresh.env):  # not memoised: rendered every time
         assert again.rendered is not None
@@ -73,7 +73,7 @@ def test_any_input_change_is_a_miss(
         monkeypatch.setattr(memo, "templates_dir", lambda: templates)
     folder = _copy(tmp_path, "sklearn-1.5-cpu")
     settings = load_settings()
-    resolve(folder, settings)
+    resolve(folder, settings=settings)
     assert _recall(settings, folder) is not None
     target = {
         "parent": tmp_path / "python-3.11" / "env.toml",
@@ -87,7 +87,7 @@ def test_a_file_that_was_absent_and_appears_is_a_miss(write_env) -> None:
     folder = write_env('schema = 1\nname = "a"\n[base]\ndockerfile = "base.Dockerfile"\n',
                        base__Dockerfile="FROM debian:bookworm-slim\n")  # fmt: skip
     settings = load_settings()
-    resolve(folder, settings)
+    resolve(folder, settings=settings)
     assert _recall(settings, folder) is not None
     (folder / locking.INDEX_FILE).write_text("# not a lock\n")  # rendering looked for it
     assert _recall(settings, folder) is None
@@ -97,7 +97,7 @@ def test_a_missing_recorded_file_is_a_miss(write_env) -> None:
     folder = write_env('schema = 1\nname = "a"\n[base]\ndockerfile = "base.Dockerfile"\n',
                        base__Dockerfile="FROM debian:bookworm-slim\n")  # fmt: skip
     settings = load_settings()
-    resolve(folder, settings)
+    resolve(folder, settings=settings)
     (folder / "base.Dockerfile").unlink()
     assert _recall(settings, folder) is None
 
@@ -109,7 +109,7 @@ def test_same_size_same_mtime_rewrite_is_a_miss(write_env) -> None:
     path = folder / "base.Dockerfile"
     os.utime(path, ns=(10**18, 10**18))  # long ago: the stat is trusted
     settings = load_settings()
-    resolve(folder, settings)
+    resolve(folder, settings=settings)
     assert _recall(settings, folder) is not None
     path.write_text("FROM debian:bookworm-slim\nRUN echo 2\n")
     os.utime(path, ns=(10**18, 10**18))
@@ -123,14 +123,14 @@ def test_finding_1_parent_base_dockerfile_under_an_empty_base_table(write_env) -
               folder="parent", base__Dockerfile="FROM debian:bookworm-slim\n")  # fmt: skip
     child = write_env('schema = 1\nname = "child"\nextends = "../parent"\n[base]\n', folder="child")
     settings = load_settings()
-    before = resolve(child, settings).hash
+    before = resolve(child, settings=settings).hash
     (child.parent / "parent" / "base.Dockerfile").write_text(
         "FROM debian:bookworm-slim\nRUN true\n"
     )
-    after = resolve(child, settings)
+    after = resolve(child, settings=settings)
     assert after.rendered is not None  # not from the memo
     assert after.hash != before
-    assert after.hash == resolve(child, settings, memo=False).hash
+    assert after.hash == resolve(child, settings=settings, memo=False).hash
 
 
 def test_conda_environments_are_not_memoised(write_env, tmp_path: Path) -> None:
@@ -139,7 +139,7 @@ def test_conda_environments_are_not_memoised(write_env, tmp_path: Path) -> None:
         '[conda]\nchannels = ["x"]\npackages = ["numpy"]\n'
     )
     settings = load_settings()
-    resolve(folder, settings, engine=FakeEngine())
+    resolve(folder, settings=settings, engine=FakeEngine())
     assert _recall(settings, folder) is None
 
 
@@ -147,25 +147,25 @@ def test_another_platform_has_its_own_record(write_env) -> None:
     folder = write_env('schema = 1\nname = "a"\n[base]\ndockerfile = "base.Dockerfile"\n',
                        base__Dockerfile="FROM debian:bookworm-slim\n")  # fmt: skip
     settings = load_settings()
-    resolve(folder, settings)
+    resolve(folder, settings=settings)
     assert memo.recall(settings.home, folder, "linux/arm64") is None
 
 
 def test_the_unlocked_base_is_part_of_the_record(write_env) -> None:
     folder = write_env('schema = 1\nname = "u"\n')
     settings = load_settings()
-    first = resolve(folder, settings, engine=FakeEngine())
+    first = resolve(folder, settings=settings, engine=FakeEngine())
     assert _recall(settings, folder) == memo.Memo(first.hash, "u", 1)
     assert _recall(settings, folder, base_id="sha256:" + "9" * 64) is None  # retagged
     assert memo.recall(settings.home, folder, settings.platform) is None  # nobody to ask
     moved = FakeEngine(images={BASE: ImageInfo(id="sha256:" + "9" * 64)})
-    assert resolve(folder, settings, engine=moved).hash != first.hash
+    assert resolve(folder, settings=settings, engine=moved).hash != first.hash
 
 
 def test_a_record_names_what_rendering_read(tmp_path: Path) -> None:
     folder = _copy(tmp_path, "sklearn-1.5-cpu")
     settings = load_settings()
-    resolve(folder, settings)
+    resolve(folder, settings=settings)
     data = json.loads(memo.record_path(settings.home, folder, settings.platform).read_bytes())
     paths = {str(Path(entry[0]).resolve()) for entry in data["files"]}
     parent = tmp_path / "python-3.11"
@@ -195,7 +195,7 @@ def test_fast_path_answers_like_the_full_command_line(
     settings = load_settings()
     fake = _engine_holding(monkeypatch)
     assert cached_build(["build", str(hello), "--json"]) is None  # no memo yet: full CLI
-    resolved = resolve(hello, settings, engine=fake)
+    resolved = resolve(hello, settings=settings, engine=fake)
     image = ImageInfo(
         id="sha256:" + "1" * 64,
         tags=(resolved.hash_tag,),
@@ -234,7 +234,7 @@ def test_fast_path_answers_like_the_full_command_line(
 def test_fast_path_misses_when_the_image_is_not_the_hash(monkeypatch: pytest.MonkeyPatch) -> None:
     hello = ROOT / "envs" / "hello"
     fake = _engine_holding(monkeypatch)
-    resolved = resolve(hello, load_settings(), engine=fake)
+    resolved = resolve(hello, settings=load_settings(), engine=fake)
     fake.images[resolved.hash_tag] = ImageInfo(
         id="sha256:" + "2" * 64, labels={"io.envbuild.hash": "0" * 64}
     )
@@ -244,7 +244,7 @@ def test_fast_path_misses_when_the_image_is_not_the_hash(monkeypatch: pytest.Mon
 def test_fast_path_misses_when_the_base_moved(monkeypatch: pytest.MonkeyPatch) -> None:
     hello = ROOT / "envs" / "hello"
     fake = _engine_holding(monkeypatch)
-    resolved = resolve(hello, load_settings(), engine=fake)
+    resolved = resolve(hello, settings=load_settings(), engine=fake)
     fake.images[resolved.hash_tag] = ImageInfo(
         id="sha256:" + "3" * 64, labels={"io.envbuild.hash": resolved.hash}
     )

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from envbuild import lock as locking
+import envbuild.lock as locking
 from envbuild.build.builder import resolve
 from envbuild.cache import memo
 from envbuild.definition.model import Environment, Pip
@@ -164,11 +164,11 @@ def test_memo_answers_a_hash_iff_a_full_render_gives_it(
 
     def full() -> str | None:
         try:
-            return resolve(child, options, memo=False, engine=engine).hash
+            return resolve(child, settings=options, memo=False, engine=engine).hash
         except EnvbuildError:
             return None
 
-    recorded = resolve(child, options, engine=engine).hash  # renders and records
+    recorded = resolve(child, settings=options, engine=engine).hash  # renders and records
     remembered = _snapshot(root, engine)
     for step in steps:
         _apply(root, engine, step)
@@ -180,7 +180,7 @@ def test_memo_answers_a_hash_iff_a_full_render_gives_it(
             assert found is not None and found.hash == recorded, f"a miss after {step}"
         # The memo path gives what the full one does, and records it.
         try:
-            via_memo: str | None = resolve(child, options, engine=engine).hash
+            via_memo: str | None = resolve(child, settings=options, engine=engine).hash
         except EnvbuildError:
             via_memo = None
         assert via_memo == truth

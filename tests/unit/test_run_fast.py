@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from envbuild import run as runner
+import envbuild.run as runner
 from envbuild.cli.main import main
 from envbuild.cli.run import run as run_command
 from envbuild.cli.run_fast import fast_run, parse

@@ -259,7 +259,7 @@ def test_dry_run_json_shape(src: Path, tmp_path: Path, engine_holds_base: None) 
             outputs=[Output("model", tmp_path / "out")],
             timeout=30,
         ),
-        load_settings(),
+        settings=load_settings(),
     )
     doc = p.to_json()
     assert set(doc) == {

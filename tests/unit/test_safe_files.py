@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+import envbuild.lock as locking
 from envbuild import files
-from envbuild import lock as locking
 from envbuild.build.builder import build
 from envbuild.cli.main import main
 from envbuild.definition.model import load

@@ -29,7 +29,7 @@ def _built() -> tuple[FakeEngine, travel.Remote, Resolved]:
     settings = load_settings()
     engine = FakeEngine()
     build(HELLO, settings=settings, engine=engine)
-    return engine, _remote(engine), resolve(HELLO, settings, engine=engine)
+    return engine, _remote(engine), resolve(HELLO, settings=settings, engine=engine)
 
 
 def test_push_tags_hash_first_and_verifies_then_a_repush_is_heads_only() -> None:

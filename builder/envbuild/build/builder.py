@@ -37,7 +37,7 @@ from envbuild.errors import EngineError, UsageError
 from envbuild.log import Log
 from envbuild.render.context import BuildContext
 from envbuild.render.dockerfile import CA_SECRET, NETRC_SECRET, render
-from envbuild.settings import DEFAULT_PLATFORM, Settings
+from envbuild.settings import DEFAULT_PLATFORM, Settings, load_settings
 
 if TYPE_CHECKING:  # the registry tier is imported only by a build that uses one
     from envbuild.build.travel import Remote
@@ -82,8 +82,8 @@ class Resolved:
 
 def resolve(
     env: str | Path | Environment,
-    settings: Settings,
     *,
+    settings: Settings | None = None,
     memo: bool = True,
     engine: Engine | None = None,
 ) -> Resolved:
@@ -102,6 +102,7 @@ def resolve(
     """
     from envbuild.cache import memo as memo_mod
 
+    settings = settings or load_settings()
     environment = env if isinstance(env, Environment) else load(env)
     base_id = base_identity(environment, settings, engine)
     folder, platform = environment.path, settings.platform
@@ -135,7 +136,7 @@ def base_identity(env: Environment, settings: Settings, engine: Engine | None = 
     ``None`` when the base's identity is known without the engine: a locked
     base (its pin is hashed) or a base Dockerfile (its text is hashed).
     """
-    from envbuild import lock as locking
+    import envbuild.lock as locking
 
     image = env.base.image
     if image is None:
@@ -205,6 +206,10 @@ def _python_mirror(env: Environment) -> dict[str, str]:
             hint=bad[1] or "use a plain http(s) URL; credentials go in a netrc (--netrc)",
         )
     return {PYTHON_MIRROR_VAR: value}
+
+
+def _nowhere(line: str) -> None:
+    pass
 
 
 def _stderr(line: str) -> None:
@@ -279,20 +284,20 @@ def cached(
         from envbuild.engine.docker import DockerEngine
 
         engine = DockerEngine(settings.docker)
-    resolved = env if isinstance(env, Resolved) else resolve(env, settings, engine=engine)
+    resolved = env if isinstance(env, Resolved) else resolve(env, settings=settings, engine=engine)
     return _lookup(engine, resolved, started)
 
 
 def build(
     env: str | Path | Environment | Resolved,
     *,
-    settings: Settings,
-    engine: Engine,
+    settings: Settings | None = None,
+    engine: Engine | None = None,
     rebuild: bool = False,
     ca_bundle: Path | None = None,
     netrc: Path | None = None,
     strict: bool = False,
-    log: Log = lambda line: None,
+    log: Log | None = None,
     warn: Log = _stderr,
     remote: Remote | None = None,
 ) -> BuildResult:
@@ -308,10 +313,19 @@ def build(
     it such an image is built, labelled ``io.envbuild.reproducible=false``
     with the reasons, and ``warn`` says why. A locked base must still be the
     image the lock pinned, or the build refuses to start.
+
+    ``settings`` default to :func:`load_settings`, ``engine`` to the local
+    Docker engine; ``log`` receives the build log (default: nowhere).
     """
-    from envbuild import lock as locking
+    import envbuild.lock as locking
 
     started = time.monotonic()
+    settings = settings or load_settings()
+    if engine is None:
+        from envbuild.engine.docker import DockerEngine
+
+        engine = DockerEngine(settings.docker)
+    log = log or _nowhere
     if isinstance(env, Resolved):
         environment = env.env
     else:
@@ -330,7 +344,9 @@ def build(
     credentials = find_netrc(netrc)
     if credentials is not None:
         secrets[NETRC_SECRET] = credentials
-    resolved = env if isinstance(env, Resolved) else resolve(environment, settings, engine=engine)
+    resolved = (
+        env if isinstance(env, Resolved) else resolve(environment, settings=settings, engine=engine)
+    )
     tags = (resolved.hash_tag, resolved.version_tag)
     if not rebuild:
         hit = cached(resolved, settings, engine)
@@ -479,7 +495,7 @@ def _tag(engine: Engine, image_id: str, resolved: Resolved) -> None:
 
 def _check_tools(resolved: Resolved) -> None:
     """Say plainly when a tool the Dockerfile bind-mounts is not in the context."""
-    from envbuild import lock as locking
+    import envbuild.lock as locking
     from envbuild.render.dockerfile import CONDA_INPUT_IN_CONTEXT
 
     if locking.needs_conda(resolved.env) and CONDA_INPUT_IN_CONTEXT not in resolved.context.files:

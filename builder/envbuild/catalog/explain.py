@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from envbuild import lock as locking
+import envbuild.lock as locking
 from envbuild.cache.hashing import HASH_SCHEMA
 from envbuild.cache.identity import ENGINE_BASE, HASH_LABEL, INPUTS_LABEL, NAME_LABEL
 from envbuild.engine.docker import Engine, ImageInfo

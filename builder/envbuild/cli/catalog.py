@@ -33,7 +33,7 @@ def test(envs: tuple[Path, ...], force: bool, as_json: bool, quiet: bool) -> Non
     engine = DockerEngine(settings.docker)
     reports = []
     for env in envs:
-        resolved = resolve(env, settings)
+        resolved = resolve(env, settings=settings)
 
         def progress(line: str) -> None:
             if not quiet:

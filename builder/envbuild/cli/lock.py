@@ -65,7 +65,7 @@ def lock(
     base push`), the base is pinned by its digest there, and a machine that
     lacks it pulls exactly that base.
     """
-    from envbuild import lock as locking
+    import envbuild.lock as locking
     from envbuild.build.builder import find_ca_bundle
     from envbuild.definition.model import load
 
@@ -94,8 +94,8 @@ def lock(
     remote = open_remote(settings, registry, registry_ca, registry_insecure, required=False)
     result = locking.lock(
         environment,
+        settings=settings,
         engine=DockerEngine(settings.docker),
-        platform=settings.platform,
         ca_bundle=find_ca_bundle(ca_bundle),
         log=(lambda line: None) if quiet else (lambda line: click.echo(line, err=True)),
         registry=remote.registry if remote else None,
@@ -126,7 +126,7 @@ def explain(env: Path, against: str | None, as_json: bool) -> None:
     by its labels); changes are named down to the pin, e.g.
     "requirements.lock: six 1.16.0 -> 1.15.0".
     """
-    from envbuild import lock as locking
+    import envbuild.lock as locking
     from envbuild.build.builder import resolve
     from envbuild.cache.hashing import manifest
     from envbuild.catalog.explain import explain as do_explain
@@ -136,7 +136,7 @@ def explain(env: Path, against: str | None, as_json: bool) -> None:
 
     settings = _settings()
     engine = DockerEngine(settings.docker)
-    resolved = resolve(env, settings, engine=engine)  # an unlocked base: its identity
+    resolved = resolve(env, settings=settings, engine=engine)  # an unlocked base: its identity
     context = resolved.context
     image = None
     if against is not None:

@@ -129,7 +129,7 @@ def hash_(env: Path, manifest: bool) -> None:
     from envbuild.cache.hashing import manifest as make_manifest
 
     settings = _settings()
-    resolved = resolve(env, settings)
+    resolved = resolve(env, settings=settings)
     if manifest:
         _emit_json(make_manifest(resolved.context, platform=settings.platform))
     else:
@@ -236,7 +236,7 @@ def build(
     remote = open_remote(settings, registry, registry_ca, registry_insecure, required=push_after)
 
     def one(env: Any) -> Any:  # a folder, or an Environment already loaded
-        resolved = resolve(env, settings, engine=engine)
+        resolved = resolve(env, settings=settings, engine=engine)
         progress = _Progress(quiet)
         result = do_build(
             resolved,

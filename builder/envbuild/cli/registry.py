@@ -128,7 +128,7 @@ def push(
 
     results = []
     for folder in folders:
-        resolved = resolve(folder, settings, engine=engine)
+        resolved = resolve(folder, settings=settings, engine=engine)
         result = travel.push(resolved, remote=remote, engine=engine, log=log)
         results.append(result)
         if not as_json:
@@ -170,7 +170,7 @@ def pull(
     started = time.monotonic()
     settings = load_settings()
     engine = DockerEngine(settings.docker)
-    resolved = resolve(env, settings)
+    resolved = resolve(env, settings=settings)
     result = cached(resolved, settings, engine)
     if result is None:
         remote = open_remote(settings, registry, registry_ca, registry_insecure, required=True)

@@ -94,7 +94,7 @@ def run(env: str, script: str, args: tuple[str, ...], **options: Any) -> None:
     ENV is built first if its image does not exist. Everything after SCRIPT
     goes to the script as it is.
     """
-    from envbuild import run as runner
+    import envbuild.run as runner
 
     config = run_config(env, script, args, options)
     if options["dry_run"]:

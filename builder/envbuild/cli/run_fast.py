@@ -71,7 +71,7 @@ def fast_run(argv: Sequence[str]) -> int | None:
         print(line, file=sys.stderr, flush=True)
 
     try:
-        from envbuild import run as runner
+        import envbuild.run as runner
 
         config = run_config(environment, script, arguments, values)
         result = runner.run(config, log=log)

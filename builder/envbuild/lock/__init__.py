@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from envbuild._callable import callable_package
+
 if TYPE_CHECKING:
     from envbuild.lock.makers import (
         CONDA_VIRTUAL_PACKAGES as CONDA_VIRTUAL_PACKAGES,
@@ -206,3 +208,6 @@ def __getattr__(name: str) -> Any:
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f"{__name__}.{home}"), name)
+
+
+callable_package(__name__, "envbuild.lock.makers", "lock")  # envbuild.lock(env) locks

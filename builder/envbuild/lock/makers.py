@@ -18,6 +18,7 @@ from envbuild.engine.protocols import ContainerEngine, ContainerRuntime, Contain
 from envbuild.engine.runner import run_to_completion
 from envbuild.errors import EngineError
 from envbuild.log import Log
+from envbuild.settings import Settings
 
 if sys.version_info >= (3, 11):
     pass
@@ -700,20 +701,35 @@ class LockResult:
 
 
 def lock(
-    env: Environment,
+    env: str | Path | Environment,
     *,
-    engine: ContainerEngine,
-    platform: str,
+    settings: Settings | None = None,
+    engine: ContainerEngine | None = None,
     ca_bundle: Path | None = None,
-    log: Log = lambda line: None,
+    log: Log | None = None,
     registry: Registry | None = None,
     client: Manifests | None = None,
 ) -> LockResult:
-    """Resolve and write every lock of ``env`` beside its ``env.toml``.
+    """Resolve and write every lock of ``env`` (a folder, or loaded) beside its ``env.toml``.
 
+    For ``settings.platform``; ``settings`` default to :func:`load_settings`,
+    ``engine`` to the local Docker engine; ``log`` gets progress (default: nowhere).
     With a ``registry`` that holds the base, the base is pinned by its digest there
     (see :func:`pin_base`).
     """
+    from envbuild.settings import load_settings
+
+    settings = settings or load_settings()
+    if not isinstance(env, Environment):
+        from envbuild.definition.model import load
+
+        env = load(env)
+    if engine is None:
+        from envbuild.engine.docker import DockerEngine
+
+        engine = DockerEngine(settings.docker)
+    log = log or (lambda line: None)
+    platform = settings.platform
     previous = None
     try:
         previous = read(env.path)

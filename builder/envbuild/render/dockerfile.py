@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from envbuild import lock as locking
+import envbuild.lock as locking
 from envbuild import reads
 from envbuild.cache import identity
 from envbuild.definition.model import Environment

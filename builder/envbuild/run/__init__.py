@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from envbuild._callable import callable_package
+
 if TYPE_CHECKING:
     from envbuild.run.config import (
         DEFAULT_SHM_SIZE as DEFAULT_SHM_SIZE,
@@ -147,3 +149,6 @@ def __getattr__(name: str) -> Any:
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f"{__name__}.{home}"), name)
+
+
+callable_package(__name__, "envbuild.run.local", "run")  # envbuild.run(config) runs

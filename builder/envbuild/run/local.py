@@ -270,10 +270,10 @@ def run(
     settings = settings or load_settings()
     log = log or _stderr_log
     output = output or _ConsoleOutput()
-    the_plan = plan(config, settings)
+    engine = engine or DockerEngine(settings.docker)
+    the_plan = plan(config, settings=settings, engine=engine)
     for warning in the_plan.warnings:
         log(warning)
-    engine = engine or DockerEngine(settings.docker)
 
     if the_plan.resolved is not None:
         from envbuild.build.builder import build

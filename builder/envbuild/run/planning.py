@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from envbuild.engine.docker import (
     BindMount,
     ContainerSpec,
+    Engine,
     GpuRequest,
 )
 from envbuild.errors import (
@@ -231,7 +232,7 @@ def _script_argv(source: Path, target: str, script: str) -> tuple[str, ...]:
     return (container_path,)
 
 
-def _environment(config: RunConfig, settings: Settings) -> dict[str, Any]:
+def _environment(config: RunConfig, settings: Settings, engine: Engine | None) -> dict[str, Any]:
     """Image reference and run defaults of ``config.environment`` (no engine call)."""
     env = config.environment
     if isinstance(env, str) and env.startswith(IMAGE_PREFIX):
@@ -246,7 +247,7 @@ def _environment(config: RunConfig, settings: Settings) -> dict[str, Any]:
         }
     from envbuild.build.builder import resolve  # the build side is imported only for a folder
 
-    resolved = resolve(Path(env), settings)
+    resolved = resolve(Path(env), settings=settings, engine=engine)
     return {
         "image": resolved.hash_tag,
         "workdir": resolved.env.run.workdir,
@@ -255,8 +256,14 @@ def _environment(config: RunConfig, settings: Settings) -> dict[str, Any]:
     }
 
 
-def plan(config: RunConfig, settings: Settings | None = None) -> RunPlan:
-    """Resolve and check ``config`` without the engine; raise before anything starts.
+def plan(
+    config: RunConfig, *, settings: Settings | None = None, engine: Engine | None = None
+) -> RunPlan:
+    """Resolve and check ``config``; raise before anything starts.
+
+    Nothing touches the engine but the one inspect of an environment folder's
+    unlocked base image (part of its hash), through ``engine`` (default: the
+    settings' engine).
 
     Raises :class:`RunConfigError` (bad option, mount policy, placeholder),
     :class:`ScriptNotFoundError` (127) or :class:`ScriptNotExecutableError` (126),
@@ -267,7 +274,7 @@ def plan(config: RunConfig, settings: Settings | None = None) -> RunPlan:
         raise RunConfigError("distributed runs are not supported yet (distribution must be None)")
     if (config.script is None) == (config.command is None):
         raise RunConfigError("give exactly one of a script and a command")
-    env = _environment(config, settings)
+    env = _environment(config, settings, engine)
     warnings: list[str] = []
     allow = config.allow_dangerous_mount
     source_target: str = env["workdir"]
