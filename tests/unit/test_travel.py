@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from envbuild.build import travel
 from envbuild.build.builder import HASH_LABEL, Resolved, build, resolve
-from envbuild.engine.protocols import ImageInfo
+from envbuild.engine.protocols import BuildRequest, ImageInfo
 from envbuild.engine.registry import Registry, image_path
 from envbuild.errors import RegistryError
 from envbuild.lock import makers
@@ -133,3 +134,46 @@ def test_a_registry_holding_another_base_is_a_clear_lock_error() -> None:
     with pytest.raises(LockError, match="which is not the engine's") as error:
         makers.pin_base(base, engine, _remote(engine).registry, engine)
     assert "envbuild base push debian:bookworm-slim --registry" in (error.value.hint or "")
+
+
+def test_a_cache_import_that_buildkit_skipped_is_reported() -> None:
+    engine, remote, resolved = _built()
+    travel.push(resolved, remote=remote, engine=engine, log=lambda line: None)
+    settings = load_settings()
+    changed = FakeEngine(registry=dict(engine.registry))
+    real_build = changed.build
+    source = f"{REGISTRY}/hello:1"
+
+    def skipping(request: BuildRequest, log: Callable[[str], None]) -> str:
+        assert request.cache_from == (source,)
+        for line in (
+            f"#6 importing cache manifest from {source}",
+            f"#6 ERROR: {source}: not found",
+        ):
+            log(line)
+        return real_build(request, log)
+
+    changed.build = skipping  # type: ignore[method-assign]
+    warnings: list[str] = []
+    result = build(
+        HELLO,
+        settings=settings,
+        engine=changed,
+        remote=travel.Remote(Registry("127.0.0.1:5000", "team"), _NoHashTag(changed)),
+        warn=warnings.append,
+    )
+    assert result.answered_by == "built"
+    assert [w for w in warnings if "could not be imported" in w] == [
+        f"envbuild: warning: the layer cache of {source} could not be imported "
+        f"({source}: not found); built without it"
+    ]
+
+
+class _NoHashTag:
+    """A registry API that holds the version tag but not this hash (a changed definition)."""
+
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine = engine
+
+    def manifest_digest(self, name: str, reference: str) -> str | None:
+        return self.engine.manifest_digest(name, reference) if reference == "1" else None
