@@ -238,6 +238,20 @@ def run_env(tmp_path: Path, hello: BuildResult, docker_cli: str) -> dict[str, st
     }
 
 
+def _exec_done(proc: subprocess.Popen[bytes]) -> None:
+    """Wait until the child runs envbuild: a signal that arrives between fork and exec
+    meets pytest's inherited SIGINT handler and is lost with it."""
+    path = Path(f"/proc/{proc.pid}/cmdline")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if b"-m\0envbuild" in path.read_bytes():
+                return
+        except OSError:
+            return  # already gone
+        time.sleep(0.005)
+
+
 def _start_run(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
@@ -273,6 +287,8 @@ def test_runs_interrupted_at_random_moments_leave_nothing_and_end_in_the_history
             proc = _start_run(run_env)
             pids.add(proc.pid)
             procs.append((proc, sig, rng.uniform(0.0, 2.5)))
+        for proc, _, _ in procs:
+            _exec_done(proc)
         began = time.monotonic()
         for proc, sig, delay in sorted(procs, key=lambda p: p[2]):
             time.sleep(max(0.0, delay - (time.monotonic() - began)))

@@ -892,17 +892,34 @@ def test_a_full_state_folder_keeps_the_job_and_its_outputs(
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("breakage", ["locks-is-a-file", "runs-is-a-file", "garbage-db"])
+@pytest.mark.parametrize(
+    "breakage", ["locks-is-a-file", "runs-is-a-file", "garbage-db", "read-only"]
+)
 def test_a_broken_state_folder_keeps_the_job(
     envbuild: Run, cli_env: dict[str, str], tmp_path: Path, breakage: str
 ) -> None:
     home = tmp_path / "broken-home"
     home.mkdir()
-    if breakage == "locks-is-a-file":
+    if breakage == "read-only":  # a read-only bind mount: even root cannot write (root only)
+        made = subprocess.run(["mount", "--bind", str(home), str(home)], capture_output=True)
+        if made.returncode != 0:
+            pytest.skip(f"cannot bind-mount: {made.stderr.decode(errors='replace').strip()}")
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(home)], check=True)
+    try:
+        _break_and_run(envbuild, cli_env, home, breakage)
+    finally:
+        if breakage == "read-only":
+            subprocess.run(["umount", "-l", str(home)], check=False)
+
+
+def _break_and_run(envbuild: Run, cli_env: dict[str, str], home: Path, breakage: str) -> None:
+    if breakage == "read-only":
+        assert subprocess.run(["touch", str(home / "x")], capture_output=True).returncode != 0
+    elif breakage == "locks-is-a-file":
         (home / "locks").write_text("")
     elif breakage == "runs-is-a-file":
         (home / "runs").write_text("")
-    else:
+    elif breakage == "garbage-db":
         (home / "runs.db").write_bytes(b"garbage" * 1000)
     cli_env["ENVBUILD_HOME"] = str(home)
     proc = envbuild("exit.py", "3")

@@ -312,3 +312,22 @@ def test_a_full_disk_mid_run_is_warned_once_and_the_run_completes(
     assert len([m for m in captured.messages if m.startswith("warning:")]) == 1
     assert disk.writes <= 3  # stopped writing after the failure
     assert History.at(settings).get(result.run_id).status == "exited"  # type: ignore[attr-defined]
+
+
+def test_an_output_folder_that_cannot_be_made_is_a_clear_error(
+    settings: Settings, src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from envbuild.errors import RunConfigError
+
+    real_mkdir = Path.mkdir
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> None:
+        if self.name == "model":
+            raise PermissionError(13, "Permission denied")
+        real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    engine = FakeRunEngine().with_image()
+    with pytest.raises(RunConfigError, match="cannot create the folder"):
+        go(engine, settings, src, outputs=[Output("model", tmp_path / "out" / "model")])
+    assert engine.ops == []  # nothing started

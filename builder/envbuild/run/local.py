@@ -19,6 +19,7 @@ from envbuild.engine.runner import run_to_completion
 from envbuild.errors import (
     EngineError,
     EnvbuildError,
+    RunConfigError,
     RunError,
 )
 from envbuild.log import Log
@@ -292,7 +293,13 @@ def run(
     # Outputs are made here, by the caller, so the engine does not create them as root.
     outputs: dict[str, Path] = {}
     for name, (host, _target) in the_plan.outputs.items():
-        host.mkdir(parents=True, exist_ok=True)
+        try:
+            host.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunConfigError(
+                f"--output {name}: cannot create the folder {host} ({exc.strerror or exc})",
+                hint="name a folder you can write to",
+            ) from exc
         check_host_path(host, what=f"--output {name}", allow_dangerous=config.allow_dangerous_mount)
         outputs[name] = host
 
