@@ -23,11 +23,6 @@ from pathlib import Path
 
 from envbuild.errors import UsageError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
-
 _PREFIX_RE = re.compile(
     r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
 )
@@ -89,6 +84,11 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     values: dict[str, str] = {}
     path = config_path(dict(env))
     if path.is_file():
+        # Imported only when there is a config file: the cache-hit path starts here.
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - exercised on Python 3.10 only
+            import tomli as tomllib
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

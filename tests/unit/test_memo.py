@@ -250,3 +250,18 @@ def test_fast_path_misses_when_the_base_moved(monkeypatch: pytest.MonkeyPatch) -
     )
     fake.images[BASE] = ImageInfo(id="sha256:" + "4" * 64)  # `docker tag other debian:…`
     assert cached_build(["build", str(hello)]) is None
+
+
+def test_a_record_of_another_folder_is_a_miss(
+    write_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Record files are named by a checksum; one that collides names another folder."""
+    shared = tmp_path / "one-record.json"
+    monkeypatch.setattr(memo, "record_path", lambda home, folder, platform: shared)
+    text = 'schema = 1\nname = "a"\n[base]\ndockerfile = "base.Dockerfile"\n'
+    one = write_env(text, folder="one", base__Dockerfile="FROM debian:bookworm-slim\n")
+    two = write_env(text, folder="two", base__Dockerfile="FROM debian:bookworm-slim\n")
+    settings = load_settings()
+    resolve(one, settings)
+    assert _recall(settings, one) is not None
+    assert _recall(settings, two) is None

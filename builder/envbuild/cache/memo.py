@@ -23,11 +23,11 @@ uses it without loading the definition model, Jinja or click.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,11 +88,19 @@ def record_path(home: Path, folder: Path, platform: str) -> Path:
 
     One per folder, platform and envbuild installation (interpreter).
     """
-    ident = f"{MEMO_FORMAT}\0{folder}\0{platform}\0{sys.executable}"
-    return home / "cache" / "memo" / (hashlib.sha256(ident.encode()).hexdigest()[:32] + ".json")
+    ident = _identity(folder, platform).encode()
+    # A checksum, not a digest (hashlib costs more to import than a hit): the
+    # record names what it is for, and one for another folder is a miss.
+    return home / "cache" / "memo" / f"{zlib.crc32(ident):08x}{zlib.adler32(ident):08x}.json"
+
+
+def _identity(folder: Path, platform: str) -> str:
+    return f"{MEMO_FORMAT}\0{folder}\0{platform}\0{sys.executable}"
 
 
 def _file_digest(path: str) -> str | None:
+    import hashlib  # only when a stat differs or a record is written: not on a plain hit
+
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as handle:  # noqa: PTH123 - the cheapest way to stream a file
@@ -125,7 +133,7 @@ def recall(
     """
     try:
         data = json.loads(record_path(home, folder, platform).read_bytes())
-        if data["memo"] != MEMO_FORMAT or data["envbuild"] != __version__:
+        if data["for"] != _identity(folder, platform) or data["envbuild"] != __version__:
             return None
         found = Memo(str(data["hash"]), str(data["name"]), int(data["version"]))
         files = data["files"]
@@ -208,6 +216,7 @@ def remember(
         entries.append([path, want, _stat_key(stat) if trusted else None])
     record = {
         "memo": MEMO_FORMAT,
+        "for": _identity(folder, platform),
         "envbuild": __version__,
         "hash": digest,
         "name": name,
