@@ -262,6 +262,6 @@ def test_a_record_of_another_folder_is_a_miss(
     one = write_env(text, folder="one", base__Dockerfile="FROM debian:bookworm-slim\n")
     two = write_env(text, folder="two", base__Dockerfile="FROM debian:bookworm-slim\n")
     settings = load_settings()
-    resolve(one, settings)
+    resolve(one, settings=settings)
     assert _recall(settings, one) is not None
     assert _recall(settings, two) is None
