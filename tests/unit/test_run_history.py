@@ -130,6 +130,7 @@ def test_one_damaged_row_does_not_hide_the_others(tmp_path: Path) -> None:
     assert records["bad0000000002"].outputs == {} and records["bad0000000002"].env_version is None
     assert records["good000000001"].argv == ("python", "/workspace/train.py", "a b")
     assert History(path).get("bad0000000001").to_json()["argv"] == []
+    assert records["good000000001"].to_json()["owner"] is None
 
 
 def test_a_version_beyond_64_bits_is_recorded_as_unknown(tmp_path: Path) -> None:

@@ -114,6 +114,7 @@ class RunRecord:
             "workdir": self.workdir,
             "user": self.user,
             "log_path": self.log_path,
+            "owner": self.owner,  # host/boot/pidns/pid/start of the envbuild that ran it
         }
 
 
