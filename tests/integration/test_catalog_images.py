@@ -1,7 +1,7 @@
 """`envbuild diff image:…` and `envbuild publish --with-images` against real images.
 
-Two tiny environments on debian:bookworm-slim are built once for the module
-under a unique image prefix, and every image under that prefix is removed after.
+Two tiny environments on debian:bookworm-slim are locked and built once for the
+module under a unique image prefix, and every image under that prefix is removed after.
 """
 
 from __future__ import annotations
@@ -85,6 +85,11 @@ def built(docker_cli: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     env = {**os.environ, "ENVBUILD_PREFIX": prefix, "ENVBUILD_HOME": str(root / "home")}
     result = Built(catalog, prefix, env)
     try:
+        # Locked, as a published catalog is: publish renders offline, and only a
+        # locked base is known without the engine (an unlocked one's image ID is
+        # part of the build's hash).
+        for name in ("tiny-a", "tiny-b"):
+            result.envbuild("lock", "-q", str(catalog / name))
         result.envbuild("build", "-q", "--all", str(catalog))
         yield result
     finally:

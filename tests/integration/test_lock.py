@@ -8,8 +8,10 @@ it made.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -234,6 +236,19 @@ def test_tampered_hash_fails_the_build(eb: Envbuild, tmp_path: Path) -> None:
     for digest in hashes:  # every hash of six, wrong by one digit
         text = text.replace(digest, digest[:-1] + ("0" if digest[-1] != "0" else "1"))
     lock_file.write_text(text)
+    # The lock index records the file's digest: an edited lock is refused before any build.
+    refused = eb("build", str(folder), check=False)
+    assert refused.returncode == 1, refused.stderr[-2000:]
+    assert "requirements.lock is not the file" in refused.stderr
+    assert eb.tags() == []
+    # With the digest recorded again (a lock maker that wrote wrong hashes), pip's
+    # --require-hashes inside the build is what refuses.
+    index = folder / "env.lock.toml"
+    digest = "sha256:" + hashlib.sha256(lock_file.read_bytes()).hexdigest()
+    pattern = r'(\[pip\]\nfile = "requirements.lock"\nsha256 = )"[^"]*"'
+    recorded, found = re.subn(pattern, rf'\1"{digest}"', index.read_text())
+    assert found == 1, index.read_text()
+    index.write_text(recorded)
     proc = eb("build", str(folder), check=False)
     assert proc.returncode == 4, proc.stderr[-2000:]
     assert "Hash mismatch for `six==1.15.0`" in proc.stderr
