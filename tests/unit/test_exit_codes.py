@@ -167,3 +167,13 @@ def test_lock_checks_its_ca_bundle_first(
 ) -> None:
     assert main(["lock", "--ca-bundle", str(tmp_path / "nope.pem"), str(HELLO)]) == EXIT_USAGE
     assert "--ca-bundle" in capsys.readouterr().err
+
+
+def test_a_platform_envbuild_cannot_install_for_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A setting's problem (ENVBUILD_PLATFORM), not a bug in envbuild (70)."""
+    monkeypatch.setenv("ENVBUILD_PLATFORM", "linux/s390x")
+    assert main(["render", str(HELLO)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "'linux/s390x'" in err and "internal error" not in err

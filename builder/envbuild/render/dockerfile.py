@@ -20,7 +20,7 @@ import envbuild.lock as locking
 from envbuild import reads
 from envbuild.cache import identity
 from envbuild.definition.model import Environment
-from envbuild.errors import RenderError
+from envbuild.errors import RenderError, UsageError
 from envbuild.render.context import BuildContext, ContextFile
 from envbuild.render.quoting import FILTERS, Quoted, UnsafeValueError
 from envbuild.settings import DEFAULT_PLATFORM
@@ -223,8 +223,8 @@ def uv_requirements(env: Environment, platform: str) -> str:
     PyPI serves it too), checked against :data:`UV_WHEEL_SHA256` for ``platform``.
     """
     digest = UV_WHEEL_SHA256.get(platform)
-    if digest is None:
-        raise RenderError(
+    if digest is None:  # the platform setting's problem, not the definition's
+        raise UsageError(
             f"{env.definition_file}: envbuild installs pip requirements with uv, and knows "
             f"the uv wheel for {', '.join(sorted(UV_WHEEL_SHA256))} only, not {platform!r} "
             "(set ENVBUILD_PLATFORM to one of those)"
