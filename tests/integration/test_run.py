@@ -690,6 +690,36 @@ def test_outputs_belong_to_a_non_root_caller(caller: dict[str, object], hello: B
     assert (got["uid"], got["gid"]) == (caller["uid"], caller["gid"])  # type: ignore[index]
 
 
+def test_another_users_state_folder_keeps_the_job(
+    caller: dict[str, object], hello: BuildResult
+) -> None:
+    """ENVBUILD_HOME owned by root (0700): the caller can write neither log nor history."""
+    work, src = caller["work"], caller["src"]
+    assert isinstance(work, Path) and isinstance(src, Path)
+    home = Path(tempfile.mkdtemp(prefix="envbuild-root-home-"))
+    home.chmod(0o700)
+    env = caller["env"]
+    assert isinstance(env, dict)
+    try:
+        proc = subprocess.run(
+            [
+                *(RUNUSER, "-u", str(caller["name"]), "--", str(caller["python"])),
+                *("-m", "envbuild", "run", "--source-dir", str(src), str(HELLO), "exit.py", "4"),
+            ],
+            env={**env, "ENVBUILD_HOME": str(home)},
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 4, err
+    assert proc.stdout == b"exiting 4\n"
+    assert "Traceback" not in err
+    assert sum(line.startswith("warning:") for line in err.splitlines()) == 2, err  # log, history
+
+
 # --------------------------------------------------------------------------
 # History, logs, dry run
 # --------------------------------------------------------------------------
