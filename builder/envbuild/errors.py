@@ -152,6 +152,11 @@ class EngineError(EnvbuildError):
     """The Docker engine (or its client) is unreachable or answered with an error."""
 
 
+class BaseMissing(EngineError):
+    """An unlocked base image the engine does not hold, so its identity (part of the
+    hash) is unknown; ``build`` pulls it, ``hash`` says to."""
+
+
 class RegistryError(EnvbuildError):
     """An image registry could not be reached, refused the credentials, or failed a push or
     pull, or served an image that is not what its tag claims. Never carries a credential."""

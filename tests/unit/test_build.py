@@ -267,3 +267,22 @@ def test_a_state_folder_without_room_for_locks_still_builds(
     result = build(HELLO, settings=load_settings(), engine=FakeEngine(), warn=warnings.append)
     assert not result.cached
     assert any("cannot take the build lock" in w for w in warnings)
+
+
+def test_an_unlocked_base_the_engine_lacks_is_pulled_then_hashed(write_env) -> None:
+    """As `docker build` would, build pulls a missing unlocked base; the hash names
+    the image pulled. `hash` does not pull: it says what to do."""
+
+    class Pulling(FakeEngine):
+        def pull_image(self, ref, auth, log):  # type: ignore[no-untyped-def]
+            self.calls.append(("pull", ref))
+            self.images[BASE] = ImageInfo(id=BASE_ID, tags=(BASE,))
+
+    settings = load_settings()
+    engine = Pulling(images={})
+    folder = write_env('schema = 1\nname = "fresh"\n')
+    with pytest.raises(EngineError, match="the engine does not hold it"):
+        resolve(folder, settings=settings, engine=engine)
+    result = build(folder, settings=settings, engine=engine)
+    assert ("pull", BASE) in engine.calls
+    assert result.hash == resolve(folder, settings=settings, engine=engine).hash

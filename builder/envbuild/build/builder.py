@@ -33,7 +33,7 @@ from envbuild.cache.identity import INPUTS_LABEL as INPUTS_LABEL  # re-exported
 from envbuild.cache.lookup import lookup
 from envbuild.definition.model import Environment, load
 from envbuild.engine.docker import BuildRequest, Engine
-from envbuild.errors import EngineError, UsageError
+from envbuild.errors import BaseMissing, EngineError, UsageError
 from envbuild.log import Log
 from envbuild.render.context import BuildContext
 from envbuild.render.dockerfile import CA_SECRET, NETRC_SECRET, render
@@ -158,11 +158,18 @@ def base_identity(env: Environment, settings: Settings, engine: Engine | None = 
     except EngineError as exc:
         raise EngineError(f"{why}, and the engine cannot be reached: {exc}", hint=hint) from exc
     if info is None:
-        raise EngineError(
+        raise BaseMissing(
             f"{why}, and the engine does not hold it",
             hint=f"pull it (`docker pull {image}`), or {hint}",
         )
     return info.id
+
+
+def _pull_ref(image: str) -> str:
+    """``image`` with the tag a pull needs (``:latest`` when it names none)."""
+    if "@" in image or ":" in image.rsplit("/", 1)[-1]:
+        return image
+    return f"{image}:latest"
 
 
 def _readable_file(path: Path, option: str, what: str) -> Path:
@@ -344,9 +351,17 @@ def build(
     credentials = find_netrc(netrc)
     if credentials is not None:
         secrets[NETRC_SECRET] = credentials
-    resolved = (
-        env if isinstance(env, Resolved) else resolve(environment, settings=settings, engine=engine)
-    )
+    if isinstance(env, Resolved):
+        resolved = env
+    else:
+        try:
+            resolved = resolve(environment, settings=settings, engine=engine)
+        except BaseMissing:
+            # As `docker build` would: pull the unlocked base, then hash the image pulled.
+            assert environment.base.image is not None
+            log(f"envbuild: pulling the base image {environment.base.image}")
+            engine.pull_image(_pull_ref(environment.base.image), None, log)
+            resolved = resolve(environment, settings=settings, engine=engine)
     tags = (resolved.hash_tag, resolved.version_tag)
     if not rebuild:
         hit = cached(resolved, settings, engine)
