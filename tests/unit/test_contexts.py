@@ -16,7 +16,7 @@ import pytest
 
 from envbuild.cache.hashing import content_hash
 from envbuild.definition.model import load
-from envbuild.errors import RenderError
+from envbuild.errors import UsageError
 from envbuild.render import dockerfile as render_mod
 from envbuild.render.dockerfile import UV_VERSION, UV_WHEEL_SHA256, render
 
@@ -91,7 +91,7 @@ def test_the_target_platform_picks_the_wheel_hash() -> None:
 
 
 def test_a_platform_without_a_uv_wheel_pin_is_a_clear_error() -> None:
-    with pytest.raises(RenderError) as info:
+    with pytest.raises(UsageError) as info:
         render(load(GOLDEN / "full"), platform="linux/s390x")
     text = info.value.render()
     assert "linux/s390x" in text and "linux/amd64, linux/arm64" in text
