@@ -1,4 +1,4 @@
-"""Rules with one home: the ``Log`` type, the default platform, the BuildKit secret ids.
+"""Rules with one home: the ``Log`` type, the default platform, the secret ids, lock file names.
 
 Each is defined in one module and imported everywhere else; a second
 definition (a copy that can drift) fails here. The source is read, not run.
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from envbuild.lock.model import INDEX_FILE, PIP_LOCK_FILE
 from envbuild.log import Log, quiet
 from envbuild.render.dockerfile import CA_SECRET, NETRC_SECRET, SECRETS
 from envbuild.settings import DEFAULT_PLATFORM, Settings
@@ -77,3 +78,8 @@ def test_templates_receive_the_secret_ids_as_data() -> None:
     ]
     assert literal == []
     assert SECRETS["ca_path"] == f"/run/secrets/{CA_SECRET}"
+
+
+@pytest.mark.parametrize("name", [INDEX_FILE, PIP_LOCK_FILE])
+def test_each_lock_file_name_is_defined_once(name: str) -> None:
+    assert _homes_of_constant(name) == {"lock/model.py"}

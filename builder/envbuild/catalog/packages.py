@@ -31,6 +31,7 @@ from envbuild.definition.model import Environment
 from envbuild.engine.protocols import ContainerRuntime, ContainerSpec
 from envbuild.engine.runner import run_to_completion
 from envbuild.errors import EngineError, UsageError
+from envbuild.lock.model import CONDA_LOCK_FILE, INDEX_FILE, PIP_LOCK_FILE
 from envbuild.render.context import BuildContext
 
 if sys.version_info >= (3, 11):
@@ -40,10 +41,6 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 ECOSYSTEMS = ("apt", "pip", "conda")
 
-# The lock files `envbuild lock` writes beside env.toml (see envbuild.lock).
-LOCK_INDEX = "env.lock.toml"
-PIP_LOCK = "requirements.lock"
-CONDA_LOCK_GLOB = "conda-*.lock"
 
 # The label the rendered Dockerfile gives the declared base image.
 BASE_LABEL = "org.opencontainers.image.base.name"
@@ -275,7 +272,7 @@ def final_base(dockerfile: str) -> str | None:
 
 def lock_index(folder: Path) -> dict[str, Any]:
     """The parsed ``env.lock.toml`` beside ``folder/env.toml`` (empty when not locked)."""
-    path = folder / LOCK_INDEX
+    path = folder / INDEX_FILE
     if not path.is_file():
         return {}
     try:
@@ -297,7 +294,7 @@ def declared(env: Environment, context: BuildContext | None = None) -> PackageLi
     sources = {"apt": "definition", "pip": "definition", "conda": "definition"}
 
     pip: dict[str, str | None] = {}
-    pip_file = env.path / str(index.get("pip", {}).get("file", PIP_LOCK))
+    pip_file = env.path / str(index.get("pip", {}).get("file", PIP_LOCK_FILE))
     if env.pip.packages and pip_file.is_file():
         pip = parse_requirements(pip_file.read_text(encoding="utf-8"))
         sources["pip"] = f"lock:{pip_file.name}"
@@ -309,9 +306,8 @@ def declared(env: Environment, context: BuildContext | None = None) -> PackageLi
 
     conda: dict[str, str | None] = {}
     named = index.get("conda", {}).get("file")
-    conda_files = [env.path / str(named)] if named else sorted(env.path.glob(CONDA_LOCK_GLOB))
-    conda_file = next((p for p in conda_files if p.is_file()), None)
-    if conda_file is not None:
+    conda_file = env.path / str(named or CONDA_LOCK_FILE)
+    if conda_file.is_file():
         conda = parse_conda_explicit(conda_file.read_text(encoding="utf-8"))
         sources["conda"] = f"lock:{conda_file.name}"
     else:
