@@ -134,7 +134,8 @@ def test_push_verifies_the_digest_and_a_repush_pushes_nothing(
     again = json.loads(eb("push", "--json", "-q", "--registry", target, str(folder)).stdout)
     assert again["pushed"] is False
     assert again["digest"] == pushed["digest"]
-    assert again["seconds"] < 0.1  # two manifest HEADs and one inspect
+    # One inspect and two manifest HEADs (12 ms idle); loose, for a loaded machine.
+    assert again["seconds"] < 0.5
 
     # An image that was never built is a usage error, not a push.
     other = small_env(tmp_path)

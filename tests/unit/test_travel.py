@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from envbuild.errors import RegistryError
 from envbuild.lock import makers
 from envbuild.lock.model import LockError, Locks, render_index
 from envbuild.settings import load_settings
-from tests.fakes import BASE, FakeEngine
+from tests.fakes import BASE, FakeEngine, with_base
 
 HELLO = Path(__file__).resolve().parents[2] / "envs" / "hello"
 REGISTRY = "127.0.0.1:5000/team"
@@ -177,3 +178,38 @@ class _NoHashTag:
 
     def manifest_digest(self, name: str, reference: str) -> str | None:
         return self.engine.manifest_digest(name, reference) if reference == "1" else None
+
+
+def test_a_repush_answers_without_click_like_the_full_command_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from envbuild.cli.launcher import pushed_already
+    from envbuild.cli.main import main
+    from envbuild.engine.docker import DockerEngine
+    from envbuild.engine.registry import RegistryClient
+
+    settings = load_settings()
+    fake = FakeEngine(images=with_base())
+    monkeypatch.setattr(DockerEngine, "inspect_image", lambda self, ref: fake.inspect_image(ref))
+    monkeypatch.setattr(DockerEngine, "tag", lambda self, image_id, ref: fake.tag(image_id, ref))
+    monkeypatch.setattr(DockerEngine, "push_image", lambda self, *a: fake.push_image(*a))
+    monkeypatch.setattr(
+        RegistryClient, "manifest_digest", lambda self, name, ref: fake.manifest_digest(name, ref)
+    )
+    argv = ["push", str(HELLO), "--registry", "127.0.0.1:5000/team", "--json"]
+    assert pushed_already(argv) is None  # no memo yet: the full command line
+    build(HELLO, settings=settings, engine=fake)
+    assert pushed_already(argv) is None  # the registry lacks it: the full command line pushes
+    assert main(argv) == 0
+    pushed = json.loads(capsys.readouterr().out)
+    assert pushed["pushed"] is True
+    fake.calls.clear()
+    assert pushed_already(argv) == 0
+    assert [kind for kind, _ in fake.calls] == ["inspect", "inspect", "head", "head"]
+    fast = json.loads(capsys.readouterr().out)
+    assert main(argv) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert fast.pop("seconds") < 1 and full.pop("seconds") < 1
+    pushed.pop("seconds")
+    assert fast == full == {**pushed, "pushed": False}
+    assert fast["pushed"] is False and fast["digest"] == pushed["digest"]

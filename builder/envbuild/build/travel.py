@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ from envbuild.log import Log
 if TYPE_CHECKING:
     from envbuild.build.builder import Resolved
     from envbuild.build.result import BuildResult
-    from envbuild.engine.docker import Engine
+    from envbuild.engine.docker import Engine, ImageInfo
 
 
 @dataclass
@@ -88,6 +89,16 @@ class PushResult:
         }
 
 
+def report_push(result: PushResult, *, as_json: bool) -> None:
+    """Print a push's result as ``envbuild push`` does for one environment."""
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
+        return
+    what = "pushed" if result.pushed else "already in the registry"
+    sys.stderr.write(f"envbuild: {result.refs[0]} {result.digest} ({what})\n")
+    sys.stdout.write(f"{result.refs[0]}@{result.digest}\n")
+
+
 def _verify(remote: Remote, name: str, tag: str, digest: str) -> None:
     served = remote.client.manifest_digest(name, tag)
     if served != digest:
@@ -98,28 +109,57 @@ def _verify(remote: Remote, name: str, tag: str, digest: str) -> None:
         )
 
 
+def already_pushed(
+    remote: Remote,
+    engine: Engine,
+    *,
+    prefix: str,
+    name: str,
+    version: int,
+    digest: str,
+    started: float,
+) -> tuple[ImageInfo | None, PushResult | None]:
+    """The engine's image of ``digest`` (``None`` if it holds none), and, when the registry
+    already holds exactly that image under both tags, the answer of a push (one inspect,
+    two manifest HEADs); ``None`` when a push has work to do."""
+    info = engine.inspect_image(identity.hash_tag(prefix, name, digest))
+    if info is None or not identity.is_hit(info, digest):
+        return None, None
+    refs = (remote.ref(name, digest[:12]), remote.ref(name, str(version)))
+    held = remote.client.manifest_digest(name, digest[:12])
+    if (
+        held is not None
+        and remote.digest_ref(name, held) in info.repo_digests
+        and remote.client.manifest_digest(name, str(version)) == held
+    ):
+        local = identity.hash_tag(prefix, name, digest)
+        return info, PushResult(local, digest, refs, held, False, time.monotonic() - started)
+    return info, None
+
+
 def push(resolved: Resolved, *, remote: Remote, engine: Engine, log: Log) -> PushResult:
     """Push the image of ``resolved`` (already built) and verify the registry's digest."""
     started = time.monotonic()
     name, digest_hex = resolved.env.name, resolved.hash
-    info = engine.inspect_image(resolved.hash_tag)
-    if info is None or not identity.is_hit(info, digest_hex):
+    info, done = already_pushed(
+        remote,
+        engine,
+        prefix=resolved.prefix,
+        name=name,
+        version=resolved.env.version,
+        digest=digest_hex,
+        started=started,
+    )
+    if info is None:
         raise UsageError(
             f"{name}: the engine holds no image of hash {digest_hex[:12]} to push",
             hint=f"build it first: envbuild build {resolved.env.path}",
         )
+    if done is not None:
+        return done
     hash_ref = remote.ref(name, digest_hex[:12])
     version_ref = remote.ref(name, str(resolved.env.version))
     refs = (hash_ref, version_ref)
-    held = remote.client.manifest_digest(name, digest_hex[:12])
-    if (
-        held is not None
-        and remote.digest_ref(name, held) in info.repo_digests
-        and remote.client.manifest_digest(name, str(resolved.env.version)) == held
-    ):
-        return PushResult(
-            resolved.hash_tag, digest_hex, refs, held, False, time.monotonic() - started
-        )
     made = [ref for ref in refs if ref not in info.tags]
     try:
         engine.tag(info.id, hash_ref)

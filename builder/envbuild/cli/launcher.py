@@ -87,9 +87,81 @@ def cached_build(argv: Sequence[str]) -> int | None:
     return 0
 
 
+def _parse_plain_push(argv: Sequence[str]) -> tuple[str, str | None, set[str]] | None:
+    """``(ENV, registry, flags)`` for ``push ENV [--registry R] [--json] [-q]``, else ``None``."""
+    if len(argv) < 2 or argv[0] != "push":
+        return None
+    rest = list(argv[1:])
+    registry: str | None = None
+    if "--registry" in rest:
+        at = rest.index("--registry")
+        if at + 1 >= len(rest):
+            return None
+        registry = rest[at + 1]
+        del rest[at : at + 2]
+    parsed = _parse_plain_build(["build", *rest])
+    return (parsed[0], registry, parsed[1]) if parsed else None
+
+
+def pushed_already(argv: Sequence[str]) -> int | None:
+    """Answer a plain ``push`` of an image the registry already holds; ``None`` means
+    "use the full CLI" (which pushes, or reports the error).
+
+    The main path's own check (:func:`envbuild.build.travel.already_pushed`: one
+    inspect, two manifest HEADs) on the hash the memo names, without click or
+    the definition model: a re-push costs what the registry needs to say so.
+    """
+    parsed = _parse_plain_push(argv)
+    if parsed is None:
+        return None
+    env, registry, flags = parsed
+    try:
+        import time
+
+        from envbuild.cache import memo as memo
+        from envbuild.engine.docker import DockerEngine
+        from envbuild.settings import load_settings
+
+        settings = load_settings()
+        registry = registry or settings.registry
+        if not registry or settings.registry_ca:
+            return None
+        engine = DockerEngine(settings.docker)
+
+        def base_id(ref: str) -> str | None:
+            info = engine.inspect_image(ref)
+            return info.id if info is not None else None
+
+        found = memo.recall(settings.home, memo.env_folder(env), settings.platform, base_id=base_id)
+        if found is None:
+            return None
+        from envbuild.build import travel
+        from envbuild.engine.registry import registry_from
+
+        remote = travel.Remote.open(registry_from(registry))
+        started = time.monotonic()  # as the full path counts: the check, not the start-up
+        _, done = travel.already_pushed(
+            remote,
+            engine,
+            prefix=settings.prefix,
+            name=found.name,
+            version=found.version,
+            digest=found.hash,
+            started=started,
+        )
+        if done is None:
+            return None
+    except Exception:  # the full CLI redoes this and reports the error properly
+        return None
+    travel.report_push(done, as_json="json" in flags)
+    return 0
+
+
 def entry() -> None:
     """The console script ``envbuild``."""
     code = cached_build(sys.argv[1:])
+    if code is None and sys.argv[1:2] == ["push"]:
+        code = pushed_already(sys.argv[1:])
     if code is None and sys.argv[1:2] == ["run"]:
         from envbuild.cli.run_fast import fast_run  # plain `run` forms, also without click
 

@@ -132,12 +132,11 @@ def push(
         result = travel.push(resolved, remote=remote, engine=engine, log=log)
         results.append(result)
         if not as_json:
-            what = "pushed" if result.pushed else "already in the registry"
-            click.echo(f"envbuild: {result.refs[0]} {result.digest} ({what})", err=True)
-            click.echo(f"{result.refs[0]}@{result.digest}")
-    if as_json:
-        docs = [r.to_json() for r in results]
-        _emit_json(docs[0] if len(docs) == 1 and all_dir is None else docs)
+            travel.report_push(result, as_json=False)
+    if as_json and len(results) == 1 and all_dir is None:
+        travel.report_push(results[0], as_json=True)
+    elif as_json:
+        _emit_json([r.to_json() for r in results])
 
 
 @click.command()
