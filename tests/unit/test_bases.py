@@ -440,3 +440,27 @@ def test_a_dead_engine_is_found_before_mmdebstrap_runs(
     with pytest.raises(EngineError, match="cannot reach the Docker engine"):
         bootstrap("debian:bookworm-slim", mirror="http://m/debian")
     assert not marker.exists()
+
+
+def test_sigterm_during_mmdebstrap_stops_it_and_removes_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import signal
+    import tempfile
+
+    from envbuild.errors import Interrupted
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "mmdebstrap"
+    tool.write_text(f"#!/bin/sh\necho started\nkill -TERM {os.getpid()}\nexec sleep 60\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    engine = FakeRunEngine()
+    with pytest.raises(Interrupted) as info:
+        bootstrap("debian:bookworm-slim", engine=engine, mirror="http://m/debian")
+    assert info.value.signum == signal.SIGTERM
+    assert not list(tmp_path.glob("envbuild-bootstrap-*"))
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

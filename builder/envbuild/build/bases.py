@@ -59,6 +59,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Literal
 
+from envbuild import process
 from envbuild.cache.identity import BASE_RECIPE_LABEL
 from envbuild.engine.protocols import ContainerEngine, ContainerSpec, ImageStore
 from envbuild.engine.runner import run_to_completion, shielded
@@ -470,7 +471,11 @@ def bootstrap(
         assert settings is not None
         keyring = ubuntu_archive_keyring(settings.home / "keyrings", mirror=mirror, log=emit)
 
-    with tempfile.TemporaryDirectory(prefix="envbuild-bootstrap-") as workdir:
+    # SIGTERM/SIGHUP unwind like Ctrl-C: mmdebstrap is stopped, the folder removed.
+    with (
+        process.interruptible(),
+        tempfile.TemporaryDirectory(prefix="envbuild-bootstrap-") as workdir,
+    ):
         layer = Path(workdir) / "rootfs.tar"
         if keyring is not None:
             keyring = _readable_copy(keyring, Path(workdir))
