@@ -347,3 +347,63 @@ def test_control_characters_in_user_text_are_escaped(tmp_path: Path, capsys) -> 
     assert "\x1b" not in err and "\x07" not in err and "\u202e" not in err
     assert "\\x1b]0;pwned\\x07\\x1b[2J: unknown key" in err
     assert "A\\u202eB" in err
+
+
+# -- the build fast path (defect 6) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: os.mkfifo(p),
+        lambda p: p.symlink_to("/dev/zero"),
+        lambda p: p.symlink_to("/dev/stdin"),
+        lambda p: p.symlink_to("/etc/hostname"),
+    ],
+    ids=["fifo", "dev-zero", "dev-stdin", "outside"],
+)
+def test_plain_build_reads_nothing_before_it_validates(write_env, tmp_path: Path, make) -> None:
+    """`envbuild build ENV` (the console script's cache-hit path first) on a base
+    Dockerfile that is a FIFO or a device: a definition error, no hang, no engine."""
+    import subprocess
+    import sys
+
+    folder = write_env(DOCKERFILE_ENV.format(path="base.Dockerfile"))
+    make(folder / "base.Dockerfile")
+    env = {
+        **os.environ,
+        "ENVBUILD_HOME": str(tmp_path / "home"),
+        "DOCKER_HOST": "unix:///nonexistent",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "envbuild", "build", str(folder)],
+        stdin=subprocess.PIPE,  # /dev/stdin: a pipe nobody writes to
+        capture_output=True,
+        text=True,
+        timeout=15,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr
+    assert "base.dockerfile" in done.stderr
+
+
+def test_a_recorded_file_swapped_for_a_fifo_is_a_miss(write_env) -> None:
+    """The memo's hit path digests recorded files only as bounded regular files."""
+    from envbuild.build.builder import resolve
+    from envbuild.cache import memo
+
+    folder = write_env(DOCKERFILE_ENV.format(path="base.Dockerfile"),
+                       base__Dockerfile="FROM debian:bookworm-slim\n")  # fmt: skip
+    settings = load_settings()
+    resolve(folder, settings)
+    recall = lambda: memo.recall(  # noqa: E731
+        settings.home, folder.absolute(), settings.platform, base_id=lambda _: None
+    )
+    assert recall() is not None
+    (folder / "base.Dockerfile").unlink()
+    os.mkfifo(folder / "base.Dockerfile")
+    assert recall() is None
+    (folder / "base.Dockerfile").unlink()
+    (folder / "base.Dockerfile").symlink_to("/dev/zero")
+    assert recall() is None

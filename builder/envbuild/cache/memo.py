@@ -99,16 +99,17 @@ def _identity(folder: Path, platform: str) -> str:
 
 
 def _file_digest(path: str) -> str | None:
+    """The sha256 of a regular file, read through :mod:`envbuild.files` (bounded,
+    never blocking on a FIFO or device a recorded path was replaced by); else ``None``."""
     import hashlib  # only when a stat differs or a record is written: not on a plain hit
 
-    digest = hashlib.sha256()
+    from envbuild import files
+
     try:
-        with open(path, "rb") as handle:  # noqa: PTH123 - the cheapest way to stream a file
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-    except OSError:
+        data = files.read_bytes(Path(path), inside=None, limit=files.MAX_LOCK_BYTES)
+    except files.UnsafeRead:
         return None
-    return digest.hexdigest()
+    return hashlib.sha256(data).hexdigest()
 
 
 def _module_files() -> dict[str, str | None]:
