@@ -396,7 +396,7 @@ def test_a_recorded_file_swapped_for_a_fifo_is_a_miss(write_env) -> None:
     folder = write_env(DOCKERFILE_ENV.format(path="base.Dockerfile"),
                        base__Dockerfile="FROM debian:bookworm-slim\n")  # fmt: skip
     settings = load_settings()
-    resolve(folder, settings)
+    resolve(folder, settings=settings)
     recall = lambda: memo.recall(  # noqa: E731
         settings.home, folder.absolute(), settings.platform, base_id=lambda _: None
     )
