@@ -265,3 +265,25 @@ def test_a_record_of_another_folder_is_a_miss(
     resolve(one, settings=settings)
     assert _recall(settings, one) is not None
     assert _recall(settings, two) is None
+
+
+@pytest.mark.parametrize("module", ["lock/makers.py", "render/quoting.py", "files.py"])
+def test_an_edited_rendering_module_is_a_miss(
+    write_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str
+) -> None:
+    """Every source file of the rendering packages is an input, loaded by this render or not."""
+    package = tmp_path / "installed" / "envbuild"
+    shutil.copytree(
+        ROOT / "builder" / "envbuild", package, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    templates = memo.templates_dir()
+    monkeypatch.setattr(memo, "templates_dir", lambda: templates)
+    monkeypatch.setattr(memo, "_PACKAGE", package)
+    folder = write_env('schema = 1\nname = "a"\n[base]\ndockerfile = "base.Dockerfile"\n',
+                       base__Dockerfile="FROM debian:bookworm-slim\n")  # fmt: skip
+    settings = load_settings()
+    resolve(folder, settings=settings)
+    assert _recall(settings, folder) is not None
+    target = package / module
+    target.write_text(target.read_text() + "\n# edited\n")
+    assert _recall(settings, folder) is None

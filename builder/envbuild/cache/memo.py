@@ -36,19 +36,11 @@ from envbuild import __version__
 
 DEFINITION_FILE = "env.toml"
 MEMO_FORMAT = 1  # the record's layout; bumped when it changes
-# The packages whose source decides what a render produces: the files of each
-# module of theirs that a render loaded are recorded like any input file, so an
-# edited or upgraded envbuild never reuses a hash.
-RENDERING_PACKAGES = (
-    "envbuild",
-    "envbuild.files",
-    "envbuild.reads",
-    "envbuild.cache",
-    "envbuild.definition",
-    "envbuild.lock",
-    "envbuild.render",
-)
-_SUBPACKAGES = tuple(p + "." for p in RENDERING_PACKAGES[1:])
+# The source that decides what a render produces, relative to the envbuild
+# package: every file of it is recorded like an input file (whichever modules
+# a given render happened to import), so an edited or upgraded envbuild never
+# reuses a hash.
+RENDERING_SOURCES = ("__init__.py", "files.py", "reads.py", "cache", "definition", "lock", "render")
 # A file changed this recently may change again within its mtime's
 # granularity: its stat is not trusted, its content is compared every time.
 RACY_NS = 2_000_000_000
@@ -113,14 +105,12 @@ def _file_digest(path: str) -> str | None:
 
 
 def _module_files() -> dict[str, str | None]:
-    """The source files of the rendering modules this process loaded."""
+    """Every source file of :data:`RENDERING_SOURCES`, with its digest."""
     files: dict[str, str | None] = {}
-    for name, module in list(sys.modules.items()):
-        if name not in RENDERING_PACKAGES and not name.startswith(_SUBPACKAGES):
-            continue
-        source = getattr(module, "__file__", None)
-        if source:
-            files[str(Path(source).absolute())] = _file_digest(source)
+    for name in RENDERING_SOURCES:
+        path = _PACKAGE / name
+        for source in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            files[str(source)] = _file_digest(str(source))
     return files
 
 
