@@ -161,3 +161,15 @@ def test_update_golden_rewrites_the_pins(tmp_path: Path) -> None:
     updating.save()
     assert json.loads(path.read_text()) == {"curated": {"b": "4" * 64}, "golden": {"a": "3" * 64}}
     Pins(path, update=False).check("golden", "a", "3" * 64)
+
+
+def test_the_engine_identity_of_an_unlocked_base_is_hashed() -> None:
+    """An unlocked base image enters as the image ID the engine holds (render is told it);
+    a locked one as its pin, whatever the engine says."""
+    env = load(GOLDEN / "minimal")
+    one = render(env, platform=PLATFORM, base_id="sha256:" + "1" * 64)
+    two = render(env, platform=PLATFORM, base_id="sha256:" + "2" * 64)
+    assert one.base_pin == "engine-id:sha256:" + "1" * 64
+    assert one.files == two.files  # the context itself holds no base identity
+    assert content_hash(one, platform=PLATFORM) != content_hash(two, platform=PLATFORM)
+    assert manifest(one, platform=PLATFORM)["base_pin"] == one.base_pin

@@ -7,13 +7,20 @@ What is hashed (the *manifest*, :func:`manifest`):
   differently;
 * every context file (the Dockerfile included) by relative POSIX path, its
   executable bit and its sha256, sorted by path;
-* the base image as declared and, when the environment is locked, its pin
-  (registry digest or image ID: the identity of the base actually used, known
-  offline from the lock);
+* the base image as declared and its identity (``base_pin``): for a locked
+  environment its pin (registry digest or image ID, known offline from the
+  lock); for an unlocked base image, the image ID the engine holds for that
+  reference (``engine-id:…``, asked by the caller,
+  :func:`envbuild.build.builder.base_identity`, and handed to render), so
+  a retagged or re-pulled base is another hash; a base Dockerfile by its text;
 * the target platform and the build arguments.
 
 What is not: mtimes, absolute paths, the order of keys or comments in
-``env.toml``, the user, the machine. Hashing never touches the engine.
+``env.toml``, the user, the machine. Hashing itself never touches the engine.
+
+The schema stayed 2 when unlocked bases gained an identity: the manifest's
+layout is unchanged, locked hashes are unchanged, and every unlocked hash now
+has a ``base_pin``, which no earlier hash of an unlocked base had.
 """
 
 from __future__ import annotations
