@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from envbuild import lock as locking
 from envbuild.catalog.packages import (
     Base,
     PackageList,
@@ -141,15 +142,15 @@ def test_declared_without_locks(write_env) -> None:
 
 
 def test_declared_prefers_the_locks(write_env) -> None:
-    folder = write_env(
-        'schema = 1\nname = "x"\n[pip]\npackages = ["torch==1.6.0"]\n',
-        requirements__lock=UV_LOCK,
-        **{
-            "env__lock__toml": '[base]\nimage = "debian:bookworm-slim"\npin = "image-id"\n'
-            'id = "sha256:' + "ab" * 32 + '"\n[pip]\nfile = "requirements.lock"\n'
-        },
+    folder = write_env('schema = 1\nname = "x"\n[pip]\npackages = ["torch==1.6.0"]\n')
+    locks = locking.Locks(
+        base=locking.BasePin("debian:bookworm-slim", "image-id", "sha256:" + "ab" * 32),
+        pip=locking.PipLock(("torch==1.6.0",), "sha256:x", "3.11", "p", "uv", UV_LOCK.encode()),
+        conda=locking.CondaLock(("python=3.11",), (), "sha256:y", CONDA_EXPLICIT.encode()),
     )
-    (folder / "conda-linux-64.lock").write_text(CONDA_EXPLICIT, encoding="utf-8")
+    (folder / locking.INDEX_FILE).write_text(locking.render_index(locks), encoding="utf-8")
+    (folder / locking.PIP_LOCK_FILE).write_text(UV_LOCK, encoding="utf-8")
+    (folder / locking.CONDA_LOCK_FILE).write_text(CONDA_EXPLICIT, encoding="utf-8")
     # The context is given: this tests reading the lock files, not rendering with them.
     context = BuildContext({"Dockerfile": ContextFile(b"FROM debian:bookworm-slim\n")})
     packages = declared(load(folder), context)
@@ -157,6 +158,19 @@ def test_declared_prefers_the_locks(write_env) -> None:
     assert packages.sources["pip"] == "lock:requirements.lock"
     assert packages.conda["python"] == "3.11.9"
     assert packages.base == Base("debian:bookworm-slim", "sha256:" + "ab" * 32, "image-id")
+
+
+def test_declared_reads_no_lock_file_the_index_does_not_vouch_for(write_env) -> None:
+    """A lock file that is not the one the index recorded (or lies outside) is refused."""
+    folder = write_env('schema = 1\nname = "x"\n[pip]\npackages = ["torch==1.6.0"]\n')
+    locks = locking.Locks(
+        pip=locking.PipLock(("torch==1.6.0",), "sha256:x", "3.11", "p", "uv", UV_LOCK.encode())
+    )
+    index = locking.render_index(locks).replace('"requirements.lock"', '"../../etc/hostname"')
+    (folder / locking.INDEX_FILE).write_text(index, encoding="utf-8")
+    context = BuildContext({"Dockerfile": ContextFile(b"FROM debian:bookworm-slim\n")})
+    with pytest.raises(locking.LockError, match=r"pip\.file"):
+        declared(load(folder), context)
 
 
 def test_package_list_json_round_trip() -> None:

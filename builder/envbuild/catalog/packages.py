@@ -26,12 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from envbuild import files
 from envbuild.cache.identity import SBOM_LABEL as SBOM_LABEL  # re-exported
 from envbuild.definition.model import Environment
 from envbuild.engine.protocols import ContainerRuntime, ContainerSpec
 from envbuild.engine.runner import run_to_completion
 from envbuild.errors import EngineError, UsageError
 from envbuild.lock.model import CONDA_LOCK_FILE, INDEX_FILE, PIP_LOCK_FILE
+from envbuild.lock.model import read as read_locks
 from envbuild.render.context import BuildContext
 
 if sys.version_info >= (3, 11):
@@ -273,31 +275,38 @@ def final_base(dockerfile: str) -> str | None:
 def lock_index(folder: Path) -> dict[str, Any]:
     """The parsed ``env.lock.toml`` beside ``folder/env.toml`` (empty when not locked)."""
     path = folder / INDEX_FILE
-    if not path.is_file():
-        return {}
     try:
-        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        text = files.read_text(path, inside=folder, limit=files.MAX_LOCK_BYTES)
+    except files.FileMissing:
+        return {}
+    except files.UnsafeRead as exc:
+        raise UsageError(f"{path}: {exc.reason}", hint=exc.hint) from None
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+    except (ValueError, RecursionError) as exc:  # TOMLDecodeError is a ValueError
         raise UsageError(
             f"{path}: cannot be read ({exc})", hint="run `envbuild lock` to rewrite it"
-        ) from exc
+        ) from None
     return data
 
 
 def declared(env: Environment, context: BuildContext | None = None) -> PackageList:
-    """The packages ``env`` declares, or locks where ``envbuild lock`` wrote locks."""
+    """The packages ``env`` declares, or locks where ``envbuild lock`` wrote locks.
+
+    Lock files are read by the lock model (:func:`envbuild.lock.model.read`):
+    the ones its index names, checked against their recorded digests.
+    """
     from envbuild.render.dockerfile import apt_packages, render
 
     if context is None:
         context = render(env)
-    index = lock_index(env.path)
+    locks = read_locks(env.path)
     sources = {"apt": "definition", "pip": "definition", "conda": "definition"}
 
     pip: dict[str, str | None] = {}
-    pip_file = env.path / str(index.get("pip", {}).get("file", PIP_LOCK_FILE))
-    if env.pip.packages and pip_file.is_file():
-        pip = parse_requirements(pip_file.read_text(encoding="utf-8"))
-        sources["pip"] = f"lock:{pip_file.name}"
+    if env.pip.packages and locks is not None and locks.pip is not None:
+        pip = parse_requirements(locks.pip.data.decode("utf-8", "replace"))
+        sources["pip"] = f"lock:{PIP_LOCK_FILE}"
     else:
         for spec in env.pip.packages:
             parsed = parse_pip_requirement(spec)
@@ -305,11 +314,9 @@ def declared(env: Environment, context: BuildContext | None = None) -> PackageLi
                 pip[parsed[0]] = parsed[1]
 
     conda: dict[str, str | None] = {}
-    named = index.get("conda", {}).get("file")
-    conda_file = env.path / str(named or CONDA_LOCK_FILE)
-    if conda_file.is_file():
-        conda = parse_conda_explicit(conda_file.read_text(encoding="utf-8"))
-        sources["conda"] = f"lock:{conda_file.name}"
+    if locks is not None and locks.conda is not None:
+        conda = parse_conda_explicit(locks.conda.data.decode("utf-8", "replace"))
+        sources["conda"] = f"lock:{CONDA_LOCK_FILE}"
     else:
         conda = dict(parse_conda_spec(spec) for spec in env.conda.packages)
 
@@ -319,9 +326,8 @@ def declared(env: Environment, context: BuildContext | None = None) -> PackageLi
     if ref and "@" in ref:
         ref, pin = ref.split("@", 1)
         pin_kind = "digest"
-    base_lock = index.get("base")
-    if isinstance(base_lock, dict) and base_lock.get("id"):
-        pin, pin_kind = str(base_lock["id"]), str(base_lock.get("pin", "digest"))
+    if locks is not None and locks.base is not None:
+        pin, pin_kind = locks.base.id, locks.base.kind
     return PackageList(
         base=Base(ref, pin, pin_kind),
         apt=parse_apt(apt_packages(env)),
