@@ -210,10 +210,12 @@ def test_stale_files_of_the_current_version_are_removed(catalog: Path, tmp_path:
     pub.publish(catalog, out, platform=PLATFORM)
     assert (out / "torchy/1/locks/requirements.lock").is_file()
     packages = json.loads((out / "torchy/1/packages.json").read_text())
-    assert packages["pip"]["source"] == "lock:requirements.lock"
+    # No env.lock.toml vouches for this file: builds do not install from it, so
+    # the package list says what the definition declares, not what it pins.
+    assert packages["pip"]["source"] == "definition"
     index = json.loads((out / "index.json").read_text())
     row = next(r for r in index["environments"] if r["name"] == "torchy")
-    assert row["frameworks"]["numpy"] == "1.24.4"  # the lock pins what env.toml left open
+    assert "numpy" not in row["frameworks"]
 
     (catalog / "torchy" / "requirements.lock").unlink()
     report = pub.publish(catalog, out, platform=PLATFORM)
