@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from envbuild import identity
 from envbuild.errors import Interrupted
 
 #: The label on every container and network envbuild creates: its owner (see :class:`Owner`).
-OWNER_LABEL = "io.envbuild.owner"
+OWNER_LABEL = identity.OWNER_LABEL
 
 _TAG = re.compile(r"([0-9a-f]{8})\.(\d+)\.(\d+)\.(\d+)-")
 

@@ -60,7 +60,6 @@ from types import MappingProxyType
 from typing import IO, Literal
 
 from envbuild import process
-from envbuild.cache.identity import BASE_RECIPE_LABEL
 from envbuild.engine.protocols import ContainerEngine, ContainerSpec, ImageStore
 from envbuild.engine.runner import run_to_completion, shielded
 from envbuild.errors import (
@@ -69,6 +68,7 @@ from envbuild.errors import (
     ToolMissingError,
     UsageError,
 )
+from envbuild.identity import BASE_RECIPE_LABEL
 from envbuild.log import Log
 from envbuild.settings import Settings, load_settings
 

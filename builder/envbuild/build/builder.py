@@ -23,17 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from envbuild import process, reads
+from envbuild import identity, process, reads
 from envbuild.build.result import BuildResult as BuildResult  # re-exported, as is report
 from envbuild.build.result import report as report
-from envbuild.cache import identity
 from envbuild.cache.hashing import content_hash
-from envbuild.cache.identity import HASH_LABEL as HASH_LABEL  # re-exported
-from envbuild.cache.identity import INPUTS_LABEL as INPUTS_LABEL  # re-exported
 from envbuild.cache.lookup import lookup
 from envbuild.definition.model import Environment, load
 from envbuild.engine.docker import BuildRequest, Engine
 from envbuild.errors import BaseMissing, EngineError, UsageError
+from envbuild.identity import HASH_LABEL as HASH_LABEL  # re-exported
+from envbuild.identity import INPUTS_LABEL as INPUTS_LABEL  # re-exported
 from envbuild.log import Log
 from envbuild.render.context import BuildContext
 from envbuild.render.dockerfile import CA_SECRET, NETRC_SECRET, render

@@ -10,7 +10,7 @@ import json
 import sys
 from dataclasses import dataclass
 
-from envbuild.cache.identity import HASH_LABEL as HASH_LABEL  # re-exported
+from envbuild.identity import HASH_LABEL as HASH_LABEL  # re-exported
 
 
 @dataclass(frozen=True)

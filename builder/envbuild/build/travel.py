@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from envbuild.cache import identity
+from envbuild import identity
 from envbuild.engine.registry import Manifests, Registry, RegistryClient
 from envbuild.errors import RegistryError, UsageError
 from envbuild.log import Log

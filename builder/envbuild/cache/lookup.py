@@ -3,7 +3,7 @@
 ``envbuild build`` (:func:`envbuild.build.builder.build`) and the console
 script's fast path (:mod:`envbuild.cli.launcher`) both answer a cache hit
 through :func:`lookup`: one ``inspect`` of the hash tag, the hit rule of
-:mod:`envbuild.cache.identity`, and on a hit the version tag moved to the
+:mod:`envbuild.identity`, and on a hit the version tag moved to the
 image found (a second request only when it named another image), so that
 ``<prefix>/<name>:<version>`` always names the image the last answer returned.
 
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from envbuild.cache.identity import hash_tag, is_hit, version_tag
+from envbuild.identity import hash_tag, is_hit, version_tag
 
 
 class _Image(Protocol):

@@ -21,8 +21,8 @@ from typing import Any
 
 import envbuild.lock as locking
 from envbuild.cache.hashing import HASH_SCHEMA
-from envbuild.cache.identity import ENGINE_BASE, HASH_LABEL, INPUTS_LABEL, NAME_LABEL
 from envbuild.engine.docker import Engine, ImageInfo
+from envbuild.identity import ENGINE_BASE, HASH_LABEL, INPUTS_LABEL, NAME_LABEL
 from envbuild.render.context import BuildContext
 
 RECORD_VERSION = 1

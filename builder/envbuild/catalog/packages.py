@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from envbuild import files
-from envbuild.cache.identity import SBOM_LABEL as SBOM_LABEL  # re-exported
 from envbuild.definition.model import Environment
 from envbuild.engine.protocols import ContainerRuntime, ContainerSpec
 from envbuild.engine.runner import run_to_completion
 from envbuild.errors import EngineError, UsageError
+from envbuild.identity import SBOM_LABEL as SBOM_LABEL  # re-exported
 from envbuild.lock.model import CONDA_LOCK_FILE, INDEX_FILE, PIP_LOCK_FILE
 from envbuild.lock.model import read as read_locks
 from envbuild.render.context import BuildContext

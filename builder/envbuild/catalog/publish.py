@@ -678,8 +678,8 @@ def image_reader(engine: ImageEngine, prefix: str) -> ImageReader:
     An image counts only if its hash label carries the full hash; its packages
     are read by running commands inside it (see :func:`envbuild.catalog.packages.from_image`).
     """
-    from envbuild.cache.identity import HASH_LABEL
     from envbuild.catalog.packages import from_image
+    from envbuild.identity import HASH_LABEL
 
     def read(env: Environment, digest: str) -> dict[str, Any] | None:
         tag = f"{prefix}/{env.name}:{digest[:12]}"

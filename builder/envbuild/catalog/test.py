@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from envbuild.cache.identity import TEST_LABEL as TEST_LABEL  # re-exported
 from envbuild.definition.model import TestSpec
 from envbuild.engine.protocols import ContainerRuntime, ContainerSpec
 from envbuild.engine.runner import run_to_completion
+from envbuild.identity import TEST_LABEL as TEST_LABEL  # re-exported
 from envbuild.log import Log
 
 OUTPUT_LIMIT = 1 << 20  # bytes of output kept per check

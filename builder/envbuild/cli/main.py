@@ -289,8 +289,8 @@ def _build_many(folders: list[Path], one: Any, *, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 def images(as_json: bool) -> None:
     """List the images envbuild built: name, version, hash and size."""
-    from envbuild.cache.identity import HASH_LABEL, NAME_LABEL, VERSION_LABEL
     from envbuild.engine.docker import DockerEngine
+    from envbuild.identity import HASH_LABEL, NAME_LABEL, VERSION_LABEL
 
     settings = _settings()
     rows: list[dict[str, Any]] = []

@@ -22,13 +22,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
+from envbuild import identity
 from envbuild.engine.protocols import STDOUT, ContainerRuntime, ContainerSpec
 from envbuild.errors import EngineError
 from envbuild.process import OWNER_LABEL, interruptible
 from envbuild.process import current as current_owner
 
 #: The label of every container :func:`run_to_completion` creates (value: unique per container).
-RUNNER_LABEL = "io.envbuild.container"
+RUNNER_LABEL = identity.CONTAINER_LABEL
 #: Bytes of output :class:`Completed` keeps per stream (the rest is dropped, counted).
 OUTPUT_LIMIT = 1 << 20
 # What the engine says when the command does not exist in the image.

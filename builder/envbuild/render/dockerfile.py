@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import envbuild.lock as locking
-from envbuild import reads
-from envbuild.cache import identity
+from envbuild import identity, reads
 from envbuild.definition.model import Environment
 from envbuild.errors import RenderError, UsageError
 from envbuild.render.context import BuildContext, ContextFile

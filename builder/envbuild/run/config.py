@@ -47,13 +47,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
-from envbuild.cache.identity import RUN_LABEL as RUN_LABEL  # re-exported
 from envbuild.engine.docker import (
     GpuRequest,
 )
 from envbuild.errors import (
     RunConfigError,
 )
+from envbuild.identity import RUN_LABEL as RUN_LABEL  # re-exported
 from envbuild.log import Log as Log  # re-exported: the package's names include it
 
 if TYPE_CHECKING:

@@ -10,8 +10,11 @@ The one home of
   exists under the hash tag and its hash label holds the full hash (12 hex
   digits are a tag, not a proof).
 
-Imports nothing beyond the standard library's typing: the console script's
-cache-hit path uses it.
+A top-level module, outside the pipeline's layers like :mod:`envbuild.errors`:
+every stage reads its keys (render writes the labels, the engine's runner and
+the run layer label containers), and :mod:`envbuild.cache.lookup` applies the
+hit rule. Imports nothing beyond the standard library's typing: the console
+script's cache-hit path uses it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ REPRODUCIBLE_REASONS_LABEL = "io.envbuild.reproducible.reasons"
 # -- labels on other things envbuild makes ---------------------------------------
 BASE_RECIPE_LABEL = "io.envbuild.base.recipe"  # a bootstrapped base image
 RUN_LABEL = "io.envbuild.run"  # containers and networks of a run
+OWNER_LABEL = "io.envbuild.owner"  # every container and network: its owner process
+CONTAINER_LABEL = "io.envbuild.container"  # a container of the engine's runner (unique)
 TEST_LABEL = "io.envbuild.test"  # containers of `envbuild test`
 SBOM_LABEL = "io.envbuild.sbom"  # containers of `envbuild packages`
 
