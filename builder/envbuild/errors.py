@@ -217,6 +217,28 @@ class MountPolicyError(RunConfigError):
         self.path = path
 
 
+class GpuDriverError(RunError):
+    """The host's NVIDIA driver is missing or too old for the image's CUDA; nothing started.
+
+    Carries the image's CUDA version, the minimum driver it needs (``None`` when
+    unknown) and the driver found (``None`` when there is none).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        cuda: str,
+        minimum: str | None,
+        found: str | None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.cuda = cuda
+        self.minimum = minimum
+        self.found = found
+
+
 class ScriptNotFoundError(RunError):
     """The script to run does not exist (``docker run``'s 127)."""
 

@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 from types import FrameType, MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from envbuild.engine.api import socket_path
 from envbuild.engine.docker import DockerEngine
 from envbuild.engine.protocols import STDERR, RunEngine
 from envbuild.engine.runner import run_to_completion
@@ -22,6 +23,7 @@ from envbuild.errors import (
     RunConfigError,
     RunError,
 )
+from envbuild.identity import CUDA_LABEL
 from envbuild.log import Log
 from envbuild.process import current as current_owner
 from envbuild.run.config import EXIT_TIMEOUT, Output_, RunConfig, RunResult
@@ -230,6 +232,19 @@ def _download_tar(downloads: Sequence[tuple[Path, str]], user: str) -> Iterator[
         raise RunError(f"cannot copy the download inputs into the container: {failure[0]}")
 
 
+def _check_gpu_driver(the_plan: RunPlan, cuda: str | None) -> None:
+    """With ``--gpus``, refuse a CUDA image the host's driver cannot serve, before it starts.
+
+    Only a local engine's host is the one whose driver is read here; a remote
+    engine (``DOCKER_HOST=tcp://``, ``ssh://``) is left to report for itself.
+    """
+    if the_plan.gpus is None or not cuda or socket_path() is None:
+        return
+    from envbuild.run.gpu import require_driver
+
+    require_driver(cuda, gpus=the_plan.config.gpus or "")
+
+
 def _new_run_id() -> str:
     # 48 random bits; os.urandom rather than `secrets`, whose import (hmac,
     # hashlib) costs more than a whole engine request.
@@ -279,6 +294,7 @@ def run(
     if the_plan.resolved is not None:
         from envbuild.build.builder import build
 
+        _check_gpu_driver(the_plan, the_plan.resolved.env.gpu.cuda)  # before a build, too
         built = build(the_plan.resolved, settings=settings, engine=engine, log=log)
         image, image_id = built.image, built.id
     else:
@@ -289,6 +305,7 @@ def run(
                 hint=f"build or pull it first (docker pull {the_plan.image})",
             )
         image, image_id = the_plan.image, info.id
+        _check_gpu_driver(the_plan, info.labels.get(CUDA_LABEL))
 
     # Outputs are made here, by the caller, so the engine does not create them as root.
     outputs: dict[str, Path] = {}
