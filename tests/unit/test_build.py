@@ -274,7 +274,7 @@ def test_an_unlocked_base_the_engine_lacks_is_pulled_then_hashed(write_env) -> N
     the image pulled. `hash` does not pull: it says what to do."""
 
     class Pulling(FakeEngine):
-        def pull_image(self, ref, auth, log):  # type: ignore[no-untyped-def]
+        def pull_image(self, ref, auth, log):
             self.calls.append(("pull", ref))
             self.images[BASE] = ImageInfo(id=BASE_ID, tags=(BASE,))
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from envbuild import lock as locking
+import envbuild.lock as locking
 from envbuild.catalog.packages import (
     Base,
     PackageList,

@@ -397,9 +397,12 @@ def test_a_recorded_file_swapped_for_a_fifo_is_a_miss(write_env) -> None:
                        base__Dockerfile="FROM debian:bookworm-slim\n")  # fmt: skip
     settings = load_settings()
     resolve(folder, settings=settings)
-    recall = lambda: memo.recall(  # noqa: E731
-        settings.home, folder.absolute(), settings.platform, base_id=lambda _: None
-    )
+
+    def recall() -> object:
+        return memo.recall(
+            settings.home, folder.absolute(), settings.platform, base_id=lambda _: None
+        )
+
     assert recall() is not None
     (folder / "base.Dockerfile").unlink()
     os.mkfifo(folder / "base.Dockerfile")
