@@ -1,9 +1,10 @@
 """The ``envbuild`` command line: parse arguments, call the library, print.
 
 Data goes to stdout (``render`` prints the Dockerfile, ``hash`` the hash,
-``--json`` documents); progress and logs go to stderr. Errors are mapped to
-exit codes in one place (:class:`_Group`), with a traceback only under
-``--debug``. Library modules are imported inside the commands so that each
+``--json`` documents); progress and logs go to stderr. Every failure is
+reported in one place (:class:`_Group`, through :mod:`envbuild.cli.exits`,
+with the codes of :data:`envbuild.errors.EXIT_CODES`), with a traceback only
+under ``--debug``. Library modules are imported inside the commands so that each
 command pays only for what it uses.
 """
 

@@ -5,10 +5,10 @@ command from it, and :mod:`envbuild.cli.run_fast` parses the plain forms of
 the command line with it, without click. Both hand what they parsed to
 :func:`run_config`, which turns the option strings into a
 :class:`~envbuild.run.config.RunConfig` (through
-:func:`envbuild.run.config_from_options`, where every value is checked), so
+:func:`envbuild.run.config_from_options`; the planner checks the rest), so
 that a value means the same and is refused with the same words on both paths.
-Click only splits the command line: no option has a click type, which would
-check a value a second time, in other words.
+Click only splits the command line: no option has a click type, so no value
+is checked twice, in different words.
 
 Click-free, and cheap to import: the console script reads it on every run.
 """
