@@ -86,6 +86,19 @@ def validate(env: Path) -> None:
 
 
 @cli.command()
+def schema() -> None:
+    """Print the JSON Schema of env.toml (docs/env.schema.json), for editors and CI.
+
+    It is generated from the checks `validate` runs: keys, types and each
+    value's grammar. `validate` also checks what a schema cannot (extends,
+    a base Dockerfile, the rules between keys).
+    """
+    from envbuild.definition.model import json_schema_text
+
+    click.echo(json_schema_text(), nl=False)
+
+
+@cli.command()
 @ENV_ARG
 @click.option(
     "-o",

@@ -8,6 +8,7 @@ at one end only lets ``"vim; curl x | sh"`` through (RELIABILITY.md, T05).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 Verdict = tuple[str, str | None] | None
@@ -32,8 +33,10 @@ class _Pattern:
 # Control characters end a Dockerfile instruction or corrupt a log line; no
 # string that can reach a Dockerfile may hold one. A tab is allowed only in
 # variable values and descriptions, where it is harmless once quoted.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
-_CONTROL_OR_TAB = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+_CONTROL_CLASS = r"\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029"
+_CONTROL_OR_TAB_CLASS = r"\x00-\x1f\x7f\x85\u2028\u2029"
+_CONTROL = re.compile(f"[{_CONTROL_CLASS}]")
+_CONTROL_OR_TAB = re.compile(f"[{_CONTROL_OR_TAB_CLASS}]")
 
 NAME = _Pattern(r"[a-z0-9][a-z0-9._-]{0,127}")
 VARIABLE = _Pattern(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
@@ -274,3 +277,54 @@ def check_index_url(value: str) -> Verdict:
     if parts.query or parts.fragment or " " in value:
         return (f"{value!r} has a query, fragment or space", "use the plain index URL")
     return None
+
+
+# --------------------------------------------------------------------------
+# The grammars as JSON Schema patterns (docs/env.schema.json)
+# --------------------------------------------------------------------------
+#
+# Each pattern is written from the grammar above, anchored at both ends, and
+# uses only what ECMA-262, Python's re and Rust's regex (taplo) all read: no
+# lookaround, no inline flags. A pattern is a necessary condition: a few rules
+# need code (a path without "..", a reserved variable name is refused by an
+# enum beside it), and `envbuild validate` applies them all.
+
+
+def _anchored(source: str) -> str:
+    return f"^(?:{source})$"
+
+
+def text_pattern(*, allow_tab: bool = False) -> str:
+    """A free string: any text without control characters (tab only if allowed)."""
+    return f"^[^{_CONTROL_CLASS if allow_tab else _CONTROL_OR_TAB_CLASS}]*$"
+
+
+_URL_TAIL = r"[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#@]+(?:/[^\s?#]*)?"
+
+JSON_PATTERNS: Mapping[Callable[[str], Verdict], str] = {
+    check_name: _anchored(NAME.source),
+    check_apt_package: _anchored(APT_PACKAGE.source),
+    check_pip_requirement: _anchored(rf"\s*{PIP_REQUIREMENT.source}"),
+    check_conda_package: _anchored(CONDA_PACKAGE.source),
+    check_conda_channel: _anchored(CONDA_CHANNEL.source),
+    check_image_ref: _anchored(IMAGE_REF.source),
+    check_python_version: _anchored(PYTHON_VERSION.source),
+    check_cuda_version: _anchored(CUDA_VERSION.source),
+    check_shm_size: _anchored(SHM_SIZE.source),
+    check_abs_path: _anchored(ABS_PATH.source),
+    check_rel_path: _anchored(REL_PATH.source),
+    check_extends: f"^[^/{_CONTROL_OR_TAB_CLASS}][^{_CONTROL_OR_TAB_CLASS}]*$",
+    check_index_url: _anchored(_URL_TAIL),
+}
+"""The JSON Schema ``pattern`` of each checker that :mod:`envbuild.definition.model` uses."""
+
+VARIABLE_NAME_SCHEMA: dict[str, object] = {
+    "pattern": _anchored(VARIABLE.source),
+    "not": {
+        "anyOf": [
+            {"enum": sorted(RESERVED_VARIABLES)},
+            {"pattern": "^(?:" + "|".join(RESERVED_VARIABLE_PREFIXES) + ").*$"},
+        ]
+    },
+}
+"""The JSON Schema of a ``[variables]`` name: :func:`check_variable_name` as a schema."""

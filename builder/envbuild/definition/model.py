@@ -195,6 +195,12 @@ class _Str:
             return None
         return value
 
+    def json_schema(self) -> dict[str, Any]:
+        """This check as JSON Schema: a string, with its grammar's pattern."""
+        if self.check is None:
+            return {"type": "string", "pattern": grammar.text_pattern(allow_tab=self.allow_tab)}
+        return {"type": "string", "pattern": grammar.JSON_PATTERNS[self.check]}
+
 
 class _Int:
     __slots__ = ("choices", "maximum", "minimum")
@@ -221,6 +227,12 @@ class _Int:
             return None
         return value
 
+    def json_schema(self) -> dict[str, Any]:
+        """This check as JSON Schema."""
+        if self.choices:
+            return {"type": "integer", "enum": list(self.choices)}
+        return {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
+
 
 class _Choice:
     __slots__ = ("choices",)
@@ -240,6 +252,10 @@ class _Choice:
             )
             return None
         return value
+
+    def json_schema(self) -> dict[str, Any]:
+        """This check as JSON Schema."""
+        return {"type": "string", "enum": list(self.choices)}
 
 
 class _List:
@@ -268,13 +284,26 @@ class _List:
             out.append(checked)
         return tuple(out) if ok else None
 
+    def json_schema(self) -> dict[str, Any]:
+        """This check as JSON Schema."""
+        schema: dict[str, Any] = {"type": "array", "items": self.item.json_schema()}
+        if self.non_empty:
+            schema["minItems"] = 1
+        return schema
+
 
 class _Table:
-    __slots__ = ("fields", "required")
+    __slots__ = ("exclusive", "fields", "required")
 
-    def __init__(self, fields: Mapping[str, Any], required: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        fields: Mapping[str, Any],
+        required: tuple[str, ...] = (),
+        exclusive: tuple[str, ...] = (),
+    ) -> None:
         self.fields = fields
         self.required = required
+        self.exclusive = exclusive  # keys of which at most one may be set
 
     def __call__(self, ctx: _Ctx, key: str, value: object) -> object:
         if not isinstance(value, dict):
@@ -295,10 +324,27 @@ class _Table:
         for name in self.required:
             if name not in value:
                 ctx.add(f"{key}.{name}" if key else name, "is required")
+        if self.exclusive and all(name in value for name in self.exclusive):
+            ctx.add(key, f"sets both {' and '.join(self.exclusive)}", "keep one of them")
         return out
+
+    def json_schema(self) -> dict[str, Any]:
+        """This check as JSON Schema: every key's own, no other key."""
+        schema: dict[str, Any] = {
+            "type": "object",
+            "properties": {name: check.json_schema() for name, check in self.fields.items()},
+            "additionalProperties": False,
+        }
+        if self.required:
+            schema["required"] = list(self.required)
+        if self.exclusive:
+            schema["not"] = {"required": list(self.exclusive)}
+        return schema
 
 
 class _Variables:
+    value = _Str(allow_tab=True)
+
     def __call__(self, ctx: _Ctx, key: str, value: object) -> object:
         if not isinstance(value, dict):
             ctx.add(key, f'expected a table of NAME = "value", got {_type_name(value)}')
@@ -310,32 +356,45 @@ class _Variables:
             if verdict:
                 ctx.add(sub, verdict[0], verdict[1])
                 continue
-            checked = _Str(allow_tab=True)(ctx, sub, item)
+            checked = self.value(ctx, sub, item)
             if isinstance(checked, str):
                 out[name] = checked
         return out
 
+    def json_schema(self) -> dict[str, Any]:
+        """This check as JSON Schema."""
+        return {
+            "type": "object",
+            "propertyNames": dict(grammar.VARIABLE_NAME_SCHEMA),
+            "additionalProperties": self.value.json_schema(),
+        }
+
 
 class _Tests:
+    table = _Table(
+        {
+            "run": _List(_Str(), non_empty=True),
+            "expect": _Str(allow_tab=True),
+            "name": _Str(),
+            "timeout": _Int(minimum=1, maximum=MAX_TEST_TIMEOUT),
+        },
+        required=("run",),
+    )
+
     def __call__(self, ctx: _Ctx, key: str, value: object) -> object:
         if not isinstance(value, list):
             ctx.add(key, f"expected an array of tables ([[tests]]), got {_type_name(value)}")
             return None
         out = []
-        table = _Table(
-            {
-                "run": _List(_Str(), non_empty=True),
-                "expect": _Str(allow_tab=True),
-                "name": _Str(),
-                "timeout": _Int(minimum=1, maximum=MAX_TEST_TIMEOUT),
-            },
-            required=("run",),
-        )
         for i, item in enumerate(value):
-            checked = table(ctx, f"{key}[{i}]", item)
+            checked = self.table(ctx, f"{key}[{i}]", item)
             if isinstance(checked, dict) and "run" in checked:
                 out.append(checked)
         return tuple(out)
+
+    def json_schema(self) -> dict[str, Any]:
+        """This check as JSON Schema."""
+        return {"type": "array", "items": self.table.json_schema()}
 
 
 def _quote_hint(key: str, value: object) -> str | None:
@@ -352,7 +411,8 @@ SCHEMA = _Table(
         "description": _Str(allow_tab=True),
         "extends": _Str(grammar.check_extends),
         "base": _Table(
-            {"image": _Str(grammar.check_image_ref), "dockerfile": _Str(grammar.check_rel_path)}
+            {"image": _Str(grammar.check_image_ref), "dockerfile": _Str(grammar.check_rel_path)},
+            exclusive=("image", "dockerfile"),
         ),
         "python": _Table(
             {"version": _Str(grammar.check_python_version), "source": _Choice(PYTHON_SOURCES)}
@@ -380,6 +440,35 @@ SCHEMA = _Table(
     },
     required=("schema", "name"),
 )
+
+
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def json_schema() -> dict[str, Any]:
+    """:data:`SCHEMA` as a JSON Schema (draft 2020-12), for editors and other tools.
+
+    Generated from the same checks validation runs, so the two cannot drift.
+    It checks keys, types and each value's grammar; rules that need more than
+    one file or the file system (``extends`` chains, a base Dockerfile's
+    content, the rules between keys) stay with ``envbuild validate``.
+    """
+    return {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "title": "envbuild environment definition (env.toml)",
+        "description": (
+            f"schema = {SCHEMA_VERSION} of env.toml. Generated by `envbuild schema` from "
+            "envbuild's own validation; `envbuild validate` checks the rest."
+        ),
+        **SCHEMA.json_schema(),
+    }
+
+
+def json_schema_text() -> str:
+    """:func:`json_schema` as the text of ``docs/env.schema.json`` (stable, one newline)."""
+    import json
+
+    return json.dumps(json_schema(), indent=2, ensure_ascii=True) + "\n"
 
 
 # --------------------------------------------------------------------------
@@ -459,8 +548,6 @@ def _validate_file(path: Path) -> tuple[dict[str, Any], list[Problem]]:
     partial = SCHEMA(ctx, "", raw)
     assert isinstance(partial, dict)
     base = partial.get("base", {})
-    if "image" in base and "dockerfile" in base:
-        ctx.add("base", "sets both image and dockerfile", "keep one of them")
     if "dockerfile" in base:
         base["dockerfile"] = _read_base_dockerfile(ctx, path.parent, base["dockerfile"])
         if base["dockerfile"] is None:
