@@ -1,4 +1,4 @@
-"""The curated catalog: order, publish, check, test, packages, diff, explain.
+"""The curated catalog: order, publish, check, test, packages, diff, explain, doctor.
 
 Each module implements the command of its name (:mod:`.order` builds a
 catalog parents first).

@@ -398,6 +398,10 @@ from envbuild.cli import registry as cli_registry  # noqa: E402 - registers onto
 
 cli_registry.register(cli)
 
+from envbuild.cli import doctor as cli_doctor  # noqa: E402 - registers onto the group above
+
+cli_doctor.register(cli)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv``; return the exit code (for tests and scripts)."""

@@ -39,6 +39,7 @@ from envbuild.engine.protocols import (
     ContainerSpec,
     ContainerStream,
     Engine,
+    EngineInfo,
     GpuRequest,
     ImageInfo,
     Labelled,
@@ -57,6 +58,7 @@ __all__ = [
     "ContainerStream",
     "DockerEngine",
     "Engine",
+    "EngineInfo",
     "GpuRequest",
     "ImageInfo",
     "Labelled",
@@ -310,6 +312,18 @@ class DockerEngine:
         """Raise :class:`EngineError` unless the engine answers (one request)."""
         status, body = self._run_api().call("GET", "/_ping", timeout=10)
         check(status, body, "reach the engine")
+
+    def info(self) -> EngineInfo:
+        """The engine's version, data root and runtimes (``docker info``; one request)."""
+        status, body = self._run_api().call("GET", "/info", timeout=10)
+        check(status, body, "read the engine's info")
+        data = json.loads(body)
+        return EngineInfo(
+            version=str(data.get("ServerVersion") or ""),
+            root_dir=str(data.get("DockerRootDir") or ""),
+            runtimes=tuple(sorted(data.get("Runtimes") or {})),
+            os=str(data.get("OperatingSystem") or ""),
+        )
 
     def list_owned(self, key: str) -> list[Owned]:
         """See :meth:`ContainerRuntime.list_owned`."""

@@ -45,6 +45,16 @@ class ImageInfo:
 
 
 @dataclass(frozen=True)
+class EngineInfo:
+    """What the engine says of itself (``docker info``): version, data root, runtimes."""
+
+    version: str
+    root_dir: str  # DockerRootDir: where images and containers are kept, on the engine's host
+    runtimes: tuple[str, ...] = ()  # e.g. ("runc", "nvidia")
+    os: str = ""
+
+
+@dataclass(frozen=True)
 class BuildRequest:
     """One BuildKit build of a materialised context.
 
@@ -255,6 +265,7 @@ __all__ = [
     "ContainerSpec",
     "ContainerStream",
     "Engine",
+    "EngineInfo",
     "GpuRequest",
     "ImageInfo",
     "ImageStore",

@@ -349,7 +349,7 @@ class RegistryClient:
                 f"the registry {self.registry.host} sends credentials to a plain http realm",
                 hint="use --registry-insecure only if that is what you mean",
             )
-        query = {k: v for k, v in params.items() if k in ("service", "scope")}
+        query = {k: v for k, v in params.items() if k in ("service", "scope") and v}
         headers = {"User-Agent": "envbuild"}
         creds = self.registry.credentials
         if creds is not None:
@@ -431,6 +431,13 @@ class RegistryClient:
         if status == 401:
             raise self._auth_refused()
         return status, reply, body
+
+    def check_access(self) -> None:
+        """Raise :class:`RegistryError` unless the registry answers its ``/v2/`` API and
+        accepts the credentials (a token without a scope, or basic auth)."""
+        status, _, _ = self.request("GET", "/v2/", {}, "")
+        if status != 200:
+            raise self._fail(f"the registry {self.registry.host} answered {status} at /v2/")
 
     # -- the one question asked of a registry ----------------------------------------
     def manifest_digest(self, name: str, reference: str) -> str | None:
