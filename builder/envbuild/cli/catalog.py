@@ -11,9 +11,18 @@ from pathlib import Path
 
 import click
 
+from envbuild.cli.completion import complete_env
+
 
 @click.command()
-@click.argument("envs", metavar="ENV...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument(
+    "envs",
+    metavar="ENV...",
+    nargs=-1,
+    required=True,
+    type=click.Path(path_type=Path),
+    shell_complete=complete_env,
+)
 @click.option("--force", is_flag=True, help="Run the checks even if this image passed them before.")
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON to stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not show the build log.")

@@ -8,10 +8,11 @@ from typing import Any
 
 import click
 
+from envbuild.cli.completion import complete_env
 from envbuild.cli.registry import registry_options
 from envbuild.errors import EXIT_FAILURE
 
-ENV_ARG = click.argument("env", type=click.Path(path_type=Path))
+ENV_ARG = click.argument("env", type=click.Path(path_type=Path), shell_complete=complete_env)
 
 
 def _emit_json(data: object) -> None:

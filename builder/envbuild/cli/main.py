@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from envbuild import __version__
+from envbuild.cli.completion import complete_env
 from envbuild.cli.registry import open_remote, registry_options
 from envbuild.errors import EXIT_MEANINGS, UsageError
 
@@ -69,7 +70,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-ENV_ARG = click.argument("env", type=click.Path(path_type=Path))
+ENV_ARG = click.argument("env", type=click.Path(path_type=Path), shell_complete=complete_env)
 
 
 @cli.command()
@@ -167,7 +168,13 @@ class _Progress:
 
 
 @cli.command()
-@click.argument("envs", metavar="ENV...", nargs=-1, type=click.Path(path_type=Path))
+@click.argument(
+    "envs",
+    metavar="ENV...",
+    nargs=-1,
+    type=click.Path(path_type=Path),
+    shell_complete=complete_env,
+)
 @click.option(
     "--all",
     "all_dir",

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from envbuild.cli.completion import complete_env
+
 if TYPE_CHECKING:
     from envbuild.build.travel import Remote
     from envbuild.settings import Settings
@@ -84,7 +86,13 @@ def _folders(envs: tuple[Path, ...], all_dir: Path | None) -> list[Any]:
 
 
 @click.command()
-@click.argument("envs", metavar="ENV...", nargs=-1, type=click.Path(path_type=Path))
+@click.argument(
+    "envs",
+    metavar="ENV...",
+    nargs=-1,
+    type=click.Path(path_type=Path),
+    shell_complete=complete_env,
+)
 @click.option(
     "--all",
     "all_dir",
@@ -140,7 +148,7 @@ def push(
 
 
 @click.command()
-@click.argument("env", type=click.Path(path_type=Path))
+@click.argument("env", type=click.Path(path_type=Path), shell_complete=complete_env)
 @registry_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (with tier).")
 @click.option("-q", "--quiet", is_flag=True, help="Do not show the pull progress.")

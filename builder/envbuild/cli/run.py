@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from envbuild.cli.completion import complete_env
 from envbuild.cli.run_options import RUN_OPTIONS, run_config
 from envbuild.errors import EXIT_RUN_ENGINE, HistoryError
 
@@ -84,7 +85,7 @@ def _declare_options(command: Any) -> Any:
         "help_option_names": ["-h", "--help"],
     },
 )
-@click.argument("env")
+@click.argument("env", shell_complete=complete_env)
 @click.argument("script")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @_declare_options
