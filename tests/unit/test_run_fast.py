@@ -52,6 +52,9 @@ SAME = [
     ["--workdir", "/w", "--user", "me", "--timeout", "2.5", "--name", "n1", "image:x", "t.py"],
     ["-q", "--allow-dangerous-mount", "--name", "a", "--name", "b", "image:x", "train.py"],
     ["--privileges", "default", "--cap-add", "NET_RAW", "--cap-add", "mknod", "image:x", "t.py"],
+    ["--distribution", "pytorch", "--nodes", "2", "--procs-per-node", "2", "image:x", "train.py"],
+    ["--distribution", "tensorflow", "--nodes", "2", "--parameter-servers", "1", "image:x", "t.py"],
+    ["--distribution", "mpi", "--rendezvous-timeout", "30", "image:x", "train.py"],
 ]
 
 
@@ -180,6 +183,13 @@ VALUES = [
     "--dry-run",
     "${{inputs.d}}",
     "${{outputs.o}}",
+    "mpi",
+    "pytorch",
+    "tensorflow",
+    "2",
+    "gloo",
+    "nccl",
+    "launch",
 ]
 OPTIONS = [p for p in run_command.params if isinstance(p, click.Option)]
 FIRST, SECOND = (p for p in run_command.params if p.name in ("env", "script"))

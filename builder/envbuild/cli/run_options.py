@@ -117,6 +117,49 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         multiple=True,
     ),
     RunOption(
+        ("--distribution",),
+        "distribution",
+        "Run on several containers (nodes), each rank given its framework's contract.",
+        metavar="mpi|pytorch|tensorflow",
+    ),
+    RunOption(
+        ("--nodes",),
+        "nodes",
+        "With --distribution: containers (tensorflow: workers). Default 1.",
+        metavar="N",
+    ),
+    RunOption(
+        ("--procs-per-node",),
+        "procs_per_node",
+        "With --distribution mpi|pytorch: processes in each container. Default 1.",
+        metavar="M",
+    ),
+    RunOption(
+        ("--parameter-servers",),
+        "parameter_servers",
+        "With --distribution tensorflow: parameter server tasks. Default 0.",
+        metavar="K",
+    ),
+    RunOption(
+        ("--backend",),
+        "backend",
+        "With --distribution pytorch: the torch.distributed backend. Default gloo.",
+        metavar="gloo|nccl|mpi",
+    ),
+    RunOption(
+        ("--torch-launcher",),
+        "torch_launcher",
+        "With --distribution pytorch: torchrun (torch >= 1.10, the default) "
+        "or launch (python -m torch.distributed.launch).",
+        metavar="torchrun|launch",
+    ),
+    RunOption(
+        ("--rendezvous-timeout",),
+        "rendezvous_timeout",
+        "With --distribution: seconds for every node to join before the job fails. Default 300.",
+        metavar="SECONDS",
+    ),
+    RunOption(
         ("--dry-run",),
         "dry_run",
         "Print the resolved run; start nothing.",
@@ -147,7 +190,7 @@ def initial_values() -> dict[str, Any]:
     return {option.dest: option.initial for option in RUN_OPTIONS}
 
 
-def _timeout(text: str | None) -> float | None:
+def _seconds(text: str | None, option: str) -> float | None:
     if text is None:
         return None
     try:
@@ -156,7 +199,7 @@ def _timeout(text: str | None) -> float | None:
         from envbuild.errors import RunConfigError
 
         raise RunConfigError(
-            f"--timeout {text!r}: not a number of seconds", hint="e.g. --timeout 3600"
+            f"{option} {text!r}: not a number of seconds", hint=f"e.g. {option} 3600"
         ) from None
 
 
@@ -167,5 +210,6 @@ def run_config(
     from envbuild.run.config import config_from_options
 
     options = {o.dest: values[o.dest] for o in RUN_OPTIONS if o.config}
-    options["timeout"] = _timeout(options["timeout"])
+    options["timeout"] = _seconds(options["timeout"], "--timeout")
+    options["rendezvous_timeout"] = _seconds(options["rendezvous_timeout"], "--rendezvous-timeout")
     return config_from_options(environment, script, arguments, **options)

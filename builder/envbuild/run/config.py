@@ -160,6 +160,180 @@ class Output:
     path: Path
 
 
+# --------------------------------------------------------------------------
+# Distributed runs (see envbuild.run.distributed for each rank's contract)
+# --------------------------------------------------------------------------
+
+DEFAULT_RENDEZVOUS_TIMEOUT = 300.0  # torch's own default waits 30 minutes for a missing node
+MAX_NODES = 256  # one machine's engine, or one Job's pods: far beyond either is a typo
+MAX_PROCESSES_PER_NODE = 256
+TORCH_BACKENDS = ("gloo", "nccl", "mpi")
+TORCH_LAUNCHERS = ("torchrun", "launch")  # torchrun needs torch >= 1.10
+DISTRIBUTIONS = ("mpi", "pytorch", "tensorflow")
+
+
+@dataclass(frozen=True)
+class Mpi:
+    """An MPI job (the seed's ``MpiConfiguration``): ``mpirun`` on node 0 starts
+    ``nodes * processes_per_node`` ranks over ssh."""
+
+    nodes: int = 1
+    processes_per_node: int = 1
+    rendezvous_timeout: float = DEFAULT_RENDEZVOUS_TIMEOUT
+
+
+@dataclass(frozen=True)
+class PyTorch:
+    """A ``torch.distributed`` job (the seed's ``PyTorchConfiguration``).
+
+    Each node runs torch's launcher, which starts ``processes_per_node``
+    processes. ``launcher`` is ``"torchrun"`` (torch >= 1.10) or ``"launch"``
+    (``python -m torch.distributed.launch``, for older torch such as 1.6).
+    """
+
+    nodes: int = 1
+    processes_per_node: int = 1
+    backend: str = "gloo"
+    launcher: str = "torchrun"
+    rendezvous_timeout: float = DEFAULT_RENDEZVOUS_TIMEOUT
+
+
+@dataclass(frozen=True)
+class TensorFlow:
+    """A TensorFlow job (the seed's ``TensorflowConfiguration``): one task per
+    container, each with its ``TF_CONFIG``; worker 0 is the chief."""
+
+    workers: int = 1
+    parameter_servers: int = 0
+    rendezvous_timeout: float = DEFAULT_RENDEZVOUS_TIMEOUT
+
+
+Distribution = Mpi | PyTorch | TensorFlow
+
+
+def check_distribution(distribution: object) -> Distribution:
+    """``distribution`` checked: counts in range, a known backend and launcher.
+
+    Raises :class:`RunConfigError` naming the field, what was expected and a hint.
+    """
+    if not isinstance(distribution, Mpi | PyTorch | TensorFlow):
+        raise RunConfigError(
+            f"distribution {distribution!r}: expected Mpi(...), PyTorch(...) or TensorFlow(...)",
+            hint="from envbuild.run.config import Mpi, PyTorch, TensorFlow",
+        )
+    if isinstance(distribution, TensorFlow):
+        _check_count("--nodes (workers)", distribution.workers, 1, MAX_NODES)
+        _check_count("--parameter-servers", distribution.parameter_servers, 0, MAX_NODES)
+        if distribution.workers + distribution.parameter_servers > MAX_NODES:
+            raise RunConfigError(
+                f"{distribution.workers} workers and {distribution.parameter_servers} "
+                f"parameter servers: at most {MAX_NODES} tasks in all"
+            )
+    else:
+        _check_count("--nodes", distribution.nodes, 1, MAX_NODES)
+        _check_count("--procs-per-node", distribution.processes_per_node, 1, MAX_PROCESSES_PER_NODE)
+    if isinstance(distribution, PyTorch):
+        if distribution.backend not in TORCH_BACKENDS:
+            raise RunConfigError(
+                f"--backend {distribution.backend!r}: expected one of {', '.join(TORCH_BACKENDS)}",
+                hint="gloo works on CPUs; nccl needs GPUs",
+            )
+        if distribution.launcher not in TORCH_LAUNCHERS:
+            raise RunConfigError(
+                f"--torch-launcher {distribution.launcher!r}: expected one of "
+                f"{', '.join(TORCH_LAUNCHERS)}",
+                hint="torchrun for torch >= 1.10, launch (torch.distributed.launch) before",
+            )
+    timeout = distribution.rendezvous_timeout
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not (0 < timeout <= MAX_TIMEOUT)
+    ):
+        raise RunConfigError(
+            f"--rendezvous-timeout {timeout!r}: give a number of seconds above 0 "
+            f"and at most {MAX_TIMEOUT:g}",
+            hint=f"the default is {DEFAULT_RENDEZVOUS_TIMEOUT:g}",
+        )
+    return distribution
+
+
+def _check_count(what: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise RunConfigError(
+            f"{what} {value!r}: expected a whole number from {low} to {high}",
+            hint="e.g. --nodes 2 --procs-per-node 4",
+        )
+
+
+def _parse_int(text: str, what: str) -> int:
+    value = text.strip()
+    if not (value.isascii() and value.isdigit()):
+        raise RunConfigError(f"{what} {text!r}: expected a whole number", hint=f"e.g. {what} 2")
+    return int(value)
+
+
+def parse_distribution(
+    kind: str | None,
+    *,
+    nodes: str | None = None,
+    procs_per_node: str | None = None,
+    parameter_servers: str | None = None,
+    backend: str | None = None,
+    launcher: str | None = None,
+    rendezvous_timeout: float | None = None,
+) -> Distribution | None:
+    """The distribution ``envbuild run --distribution KIND --nodes N ...`` asks for.
+
+    ``None`` for a single-container run; an option that only a distributed run
+    (or another framework) reads is an error, never silently ignored.
+    """
+    given = {
+        "--nodes": nodes,
+        "--procs-per-node": procs_per_node,
+        "--parameter-servers": parameter_servers,
+        "--backend": backend,
+        "--torch-launcher": launcher,
+        "--rendezvous-timeout": rendezvous_timeout,
+    }
+    if kind is None:
+        stray = [name for name, value in given.items() if value is not None]
+        if stray:
+            raise RunConfigError(
+                f"{stray[0]} is for distributed runs",
+                hint="add --distribution mpi|pytorch|tensorflow",
+            )
+        return None
+    if kind not in DISTRIBUTIONS:
+        raise RunConfigError(
+            f"--distribution {kind!r}: expected one of {', '.join(DISTRIBUTIONS)}",
+            hint="e.g. --distribution pytorch --nodes 2 --procs-per-node 2",
+        )
+    foreign = {
+        "mpi": ("--parameter-servers", "--backend", "--torch-launcher"),
+        "pytorch": ("--parameter-servers",),
+        "tensorflow": ("--procs-per-node", "--backend", "--torch-launcher"),
+    }[kind]
+    for name in foreign:
+        if given[name] is not None:
+            raise RunConfigError(f"{name} does not apply to --distribution {kind}")
+    count = _parse_int(nodes, "--nodes") if nodes is not None else 1
+    timeout = DEFAULT_RENDEZVOUS_TIMEOUT if rendezvous_timeout is None else rendezvous_timeout
+    distribution: Distribution
+    if kind == "tensorflow":
+        servers = _parse_int(parameter_servers, "--parameter-servers") if parameter_servers else 0
+        distribution = TensorFlow(count, servers, timeout)
+    else:
+        per_node = _parse_int(procs_per_node, "--procs-per-node") if procs_per_node else 1
+        if kind == "mpi":
+            distribution = Mpi(count, per_node, timeout)
+        else:
+            distribution = PyTorch(
+                count, per_node, backend or "gloo", launcher or "torchrun", timeout
+            )
+    return check_distribution(distribution)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One run: which environment, what to run, with which data. Frozen; see :func:`run`.
@@ -193,7 +367,9 @@ class RunConfig:
             default capabilities less :data:`DROPPED_CAPS`) or ``"default"``
             (Docker's defaults).
         cap_add: capabilities from :data:`DROPPED_CAPS` to give back (``NET_RAW``).
-        distribution: reserved for distributed runs (``None``: one container).
+        distribution: ``None`` (one container) or :class:`Mpi`, :class:`PyTorch`,
+            :class:`TensorFlow`: several containers ("nodes"), each rank given its
+            framework's contract (:mod:`envbuild.run.distributed`).
     """
 
     environment: str | Path
@@ -215,7 +391,7 @@ class RunConfig:
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
     privileges: str = "reduced"
     cap_add: Sequence[str] = ()
-    distribution: object | None = None
+    distribution: Distribution | None = None
 
     def __post_init__(self) -> None:
         # Freeze what callers may hand over as lists or dicts.
@@ -384,6 +560,13 @@ def config_from_options(
     allow_dangerous_mount: bool = False,
     privileges: str = "reduced",
     cap_add: Sequence[str] = (),
+    distribution: str | None = None,
+    nodes: str | None = None,
+    procs_per_node: str | None = None,
+    parameter_servers: str | None = None,
+    backend: str | None = None,
+    torch_launcher: str | None = None,
+    rendezvous_timeout: float | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> RunConfig:
     """A :class:`RunConfig` from ``envbuild run``'s option strings.
@@ -416,6 +599,15 @@ def config_from_options(
         allow_dangerous_mount=allow_dangerous_mount,
         privileges=privileges,
         cap_add=tuple(cap_add),
+        distribution=parse_distribution(
+            distribution,
+            nodes=nodes,
+            procs_per_node=procs_per_node,
+            parameter_servers=parameter_servers,
+            backend=backend,
+            launcher=torch_launcher,
+            rendezvous_timeout=rendezvous_timeout,
+        ),
     )
 
 

@@ -288,6 +288,13 @@ def run(
     output = output or _ConsoleOutput()
     engine = engine or DockerEngine(settings.docker)
     the_plan = plan(config, settings=settings, engine=engine)
+    if config.distribution is not None:
+        # Never a silent single-container run of a job asked for on several nodes.
+        raise RunConfigError(
+            "distributed runs are not yet supported locally",
+            hint="use envbuild export kubernetes, or --dry-run to see every node's "
+            "container, command and environment",
+        )
     for warning in the_plan.warnings:
         log(warning)
 

@@ -38,6 +38,7 @@ from envbuild.run.config import (
     RUN_LABEL,
     RunConfig,
     _check_variable_name,
+    check_distribution,
     parse_capabilities,
     parse_gpus,
     parse_shm_size,
@@ -271,7 +272,7 @@ def plan(
     """
     settings = settings or load_settings()
     if config.distribution is not None:
-        raise RunConfigError("distributed runs are not supported yet (distribution must be None)")
+        check_distribution(config.distribution)
     if (config.script is None) == (config.command is None):
         raise RunConfigError("give exactly one of a script and a command")
     env = _environment(config, settings, engine)
