@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,14 @@ def test_a_remote_engine_is_not_checked_against_this_host(
     engine = _cuda_engine("10.2")
     run(_config(tmp_path, "all"), settings=load_settings(), engine=engine, log=lambda _: None)
     assert engine.ops[0] == "create"
+
+
+def test_an_environment_folder_is_checked_before_it_is_built(
+    tmp_path: Path, no_driver: None
+) -> None:
+    engine = FakeRunEngine()
+    folder = Path(__file__).resolve().parents[2] / "curated" / "pytorch-1.6-gpu"
+    config = dataclasses.replace(_config(tmp_path, "all"), environment=str(folder))
+    with pytest.raises(GpuDriverError, match=r"CUDA 10\.2 needs NVIDIA driver >= 440\.33"):
+        run(config, settings=load_settings(), engine=engine, log=lambda _: None)
+    assert engine.ops == [] and not [c for c in engine.calls if c[0] == "build"]
