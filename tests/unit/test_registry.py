@@ -219,10 +219,13 @@ class _TokenRegistry(BaseHTTPRequestHandler):
             return
         if self.headers.get("Authorization") != "Bearer tok":
             host = self.headers["Host"]
-            challenge = (
-                f'Bearer realm="http://{host}/token",service="reg",scope="repository:ns/x:pull"'
-            )
+            challenge = f'Bearer realm="http://{host}/token",service="reg"'
+            if self.path != "/v2/":  # the API root's challenge names no scope
+                challenge += ',scope="repository:ns/x:pull"'
             self._answer(401, {"WWW-Authenticate": challenge})
+            return
+        if self.path == "/v2/":
+            self._answer(200, {})
             return
         if not self.path.endswith("/manifests/1"):
             self._answer(404, {})
@@ -282,3 +285,11 @@ def test_an_unreachable_registry_is_a_registry_error(token_registry: str) -> Non
         client.manifest_digest("x", "1")
     assert "cannot reach the registry" in error.value.message
     assert SECRET not in error.value.render()
+
+
+def test_check_access_takes_a_token_without_a_scope(token_registry: str) -> None:
+    RegistryClient(Registry(token_registry, "ns", Credentials("u", SECRET))).check_access()
+    assert "/token?service=reg" in [s["path"] for s in _TokenRegistry.seen]  # no empty scope=
+    wrong = RegistryClient(Registry(token_registry, "ns", Credentials("u", "wrong")))
+    with pytest.raises(RegistryError, match="refused the credentials of user 'u'"):
+        wrong.check_access()
