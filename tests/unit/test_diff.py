@@ -144,7 +144,7 @@ def test_image_sides(fake_engine: FakeRunEngine, tmp_path: Path) -> None:
     # the commands ran as argv lists (no shell), each container removed again
     argvs = {spec.argv for spec in fake_engine.specs.values()}
     assert DPKG_ARGV in argvs and PIP_ARGV in argvs
-    assert len(fake_engine.specs) == 6 and not fake_engine.live
+    assert len(fake_engine.specs) == 8 and not fake_engine.live  # and cat /etc/os-release
 
 
 def test_missing_image(fake_engine: FakeRunEngine, tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
 
 from envbuild.catalog import publish as pub
 from envbuild.cli.main import main
@@ -246,7 +248,14 @@ def test_with_images_writes_image_json(catalog: Path, tmp_path: Path) -> None:
         if r["name"] == "torchy"
     )
     assert row["size"] == 2_345_678_901
-    assert "| 2346 MB |" in (out / "index.md").read_text()
+    assert "| 2346 MB ([SBOM](torchy/1/sbom.cdx.json)) |" in (out / "index.md").read_text()
+    # the SBOM beside image.json lists what image.json read, and validates
+    bom_text = (out / "torchy/1/sbom.cdx.json").read_text()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(bom_text) is None
+    bom = json.loads(bom_text)
+    assert [c["purl"] for c in bom["components"]] == ["pkg:deb/debian/libc6@2.36"]
+    assert bom["metadata"]["component"]["version"] == "sha256:" + "1" * 64
+    assert "torchy/1/sbom.cdx.json" in report.written
     # image.json is not part of the check; the index (which shows the size) is.
     assert pub.check(catalog, out, platform=PLATFORM) == []
     (out / "torchy/1/image.json").write_text(json.dumps({**image, "sbom": {}}))
@@ -255,7 +264,8 @@ def test_with_images_writes_image_json(catalog: Path, tmp_path: Path) -> None:
     assert pub.publish(catalog, out, platform=PLATFORM).removed == ()
     # ... and drops it once the hash moved on.
     set_child(catalog, version=1, extra='\n[variables]\nMODE = "x"\n')
-    assert "torchy/1/image.json" in pub.publish(catalog, out, platform=PLATFORM).removed
+    removed = pub.publish(catalog, out, platform=PLATFORM).removed
+    assert "torchy/1/image.json" in removed and "torchy/1/sbom.cdx.json" in removed
 
 
 def test_binary_context_files_are_listed_not_copied(

@@ -31,6 +31,7 @@ from envbuild.definition.model import Environment
 from envbuild.engine.protocols import ContainerRuntime, ContainerSpec
 from envbuild.engine.runner import run_to_completion
 from envbuild.errors import EngineError, UsageError
+from envbuild.identity import BASE_ID_LABEL, ENGINE_BASE, INPUTS_LABEL
 from envbuild.identity import SBOM_LABEL as SBOM_LABEL  # re-exported
 from envbuild.lock.model import CONDA_LOCK_FILE, INDEX_FILE, PIP_LOCK_FILE
 from envbuild.lock.model import read as read_locks
@@ -50,9 +51,22 @@ BASE_LABEL = "org.opencontainers.image.base.name"
 SBOM_TIMEOUT = 120  # seconds per command run inside an image
 
 # The commands that read an image's packages (argv lists: no shell involved).
-DPKG_ARGV = ("dpkg-query", "-W", "-f", "${Package}\t${Version}\n")
+# dpkg's status database: each package's state ("ii " is installed), name,
+# version and architecture. Packages removed but not purged are listed too.
+DPKG_ARGV = (
+    "dpkg-query",
+    "-W",
+    "-f",
+    "${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n",
+)
 PIP_ARGV = ("python", "-m", "pip", "list", "--format", "json", "--disable-pip-version-check")
 CONDA_ARGV = ("conda", "list", "--json")
+OS_ARGV = ("cat", "/etc/os-release")
+# The os-release keys a package list keeps (they name the distribution in purls).
+OS_KEYS = ("ID", "VERSION_ID", "VERSION_CODENAME", "PRETTY_NAME")
+
+# Labels that pin the base: OCI's manifest digest, or envbuild's image ID.
+BASE_DIGEST_LABEL = "org.opencontainers.image.base.digest"
 
 Versions = Mapping[str, "str | None"]
 
@@ -95,6 +109,10 @@ class PackageList:
     conda: Versions = field(default_factory=dict)
     # Where each ecosystem's list came from: "definition", "lock:<file>", "image".
     sources: Mapping[str, str] = field(default_factory=dict)
+    # Known only for an image: each apt package's dpkg architecture ("amd64",
+    # "all"), and the distribution's /etc/os-release (the keys of OS_KEYS).
+    apt_arch: Mapping[str, str] = field(default_factory=dict)
+    os: Mapping[str, str] = field(default_factory=dict)
 
     def packages(self, ecosystem: str) -> Versions:
         """The packages of ``ecosystem`` (one of :data:`ECOSYSTEMS`)."""
@@ -104,11 +122,15 @@ class PackageList:
     def to_json(self) -> dict[str, Any]:
         """The ``packages.json`` shape (without the published metadata), sorted."""
         out: dict[str, Any] = {"base": self.base.to_json()}
+        if self.os:
+            out["os"] = dict(sorted(self.os.items()))
         for eco in ECOSYSTEMS:
+            arch = self.apt_arch if eco == "apt" else {}
             out[eco] = {
                 "source": self.sources.get(eco, "definition"),
                 "packages": [
                     {"name": name, "version": version}
+                    | ({"arch": arch[name]} if name in arch else {})
                     for name, version in sorted(self.packages(eco).items())
                 ],
             }
@@ -120,16 +142,25 @@ class PackageList:
         base = data.get("base") or {}
         lists: dict[str, dict[str, str | None]] = {}
         sources: dict[str, str] = {}
+        arch: dict[str, str] = {}
         for eco in ECOSYSTEMS:
             section = data.get(eco) or {}
             lists[eco] = {str(p["name"]): p.get("version") for p in section.get("packages", ())}
             sources[eco] = str(section.get("source", "definition"))
+            if eco == "apt":
+                arch = {
+                    str(p["name"]): str(p["arch"])
+                    for p in section.get("packages", ())
+                    if p.get("arch")
+                }
         return cls(
             base=Base(base.get("image"), base.get("pin"), base.get("pin_kind")),
             apt=lists["apt"],
             pip=lists["pip"],
             conda=lists["conda"],
             sources=sources,
+            apt_arch=arch,
+            os={str(k): str(v) for k, v in (data.get("os") or {}).items()},
         )
 
 
@@ -211,13 +242,53 @@ def parse_conda_explicit(text: str) -> dict[str, str | None]:
     return out
 
 
-def parse_dpkg(text: str) -> dict[str, str | None]:
-    """The output of ``dpkg-query -W -f '${Package}\\t${Version}\\n'``."""
-    out: dict[str, str | None] = {}
+@dataclass(frozen=True)
+class DpkgPackage:
+    """One installed package of dpkg's status database."""
+
+    name: str
+    version: str | None
+    arch: str | None = None
+
+
+def parse_dpkg_status(text: str) -> list[DpkgPackage]:
+    """The installed packages in the output of ``dpkg-query`` run with :data:`DPKG_ARGV`.
+
+    A line is ``status<TAB>name<TAB>version<TAB>arch``; a package whose status
+    is not installed (removed, its configuration files left) is skipped. Lines
+    of ``name<TAB>version`` alone (an older format) are read as installed.
+    """
+    out: list[DpkgPackage] = []
     for line in text.splitlines():
-        name, _, version = line.partition("\t")
-        if name.strip():
-            out[name.strip()] = version.strip() or None
+        fields = [f.strip() for f in line.split("\t")]
+        if len(fields) >= 4:
+            status, name, version, arch = fields[:4]
+            # db:Status-Abbrev: wanted, then current state ("i": installed), then errors.
+            if len(status) < 2 or status[1] != "i":
+                continue
+        else:
+            name, version, arch = fields[0], (fields[1] if len(fields) > 1 else ""), ""
+        if name:
+            out.append(DpkgPackage(name, version or None, arch or None))
+    return out
+
+
+def parse_dpkg(text: str) -> dict[str, str | None]:
+    """The installed packages and versions in the output of :data:`DPKG_ARGV`."""
+    return {p.name: p.version for p in parse_dpkg_status(text)}
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    """The :data:`OS_KEYS` of an ``/etc/os-release`` file (shell-quoted values unquoted)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if not sep or key not in OS_KEYS:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        out[key] = value
     return out
 
 
@@ -366,14 +437,13 @@ def from_image(
     """The packages installed in ``image``: dpkg's database, pip's and conda's lists.
 
     An image without dpkg, python or conda has an empty list for it; a command
-    that runs and fails is an error naming it.
+    that runs and fails is an error naming it. The base and its pin come from
+    ``labels`` (see :func:`base_from_labels`); the distribution from
+    ``/etc/os-release``.
     """
     lists: dict[str, dict[str, str | None]] = {}
-    for eco, argv, parse in (
-        ("apt", DPKG_ARGV, parse_dpkg),
-        ("pip", PIP_ARGV, parse_pip_list),
-        ("conda", CONDA_ARGV, parse_conda_list),
-    ):
+    arch: dict[str, str] = {}
+    for eco, argv in (("apt", DPKG_ARGV), ("pip", PIP_ARGV), ("conda", CONDA_ARGV)):
         code, out = capture(engine, image, argv)
         if code == 127 or (eco != "apt" and code != 0 and not out.strip()):
             lists[eco] = {}  # the image has no such tool (or pip/conda are absent)
@@ -381,19 +451,52 @@ def from_image(
         if code != 0:
             raise EngineError(f"`{' '.join(argv)}` in {image} exited with {code}")
         try:
-            lists[eco] = parse(out)
+            if eco == "apt":
+                rows = parse_dpkg_status(out)
+                lists[eco] = {p.name: p.version for p in rows}
+                arch = {p.name: p.arch for p in rows if p.arch}
+            elif eco == "pip":
+                lists[eco] = parse_pip_list(out)
+            else:
+                lists[eco] = parse_conda_list(out)
         except (ValueError, KeyError, TypeError) as exc:
             raise EngineError(
                 f"cannot read the output of `{' '.join(argv)}` in {image}: {exc}"
             ) from exc
-    ref = (labels or {}).get(BASE_LABEL)
-    pin: str | None = None
-    if ref and "@" in ref:
-        ref, pin = ref.split("@", 1)
+    code, out = capture(engine, image, OS_ARGV)
     return PackageList(
-        base=Base(ref, pin, "digest" if pin else None),
+        base=base_from_labels(labels or {}),
         apt=lists["apt"],
         pip=lists["pip"],
         conda=lists["conda"],
         sources=dict.fromkeys(ECOSYSTEMS, "image"),
+        apt_arch=arch,
+        os=parse_os_release(out) if code == 0 else {},
     )
+
+
+def base_from_labels(labels: Mapping[str, str]) -> Base:
+    """The base of an image envbuild built, from its labels.
+
+    The reference is the OCI base name label; the pin, in this order: a
+    ``ref@digest`` reference, OCI's base digest label (a locked base), the
+    image-ID label (a base locked to a local image), or the base's identity in
+    the record of the hash's inputs (for an unlocked base, the image ID the
+    engine held when it was built).
+    """
+    ref = labels.get(BASE_LABEL)
+    if ref and "@" in ref:
+        ref, pin = ref.split("@", 1)
+        return Base(ref, pin, "digest")
+    if labels.get(BASE_DIGEST_LABEL):
+        return Base(ref, labels[BASE_DIGEST_LABEL], "digest")
+    if labels.get(BASE_ID_LABEL):
+        return Base(ref, labels[BASE_ID_LABEL], "image-id")
+    try:
+        record = json.loads(labels.get(INPUTS_LABEL) or "{}")
+        kind, _, pin = str(record.get("base_pin") or "").partition(":")
+    except (ValueError, AttributeError):
+        kind, pin = "", ""
+    if pin and kind in ("digest", "image-id", ENGINE_BASE):
+        return Base(ref, pin, "digest" if kind == "digest" else "image-id")
+    return Base(ref)

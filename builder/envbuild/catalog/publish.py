@@ -11,11 +11,13 @@ folder ``<out>/<name>/<version>/`` holding:
 * ``packages.json``: the base image and the apt, pip and conda packages, locked
   where there are locks, else as declared;
 * ``image.json`` (only with ``--with-images``, for an image that exists
-  locally): the image's ID and size and the packages read from inside it.
+  locally): the image's ID and size and the packages read from inside it;
+* ``sbom.cdx.json`` beside it: the same packages as a CycloneDX SBOM
+  (:mod:`envbuild.catalog.sbom`), linked from the index.
 
 ``<out>/index.json`` and ``<out>/index.md`` list every environment and version.
 Folders of older versions are history: they are never rewritten, and stay in
-the index. Everything except ``image.json`` is a function of the catalog and
+the index. Everything except ``image.json`` and ``sbom.cdx.json`` is a function of the catalog and
 of envbuild alone (sorted keys, no timestamps, no absolute paths), so
 :func:`check` can render it afresh and compare byte for byte: the drift guard
 a registry's CI runs.
@@ -57,6 +59,9 @@ INDEX_MD = "index.md"
 MANIFEST = "manifest.json"
 PACKAGES = "packages.json"
 IMAGE = "image.json"
+SBOM = "sbom.cdx.json"  # written with image.json; the name is sbom.CYCLONEDX_FILE's
+# Files read from an image: never compared by check, never part of the history.
+IMAGE_DOCS = (IMAGE, SBOM)
 LOCKS = "locks"
 # Context files larger than this (or binary) are listed, not copied (see omission).
 MAX_PUBLISHED_FILE = 1 << 20
@@ -73,7 +78,7 @@ FRAMEWORKS = (
 )
 _EXACT_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+!_-]*")
 _VERSION_NAME = re.compile(r"0|[1-9][0-9]{0,18}")  # ASCII digits: "²" is no version
-_IMAGE_DOC = re.compile(r"[^/]+/[0-9]+/" + re.escape(IMAGE))
+_IMAGE_DOC = re.compile(r"[^/]+/[0-9]+/(?:" + "|".join(map(re.escape, IMAGE_DOCS)) + ")")
 
 # Reads a current version's image: (environment, content hash) -> image.json data, or None.
 ImageReader = Callable[[Environment, str], "dict[str, Any] | None"]
@@ -102,6 +107,7 @@ class Release:
     definition_digest: str
     status: str = "current"  # "current", "superseded" or "removed" (no longer in the catalog)
     size: int | None = None  # bytes, from image.json when the image was read
+    sbom: bool = False  # whether sbom.cdx.json was written beside that image.json
 
     @property
     def path(self) -> str:
@@ -476,7 +482,8 @@ def make_plan(rendered: Sequence[Rendered], out: Path, *, catalog_name: str) -> 
         for rel, data in item.files.items():
             files[f"{item.release.path}/{rel}"] = data
         size = _image_size(out / item.release.path, item.hash)
-        releases.append(replace(item.release, size=size))
+        sbom = size is not None and (out / item.release.path / SBOM).is_file()
+        releases.append(replace(item.release, size=size, sbom=sbom))
     problems: list[Drift] = []
     for (name, version), folder in version_folders(out).items():
         if (name, version) in current_keys:
@@ -484,7 +491,7 @@ def make_plan(rendered: Sequence[Rendered], out: Path, *, catalog_name: str) -> 
         rel = f"{name}/{version}"
         problems.extend(verify_release(folder, rel))
         for sub, path in _files_under(folder).items():
-            if sub != IMAGE:
+            if sub not in IMAGE_DOCS:
                 files[f"{rel}/{sub}"] = PublishedFile(_read(path, folder), _is_executable(path))
         status = "superseded" if name in current_names else "removed"
         try:
@@ -492,7 +499,9 @@ def make_plan(rendered: Sequence[Rendered], out: Path, *, catalog_name: str) -> 
         except EnvbuildError as exc:
             problems.append(Drift("corrupt", rel, exc.message))
             continue
-        releases.append(replace(release, size=_image_size(folder, release.hash)))
+        size = _image_size(folder, release.hash)
+        sbom = size is not None and (folder / SBOM).is_file()
+        releases.append(replace(release, size=size, sbom=sbom))
     releases.sort(key=lambda r: (r.name, -r.version))
     files[INDEX_JSON] = PublishedFile(index_json(releases, catalog_name))
     files[INDEX_MD] = PublishedFile(index_markdown(releases, catalog_name).encode("utf-8"))
@@ -529,8 +538,8 @@ def index_markdown(releases: Sequence[Release], catalog_name: str) -> str:
         "Dockerfile, build context, locks, hashed manifest and package list. Older",
         "versions stay published and never change. *Hash* names the image",
         "(`<prefix>/<name>:<hash>`); *definition* is the digest of the definition",
-        "files that `envbuild check` guards. Size is known once the image was read",
-        "(`envbuild publish --with-images`).",
+        "files that `envbuild check` guards. Size (and the image's CycloneDX SBOM)",
+        "are known once the image was read (`envbuild publish --with-images`).",
         "",
         "| environment | version | status | python | frameworks | CUDA | base | hash "
         "| definition | size | description |",
@@ -551,7 +560,7 @@ def index_markdown(releases: Sequence[Release], catalog_name: str) -> str:
                     f"`{_cell(r.base)}`",
                     f"`{r.hash[:12]}`",
                     f"`{r.definition_digest[:12]}`",
-                    _size(r.size),
+                    _size(r.size) + (f" ([SBOM]({r.path}/{SBOM}))" if r.sbom else ""),
                     _cell(r.description),
                 ]
             )
@@ -643,6 +652,9 @@ def publish(
             rel = f"{item.release.path}/{IMAGE}"
             if _write(out / rel, PublishedFile(dump_json(doc))):
                 written.append(rel)
+            rel = f"{item.release.path}/{SBOM}"
+            if _write(out / rel, PublishedFile(image_sbom(doc, item.env).encode("utf-8"))):
+                written.append(rel)
             images.append(item.release.path)
     result = make_plan(rendered, out, catalog_name=catalog.absolute().name)
     unchanged = 0
@@ -658,7 +670,7 @@ def publish(
             rel = f"{item.release.path}/{sub}"
             if rel in result.files:
                 continue
-            if sub == IMAGE and _image_size(folder, item.hash) is not None:
+            if sub in IMAGE_DOCS and _image_size(folder, item.hash) is not None:
                 continue
             path.unlink()
             removed.append(rel)
@@ -687,9 +699,23 @@ def image_reader(engine: ImageEngine, prefix: str) -> ImageReader:
         if info is None or info.labels.get(HASH_LABEL) != digest:
             return None
         packages = from_image(engine, tag, info.labels)
-        return {"image": {"id": info.id, "size": info.size}, "sbom": packages.to_json()}
+        image = {"id": info.id, "size": info.size, "created": info.created, "ref": tag}
+        return {"image": image, "sbom": packages.to_json()}
 
     return read
+
+
+def image_sbom(doc: Mapping[str, Any], env: Environment) -> str:
+    """The CycloneDX SBOM of an ``image.json`` document: the packages it read, as JSON."""
+    from envbuild.catalog import sbom
+
+    image = doc.get("image") or {}
+    subject = sbom.Subject(
+        str(image.get("ref") or f"{env.name}:{env.version}"),
+        str(image.get("id", "")),
+        str(image.get("created") or ""),
+    )
+    return sbom.dumps(sbom.cyclonedx(PackageList.from_json(doc.get("sbom") or {}), subject))
 
 
 def check(catalog: Path, out: Path, *, platform: str) -> list[Drift]:

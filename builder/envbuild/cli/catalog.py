@@ -267,7 +267,70 @@ def diff(a: str, b: str, as_json: bool, published: Path, exit_code: bool) -> Non
         click.get_current_context().exit(1)
 
 
+@click.command()
+@click.argument("target", metavar="ENV|image:REF")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["cyclonedx", "spdx"]),
+    default="cyclonedx",
+    show_default=True,
+    help="CycloneDX 1.6 JSON or SPDX 2.3 JSON.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the SBOM to this file (default: stdout).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Do not show the build log.")
+def sbom(target: str, fmt: str, output: Path | None, quiet: bool) -> None:
+    """Write a software bill of materials of ENV's image (built if needed) or image:REF.
+
+    Lists every Debian package in dpkg's status database, every pip and conda
+    distribution with its version, and the base image with its pin, each with
+    its package URL. The output is deterministic for an image: its serial
+    number comes from the image ID, its timestamp from the image's creation.
+    """
+    from envbuild.catalog import sbom as bom
+    from envbuild.catalog.diff import IMAGE_PREFIX
+    from envbuild.catalog.packages import from_image
+    from envbuild.engine.docker import DockerEngine
+    from envbuild.errors import UsageError
+    from envbuild.settings import load_settings
+
+    settings = load_settings()
+    engine = DockerEngine(settings.docker)
+    if target.startswith(IMAGE_PREFIX):
+        ref = target[len(IMAGE_PREFIX) :]
+        if not ref:
+            raise UsageError("image: needs a reference, e.g. image:envbuild/hello:1")
+    else:
+        from envbuild.build.builder import build, resolve
+
+        def progress(line: str) -> None:
+            if not quiet:
+                click.echo(line, err=True)
+
+        resolved = resolve(Path(target), settings=settings)
+        ref = build(resolved, settings=settings, engine=engine, log=progress).image
+    info = engine.inspect_image(ref)
+    if info is None:
+        raise UsageError(
+            f"{target}: no such image in the local engine",
+            hint="build it first (envbuild build ENV), or pull it",
+        )
+    packages = from_image(engine, ref, info.labels)
+    text = bom.dumps(bom.document(packages, bom.Subject(ref, info.id, info.created), fmt))
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    output.write_text(text, encoding="utf-8")
+    count = len(bom.items(packages))
+    click.echo(f"envbuild: wrote {_shown(output)} ({fmt}, {count} packages)", err=True)
+
+
 def register(group: click.Group) -> None:
     """Add the catalog commands to the ``envbuild`` group."""
-    for command in (test, publish, check, diff):
+    for command in (test, publish, check, diff, sbom):
         group.add_command(command)
