@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,18 @@ from envbuild.run.config import (
     config_from_options,
     parse_distribution,
 )
-from envbuild.run.planning import plan
+from envbuild.run.distributed import (
+    SSH_DIR,
+    SSH_KEY,
+    SSH_PORT,
+    is_root,
+    node_count,
+    node_names,
+    node_plan,
+    node_plans,
+    world_size,
+)
+from envbuild.run.planning import DRY_RUN_ID, plan
 
 
 @pytest.fixture
@@ -97,3 +109,192 @@ def test_a_distributed_run_is_refused_locally_never_run_on_one_container(src: Pa
         run(config, engine=NoEngine())  # type: ignore[arg-type]
     assert "not yet supported locally" in info.value.message
     assert "export kubernetes" in (info.value.hint or "")
+
+
+# --------------------------------------------------------------------------
+# Each framework's contract, exactly, for 2 nodes x 2 processes
+# --------------------------------------------------------------------------
+
+HOSTS = ("envbuild-abc-0", "envbuild-abc-1")
+ARGV = ("python", "/workspace/train.py", "--lr", "0.1")
+
+
+@pytest.mark.parametrize(
+    ("launcher", "head"),
+    [
+        ("torchrun", ["torchrun"]),
+        ("launch", ["python", "-m", "torch.distributed.launch"]),
+    ],
+)
+def test_pytorch_2x2(launcher: str, head: list[str]) -> None:
+    plans = node_plans(PyTorch(2, 2, "gloo", launcher), HOSTS, ARGV, root=False)
+    assert [p.role for p in plans] == ["master", "worker"]
+    for i, p in enumerate(plans):
+        assert p.host == HOSTS[i]
+        assert list(p.argv) == [
+            *head,
+            "--nnodes=2",
+            "--nproc_per_node=2",
+            f"--node_rank={i}",
+            "--master_addr=envbuild-abc-0",
+            "--master_port=29500",
+            "/workspace/train.py",
+            "--lr",
+            "0.1",
+        ]
+        assert dict(p.environment) == {
+            "MASTER_ADDR": "envbuild-abc-0",
+            "MASTER_PORT": "29500",
+            "WORLD_SIZE": "4",
+            "NODE_RANK": str(i),
+            "LOCAL_WORLD_SIZE": "2",
+            "ENVBUILD_TORCH_BACKEND": "gloo",
+        }
+
+
+def test_pytorch_runs_other_scripts_without_python() -> None:
+    torchrun = node_plan(PyTorch(2, 1), HOSTS, ("/workspace/run.sh", "x"), 0, root=False)
+    assert torchrun.argv[-3:] == ("--no-python", "/workspace/run.sh", "x")
+    launch = node_plan(PyTorch(2, 1, launcher="launch"), HOSTS, ("/w/run.sh",), 1, root=False)
+    assert launch.argv[-2:] == ("--no_python", "/w/run.sh")
+
+
+def test_pytorch_template_for_a_node_known_where_it_runs() -> None:
+    p = node_plan(PyTorch(2, 2), ("job-0.svc", "job-1.svc"), ARGV, "$(NODE_RANK)", root=False)
+    assert "--node_rank=$(NODE_RANK)" in p.argv
+    assert dict(p.environment)["NODE_RANK"] == "$(NODE_RANK)"
+    assert dict(p.environment)["MASTER_ADDR"] == "job-0.svc"
+    with pytest.raises(ValueError):
+        node_plan(Mpi(2, 2), HOSTS, ARGV, "$(X)", root=False)
+
+
+@pytest.mark.parametrize("root", [True, False])
+def test_mpi_2x2(root: bool) -> None:
+    launcher, worker = node_plans(Mpi(2, 2), HOSTS, ARGV, root=root, forward=["A", "B"])
+    assert launcher.role == "launcher" and worker.role == "worker"
+    assert list(launcher.argv) == [
+        "mpirun",
+        "-np",
+        "4",
+        "--host",
+        "envbuild-abc-0:2,envbuild-abc-1:2",
+        "--mca",
+        "btl_tcp_if_include",
+        "eth0",
+        "--mca",
+        "oob_tcp_if_include",
+        "eth0",
+        "--mca",
+        "plm_rsh_args",
+        f"-p {SSH_PORT} -i {SSH_KEY} -o StrictHostKeyChecking=no "
+        "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+        *(["--allow-run-as-root"] if root else []),
+        "-x",
+        "A",
+        "-x",
+        "B",
+        *ARGV,
+    ]
+    assert worker.argv[:5] == ("/usr/sbin/sshd", "-D", "-e", "-p", str(SSH_PORT))
+    assert f"AuthorizedKeysFile={SSH_DIR}/authorized_keys" in worker.argv
+    assert dict(launcher.environment) == {"ENVBUILD_NODE_RANK": "0"}
+    assert dict(worker.environment) == {"ENVBUILD_NODE_RANK": "1"}
+
+
+def test_mpi_under_an_operator_gets_no_host_list() -> None:
+    launcher = node_plan(Mpi(2, 2), None, ARGV, 0, root=True)
+    assert "--host" not in launcher.argv and launcher.argv[:3] == ("mpirun", "-np", "4")
+
+
+def test_tensorflow_2_workers_1_ps() -> None:
+    hosts = (*HOSTS, "envbuild-abc-2")
+    plans = node_plans(TensorFlow(2, 1), hosts, ARGV, root=False)
+    assert [p.role for p in plans] == ["chief", "worker", "ps"]
+    cluster = {
+        "worker": ["envbuild-abc-0:2222", "envbuild-abc-1:2222"],
+        "ps": ["envbuild-abc-2:2222"],
+    }
+    tasks = [("worker", 0), ("worker", 1), ("ps", 0)]
+    for p, (kind, index) in zip(plans, tasks, strict=True):
+        assert p.argv == ARGV
+        assert json.loads(dict(p.environment)["TF_CONFIG"]) == {
+            "cluster": cluster,
+            "task": {"type": kind, "index": index},
+        }
+
+
+def test_tensorflow_without_parameter_servers_names_no_ps() -> None:
+    (plan_,) = node_plans(TensorFlow(1, 0), HOSTS[:1], ARGV, root=False)
+    assert json.loads(dict(plan_.environment)["TF_CONFIG"]) == {
+        "cluster": {"worker": ["envbuild-abc-0:2222"]},
+        "task": {"type": "worker", "index": 0},
+    }
+
+
+def test_counts_and_names() -> None:
+    assert (node_count(TensorFlow(3, 2)), world_size(TensorFlow(3, 2))) == (5, 5)
+    assert (node_count(PyTorch(2, 4)), world_size(Mpi(2, 4))) == (2, 8)
+    assert node_names("envbuild-r1", 2) == ("envbuild-r1-0", "envbuild-r1-1")
+    assert [is_root(u) for u in ("0", "0:0", "root", "root:x", "1000:1000", "me")] == [
+        True,
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+
+
+# --------------------------------------------------------------------------
+# The dry run shows every node
+# --------------------------------------------------------------------------
+
+
+def test_dry_run_json_shows_every_node(src: Path) -> None:
+    p = plan(
+        RunConfig(
+            "image:x",
+            "train.py",
+            arguments=["--lr", "0.1"],
+            source_directory=src,
+            environment_variables={"SECRET": "do-not-print"},
+            user="1000:1000",
+            distribution=PyTorch(2, 2),
+        )
+    )
+    doc = p.to_json()["distribution"]
+    assert doc == {
+        "kind": "pytorch",
+        "nodes": 2,
+        "processes_per_node": 2,
+        "backend": "gloo",
+        "launcher": "torchrun",
+        "rendezvous_timeout": DEFAULT_RENDEZVOUS_TIMEOUT,
+        "world_size": 4,
+        "network": f"envbuild-{DRY_RUN_ID}",
+        "containers": [
+            {"container": f"envbuild-{DRY_RUN_ID}-{i}", **n.to_json()}
+            for i, n in enumerate(p.nodes(DRY_RUN_ID))
+        ],
+    }
+    assert [c["environment"]["NODE_RANK"] for c in doc["containers"]] == ["0", "1"]
+    assert "do-not-print" not in json.dumps(doc)
+    # A real run's names come from its run id (or --name).
+    assert [n.host for n in p.nodes("f00")] == ["envbuild-f00-0", "envbuild-f00-1"]
+
+
+def test_dry_run_from_the_command_line(
+    src: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from envbuild.cli.main import main
+
+    monkeypatch.chdir(src)
+    argv = ["run", "--dry-run", "--json", "--distribution", "mpi", "--nodes", "2"]
+    assert main([*argv, "--procs-per-node", "2", "--name", "job", "image:x", "train.py"]) == 0
+    doc = json.loads(capsys.readouterr().out)["distribution"]
+    assert [c["container"] for c in doc["containers"]] == ["job-0", "job-1"]
+    assert doc["containers"][0]["argv"][:5] == ["mpirun", "-np", "4", "--host", "job-0:2,job-1:2"]
+    assert main(["run", "--dry-run", "--distribution", "pytorch", "image:x", "train.py"]) == 0
+    text = capsys.readouterr().out
+    assert "distribution pytorch: 1 nodes, world size 1" in text
+    assert "node 0       envbuild-RUNID-0 (master)" in text

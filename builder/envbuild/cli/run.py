@@ -148,6 +148,17 @@ def _print_plan(doc: dict[str, Any], as_json: bool) -> None:
     dropped = ", ".join(privileges["cap_drop"]) or "none"
     nnp = ", no-new-privileges" if privileges["no_new_privileges"] else ""
     lines.append(f"privileges   {privileges['mode']}: drops {dropped}{nnp}")
+    distribution = doc["distribution"]
+    if distribution:
+        lines.append(
+            f"distribution {distribution['kind']}: {len(distribution['containers'])} nodes, "
+            f"world size {distribution['world_size']}"
+        )
+        for node in distribution["containers"]:
+            variables = " ".join(f"{k}={v}" for k, v in node["environment"].items())
+            lines.append(f"node {node['index']:<7} {node['container']} ({node['role']})")
+            lines.append(f"  argv       {json.dumps(node['argv'], ensure_ascii=False)}")
+            lines.append(f"  adds       {variables}")
     click.echo("\n".join(lines))
 
 

@@ -43,12 +43,23 @@ from envbuild.run.config import (
     parse_gpus,
     parse_shm_size,
 )
+from envbuild.run.distributed import (
+    NodePlan,
+    is_root,
+    node_count,
+    node_names,
+    node_plans,
+    world_size,
+)
 from envbuild.run.policy import _check_target, _output_path, check_host_path
 from envbuild.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from envbuild.build.builder import Resolved
 
+
+# What a dry run's names show where a real run has its run id.
+DRY_RUN_ID = "RUNID"
 
 # Placeholders
 # --------------------------------------------------------------------------
@@ -144,10 +155,40 @@ class RunPlan:
             shm_size=parse_shm_size(self.shm_size),
             gpus=self.gpus,
             init=True,
-            name=self.config.name or f"envbuild-{run_id}",
+            name=self.container_name(run_id),
             cap_drop=self.cap_drop,
             no_new_privileges=self.no_new_privileges,
         )
+
+    def container_name(self, run_id: str) -> str:
+        """The container's name (a distributed run's node ``i`` adds ``-i``)."""
+        return self.config.name or f"envbuild-{run_id}"
+
+    def nodes(self, run_id: str) -> tuple[NodePlan, ...]:
+        """Every node of a distributed run, named after ``run_id``; ``()`` for one container."""
+        distribution = self.config.distribution
+        if distribution is None:
+            return ()
+        hosts = node_names(self.container_name(run_id), node_count(distribution))
+        forward = sorted({name for name, _ in self.variables} | {"ENVBUILD_RUN_ID"})
+        return node_plans(distribution, hosts, self.argv, root=is_root(self.user), forward=forward)
+
+    def distribution_json(self, run_id: str = DRY_RUN_ID) -> dict[str, Any] | None:
+        """The distributed part of ``--dry-run --json``: the job, and every node's
+        container, argv and the variables the distribution adds (with values)."""
+        distribution = self.config.distribution
+        if distribution is None:
+            return None
+        fields = {key: getattr(distribution, key) for key in distribution.__dataclass_fields__}
+        return {
+            "kind": type(distribution).__name__.lower(),
+            **fields,
+            "world_size": world_size(distribution),
+            "network": self.container_name(run_id),
+            "containers": [
+                {"container": node.host, **node.to_json()} for node in self.nodes(run_id)
+            ],
+        }
 
     def to_json(self) -> dict[str, Any]:
         """The ``--dry-run --json`` document (variable *names* only, never values)."""
@@ -202,7 +243,7 @@ class RunPlan:
                 "cap_drop": list(self.cap_drop),
             },
             "labels": [RUN_LABEL, OWNER_LABEL],
-            "distribution": None,
+            "distribution": self.distribution_json(),
             "warnings": list(self.warnings),
         }
 
