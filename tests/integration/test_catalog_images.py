@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
 
 pytestmark = pytest.mark.docker
 
@@ -161,6 +163,17 @@ def test_publish_with_images(built: Built, tmp_path: Path) -> None:
         assert {"name": "six", "version": six} in sbom["pip"]["packages"]
         assert "libc6" in {p["name"] for p in sbom["apt"]["packages"]}
         assert sbom["base"]["image"] == "debian:bookworm-slim"
+        assert {"ID": "debian", "VERSION_ID": "12"}.items() <= sbom["os"].items()
+        # the locked base's pin, from the image's OCI base digest label
+        assert sbom["base"]["pin"].startswith("sha256:")
+        bom_text = (out / name / "1" / "sbom.cdx.json").read_text()
+        assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(bom_text) is None
+        bom = json.loads(bom_text)
+        assert bom["metadata"]["component"]["version"] == image["image"]["id"]
+        purls = {c["purl"] for c in bom["components"]}
+        assert f"pkg:pypi/six@{six}" in purls
+        assert any(p.startswith("pkg:deb/debian/libc6@") and "arch=" in p for p in purls)
+        assert f"[SBOM]({name}/1/sbom.cdx.json)" in (out / "index.md").read_text()
     rows = json.loads((out / "index.json").read_text())["environments"]
     assert all(isinstance(r["size"], int) and r["size"] > 0 for r in rows)
     built.envbuild("publish", "--check", "--catalog", str(built.catalog), "--out", str(out))
