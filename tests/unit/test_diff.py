@@ -29,7 +29,7 @@ def test_fixture_pair_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert apt["changed"] == [
         {"name": "git", "old": "1:2.39.5-0+deb12u1", "new": "1:2.39.5-0+deb12u2"}
     ]
-    assert apt["unchanged"] == 2  # python3, python3-venv
+    assert apt["unchanged"] == 3  # python3, python3-gdbm, python3-venv
     pip = data["packages"]["pip"]
     assert pip["added"] == [{"name": "click", "version": "8.1.7"}]
     assert pip["removed"] == [{"name": "six", "version": "1.16.0"}]

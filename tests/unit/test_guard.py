@@ -98,7 +98,8 @@ def test_a_new_lock_file_is_a_change(repo: Path, published: Path, capsys) -> Non
 
 
 def test_parent_change_needs_the_children_bumped_too(repo: Path, published: Path, capsys) -> None:
-    edit(repo / "curated/python-3.8/env.toml", version=3, change=True)
+    version = version_of(repo / "curated/python-3.8/env.toml")
+    edit(repo / "curated/python-3.8/env.toml", version=version + 1, change=True)
     code, _, findings = run_check(repo, capsys)
     assert code == 1
     assert findings["python-3.8"]["status"] == "bumped"
@@ -122,14 +123,15 @@ def test_bumped_change_passes(repo: Path, published: Path, capsys) -> None:
 
 
 def test_version_decrease_is_caught(repo: Path, published: Path, capsys) -> None:
-    edit(repo / "curated/python-3.11/env.toml", version=3)
+    version = version_of(repo / "curated/python-3.11/env.toml")
+    edit(repo / "curated/python-3.11/env.toml", version=version + 1)
     pub.publish(repo / "curated", published, platform=PLATFORM)
-    edit(repo / "curated/python-3.11/env.toml", version=2)  # back to the old definition
+    edit(repo / "curated/python-3.11/env.toml", version=version)  # back to the old definition
     code, err, findings = run_check(repo, capsys)
     assert code == 1
     assert findings["python-3.11"]["status"] == "decreased"
-    assert "version went down from 3 to 2: versions only go up" in err
-    assert findings["python-3.11"]["hint"].startswith("set `version = 4` in ")
+    assert f"version went down from {version + 1} to {version}: versions only go up" in err
+    assert findings["python-3.11"]["hint"].startswith(f"set `version = {version + 2}` in ")
 
 
 def test_new_and_deleted_environments(repo: Path, published: Path, capsys) -> None:

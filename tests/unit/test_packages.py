@@ -135,6 +135,7 @@ def test_declared_without_locks(write_env) -> None:
         "git": "1:2.39.5-0+deb12u1",
         "jq": None,
         "python3": None,
+        "python3-gdbm": None,
         "python3-venv": None,
     }
     assert packages.pip == {"numpy": ">=1.26", "torch": "1.6.0"}

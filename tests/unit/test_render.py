@@ -53,12 +53,29 @@ def test_render_is_deterministic() -> None:
 
 def test_packages_sorted_and_deduplicated() -> None:
     env = load(GOLDEN / "full")
-    assert apt_packages(env) == ("git", "libgomp1", "python3", "python3-venv")
+    assert apt_packages(env) == ("git", "libgomp1", "python3", "python3-gdbm", "python3-venv")
     context = render(env)
     req = context.files["envbuild/requirements.txt"].data.decode()
     lines = [ln for ln in req.splitlines() if not ln.startswith(("#", "--"))]
     assert lines == sorted(lines)
     assert 'numpy>=1.18,<2; python_version >= "3.8"' in lines
+
+
+def test_a_system_python_is_made_whole(write_env) -> None:
+    """dbm.gnu (python3-gdbm) always; wheel's wheel where the archive has it."""
+    env = load(write_env('schema = 1\nname = "t"\n[python]\nsource = "system"\n'))
+    assert "python3-gdbm" in apt_packages(env)
+    context = render(env)
+    assert "python3-gdbm" in context.files["envbuild/apt-packages.txt"].data.decode().split()
+    assert "if apt-cache show python3-wheel-whl >/dev/null" in context.dockerfile
+    setup = context.files["envbuild/setup-python.sh"].data.decode()
+    assert "/usr/share/python-wheels/wheel-*.whl" in setup
+
+
+def test_only_a_system_python_gets_the_extra_packages(write_env) -> None:
+    env = load(write_env('schema = 1\nname = "t"\n[python]\nsource = "uv"\nversion = "3.12"\n'))
+    assert "python3-gdbm" not in apt_packages(env)
+    assert "python3-wheel-whl" not in render(env).dockerfile
 
 
 def test_packages_are_files_not_inlined() -> None:

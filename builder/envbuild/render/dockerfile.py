@@ -112,14 +112,38 @@ def _jinja_env(root: str) -> Any:
     return env
 
 
+# The distribution's Python made whole: Debian and Ubuntu split out of python3
+# what a python.org build has, and python3-venv brings back venv, ensurepip
+# (and distutils); python3-gdbm brings dbm.gnu. Every Debian and Ubuntu suite
+# envbuild bootstraps has both.
+SYSTEM_PYTHON_PACKAGES = ("python3", "python3-gdbm", "python3-venv")
+# Installed where the suite has them: Debian ships wheel's wheel apart
+# (python3-wheel-whl) for setup-python.sh to put in the venv; Ubuntu 20.04 has
+# no such package and bundles it in python-pip-whl, which python3-venv brings.
+SYSTEM_PYTHON_OPTIONAL_PACKAGES = ("python3-wheel-whl",)
+
+
 def apt_packages(env: Environment) -> tuple[str, ...]:
     """The distro packages to install: what the Python source needs, plus the user's.
 
-    python.source = "uv" needs them too: uv is pip-installed by the base's
-    Python (see :data:`UV_VERSION`) before uv installs the environment's own.
+    python.source = "uv" needs python3 and python3-venv too: uv is
+    pip-installed by the base's Python (see :data:`UV_VERSION`) before uv
+    installs the environment's own. python.source = "system" gets a whole
+    Python (:data:`SYSTEM_PYTHON_PACKAGES`).
     """
-    needed = ("python3", "python3-venv") if env.python.source in ("system", "uv") else ()
+    needed: tuple[str, ...] = ()
+    if env.python.source == "system":
+        needed = SYSTEM_PYTHON_PACKAGES
+    elif env.python.source == "uv":
+        needed = ("python3", "python3-venv")
     return tuple(sorted(set(needed) | set(env.system_packages)))
+
+
+def apt_optional_packages(env: Environment) -> tuple[str, ...]:
+    """Distro packages installed only where the base's archive has them."""
+    if env.python.source != "system":
+        return ()
+    return tuple(p for p in SYSTEM_PYTHON_OPTIONAL_PACKAGES if p not in env.system_packages)
 
 
 def labels(env: Environment, locks: locking.Locks | None = None) -> tuple[tuple[str, str], ...]:
@@ -176,6 +200,7 @@ def prepare(env: Environment, locks: locking.Locks | None = None) -> dict[str, A
         "base_image": base_image,
         "base_dockerfile": base_dockerfile,
         "apt_packages": list(apt_packages(env)),
+        "apt_optional_packages": list(apt_optional_packages(env)),
         "python_source": env.python.source,
         "python_version": python_version,
         "venv": CONDA_PREFIX if conda else VENV,

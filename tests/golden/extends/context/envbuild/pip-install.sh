@@ -21,8 +21,9 @@ export UV_CACHE_DIR=/root/.cache/uv UV_LINK_MODE=copy UV_NO_PROGRESS=1
 export UV_PYTHON_DOWNLOADS=never UV_NO_CONFIG=1
 # A venv made without pip (setup-python.sh nopip) gets what `python3 -m venv`
 # would give it (pip; setuptools, and Debian's separate pkg_resources, before
-# Python 3.12) from the distribution's own wheels, installed and verified by
-# apt: ensurepip's result in a fraction of its time. Without them, ensurepip.
+# Python 3.12) and the wheel setup-python.sh adds, from the distribution's own
+# wheels, installed and verified by apt: ensurepip's result in a fraction of
+# its time. Without them, ensurepip.
 if ! "$python" -c 'import pip' >/dev/null 2>&1; then
     wheels=/usr/share/python-wheels
     if ls "$wheels"/pip-*.whl >/dev/null 2>&1; then
@@ -33,6 +34,9 @@ if ! "$python" -c 'import pip' >/dev/null 2>&1; then
                     set -- "$@" "$extra"
                 fi
             done
+        fi
+        if ls "$wheels"/wheel-*.whl >/dev/null 2>&1; then
+            set -- "$@" wheel
         fi
         "$uv" pip install --python "$python" --no-index \
             --find-links "$wheels" "$@"

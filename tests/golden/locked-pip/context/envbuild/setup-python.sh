@@ -20,4 +20,13 @@ if [ "$seed" = nopip ]; then
     python3 -m venv --without-pip "$venv"
 else
     python3 -m venv "$venv"
+    # wheel too, as a python.org venv user expects: from the distribution's own
+    # wheel (python3-wheel-whl on Debian, python-pip-whl on Ubuntu 20.04),
+    # installed and verified by apt; no index. pip-install.sh does the same.
+    for whl in /usr/share/python-wheels/wheel-*.whl; do
+        if [ -f "$whl" ]; then
+            "$venv/bin/python" -m pip install --quiet --no-index --no-deps \
+                --disable-pip-version-check "$whl"
+        fi
+    done
 fi
