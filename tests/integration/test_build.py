@@ -111,6 +111,9 @@ def test_hello_builds_then_hits_the_cache(eb: Envbuild) -> None:
         "import os, six; print(six.__version__, os.environ['MESSAGE'])",
     )
     assert out.strip() == "1.16.0 Hello"
+    # A whole system Python (the venv seeded by pip-install.sh): dbm.gnu and wheel.
+    out = eb.run_in(first["image"], "python", "-c", "import dbm.gnu, wheel; print('whole')")
+    assert out.strip() == "whole"
 
     second = json.loads(eb("build", "--json", str(HELLO)).stdout)
     assert second["cached"] is True
@@ -144,6 +147,9 @@ def test_labels_user_workdir_and_python(eb: Envbuild, tmp_path: Path) -> None:
         eb.run_in(result["image"], "sh", "-c", "command -v python").strip()
         == "/opt/venv/bin/python"
     )
+    # A whole system Python (the venv made by setup-python.sh): dbm.gnu and wheel.
+    out = eb.run_in(result["image"], "python", "-c", "import dbm.gnu, wheel; print('whole')")
+    assert out.strip() == "whole"
     for user in (None, "4242:4242"):
         out = eb.run_in(
             result["image"], "sh", "-c", 'touch "$HOME/x" && touch ./y && echo ok', user=user
