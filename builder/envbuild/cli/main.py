@@ -409,6 +409,10 @@ from envbuild.cli import doctor as cli_doctor  # noqa: E402 - registers onto the
 
 cli_doctor.register(cli)
 
+from envbuild.cli import ci as cli_ci  # noqa: E402 - registers onto the group above
+
+cli_ci.register(cli)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv``; return the exit code (for tests and scripts)."""
