@@ -1,0 +1,138 @@
+"""``envbuild ci`` end to end: the real engine, a loopback registry, a git catalog of two envs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.registry import LoopbackRegistry
+from tests.integration.test_registry import Session
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def session(docker_cli: str, tmp_path: Path) -> Iterator[Session]:
+    tool = Session(docker_cli, tmp_path / "home")
+    yield tool
+    out = subprocess.run(
+        [docker_cli, "images", "--no-trunc", "--format", "{{.ID}} {{.Repository}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    for wanted in (f"{tool.prefix}/", f"/{tool.namespace}/"):  # its own images, then pulls
+        ids = {
+            line.split()[0]
+            for line in out.splitlines()
+            if len(line.split()) == 2 and wanted in line.split()[1] + "/"
+        }
+        for image_id in ids:
+            subprocess.run(
+                [docker_cli, "rmi", "--force", image_id], capture_output=True, check=False
+            )
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def test_ci_is_green_then_red_on_a_changed_but_unbumped_environment(
+    session: Session, registry: LoopbackRegistry, tmp_path: Path
+) -> None:
+    token = uuid.uuid4().hex[:8]
+    parent, child = f"ci-base-{token}", f"ci-child-{token}"
+    repo = tmp_path / "repo"
+    catalog = repo / "catalog"
+    (catalog / "base").mkdir(parents=True)
+    (catalog / "child").mkdir()
+    (catalog / "base" / "env.toml").write_text(
+        f'schema = 1\nname = "{parent}"\nversion = 1\n[base]\nimage = "debian:bookworm-slim"\n'
+        '[variables]\nMESSAGE = "hi"\n'
+        '[[tests]]\nrun = ["sh", "-c", "echo $MESSAGE"]\nexpect = "hi"\n',
+        encoding="utf-8",
+    )
+    (catalog / "child" / "env.toml").write_text(
+        f'schema = 1\nname = "{child}"\nversion = 1\nextends = "../base"\n'
+        '[variables]\nOTHER = "x"\n'
+        '[[tests]]\nrun = ["sh", "-c", "echo $MESSAGE $OTHER"]\nexpect = "hi x"\n',
+        encoding="utf-8",
+    )
+    session("lock", "-q", str(catalog / "base"))
+    session("lock", "-q", str(catalog / "child"))
+    session("publish", "--catalog", str(catalog))
+    _git(repo, "init", "-q", ".")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "catalog")
+    target = f"{registry.host}/{session.namespace}"
+    report = tmp_path / "green"
+
+    green = session(
+        "ci", str(catalog), "--registry", target, "--since", "HEAD", "--push",
+        "--report", str(report), "-q",
+    )  # fmt: skip
+    assert green.returncode == 0
+    assert green.stdout == (report / "summary.md").read_text(encoding="utf-8")
+    data = json.loads((report / "report.json").read_text(encoding="utf-8"))
+    assert data["ok"] is True
+    envs = data["environments"]
+    assert [e["name"] for e in envs] == [parent, child]  # parents first
+    for env in envs:
+        assert env["tier"] == "built"
+        assert {s["status"] for s in env["stages"].values()} == {"passed"}
+        repo_name = f"{session.namespace}/{env['name']}"
+        assert env["digest"] == registry.manifest_digest(repo_name, env["hash"][:12])
+        assert env["digest"] == registry.manifest_digest(repo_name, "1")
+    assert envs[1]["tests"]["results"][-1]["output_tail"] == ["hi x"]
+    suite = ET.parse(report / "junit.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("failures") == "0"
+    assert len(suite.findall("testcase")) == 2 + 2 * 7
+    summary = (report / "summary.md").read_text(encoding="utf-8")
+    assert summary.startswith("## envbuild ci: passed")
+    assert f"| `{child}` | 1 | ok | ok | ok | ok | ok | ok 2/2 | ok | built |" in summary
+
+    # The registry holds both now: an engine without them pulls instead of building.
+    child_id = session.docker_out("image", "inspect", "--format", "{{.Id}}", envs[1]["image"])
+    session.docker_out("rmi", "--force", child_id.strip())
+    again = json.loads(
+        session("ci", str(catalog), "--registry", target, "--since", "HEAD", "--json", "-q").stdout
+    )
+    assert [e["tier"] for e in again["environments"]] == ["local", "registry"]
+
+    # Changed, not bumped: red, and the summary names the environment and why.
+    text = (catalog / "child" / "env.toml").read_text(encoding="utf-8")
+    (catalog / "child" / "env.toml").write_text(text.replace('"x"', '"y"'), encoding="utf-8")
+    red_report = tmp_path / "red"
+    red = session(
+        "ci", str(catalog), "--registry", target, "--since", "HEAD", "--push",
+        "--report", str(red_report), "-q", check=False,
+    )  # fmt: skip
+    assert red.returncode == 1, red.stderr
+    summary = (red_report / "summary.md").read_text(encoding="utf-8")
+    assert summary.startswith("## envbuild ci: failed")
+    assert f"**{child}**, version:" in summary
+    assert "changed without a version bump (still version 1)" in summary
+    assert f"**{child}**, tests:" in summary  # its check expects "hi x"
+    assert f"**{parent}**" not in summary
+    data = json.loads((red_report / "report.json").read_text(encoding="utf-8"))
+    stages = data["environments"][1]["stages"]
+    assert stages["version"]["status"] == "failed"
+    assert stages["push"]["status"] == "skipped"  # a red environment is never pushed
+    failed = [
+        (c.get("classname"), c.get("name"))
+        for c in ET.parse(red_report / "junit.xml").getroot().iter("testcase")
+        if c.find("failure") is not None
+    ]
+    assert (child, "version") in failed and ("catalog", "publish") in failed
