@@ -155,3 +155,21 @@ def test_schema_comment_does_not_change_loading(write_env) -> None:
     plain = load(write_env(text, folder="plain"))
     commented = load(write_env("#:schema ../docs/env.schema.json\n" + text, folder="commented"))
     assert (commented.name, commented.version) == (plain.name, plain.version)
+
+
+def _keys(schema: dict[str, Any], path: str = "") -> list[str]:
+    found = []
+    for name, sub in schema.get("properties", {}).items():
+        key = f"{path}.{name}" if path else name
+        found.append(key)
+        found += _keys(sub.get("items", sub) if sub.get("type") == "array" else sub, key)
+    return found
+
+
+def test_every_key_is_described_and_only_those() -> None:
+    from envbuild.definition.model import DESCRIPTIONS
+
+    keys = _keys(json_schema())
+    assert sorted(keys) == sorted(DESCRIPTIONS)
+    assert "tests.timeout" in keys
+    assert json_schema()["properties"]["run"]["properties"]["workdir"]["description"]
