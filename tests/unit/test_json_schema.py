@@ -173,3 +173,33 @@ def test_every_key_is_described_and_only_those() -> None:
     assert sorted(keys) == sorted(DESCRIPTIONS)
     assert "tests.timeout" in keys
     assert json_schema()["properties"]["run"]["properties"]["workdir"]["description"]
+
+
+def test_generated_definitions_envbuild_accepts_the_schema_accepts(tmp_path: Path) -> None:
+    """The schema is never stricter than validation: no editor error on a good definition."""
+    from hypothesis import given
+
+    from envbuild.errors import DefinitionError
+    from tests.unit.test_fuzz_definitions import DEFINITIONS, examples, to_toml
+
+    validator = _validator()
+    seen = {"accepted": 0, "refused": 0}
+    folder = tmp_path / "gen"
+    folder.mkdir()
+
+    @examples(400)
+    @given(data=DEFINITIONS)
+    def sample(data: dict[str, Any]) -> None:
+        text = to_toml(data)
+        (folder / "env.toml").write_text(text, encoding="utf-8")
+        try:
+            load(folder)
+        except DefinitionError:
+            seen["refused"] += 1
+            return
+        seen["accepted"] += 1
+        errors = [e.message for e in validator.iter_errors(tomllib.loads(text))]
+        assert errors == [], text
+
+    sample()
+    assert seen["accepted"] >= 50 and seen["refused"] >= 50, seen
