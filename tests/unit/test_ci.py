@@ -208,3 +208,37 @@ def test_the_report_files(catalog: Path, engine: Engine, tmp_path: Path) -> None
     failure = failed[0].find("failure")
     assert failure is not None and failure.get("message") and "RUN false" in (failure.text or "")
     assert all(float(c.get("time", "")) >= 0 for c in cases)
+
+
+def test_a_moved_base_fails_the_base_stage_of_each_environment_on_it(
+    catalog: Path, engine: Engine
+) -> None:
+    from envbuild.engine.protocols import ImageInfo
+    from tests.fakes import BASE
+
+    engine.images[BASE] = ImageInfo(id="sha256:" + "0d" * 32, tags=(BASE,))
+    report = run_ci(catalog, settings=load_settings(), engine=engine)
+    for env in report.envs:
+        base = env.stages["base"]
+        assert base.status == FAILED
+        assert "base changed since lock" in base.message
+        assert "sha256:" + "0d" * 32 in base.message  # what it is now
+        assert env.stages["build"].status == FAILED  # nothing builds on a moved base
+    assert report.stages["publish"].status == PASSED
+
+
+def test_a_definition_that_does_not_load_fails_validate_and_the_others_go_on(
+    catalog: Path, engine: Engine
+) -> None:
+    (catalog / "broken" / "env.toml").write_text(
+        BROKEN.replace("version = 1", 'version = "one"'), encoding="utf-8"
+    )
+    report = run_ci(catalog, settings=load_settings(), engine=engine)
+    broken = next(e for e in report.envs if e.folder.endswith("broken"))
+    assert broken.stages["validate"].status == FAILED
+    assert "version" in broken.stages["validate"].message
+    assert broken.stages["build"].status == SKIPPED
+    assert report.stages["version"].status == FAILED  # the guard loads every definition
+    assert {e.stages["version"].status for e in report.envs} == {SKIPPED}
+    statuses = _statuses(report)
+    assert statuses["ci-parent"]["build"] == statuses["ci-child"]["tests"] == PASSED

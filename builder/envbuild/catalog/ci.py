@@ -361,6 +361,8 @@ def _version_guard(
         report.stages["version"] = Stage(
             "version", FAILED, time.monotonic() - started, exc.render()
         )
+        for each in envs.values():
+            each.stages["version"] = Stage("version", SKIPPED, 0.0, "the version guard failed")
         return
     seconds = time.monotonic() - started
     report.stages["version"] = Stage(
