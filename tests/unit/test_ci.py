@@ -242,3 +242,11 @@ def test_a_definition_that_does_not_load_fails_validate_and_the_others_go_on(
     assert {e.stages["version"].status for e in report.envs} == {SKIPPED}
     statuses = _statuses(report)
     assert statuses["ci-parent"]["build"] == statuses["ci-child"]["tests"] == PASSED
+
+
+def test_a_message_with_a_code_fence_stays_inside_its_block() -> None:
+    from envbuild.catalog.ci import EnvReport, Stage
+
+    env = EnvReport("f", "fenced", 1, {"build": Stage("build", FAILED, 0.0, "a\n```\nb")})
+    summary = CiReport("cat", envs=[env]).markdown()
+    assert "\n````\na\n```\nb\n````\n" in summary

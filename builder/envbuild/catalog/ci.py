@@ -21,6 +21,7 @@ comment), JSON and JUnit XML.
 
 from __future__ import annotations
 
+import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -194,7 +195,9 @@ class CiReport:
             lines += ["", "### Failures", ""]
             for where, stage in failures:
                 lines.append(f"**{where}**, {stage.name}:")
-                lines += ["", "```", stage.message.strip() or "(no message)", "```", ""]
+                text = stage.message.strip() or "(no message)"
+                fence = "`" * max([3, *(len(run) + 1 for run in re.findall("`+", text))])
+                lines += ["", fence, text, fence, ""]
         return "\n".join(lines).rstrip("\n") + "\n"
 
     def junit(self) -> str:
