@@ -413,6 +413,10 @@ from envbuild.cli import ci as cli_ci  # noqa: E402 - registers onto the group a
 
 cli_ci.register(cli)
 
+from envbuild.cli import export as cli_export  # noqa: E402 - registers onto the group above
+
+cli_export.register(cli)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv``; return the exit code (for tests and scripts)."""

@@ -119,8 +119,8 @@ def node_plan(
     Args:
         distribution: the job, already checked.
         hosts: every node's address, node 0 first (``len == node_count``).
-            ``None`` only for MPI's launcher under an operator that writes the
-            host file itself (Kubeflow's MPIJob): ``mpirun`` then gets no ``--host``.
+            ``None`` only for MPI under an operator that writes the host file
+            itself (Kubeflow's MPIJob): ``mpirun`` then gets no ``--host``.
         argv: what one rank runs (``python /workspace/train.py ARGS``).
         index: the node; a string (``"$(NODE_RANK)"``) makes a PyTorch template
             for a node whose rank is known only where it runs (an Indexed Job).
@@ -223,7 +223,6 @@ def _mpi(
     per_node = distribution.processes_per_node
     environment = (("ENVBUILD_NODE_RANK", str(index)),)
     if index > 0:
-        assert hosts is not None, "MPI worker nodes are given by the operator"
         sshd = (
             "/usr/sbin/sshd",
             "-D",
@@ -241,7 +240,8 @@ def _mpi(
             "-o",
             "PidFile=/tmp/envbuild-sshd.pid",
         )
-        return NodePlan(index, "worker", hosts[index], sshd, environment)
+        host = hosts[index] if hosts is not None else f"worker-{index}"
+        return NodePlan(index, "worker", host, sshd, environment)
     rsh = (
         f"-p {SSH_PORT} -i {SSH_KEY} -o StrictHostKeyChecking=no "
         "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"

@@ -1,0 +1,158 @@
+"""``envbuild export kubernetes``: a distributed run written as Kubernetes manifests.
+
+Takes ``envbuild run``'s options (the same table,
+:data:`~envbuild.cli.run_options.RUN_OPTIONS`), plans the run as ``envbuild
+run`` would, and hands the plan to :func:`envbuild.run.kubernetes.manifests`.
+Inputs and outputs name volume claims (``--input data=pvc:CLAIM/path``); a
+host path is refused, since no cluster can see it. Failures are reported by
+:func:`envbuild.cli.exits.report` (exit 125 for a bad option, as ``run``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import click
+
+from envbuild.cli.completion import complete_env
+from envbuild.cli.run_options import RUN_OPTIONS, run_config
+
+_REF = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_-]*)\s*\}\}")
+
+
+def _declare_run_options(command: Any) -> Any:
+    for option in reversed(RUN_OPTIONS):
+        if not option.config:
+            continue
+        command = click.option(
+            *option.names,
+            option.dest,
+            is_flag=option.flag,
+            multiple=option.multiple,
+            default=option.initial,
+            show_default=option.show_default,
+            metavar=option.metavar,
+            help=option.help,
+        )(command)
+    return command
+
+
+@click.group("export")
+def export() -> None:
+    """Write a run for another executor (Kubernetes)."""
+
+
+@export.command(
+    "kubernetes",
+    context_settings={"allow_interspersed_args": False, "help_option_names": ["-h", "--help"]},
+)
+@click.argument("env", shell_complete=complete_env)
+@click.argument("script")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option(
+    "-o",
+    "--out-dir",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder the manifests are written to (created).",
+)
+@click.option(
+    "--image-ref",
+    metavar="REPO@sha256:DIGEST",
+    help="The image by digest (default: the registry digest the engine holds for ENV's image).",
+)
+@_declare_run_options
+def kubernetes(
+    env: str,
+    script: str,
+    args: tuple[str, ...],
+    out_dir: Path,
+    image_ref: str | None,
+    **options: Any,
+) -> None:
+    """Write the distributed run of SCRIPT in ENV as Kubernetes manifests.
+
+    PyTorch and TensorFlow become an Indexed Job and a headless Service, MPI a
+    Kubeflow MPIJob (v2beta1). Inputs and outputs must name volume claims:
+    --input data=pvc:CLAIM[/path], --output model=pvc:CLAIM[/path]. The image
+    must hold the script at the environment's workdir.
+    """
+    import envbuild.run as runner
+    from envbuild.run.kubernetes import manifests, parse_volume, to_yaml
+
+    volumes = []
+    for text in options["inputs"]:
+        name, _, rest = text.partition("=")
+        if rest.endswith((":mount", ":download")):
+            rest, _, mode = rest.rpartition(":")
+            if mode == "download":
+                from envbuild.errors import RunConfigError
+
+                raise RunConfigError(
+                    f"--input {text}: a download input cannot be expressed in Kubernetes",
+                    hint=f"mount a volume claim: --input {name}=pvc:CLAIM[/path]",
+                )
+        volumes.append(parse_volume(rest, what="--input", name=name, read_only=True))
+    for text in options["outputs"]:
+        name, _, rest = text.partition("=")
+        volumes.append(parse_volume(rest, what="--output", name=name, read_only=False))
+    if options["mounts"]:
+        from envbuild.errors import RunConfigError
+
+        raise RunConfigError(
+            f"--mount {options['mounts'][0]}: a host path cannot be expressed in Kubernetes",
+            hint="map data to volume claims with --input NAME=pvc:CLAIM[/path]",
+        )
+    paths = {("inputs" if v.read_only else "outputs", v.name): v.target for v in volumes}
+
+    def substitute(match: re.Match[str]) -> str:
+        return paths.get((match.group(1), match.group(2)), match.group(0))
+
+    arguments = tuple(_REF.sub(substitute, a) for a in args)
+    values = {**options, "inputs": (), "outputs": ()}
+    config = run_config(env, script, arguments, values)
+    the_plan = runner.plan(config)
+    for warning in the_plan.warnings:
+        click.echo(warning, err=True)
+    name = config.name or _default_name(the_plan)
+    ref = image_ref or _image_digest(the_plan.image)
+    documents = manifests(the_plan, name=name, image_ref=ref, volumes=volumes)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.yaml"
+    path.write_text(to_yaml(documents), encoding="utf-8")
+    click.echo(str(path))
+
+
+def _default_name(the_plan: Any) -> str:
+    from envbuild.run.local import _new_run_id
+
+    return f"envbuild-{_new_run_id()}"
+
+
+def _image_digest(image: str) -> str:
+    """``REPO@sha256:...`` of ``image`` from the engine's RepoDigests."""
+    from envbuild.engine.docker import DockerEngine
+    from envbuild.errors import RunConfigError
+    from envbuild.settings import load_settings
+
+    info = DockerEngine(load_settings().docker).inspect_image(image)
+    if info is None:
+        raise RunConfigError(
+            f"image {image} is not on this engine",
+            hint="build and push it first: envbuild build --push ENV (or give --image-ref)",
+        )
+    if not info.repo_digests:
+        raise RunConfigError(
+            f"image {image} has no registry digest: a cluster cannot pull it",
+            hint="push it with envbuild push / envbuild build --push --registry HOST, "
+            "or give --image-ref REPO@sha256:...",
+        )
+    return info.repo_digests[0]
+
+
+def register(group: click.Group) -> None:
+    """Add ``export`` to the envbuild command group."""
+    group.add_command(export)
