@@ -6,7 +6,7 @@ import io
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from envbuild.engine.protocols import (
@@ -71,6 +71,7 @@ class FakeRunEngine(FakeEngine, RunEngine):
     stopped: list[str] = field(default_factory=list)
     killed: list[str] = field(default_factory=list)
     streams: list[FakeStream] = field(default_factory=list)
+    networks: dict[str, dict[str, str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def with_image(self, ref: str = "example:1") -> FakeRunEngine:
@@ -131,6 +132,11 @@ class FakeRunEngine(FakeEngine, RunEngine):
     def remove_container(self, container_id: str) -> None:
         self._op("remove")
         self.live.discard(container_id)
+
+    def create_network(self, name: str, labels: Mapping[str, str]) -> str:
+        self._op("network")
+        self.networks[name] = dict(labels)
+        return f"net-{name}"
 
     def list_labelled(self, label: str) -> Labelled:
         return Labelled(

@@ -36,6 +36,7 @@ REPRODUCIBLE_REASONS_LABEL = "io.envbuild.reproducible.reasons"
 # -- labels on other things envbuild makes ---------------------------------------
 BASE_RECIPE_LABEL = "io.envbuild.base.recipe"  # a bootstrapped base image
 RUN_LABEL = "io.envbuild.run"  # containers and networks of a run
+NODE_LABEL = "io.envbuild.node"  # a distributed run's container: its node index
 OWNER_LABEL = "io.envbuild.owner"  # every container and network: its owner process
 CONTAINER_LABEL = "io.envbuild.container"  # a container of the engine's runner (unique)
 TEST_LABEL = "io.envbuild.test"  # containers of `envbuild test`

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from envbuild.engine.protocols import BindMount
 from envbuild.errors import RunConfigError
+from envbuild.identity import NODE_LABEL
 from envbuild.run.config import (
     DEFAULT_RENDEZVOUS_TIMEOUT,
     Mpi,
@@ -298,3 +300,46 @@ def test_dry_run_from_the_command_line(
     text = capsys.readouterr().out
     assert "distribution pytorch: 1 nodes, world size 1" in text
     assert "node 0       envbuild-RUNID-0 (master)" in text
+
+
+# --------------------------------------------------------------------------
+# The containers a distributed run is made of
+# --------------------------------------------------------------------------
+
+
+def test_node_specs_are_the_runs_container_per_node(src: Path) -> None:
+    p = plan(
+        RunConfig(
+            "image:x",
+            "train.py",
+            source_directory=src,
+            environment_variables={"A": "1"},
+            shm_size="1g",
+            distribution=TensorFlow(2, 1),
+        )
+    )
+    single = p.container_spec("sha256:i", "r1")
+    specs = p.node_specs("sha256:i", "r1")
+    assert [s.name for s in specs] == ["envbuild-r1-0", "envbuild-r1-1", "envbuild-r1-2"]
+    for index, (spec, node) in enumerate(zip(specs, p.nodes("r1"), strict=True)):
+        assert spec.network == "envbuild-r1"
+        assert spec.labels == {**single.labels, NODE_LABEL: str(index)}
+        assert spec.argv == node.argv
+        assert spec.env == (*single.env, *node.environment)
+        assert (spec.mounts, spec.user, spec.shm_size, spec.cap_drop, spec.image) == (
+            single.mounts,
+            single.user,
+            single.shm_size,
+            single.cap_drop,
+            "sha256:i",
+        )
+
+
+def test_mpi_node_specs_mount_the_runs_key_read_only(src: Path) -> None:
+    p = plan(RunConfig("image:x", "train.py", source_directory=src, distribution=Mpi(2, 2)))
+    with pytest.raises(ValueError, match="ssh key"):
+        p.node_specs("sha256:i", "r1")
+    specs = p.node_specs("sha256:i", "r1", ssh_dir="/tmp/key")
+    for spec in specs:
+        assert spec.mounts[-1] == BindMount("/tmp/key", SSH_DIR, read_only=True)
+    assert specs[0].argv[0] == "mpirun" and specs[1].argv[0] == "/usr/sbin/sshd"

@@ -291,6 +291,18 @@ class DockerEngine:
             return
         check(status, body, f"remove the container {container_id[:12]}")
 
+    def create_network(self, name: str, labels: Mapping[str, str]) -> str:
+        """See :meth:`ContainerRuntime.create_network`."""
+        body_json = {
+            "Name": name,
+            "Driver": "bridge",
+            "CheckDuplicate": True,
+            "Labels": dict(labels),
+        }
+        status, body = self._run_api().call("POST", "/networks/create", json_body=body_json)
+        check(status, body, f"create the network {name}")
+        return str(json.loads(body)["Id"])
+
     def list_labelled(self, label: str) -> Labelled:
         """See :meth:`ContainerRuntime.list_labelled`."""
         api = self._run_api()

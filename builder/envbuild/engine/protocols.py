@@ -236,6 +236,10 @@ class ContainerRuntime(Protocol):
     def remove_container(self, container_id: str) -> None:
         """Force-remove the container and its anonymous volumes (gone is not an error)."""
 
+    def create_network(self, name: str, labels: Mapping[str, str]) -> str:
+        """Create a bridge network ``name`` with ``labels`` (its containers find each other
+        by container name); return its ID. :meth:`remove_labelled` removes it."""
+
     def list_labelled(self, label: str) -> Labelled:
         """Containers, networks and volumes carrying ``label`` (``key`` or ``key=value``)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,7 @@ from envbuild.errors import (
     ScriptNotExecutableError,
     ScriptNotFoundError,
 )
+from envbuild.identity import NODE_LABEL
 from envbuild.process import OWNER_LABEL
 from envbuild.run.config import (
     _CONTAINER_NAME,
@@ -36,6 +38,7 @@ from envbuild.run.config import (
     MAX_TIMEOUT,
     OUTPUTS_ROOT,
     RUN_LABEL,
+    Mpi,
     RunConfig,
     _check_variable_name,
     check_distribution,
@@ -44,6 +47,7 @@ from envbuild.run.config import (
     parse_shm_size,
 )
 from envbuild.run.distributed import (
+    SSH_DIR,
     NodePlan,
     is_root,
     node_count,
@@ -172,6 +176,37 @@ class RunPlan:
         hosts = node_names(self.container_name(run_id), node_count(distribution))
         forward = sorted({name for name, _ in self.variables} | {"ENVBUILD_RUN_ID"})
         return node_plans(distribution, hosts, self.argv, root=is_root(self.user), forward=forward)
+
+    def node_specs(
+        self, image_id: str, run_id: str, *, ssh_dir: str | None = None
+    ) -> tuple[ContainerSpec, ...]:
+        """The containers of a distributed run ``run_id``, node 0 first.
+
+        Each is this plan's container (mounts, user, privileges, shm) with its
+        node's name, argv and added variables (:func:`node_plan`), on the
+        run's network (named like the run), labelled with its node index.
+        ``ssh_dir``, the host folder holding the run's ssh key, is mounted
+        read-only at :data:`~envbuild.run.distributed.SSH_DIR` (MPI needs it).
+        """
+        base = self.container_spec(image_id, run_id)
+        distribution = self.config.distribution
+        if isinstance(distribution, Mpi) and ssh_dir is None:
+            raise ValueError("an MPI run's containers need the run's ssh key folder")
+        mounts = base.mounts
+        if ssh_dir is not None:
+            mounts = (*mounts, BindMount(ssh_dir, SSH_DIR, read_only=True))
+        return tuple(
+            dataclasses.replace(
+                base,
+                argv=node.argv,
+                env=(*base.env, *node.environment),
+                labels={**base.labels, NODE_LABEL: str(node.index)},
+                name=node.host,
+                network=self.container_name(run_id),
+                mounts=mounts,
+            )
+            for node in self.nodes(run_id)
+        )
 
     def distribution_json(self, run_id: str = DRY_RUN_ID) -> dict[str, Any] | None:
         """The distributed part of ``--dry-run --json``: the job, and every node's
