@@ -228,7 +228,12 @@ def test_what_cannot_be_expressed_is_a_clear_error(
     assert not (tmp_path / "o").exists()
 
 
-def test_a_single_container_run_is_not_exported(src: Path, tmp_path: Path) -> None:
+def test_a_single_container_run_is_not_exported(
+    src: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Said before the image is looked up: no engine, no digest needed to learn it.
+    assert main(["export", "kubernetes", "-o", str(tmp_path), "image:x", "train.py"]) == 125
+    assert "writes distributed jobs" in capsys.readouterr().err
     with pytest.raises(RunConfigError, match="distributed jobs"):
         manifests(
             plan(RunConfig("image:x", "train.py", source_directory=src)),

@@ -81,7 +81,7 @@ def kubernetes(
     must hold the script at the environment's workdir.
     """
     import envbuild.run as runner
-    from envbuild.run.kubernetes import manifests, parse_volume, to_yaml
+    from envbuild.run.kubernetes import check_job_name, manifests, parse_volume, to_yaml
 
     volumes = []
     for text in options["inputs"]:
@@ -117,7 +117,14 @@ def kubernetes(
     the_plan = runner.plan(config)
     for warning in the_plan.warnings:
         click.echo(warning, err=True)
-    name = config.name or _default_name(the_plan)
+    if config.distribution is None:
+        from envbuild.errors import RunConfigError
+
+        raise RunConfigError(
+            "envbuild export kubernetes writes distributed jobs",
+            hint="add --distribution mpi|pytorch|tensorflow --nodes N",
+        )
+    name = check_job_name(config.name or _default_name(the_plan))
     ref = image_ref or _image_digest(the_plan.image)
     documents = manifests(the_plan, name=name, image_ref=ref, volumes=volumes)
     out_dir.mkdir(parents=True, exist_ok=True)
