@@ -39,12 +39,13 @@ args = parser.parse_args()
 dist.init_process_group(os.environ["ENVBUILD_TORCH_BACKEND"])
 total = torch.tensor([float(dist.get_rank())])
 dist.all_reduce(total)
-print(json.dumps({
+# One write per line: the node's two processes share its stdout.
+os.write(1, json.dumps({
     "rank": dist.get_rank(), "world": dist.get_world_size(), "sum": total.item(),
     "local_rank_arg": args.local_rank,
     **{k: os.environ[k] for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "LOCAL_WORLD_SIZE",
                                   "WORLD_SIZE", "MASTER_ADDR")},
-}), flush=True)
+}).encode() + b"\\n")
 """
 
 # Every task serves on its TF_CONFIG address and reaches every other task's,
