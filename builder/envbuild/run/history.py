@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -221,8 +222,18 @@ class History:
     @staticmethod
     def _prepare(conn: sqlite3.Connection) -> None:
         """WAL mode and the schema (both idempotent, safe when run by two processes at once)."""
-        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            conn.execute("PRAGMA journal_mode = WAL")
+        # Switching to WAL takes an exclusive lock, and SQLite answers "database
+        # is locked" at once (without the busy handler) while another process
+        # holds one, e.g. when several runs create the history together: retry
+        # within the busy timeout.
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        while conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
         conn.execute("PRAGMA synchronous = NORMAL")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version < SCHEMA_VERSION:
