@@ -13,6 +13,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: the fast paths import lazily
+    from envbuild.cache.memo import Memo
+    from envbuild.engine.docker import DockerEngine
+    from envbuild.settings import Settings
 
 _FLAGS = {"--json": "json", "-q": "quiet", "--quiet": "quiet"}
 
@@ -31,6 +37,22 @@ def _parse_plain_build(argv: Sequence[str]) -> tuple[str, set[str]] | None:
         else:
             env = arg
     return (env, flags) if env else None
+
+
+def _recall(env: str, settings: Settings, engine: DockerEngine) -> Memo | None:
+    """What the memo knows of ``env``: the hash an earlier render found, if still true.
+
+    The base's image ID (part of an unlocked environment's hash) is asked of
+    ``engine``; the fast paths below share this, and ``build`` uses the same
+    :func:`envbuild.cache.memo.recall`.
+    """
+    from envbuild.cache import memo
+
+    def base_id(ref: str) -> str | None:
+        info = engine.inspect_image(ref)
+        return info.id if info is not None else None
+
+    return memo.recall(settings.home, memo.env_folder(env), settings.platform, base_id=base_id)
 
 
 def cached_build(argv: Sequence[str]) -> int | None:
@@ -52,18 +74,12 @@ def cached_build(argv: Sequence[str]) -> int | None:
         import time
 
         started = time.monotonic()
-        from envbuild.cache import memo as memo
         from envbuild.engine.docker import DockerEngine
         from envbuild.settings import load_settings
 
         settings = load_settings()
         engine = DockerEngine(settings.docker)
-
-        def base_id(ref: str) -> str | None:
-            info = engine.inspect_image(ref)
-            return info.id if info is not None else None
-
-        found = memo.recall(settings.home, memo.env_folder(env), settings.platform, base_id=base_id)
+        found = _recall(env, settings, engine)
         if found is None:
             return None
         from envbuild.build.result import BuildResult, report
@@ -118,7 +134,6 @@ def pushed_already(argv: Sequence[str]) -> int | None:
     try:
         import time
 
-        from envbuild.cache import memo as memo
         from envbuild.engine.docker import DockerEngine
         from envbuild.settings import load_settings
 
@@ -127,12 +142,7 @@ def pushed_already(argv: Sequence[str]) -> int | None:
         if not registry or settings.registry_ca:
             return None
         engine = DockerEngine(settings.docker)
-
-        def base_id(ref: str) -> str | None:
-            info = engine.inspect_image(ref)
-            return info.id if info is not None else None
-
-        found = memo.recall(settings.home, memo.env_folder(env), settings.platform, base_id=base_id)
+        found = _recall(env, settings, engine)
         if found is None:
             return None
         from envbuild.build import travel
