@@ -210,6 +210,61 @@ def test_a_tampered_registry_image_is_refused_and_nothing_is_tagged(
     assert gone.returncode != 0  # the pulled image was removed again
 
 
+def test_push_all_goes_on_past_a_failure_and_exits_with_its_code(
+    eb: Session, registry: LoopbackRegistry, tmp_path: Path
+) -> None:
+    catalog = tmp_path / "catalog"
+    first, unbuilt, last = (small_env(catalog) for _ in range(3))
+    built = {f.name: json.loads(eb("build", "--json", "-q", str(f)).stdout) for f in (first, last)}
+    target = f"{registry.host}/{eb.namespace}"
+
+    proc = eb("push", "--all", str(catalog), "--registry", target, "--json", "-q", check=False)
+    assert proc.returncode == 2, proc.stderr  # the unbuilt one's usage error, after the others
+    entries = {Path(e["env"]).name: e for e in json.loads(proc.stdout)}
+    assert set(entries) == {first.name, unbuilt.name, last.name}
+    for folder in (first, last):
+        entry = entries[folder.name]
+        assert entry["ok"] is True and entry["pushed"] is True
+        repo = f"{eb.namespace}/{folder.name}"
+        assert entry["digest"] == registry.manifest_digest(repo, built[folder.name]["hash"][:12])
+    bad = entries[unbuilt.name]
+    assert (bad["ok"], bad["exit_code"]) == (False, 2)
+    assert "holds no image" in bad["error"] and "envbuild build" in bad["error"]
+    assert registry.manifest_digest(f"{eb.namespace}/{unbuilt.name}", "1") is None
+
+    # Without --json: each result, each failure by name, and the count.
+    proc = eb("push", "--all", str(catalog), "--registry", target, "-q", check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert f"FAILED {unbuilt.name}: " in proc.stderr
+    assert "2 pushed or already there, 1 failed" in proc.stderr
+    assert proc.stderr.count("(already in the registry)") == 2
+
+
+def test_build_all_json_says_which_tier_answered_each_environment(
+    eb: Session, registry: LoopbackRegistry, tmp_path: Path
+) -> None:
+    catalog = tmp_path / "catalog"
+    local, remote, new = (small_env(catalog) for _ in range(3))
+    target = f"{registry.host}/{eb.namespace}"
+    eb("build", "-q", str(local))
+    pushed = json.loads(
+        eb("build", "--json", "-q", "--registry", target, "--push", str(remote)).stdout
+    )
+    eb.docker_out("rmi", "--force", pushed["id"])  # the registry holds it, the engine does not
+
+    proc = eb("build", "--all", str(catalog), "--registry", target, "--json", "-q")
+    results = {Path(r["env"]).name: r for r in json.loads(proc.stdout)}
+    assert {name: r["tier"] for name, r in results.items()} == {
+        local.name: "local",
+        remote.name: "registry",
+        new.name: "built",
+    }
+    assert results[remote.name]["digest"] == pushed["digest"]
+    assert results[remote.name]["hash"] == pushed["hash"]
+    assert all(r["ok"] for r in results.values())
+    assert f"{remote.name}" in proc.stderr and "pulled" in proc.stderr
+
+
 def test_registry_down_is_a_clear_error_and_leaves_no_tag(eb: Session, tmp_path: Path) -> None:
     folder = small_env(tmp_path)
     built = json.loads(eb("build", "--json", "-q", str(folder)).stdout)
@@ -228,6 +283,12 @@ def test_registry_down_is_a_clear_error_and_leaves_no_tag(eb: Session, tmp_path:
     proc = eb("build", "--registry", target, str(folder), check=False)
     assert proc.returncode == EXIT_REGISTRY, proc.stderr
     assert f"cannot reach the registry {down.host}" in proc.stderr
+    assert eb.tags() == []
+    # Named, and down: never a silent local build instead, in a catalog build too.
+    proc = eb("build", "--all", str(tmp_path), "--registry", target, "--json", check=False)
+    assert proc.returncode == EXIT_REGISTRY, proc.stderr
+    [result] = json.loads(proc.stdout)
+    assert result["ok"] is False and f"cannot reach the registry {down.host}" in result["error"]
     assert eb.tags() == []
 
 
@@ -261,6 +322,45 @@ def test_auth_registry_credentials_work_and_never_show(
     eb.forget(auth_registry, built["id"])
     fetched = json.loads(eb("build", "--json", "--registry", target, str(folder)).stdout)
     assert (fetched["tier"], fetched["id"]) == ("registry", built["id"])
+    eb.assert_no_canary()
+
+
+def test_ci_and_catalog_commands_never_show_the_credentials(
+    eb: Session, auth_registry: LoopbackRegistry, tmp_path: Path
+) -> None:
+    catalog = tmp_path / "catalog"
+    folder = small_env(catalog)
+    target = f"{auth_registry.host}/{eb.namespace}"
+    eb.env["DOCKER_CONFIG"] = str(tmp_path / "empty-docker-config")
+    eb.env["ENVBUILD_REGISTRY_USERNAME"] = REGISTRY_USER
+    eb.env["ENVBUILD_REGISTRY_PASSWORD"] = CANARY_PASSWORD
+    eb("lock", "-q", str(folder))
+    eb("publish", "--catalog", str(catalog))
+    report = tmp_path / "report"
+    green = eb("ci", str(catalog), "--registry", target, "--push", "--report", str(report))
+    assert green.returncode == 0, green.stdout
+    assert auth_registry.manifest_digest(f"{eb.namespace}/{folder.name}", "1") is not None
+    eb("build", "--all", str(catalog), "--registry", target, "--json")
+    eb("push", "--all", str(catalog), "--registry", target, "--json")
+
+    # Refused credentials, with tracebacks on: every message names the user, never the secret.
+    eb.env["ENVBUILD_REGISTRY_PASSWORD"] = "wrong-" + CANARY_PASSWORD
+    proc = eb("--debug", "push", "--all", str(catalog), "--registry", target, check=False)
+    assert proc.returncode == EXIT_REGISTRY, proc.stderr
+    eb.docker_out("rmi", "--force", *eb.tags())
+    red = tmp_path / "red"
+    proc = eb(
+        "--debug", "ci", str(catalog), "--registry", target, "--report", str(red), check=False
+    )
+    assert proc.returncode == 1
+    assert f"refused the credentials of user {REGISTRY_USER!r}" in proc.stdout
+    proc = eb("--debug", "build", "--registry", target, str(folder), check=False)
+    assert proc.returncode == EXIT_REGISTRY, proc.stderr
+    # The password in the registry's name is refused without being echoed.
+    proc = eb("build", "--registry", f"u:{CANARY_PASSWORD}@{target}", str(folder), check=False)
+    assert proc.returncode == 2 and "holds credentials" in proc.stderr
+    for path in (*report.iterdir(), *red.iterdir()):
+        eb.outputs.append(path.read_text(encoding="utf-8"))
     eb.assert_no_canary()
 
 

@@ -82,6 +82,7 @@ def test_check_passes_against_the_published_index(capsys: pytest.CaptureFixture[
 
 
 def test_catalog_build_goes_on_past_a_definition_that_does_not_load(tmp_path: Path) -> None:
+    from envbuild.build.result import BuildResult
     from envbuild.catalog.order import build_all
 
     (tmp_path / "good").mkdir()
@@ -92,7 +93,7 @@ def test_catalog_build_goes_on_past_a_definition_that_does_not_load(tmp_path: Pa
 
     def build_one(env):
         built.append(env.name)
-        return f"envbuild/{env.name}:x", "0" * 64, True
+        return BuildResult(f"envbuild/{env.name}:x", "0" * 64, True, "sha256:1", 0.0)
 
     results = build_all(discover(tmp_path), build_one)
     assert built == ["good"]

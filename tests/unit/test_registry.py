@@ -68,6 +68,22 @@ def test_bad_registry_names_are_usage_errors(text: str, says: str) -> None:
     assert error.value.hint  # every one says what to write instead
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"user:{SECRET}@127.0.0.1:5000",
+        f"https://user:{SECRET}@registry.example.com/team",
+        f"registry.example.com/user:{SECRET}@team",
+    ],
+)
+def test_credentials_in_the_registry_name_are_refused_without_being_shown(text: str) -> None:
+    with pytest.raises(UsageError) as error:
+        parse_registry(text)
+    assert "holds credentials" in error.value.message
+    assert SECRET not in error.value.render()
+    assert "docker login" in (error.value.hint or "")
+
+
 def test_plain_http_only_for_loopback_unless_allowed() -> None:
     assert is_loopback("127.0.0.1:5000") and is_loopback("localhost") and is_loopback("[::1]:1")
     assert not is_loopback("10.0.0.1:5000") and not is_loopback("localhost.example.com")

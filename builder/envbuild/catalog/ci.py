@@ -422,11 +422,11 @@ def _build(
     built: dict[Path, tuple[Resolved, BuildResult]] = {}
     by_path = {env.path: folder for folder, env in good.items()}
 
-    def build_one(env: Environment) -> tuple[str, str, bool]:
+    def build_one(env: Environment) -> BuildResult:
         resolved = resolve(env, settings=settings, engine=engine)
         result = build(resolved, settings=settings, engine=engine, log=log, warn=log, remote=remote)
         built[by_path[env.path]] = (resolved, result)
-        return result.image, result.hash, result.cached
+        return result
 
     for outcome in build_all(list(good), build_one, log=log):
         entry = envs[Path(outcome.env)]

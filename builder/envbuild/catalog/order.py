@@ -13,11 +13,17 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from envbuild import files
 from envbuild.definition.model import DEFINITION_FILE, Environment, load
 from envbuild.errors import DefinitionError, EnvbuildError, Problem
 from envbuild.log import Log
+
+if TYPE_CHECKING:
+    from envbuild.build.result import BuildResult
+
+T = TypeVar("T")
 
 
 def discover(root: Path) -> list[Path]:
@@ -142,6 +148,48 @@ def build_order(
 
 
 @dataclass(frozen=True)
+class Attempt(Generic[T]):
+    """What one environment's step in :func:`in_order` gave: a value, or the error."""
+
+    folder: Path  # as given
+    value: T | None
+    error: EnvbuildError | None
+    seconds: float
+
+
+def in_order(
+    folders: Sequence[Path],
+    step: Callable[[Environment], T],
+    *,
+    log: Log = lambda line: None,
+    verb: str = "",
+) -> list[Attempt[T]]:
+    """Run ``step`` on each environment of ``folders``, parents first, past failures.
+
+    The one rule of every catalog-wide command (``build --all``, ``push --all``,
+    ``ci``): a failure (an :class:`EnvbuildError`, a definition that does not
+    load among them) is recorded and the next environment goes on; the caller
+    reports every attempt at the end. ``verb`` prefixes the progress line.
+    """
+    loaded: dict[Path, Environment | DefinitionError] = {}
+    attempts: list[Attempt[T]] = []
+    for folder in build_order(folders, loaded):
+        started = time.monotonic()
+        log(f"envbuild: [{len(attempts) + 1}/{len(folders)}] {verb}{folder.name}")
+        try:
+            env = loaded[folder]
+            if isinstance(env, DefinitionError):
+                raise env
+            value = step(env)
+        except EnvbuildError as exc:
+            attempts.append(Attempt(folder, None, exc, time.monotonic() - started))
+            log(f"envbuild: {folder.name} failed: {exc.render().splitlines()[0]}")
+            continue
+        attempts.append(Attempt(folder, value, None, time.monotonic() - started))
+    return attempts
+
+
+@dataclass(frozen=True)
 class CatalogResult:
     """One environment's outcome in a catalog build."""
 
@@ -153,56 +201,63 @@ class CatalogResult:
     seconds: float = 0.0
     error: str | None = None
     exit_code: int = 0
+    tier: str | None = None  # who answered: "local", "registry" or "built"
+    digest: str | None = None  # the registry digest, when a registry answered
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready mapping of this result."""
-        return {
+        data: dict[str, object] = {
             "env": self.env,
             "ok": self.ok,
             "cached": self.cached,
+            "tier": self.tier,
             "image": self.image,
             "hash": self.hash,
             "seconds": round(self.seconds, 3),
             "error": self.error,
         }
+        if self.digest:
+            data["digest"] = self.digest
+        return data
 
 
 def build_all(
     folders: Sequence[Path],
-    build_one: Callable[[Environment], tuple[str, str, bool]],
+    build_one: Callable[[Environment], BuildResult],
     *,
     log: Log = lambda line: None,
 ) -> list[CatalogResult]:
     """Build ``folders`` parents first with ``build_one``; go on past failures.
 
-    ``build_one(env)`` returns ``(image, hash, cached)`` or raises an
-    :class:`EnvbuildError`. A definition that does not load is a failed result
-    like any other. A child whose parent failed is still attempted: a parent is
-    built again as part of its child, and says why it fails there.
+    ``build_one(env)`` returns the :class:`~envbuild.build.result.BuildResult`
+    or raises an :class:`EnvbuildError`. A definition that does not load is a
+    failed result like any other. A child whose parent failed is still
+    attempted: a parent is built again as part of its child, and says why it
+    fails there.
     """
-    loaded: dict[Path, Environment | DefinitionError] = {}
     results: list[CatalogResult] = []
-    for folder in build_order(folders, loaded):
-        started = time.monotonic()
-        log(f"envbuild: [{len(results) + 1}/{len(folders)}] {folder.name}")
-        try:
-            env = loaded[folder]
-            if isinstance(env, DefinitionError):
-                raise env
-            image, digest, hit = build_one(env)
-        except EnvbuildError as exc:
+    for attempt in in_order(folders, build_one, log=log):
+        env, seconds = str(attempt.folder), attempt.seconds
+        if attempt.error is not None:
+            error = attempt.error
             results.append(
                 CatalogResult(
-                    str(folder),
-                    False,
-                    seconds=time.monotonic() - started,
-                    error=exc.render(),
-                    exit_code=exc.exit_code,
+                    env, False, seconds=seconds, error=error.render(), exit_code=error.exit_code
                 )
             )
-            log(f"envbuild: {folder.name} failed: {exc.render().splitlines()[0]}")
             continue
+        done = attempt.value
+        assert done is not None
         results.append(
-            CatalogResult(str(folder), True, hit, image, digest, time.monotonic() - started)
+            CatalogResult(
+                env,
+                True,
+                done.cached,
+                done.image,
+                done.hash,
+                seconds,
+                tier=done.answered_by,
+                digest=done.digest or None,
+            )
         )
     return results

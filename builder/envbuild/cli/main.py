@@ -185,7 +185,8 @@ class _Progress:
     "--json",
     "as_json",
     is_flag=True,
-    help='Print {"image", "hash", "cached", "id", "seconds"} to stdout (a list for several).',
+    help='Print {"image", "hash", "cached", "tier", "id", "seconds"} to stdout (for several, '
+    'a list of {"env", "ok", "tier", "image", "hash", "error", ...}).',
 )
 @click.option("--rebuild", is_flag=True, help="Build even if the image exists (no layer cache).")
 @click.option("-q", "--quiet", is_flag=True, help="Do not show the build log.")
@@ -286,17 +287,18 @@ def build(
 def _build_many(folders: list[Path], one: Any, *, as_json: bool) -> None:
     from envbuild.catalog.order import build_all
 
-    def build_one(env: Any) -> tuple[str, str, bool]:
-        result = one(env)
-        return result.image, result.hash, result.cached
-
-    results = build_all(folders, build_one, log=lambda line: click.echo(line, err=True))
+    results = build_all(folders, one, log=lambda line: click.echo(line, err=True))
     if as_json:
         _emit_json([r.to_json() for r in results])
     click.echo("", err=True)
     for r in results:
         status = "ok    " if r.ok else "FAILED"
-        what = ("cached" if r.cached else f"built {r.seconds:.1f}s") if r.ok else r.error or ""
+        if not r.ok:
+            what = r.error or ""
+        elif r.tier == "registry":
+            what = f"pulled {r.seconds:.1f}s"
+        else:
+            what = "cached" if r.cached else f"built {r.seconds:.1f}s"
         click.echo(
             f"{status} {Path(r.env).name:<28} {r.image or '':<45} {what.splitlines()[0]}", err=True
         )

@@ -74,12 +74,12 @@ def _emit_json(data: object) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
-def _folders(envs: tuple[Path, ...], all_dir: Path | None) -> list[Any]:
-    folders: list[Any] = list(envs)
+def _folders(envs: tuple[Path, ...], all_dir: Path | None) -> list[Path]:
+    folders = list(envs)
     if all_dir is not None:
-        from envbuild.catalog.order import build_order, discover
+        from envbuild.catalog.order import discover
 
-        folders.extend(build_order(discover(all_dir)))
+        folders.extend(discover(all_dir))
     if not folders:
         raise click.UsageError("name at least one ENV, or --all DIR")
     return folders
@@ -101,7 +101,11 @@ def _folders(envs: tuple[Path, ...], all_dir: Path | None) -> list[Any]:
 )
 @registry_options
 @click.option(
-    "--json", "as_json", is_flag=True, help="Print refs, digest and whether it was pushed."
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print refs, digest and whether it was pushed (for several, a list with "
+    '"env", "ok" and "error").',
 )
 @click.option("-q", "--quiet", is_flag=True, help="Do not show the push progress.")
 def push(
@@ -118,9 +122,13 @@ def push(
 
     An image the registry already holds is not pushed again. ENV must be built
     (`envbuild build ENV`); a failed push exits 6 and leaves no tag behind.
+    With several ENVs (or --all DIR) a failure does not stop the others: every
+    environment is reported at the end, and the exit code is the first
+    failure's.
     """
     from envbuild.build import travel
     from envbuild.build.builder import resolve
+    from envbuild.catalog.order import in_order
     from envbuild.engine.docker import DockerEngine
     from envbuild.settings import load_settings
 
@@ -134,17 +142,38 @@ def push(
         if not quiet:
             click.echo(line, err=True)
 
-    results = []
-    for folder in folders:
-        resolved = resolve(folder, settings=settings, engine=engine)
-        result = travel.push(resolved, remote=remote, engine=engine, log=log)
-        results.append(result)
-        if not as_json:
-            travel.report_push(result, as_json=False)
-    if as_json and len(results) == 1 and all_dir is None:
-        travel.report_push(results[0], as_json=True)
-    elif as_json:
-        _emit_json([r.to_json() for r in results])
+    def push_one(env: Any) -> travel.PushResult:
+        resolved = resolve(env, settings=settings, engine=engine)
+        return travel.push(resolved, remote=remote, engine=engine, log=log)
+
+    if len(folders) == 1 and all_dir is None:
+        travel.report_push(push_one(folders[0]), as_json=as_json)
+        return
+    attempts = in_order(folders, push_one, log=lambda line: click.echo(line, err=True))
+    if as_json:
+        entries: list[dict[str, object]] = []
+        for a in attempts:
+            entry: dict[str, object] = {"env": str(a.folder), "ok": a.error is None}
+            if a.value is not None:
+                entry.update(a.value.to_json())
+            if a.error is not None:
+                entry.update(error=a.error.render(), exit_code=a.error.exit_code)
+            entries.append(entry)
+        _emit_json(entries)
+    else:
+        for a in attempts:
+            if a.value is not None:
+                travel.report_push(a.value, as_json=False)
+    failed = [a for a in attempts if a.error is not None]
+    for a in failed:
+        assert a.error is not None
+        click.echo(f"FAILED {a.folder.name}: {a.error.render().splitlines()[0]}", err=True)
+    click.echo(
+        f"{len(attempts) - len(failed)} pushed or already there, {len(failed)} failed", err=True
+    )
+    if failed:
+        assert failed[0].error is not None
+        click.get_current_context().exit(failed[0].error.exit_code)
 
 
 @click.command()

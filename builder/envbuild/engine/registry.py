@@ -159,6 +159,13 @@ def image_path(ref: str) -> tuple[str, str]:
 def parse_registry(text: str, *, source: str = "--registry") -> tuple[str, str]:
     """``(host[:port], namespace)`` from ``HOST[:PORT][/NAMESPACE]``; a clear error otherwise."""
     value = text.strip()
+    if "@" in value:  # user:password@host: the text holds a secret, so it is not shown
+        raise UsageError(
+            f"{source}: the registry's name holds credentials (user@ or user:password@; "
+            "not shown here)",
+            hint=f"write HOST[:PORT][/NAMESPACE] alone; give the credentials with "
+            f"`docker login HOST` or {USERNAME_VAR}/{PASSWORD_VAR}",
+        )
     if "://" in value:
         raise UsageError(
             f"{source}: {text!r}: name the registry without a scheme",
