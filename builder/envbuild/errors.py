@@ -140,6 +140,25 @@ class UsageError(EnvbuildError):
     """Bad usage: an argument, a file it names (``--ca-bundle``) or a setting cannot be used."""
 
 
+class UnsupportedAzureMLFeature(UsageError):
+    """Azure ML code asked ``envbuild.azureml`` for something it does not do locally.
+
+    Carries the Azure ML ``feature`` and the envbuild ``alternative``, which is the hint.
+    """
+
+    def __init__(self, feature: str, alternative: str, *, detail: str | None = None) -> None:
+        message = f"{feature} is not supported by envbuild.azureml"
+        if detail:
+            message += f": {detail}"
+        super().__init__(message, hint=alternative)
+        self.feature = feature
+        self.alternative = alternative
+
+
+class UnsupportedAzureMLAttribute(UnsupportedAzureMLFeature, AttributeError):
+    """An Azure ML attribute ``envbuild.azureml`` does not have (``hasattr`` says False)."""
+
+
 class RenderError(EnvbuildError):
     """A template could not be rendered: a bug in envbuild (validation lets no bad value by)."""
 
