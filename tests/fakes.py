@@ -14,7 +14,7 @@ import io
 import json
 import tarfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from envbuild.engine.protocols import BuildRequest, Engine, ImageInfo, label_matches
 from envbuild.errors import BuildError, EngineError, RegistryError
@@ -67,9 +67,9 @@ class FakeEngine(Engine):
             raise EngineError(f"cannot tag {image_id} as {ref}: no such image")
         for name, info in list(self.images.items()):
             if ref in info.tags:  # the tag moves away from the image it named
-                self.images[name] = replace(info, tags=tuple(t for t in info.tags if t != ref))
+                self.images[name] = info._replace(tags=tuple(t for t in info.tags if t != ref))
         info = self.images[image_id]
-        moved = replace(info, tags=(*info.tags, ref))
+        moved = info._replace(tags=(*info.tags, ref))
         for name, other in list(self.images.items()):
             if other.id == info.id:
                 self.images[name] = moved
@@ -119,7 +119,7 @@ class FakeEngine(Engine):
         repo_digest = f"{ref.rpartition(':')[0]}@{digest}"
         for name, other in list(self.images.items()):
             if other.id == info.id and repo_digest not in other.repo_digests:
-                self.images[name] = replace(other, repo_digests=(*other.repo_digests, repo_digest))
+                self.images[name] = other._replace(repo_digests=(*other.repo_digests, repo_digest))
         log(f"{ref.rpartition(':')[2]}: digest: {digest} size: 1")
         return digest
 
@@ -131,9 +131,9 @@ class FakeEngine(Engine):
         repo, _, digest = ref.partition("@")
         for tagged, (held, info) in self.registry.items():
             if tagged.rpartition(":")[0] == repo and held == digest:
-                have = self.images.get(info.id, replace(info, tags=()))
+                have = self.images.get(info.id, info._replace(tags=()))
                 if ref not in have.repo_digests:  # as the engine records a pulled digest
-                    have = replace(have, repo_digests=(*have.repo_digests, ref))
+                    have = have._replace(repo_digests=(*have.repo_digests, ref))
                 self.images[info.id] = self.images[ref] = have
                 return
         raise RegistryError(f"cannot pull {ref}: manifest unknown")

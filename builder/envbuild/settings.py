@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from envbuild.errors import UsageError
 
@@ -32,9 +32,13 @@ _PREFIX_RE = re.compile(
 DEFAULT_PLATFORM = "linux/amd64"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The resolved settings of one envbuild invocation."""
+class Settings(NamedTuple):
+    """The resolved settings of one envbuild invocation.
+
+    A named tuple (``settings._replace(home=...)`` makes a changed copy), not a
+    dataclass: every command reads the settings, the console script's cache-hit
+    path included, where importing :mod:`dataclasses` costs a tenth of the hit.
+    """
 
     docker: str = "docker"
     prefix: str = "envbuild"
@@ -78,22 +82,62 @@ def _default_home(env: dict[str, str] | os._Environ[str]) -> Path:
     return Path.home() / ".local" / "share" / "envbuild"
 
 
+# A config file of only ``key = "text"`` lines (the usual one, e.g.
+# ``docker = "/usr/bin/docker"``), comments and blank lines means the same to
+# any TOML reader: such a file is read without importing tomllib, which costs a
+# twentieth of the console script's cache hit. Anything else (another string
+# form, an escape, a table, a repeated key) goes to tomllib. A property test
+# holds the two to the same answer.
+_PLAIN_LINE = re.compile(
+    r'[ \t]*(?:([A-Za-z0-9_-]+)[ \t]*=[ \t]*"([^"\\\x00-\x08\x0a-\x1f\x7f]*)"[ \t]*)?'
+    r"(?:#[^\x00-\x08\x0a-\x1f\x7f]*)?"
+)
+
+
+def plain_config(text: str) -> dict[str, str] | None:
+    """The keys of a config text made only of ``key = "text"`` lines (and comments,
+    blank lines), as TOML reads them; ``None`` for any other text."""
+    data: dict[str, str] = {}
+    for line in text.split("\n"):
+        match = _PLAIN_LINE.fullmatch(line)
+        if match is None:
+            return None
+        key, value = match.groups()
+        if key is not None:
+            if key in data:
+                return None  # a repeated key: tomllib reports it
+            data[key] = value
+    return data
+
+
+def _read_config(path: Path) -> dict[str, object]:
+    """The config file's keys: plain files directly, others through tomllib."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read the envbuild config file: {exc}") from exc
+    plain = plain_config(text)
+    if plain is not None:
+        return dict(plain)
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python 3.10 only
+        import tomli as tomllib
+    try:
+        data: dict[str, object] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: cannot read the envbuild config file: {exc}") from exc
+    return data
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Resolve the settings from the environment, the config file and defaults."""
     env = os.environ if environ is None else environ
     values: dict[str, str] = {}
     path = config_path(dict(env))
     if path.is_file():
-        # Imported only when there is a config file: the cache-hit path starts here.
-        if sys.version_info >= (3, 11):
-            import tomllib
-        else:  # pragma: no cover - exercised on Python 3.10 only
-            import tomli as tomllib
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{path}: cannot read the envbuild config file: {exc}") from exc
-        known = {f.name for f in fields(Settings)}
+        data = _read_config(path)
+        known = set(Settings._fields)
         for key, value in data.items():
             if key not in known:
                 raise UsageError(
@@ -110,7 +154,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     updates: dict[str, object] = {}
     for key, value in values.items():
         updates[key] = Path(value).expanduser() if key == "home" else value
-    settings = replace(settings, **updates)  # type: ignore[arg-type]
+    settings = settings._replace(**updates)  # type: ignore[arg-type]
     if not _PREFIX_RE.fullmatch(settings.prefix):
         raise UsageError(
             f"image prefix {settings.prefix!r} is not a valid repository prefix",

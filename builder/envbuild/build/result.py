@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from envbuild.identity import HASH_LABEL as HASH_LABEL  # re-exported
 
 
-@dataclass(frozen=True)
-class BuildResult:
-    """What ``build`` did: the image, its hash, whether it was a cache hit."""
+class BuildResult(NamedTuple):
+    """What ``build`` did: the image, its hash, whether it was a cache hit.
+
+    A named tuple (``result._replace(digest=...)`` makes a changed copy), not a
+    dataclass: the console script's cache-hit path prints one, and importing
+    :mod:`dataclasses` would cost a tenth of that whole process.
+    """
 
     image: str
     hash: str

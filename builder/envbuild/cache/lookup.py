@@ -7,14 +7,13 @@ through :func:`lookup`: one ``inspect`` of the hash tag, the hit rule of
 image found (a second request only when it named another image), so that
 ``<prefix>/<name>:<version>`` always names the image the last answer returned.
 
-Cheap to import (no click, no Jinja, no docker SDK).
+Cheap to import (no click, no Jinja, no docker SDK, no :mod:`dataclasses`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from envbuild.identity import hash_tag, is_hit, version_tag
 
@@ -42,8 +41,7 @@ class ImageStore(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(NamedTuple):
     """The image of a hash, found in the engine."""
 
     image: str  # the hash tag

@@ -29,8 +29,8 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from envbuild import __version__
 
@@ -63,8 +63,7 @@ def env_folder(env: str | Path) -> Path:
     return path.parent.absolute()
 
 
-@dataclass(frozen=True)
-class Memo:
+class Memo(NamedTuple):
     """What a render of unchanged inputs found."""
 
     hash: str

@@ -238,8 +238,6 @@ def build(
     (and its hash label matches), else built with the registry's earlier image
     of the environment as layer cache; --push pushes the result.
     """
-    import dataclasses
-
     from envbuild.build.builder import build as do_build
     from envbuild.build.builder import find_ca_bundle, find_netrc, report, resolve
     from envbuild.engine.docker import DockerEngine
@@ -275,7 +273,7 @@ def build(
             from envbuild.build.travel import push
 
             pushed = push(resolved, remote=remote, engine=engine, log=progress)
-            result = dataclasses.replace(result, digest=pushed.digest)
+            result = result._replace(digest=pushed.digest)
         return result
 
     if len(folders) == 1 and all_dir is None:

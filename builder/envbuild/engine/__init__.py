@@ -1,7 +1,8 @@
 """Every word with Docker: BuildKit builds through the CLI, images and containers through the API.
 
 Modules: :mod:`.protocols` (the data exchanged and the protocol family: image
-store, builder, container runtime), :mod:`.runner` (``run_to_completion``:
+store, builder, container runtime), :mod:`.records` (the records a cache hit
+reads, without :mod:`dataclasses`; re-exported by :mod:`.protocols`), :mod:`.runner` (``run_to_completion``:
 the one container lifecycle), :mod:`.docker` (:class:`DockerEngine`, the real
 engine), :mod:`.api` (the Engine API channel: the unix socket, or the SDK for
 other hosts), :mod:`.buildkit` (builds through the docker CLI),

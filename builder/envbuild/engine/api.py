@@ -14,11 +14,14 @@ import json
 import os
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
-from envbuild.engine.protocols import STDERR, STDOUT, ContainerSpec, ContainerStream, ImageInfo
+from envbuild.engine.records import STDERR, STDOUT, ImageInfo
 from envbuild.errors import EngineError
+
+if TYPE_CHECKING:  # the cache-hit path does not import the protocol family
+    from envbuild.engine.protocols import ContainerSpec, ContainerStream
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 

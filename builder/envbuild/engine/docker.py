@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from envbuild.engine.api import (
@@ -31,23 +31,49 @@ from envbuild.engine.api import (
     socket_path,
     to_info,
 )
-from envbuild.engine.protocols import (
-    STDERR,
-    STDOUT,
-    BindMount,
-    BuildRequest,
-    ContainerSpec,
-    ContainerStream,
-    Engine,
-    EngineInfo,
-    GpuRequest,
-    ImageInfo,
-    Labelled,
-    Owned,
-    RunEngine,
-)
+from envbuild.engine.records import STDERR, STDOUT, ImageInfo
 from envbuild.errors import EngineError, RegistryError
 from envbuild.log import Log
+
+if TYPE_CHECKING:  # at run time, loaded on first use (see __getattr__ below)
+    from envbuild.engine.protocols import (
+        BindMount,
+        BuildRequest,
+        ContainerSpec,
+        ContainerStream,
+        Engine,
+        EngineInfo,
+        GpuRequest,
+        Labelled,
+        Owned,
+        RunEngine,
+    )
+
+# The protocol family and its dataclasses cost more to import than a whole
+# cache hit's answer: the names of it re-exported here load it on first use.
+_LAZY = frozenset(
+    {
+        "BindMount",
+        "BuildRequest",
+        "ContainerSpec",
+        "ContainerStream",
+        "Engine",
+        "EngineInfo",
+        "GpuRequest",
+        "Labelled",
+        "Owned",
+        "RunEngine",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from envbuild.engine import protocols
+
+        return getattr(protocols, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "STDERR",
@@ -305,6 +331,8 @@ class DockerEngine:
 
     def list_labelled(self, label: str) -> Labelled:
         """See :meth:`ContainerRuntime.list_labelled`."""
+        from envbuild.engine.protocols import Labelled
+
         api = self._run_api()
         query = {"all": "1", "filters": json.dumps({"label": [label]})}
         status, body = api.call("GET", "/containers/json", query=query)
@@ -327,6 +355,8 @@ class DockerEngine:
 
     def info(self) -> EngineInfo:
         """The engine's version, data root and runtimes (``docker info``; one request)."""
+        from envbuild.engine.protocols import EngineInfo
+
         status, body = self._run_api().call("GET", "/info", timeout=10)
         check(status, body, "read the engine's info")
         data = json.loads(body)
@@ -339,6 +369,8 @@ class DockerEngine:
 
     def list_owned(self, key: str) -> list[Owned]:
         """See :meth:`ContainerRuntime.list_owned`."""
+        from envbuild.engine.protocols import Owned
+
         api = self._run_api()
         filters = json.dumps({"label": [key]})
         status, body = api.call("GET", "/containers/json", query={"all": "1", "filters": filters})

@@ -25,23 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from envbuild.engine.records import STDERR as STDERR
+from envbuild.engine.records import STDOUT as STDOUT
+from envbuild.engine.records import ImageInfo as ImageInfo
 from envbuild.log import Log
-
-#: Frame kinds of a container's demultiplexed output.
-STDOUT = 1
-STDERR = 2
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """What envbuild needs to know of an image in the local engine."""
-
-    id: str
-    tags: tuple[str, ...] = ()
-    labels: Mapping[str, str] = field(default_factory=dict)
-    size: int = 0
-    created: str = ""
-    repo_digests: tuple[str, ...] = ()  # "repo@sha256:..." the image has in registries
 
 
 @dataclass(frozen=True)
