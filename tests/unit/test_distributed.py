@@ -99,20 +99,6 @@ def test_config_from_options_carries_the_distribution(src: Path) -> None:
     assert plan(config).config.distribution == Mpi(2, 2)
 
 
-def test_a_distributed_run_is_refused_locally_never_run_on_one_container(src: Path) -> None:
-    from envbuild.run.local import run
-
-    class NoEngine:
-        def __getattr__(self, name: str) -> object:
-            raise AssertionError(f"the engine was asked for {name}")
-
-    config = RunConfig("image:x", "train.py", source_directory=src, distribution=PyTorch(2, 2))
-    with pytest.raises(RunConfigError) as info:
-        run(config, engine=NoEngine())  # type: ignore[arg-type]
-    assert "not yet supported locally" in info.value.message
-    assert "export kubernetes" in (info.value.hint or "")
-
-
 # --------------------------------------------------------------------------
 # Each framework's contract, exactly, for 2 nodes x 2 processes
 # --------------------------------------------------------------------------
@@ -158,7 +144,19 @@ def test_pytorch_runs_other_scripts_without_python() -> None:
     torchrun = node_plan(PyTorch(2, 1), HOSTS, ("/workspace/run.sh", "x"), 0, root=False)
     assert torchrun.argv[-3:] == ("--no-python", "/workspace/run.sh", "x")
     launch = node_plan(PyTorch(2, 1, launcher="launch"), HOSTS, ("/w/run.sh",), 1, root=False)
-    assert launch.argv[-2:] == ("--no_python", "/w/run.sh")
+    # torch 1.6's launch refuses --no_python without --use_env
+    assert launch.argv[-3:] == ("--no_python", "--use_env", "/w/run.sh")
+
+
+def test_pytorch_rank_shim_goes_before_a_python_script_only() -> None:
+    shim = "/run/envbuild/rank.py"
+    for launcher in ("torchrun", "launch"):
+        p = node_plan(PyTorch(2, 1, launcher=launcher), HOSTS, ARGV, 0, root=False, rank_shim=shim)
+        assert p.argv[-4:] == (shim, "/workspace/train.py", "--lr", "0.1")
+        other = node_plan(
+            PyTorch(2, 1, launcher=launcher), HOSTS, ("/w/run.sh",), 0, root=False, rank_shim=shim
+        )
+        assert shim not in other.argv
 
 
 def test_pytorch_template_for_a_node_known_where_it_runs() -> None:

@@ -45,7 +45,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from envbuild.engine.docker import (
     GpuRequest,
@@ -416,7 +416,9 @@ class RunResult:
     ``status`` is ``"exited"`` (the script ended on its own; ``exit_code`` is
     its code, 128+N if it died of signal N), ``"interrupted"`` (envbuild got
     SIGINT/SIGTERM/SIGHUP and stopped it; ``exit_code`` 128+that signal) or
-    ``"timed-out"`` (``exit_code`` 124).
+    ``"timed-out"`` (``exit_code`` 124). A distributed run's ``nodes`` hold
+    each node's ``index``, ``container``, ``role``, ``exit_code`` and
+    ``ranks`` (rank -> exit code, where envbuild could read them).
     """
 
     run_id: str
@@ -427,6 +429,7 @@ class RunResult:
     outputs: Mapping[str, Path]
     image: str
     image_id: str
+    nodes: tuple[Mapping[str, Any], ...] = ()
 
 
 # --------------------------------------------------------------------------

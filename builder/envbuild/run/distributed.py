@@ -18,7 +18,11 @@ PyTorch (:class:`~envbuild.run.config.PyTorch`)
     (M) and ``ENVBUILD_TORCH_BACKEND``. The launcher sets ``RANK`` and
     ``LOCAL_RANK`` for each process it starts (and ``WORLD_SIZE``,
     ``MASTER_ADDR``/``PORT`` again, to the same values); ``launch`` also
-    appends ``--local_rank=K`` to the script's arguments, as torch documents.
+    passes ``--local_rank=K`` to the script, as torch documents. With a
+    ``rank_shim`` (the local executor's :data:`RANK_SHIM`), the launcher
+    starts the shim with the script as its first argument: it runs the script
+    in the same process and reports the rank's exit code, which torch's
+    launchers do not pass on.
 MPI (:class:`~envbuild.run.config.Mpi`)
     Node 0 runs ``mpirun -np N*M --host HOST0:M,HOST1:M,...`` over ssh (port
     :data:`SSH_PORT`, the run's key under :data:`SSH_DIR`, TCP on
@@ -53,6 +57,8 @@ SSH_DIR = "/run/envbuild/ssh"
 SSH_KEY = f"{SSH_DIR}/id_rsa"
 SSH_AUTHORIZED_KEYS = f"{SSH_DIR}/authorized_keys"
 MPI_INTERFACE = "eth0"  # the run network's interface in each container
+# Where the local executor mounts envbuild/run/rank.py (read-only) in a PyTorch node.
+RANK_SHIM = "/run/envbuild/rank.py"
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,7 @@ def node_plan(
     *,
     root: bool,
     forward: Sequence[str] = (),
+    rank_shim: str | None = None,
 ) -> NodePlan:
     """Node ``index``'s role, argv and environment.
 
@@ -126,9 +133,11 @@ def node_plan(
             for a node whose rank is known only where it runs (an Indexed Job).
         root: whether the ranks run as root (``mpirun --allow-run-as-root``).
         forward: variable names ``mpirun`` passes on to every rank (``-x``).
+        rank_shim: PyTorch only: the container path of a Python shim the
+            launcher starts in front of a Python script (see :data:`RANK_SHIM`).
     """
     if isinstance(distribution, PyTorch):
-        return _pytorch(distribution, _hosts(hosts, distribution), argv, index)
+        return _pytorch(distribution, _hosts(hosts, distribution), argv, index, rank_shim)
     if isinstance(index, str):
         raise ValueError("only a PyTorch node can be a template")
     if isinstance(distribution, Mpi):
@@ -143,10 +152,11 @@ def node_plans(
     *,
     root: bool,
     forward: Sequence[str] = (),
+    rank_shim: str | None = None,
 ) -> tuple[NodePlan, ...]:
     """Every node of the job, node 0 first (see :func:`node_plan`)."""
     return tuple(
-        node_plan(distribution, hosts, argv, i, root=root, forward=forward)
+        node_plan(distribution, hosts, argv, i, root=root, forward=forward, rank_shim=rank_shim)
         for i in range(node_count(distribution))
     )
 
@@ -179,15 +189,23 @@ def _split_python(argv: Sequence[str]) -> tuple[bool, tuple[str, ...]]:
 
 
 def _pytorch(
-    distribution: PyTorch, hosts: Sequence[str], argv: Sequence[str], index: int | str
+    distribution: PyTorch,
+    hosts: Sequence[str],
+    argv: Sequence[str],
+    index: int | str,
+    rank_shim: str | None,
 ) -> NodePlan:
     nodes, per_node = distribution.nodes, distribution.processes_per_node
     python, script = _split_python(argv)
+    if python and rank_shim is not None:
+        script = (rank_shim, *script)
+    no_python: tuple[str, ...]
     if distribution.launcher == "launch":
         launcher: tuple[str, ...] = ("python", "-m", "torch.distributed.launch")
-        no_python = "--no_python"
+        # torch 1.6's launch refuses --no_python without --use_env (no --local_rank then).
+        no_python = ("--no_python", "--use_env")
     else:
-        launcher, no_python = ("torchrun",), "--no-python"
+        launcher, no_python = ("torchrun",), ("--no-python",)
     command = (
         *launcher,
         f"--nnodes={nodes}",
@@ -195,7 +213,7 @@ def _pytorch(
         f"--node_rank={index}",
         f"--master_addr={hosts[0]}",
         f"--master_port={MASTER_PORT}",
-        *(() if python else (no_python,)),
+        *(() if python else no_python),
         *script,
     )
     environment = (

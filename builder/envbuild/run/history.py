@@ -27,7 +27,7 @@ from envbuild.process import owner_dead
 from envbuild.settings import Settings
 
 DATABASE = "runs.db"
-SCHEMA_VERSION = 2  # 2: the owner column
+SCHEMA_VERSION = 3  # 2: the owner column; 3: the nodes column
 BUSY_TIMEOUT_SECONDS = 30.0
 
 _SCHEMA = """
@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS runs (
     workdir       TEXT,
     user          TEXT,
     log_path      TEXT NOT NULL,
-    owner         TEXT                -- the envbuild process running it (envbuild.process.Owner)
+    owner         TEXT,               -- the envbuild process running it (envbuild.process.Owner)
+    nodes         TEXT                -- JSON list: a distributed run's nodes and exit codes
 );
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
 """
@@ -87,6 +88,9 @@ class RunRecord:
     exit_code: int | None = None
     duration: float | None = None
     owner: str | None = None
+    # A distributed run's nodes, node 0 first: {"index", "container", "role",
+    # "exit_code", "ranks": {rank: exit code}} (empty for one container).
+    nodes: tuple[Mapping[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping of every field."""
@@ -116,6 +120,7 @@ class RunRecord:
             "user": self.user,
             "log_path": self.log_path,
             "owner": self.owner,  # host/boot/pidns/pid/start of the envbuild that ran it
+            "nodes": [dict(n) for n in self.nodes],
         }
 
 
@@ -187,6 +192,7 @@ def _row_to_record(row: sqlite3.Row) -> RunRecord:
         exit_code=_optional(data.get("exit_code"), int),
         duration=_optional(data.get("duration"), (int, float)),
         owner=_optional(data.get("owner"), str),
+        nodes=tuple(n for n in _json_column(data.get("nodes"), list) if isinstance(n, dict)),
     )
 
 
@@ -246,6 +252,8 @@ class History:
                     columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
                     if "owner" not in columns:  # a version 1 history
                         conn.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
+                    if "nodes" not in columns:  # a version 1 or 2 history
+                        conn.execute("ALTER TABLE runs ADD COLUMN nodes TEXT")
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
@@ -278,6 +286,7 @@ class History:
             "user": record.user,
             "log_path": record.log_path,
             "owner": record.owner,
+            "nodes": json.dumps(row["nodes"], sort_keys=True) if record.nodes else None,
         }
         for key in _JSON_COLUMNS:
             values[key] = json.dumps(row[key], sort_keys=True)
@@ -287,14 +296,22 @@ class History:
             conn.execute(f"INSERT INTO runs ({columns}) VALUES ({marks})", values)  # noqa: S608
 
     def finish(
-        self, run_id: str, *, status: str, exit_code: int, duration: float, finished: float
+        self,
+        run_id: str,
+        *,
+        status: str,
+        exit_code: int,
+        duration: float,
+        finished: float,
+        nodes: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
-        """Complete the row of run ``run_id``."""
+        """Complete the row of run ``run_id`` (``nodes``: a distributed run's, with exit codes)."""
+        nodes_json = None if nodes is None else json.dumps([dict(n) for n in nodes], sort_keys=True)
         with self._connect(write=True) as conn:
             conn.execute(
-                "UPDATE runs SET status = ?, exit_code = ?, duration = ?, finished_at = ? "
-                "WHERE id = ?",
-                (status, exit_code, round(duration, 3), utc_iso(finished), run_id),
+                "UPDATE runs SET status = ?, exit_code = ?, duration = ?, finished_at = ?, "
+                "nodes = COALESCE(?, nodes) WHERE id = ?",
+                (status, exit_code, round(duration, 3), utc_iso(finished), nodes_json, run_id),
             )
 
     def mark_lost(self, run_ids: Iterable[str] = ()) -> list[str]:

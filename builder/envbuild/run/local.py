@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from types import FrameType, MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -260,7 +260,8 @@ def run(
     log: Log | None = None,
     handle_signals: bool = True,
 ) -> RunResult:
-    """Run ``config`` in one container and return when it is gone.
+    """Run ``config`` in one container (a distributed run: one per node) and return when
+    it is gone (a ``distribution`` goes to :func:`envbuild.run.multi.run_job`).
 
     Args:
         config: what to run.
@@ -288,13 +289,6 @@ def run(
     output = output or _ConsoleOutput()
     engine = engine or DockerEngine(settings.docker)
     the_plan = plan(config, settings=settings, engine=engine)
-    if config.distribution is not None:
-        # Never a silent single-container run of a job asked for on several nodes.
-        raise RunConfigError(
-            "distributed runs are not yet supported locally",
-            hint="use envbuild export kubernetes, or --dry-run to see every node's "
-            "container, command and environment",
-        )
     for warning in the_plan.warnings:
         log(warning)
 
@@ -327,6 +321,20 @@ def run(
         check_host_path(host, what=f"--output {name}", allow_dangerous=config.allow_dangerous_mount)
         outputs[name] = host
 
+    if config.distribution is not None:  # one container per node: envbuild.run.multi
+        from envbuild.run.multi import run_job
+
+        return run_job(
+            the_plan,
+            image,
+            image_id,
+            outputs,
+            settings=settings,
+            engine=engine,
+            output=output,
+            log=log,
+            handle_signals=handle_signals,
+        )
     run_id = _new_run_id()
     # What an earlier envbuild left when it was killed is removed meanwhile.
     reaper = _Background(lambda: reap(engine, settings.home, log))
@@ -464,6 +472,8 @@ def _record_finish(
     exit_code: int,
     duration: float,
     log: Log,
+    *,
+    nodes: Sequence[Mapping[str, Any]] | None = None,
 ) -> None:
     """Complete the run's history row; any failure is reported once, never raised."""
     try:
@@ -473,7 +483,12 @@ def _record_finish(
         return
     try:
         history.finish(
-            run_id, status=status, exit_code=exit_code, duration=duration, finished=time.time()
+            run_id,
+            status=status,
+            exit_code=exit_code,
+            duration=duration,
+            finished=time.time(),
+            nodes=nodes,
         )
     except Exception as exc:
         log(f"warning: could not record the end of run {run_id} in the history: {_why(exc)}")

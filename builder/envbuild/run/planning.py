@@ -39,6 +39,7 @@ from envbuild.run.config import (
     OUTPUTS_ROOT,
     RUN_LABEL,
     Mpi,
+    PyTorch,
     RunConfig,
     _check_variable_name,
     check_distribution,
@@ -47,6 +48,7 @@ from envbuild.run.config import (
     parse_shm_size,
 )
 from envbuild.run.distributed import (
+    RANK_SHIM,
     SSH_DIR,
     NodePlan,
     is_root,
@@ -64,6 +66,8 @@ if TYPE_CHECKING:
 
 # What a dry run's names show where a real run has its run id.
 DRY_RUN_ID = "RUNID"
+# The rank shim a PyTorch node's launcher starts (mounted at RANK_SHIM).
+RANK_SHIM_SOURCE = Path(__file__).with_name("rank.py")
 
 # Placeholders
 # --------------------------------------------------------------------------
@@ -175,7 +179,14 @@ class RunPlan:
             return ()
         hosts = node_names(self.container_name(run_id), node_count(distribution))
         forward = sorted({name for name, _ in self.variables} | {"ENVBUILD_RUN_ID"})
-        return node_plans(distribution, hosts, self.argv, root=is_root(self.user), forward=forward)
+        return node_plans(
+            distribution,
+            hosts,
+            self.argv,
+            root=is_root(self.user),
+            forward=forward,
+            rank_shim=RANK_SHIM if isinstance(distribution, PyTorch) else None,
+        )
 
     def node_specs(
         self, image_id: str, run_id: str, *, ssh_dir: str | None = None
@@ -187,6 +198,8 @@ class RunPlan:
         run's network (named like the run), labelled with its node index.
         ``ssh_dir``, the host folder holding the run's ssh key, is mounted
         read-only at :data:`~envbuild.run.distributed.SSH_DIR` (MPI needs it).
+        A PyTorch node also gets envbuild's rank shim, read-only at
+        :data:`~envbuild.run.distributed.RANK_SHIM`.
         """
         base = self.container_spec(image_id, run_id)
         distribution = self.config.distribution
@@ -195,6 +208,8 @@ class RunPlan:
         mounts = base.mounts
         if ssh_dir is not None:
             mounts = (*mounts, BindMount(ssh_dir, SSH_DIR, read_only=True))
+        if isinstance(distribution, PyTorch):
+            mounts = (*mounts, BindMount(str(RANK_SHIM_SOURCE), RANK_SHIM, read_only=True))
         return tuple(
             dataclasses.replace(
                 base,
