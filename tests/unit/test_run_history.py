@@ -188,3 +188,26 @@ def test_a_version_1_history_gains_the_owner_column(tmp_path: Path) -> None:
     history = History(path)
     history.start(record("new", owner="h/b/1/2/3"))
     assert {r.id: r.owner for r in history.list()} == {"old": None, "new": "h/b/1/2/3"}
+
+
+def test_a_version_2_history_gains_the_nodes_column(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    History(path).start(record("old"))
+    with sqlite3.connect(path) as conn:  # back to version 2: no nodes column
+        conn.execute("ALTER TABLE runs DROP COLUMN nodes")
+        conn.execute("PRAGMA user_version = 2")
+    history = History(path)
+    history.start(record("job"))
+    nodes: list[dict[str, object]] = [
+        {"index": 0, "exit_code": 7, "ranks": {"0": 7}},
+        {"index": 1, "exit_code": 143},
+    ]
+    history.finish(
+        "job", status="exited", exit_code=7, duration=1.0, finished=time.time(), nodes=nodes
+    )
+    history.finish("old", status="exited", exit_code=0, duration=1.0, finished=time.time())
+    rows = {r.id: r for r in history.list()}
+    assert [dict(n) for n in rows["job"].nodes] == nodes
+    assert rows["old"].nodes == () and rows["old"].to_json()["nodes"] == []
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3

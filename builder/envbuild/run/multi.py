@@ -237,11 +237,14 @@ class _Job:
         self.stop_all()
 
     def stop_all(self, *, kill: bool = False) -> None:
-        """Stop (or kill) every running node; hold back every node not started yet."""
+        """Stop (or kill) every node that exists; hold back every node not started yet.
+
+        A created node is stopped too: its start may be what hangs.
+        """
         with self.cond:
             self.stopping = True
             self.cond.notify_all()
-            targets = [n for n in self.nodes if n.started and not n.done]
+            targets = [n for n in self.nodes if n.container_id is not None and not n.done]
         for node in targets:
             self._spawn(lambda node=node: self._stop(node, kill=kill))  # type: ignore[misc]
 

@@ -1,0 +1,405 @@
+"""The distributed executor (envbuild.run.multi) against a fake engine whose nodes act on cue.
+
+Start order, the rendezvous deadline, the first failure, stopping the others,
+signals, the output prefixes and logs, the history's per-node exit codes, and
+that nothing labelled is left.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from envbuild.engine.protocols import STDERR, STDOUT, ContainerSpec, Labelled, label_matches
+from envbuild.errors import EngineError
+from envbuild.identity import NODE_LABEL, RUN_LABEL
+from envbuild.process import OWNER_LABEL
+from envbuild.run.config import Mpi, PyTorch, RunConfig, RunResult, TensorFlow
+from envbuild.run.distributed import RANK_SHIM, SSH_DIR
+from envbuild.run.history import History
+from envbuild.run.local import run
+from envbuild.settings import Settings, load_settings
+from tests.run_fakes import FakeRunEngine
+
+LISTENING = (STDERR, b"Server listening on 0.0.0.0 port 2222.\n")
+
+
+def rank_exit(rank: int, code: int) -> tuple[int, bytes]:
+    """The line envbuild/run/rank.py writes when a rank ends."""
+    return (STDERR, f"envbuild: rank {rank} exited {code}\n".encode())
+
+
+@dataclass
+class Node:
+    """How one fake node behaves."""
+
+    frames: list[tuple[int, bytes]] = field(default_factory=list)
+    exit_code: int = 0
+    serve: bool = False  # runs until stopped or killed
+    create_fails: bool = False
+    start_hangs: bool = False  # start returns only once the container is stopped
+    after_start_of: int | None = None  # its output comes once that node has started
+
+
+class NodeStream:
+    def __init__(self, engine: NodeEngine, cid: str) -> None:
+        self.engine, self.cid = engine, cid
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        behaviour = self.engine.of(self.cid)
+        deadline = time.monotonic() + 10
+        while behaviour.after_start_of is not None:
+            if f"start {behaviour.after_start_of}" in self.engine.events:
+                break
+            assert time.monotonic() < deadline, "that node never started"
+            time.sleep(0.005)
+        yield from behaviour.frames
+        if self.engine.on_frames is not None:
+            self.engine.on_frames(self.engine.index(self.cid))
+        if behaviour.serve and not self.engine.halt[self.cid].wait(10):
+            raise AssertionError("the fake node was never stopped")
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class NodeEngine(FakeRunEngine):
+    """Each container is a node (its NODE_LABEL) acting as ``nodes[index]`` says."""
+
+    nodes: dict[int, Node] = field(default_factory=dict)
+    halt: dict[str, threading.Event] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
+    on_frames: Callable[[int], None] | None = None
+
+    def index(self, cid: str) -> int:
+        return int(self.specs[cid].labels[NODE_LABEL])
+
+    def of(self, cid: str) -> Node:
+        return self.nodes.get(self.index(cid), Node())
+
+    def _event(self, text: str) -> None:
+        with self._lock:
+            self.events.append(text)
+
+    def create_container(self, spec: ContainerSpec) -> str:
+        index = int(spec.labels[NODE_LABEL])
+        if self.nodes.get(index, Node()).create_fails:
+            raise EngineError(f"fake engine: the container name {spec.name} is already in use")
+        with self._lock:
+            cid = f"c{len(self.specs) + 1:063d}"
+            self.specs[cid] = spec
+            self.live.add(cid)
+            self.halt[cid] = threading.Event()
+        self._event(f"create {index}")
+        return cid
+
+    def attach_container(self, container_id: str) -> NodeStream:  # type: ignore[override]
+        return NodeStream(self, container_id)
+
+    def start_container(self, container_id: str) -> None:
+        index = self.index(container_id)
+        if self.of(container_id).start_hangs:
+            self.halt[container_id].wait(10)
+        self._event(f"start {index}")
+
+    def wait_container(self, container_id: str) -> int:
+        behaviour = self.of(container_id)
+        if container_id in self.killed:
+            return 137
+        if container_id in self.stopped and (behaviour.serve or behaviour.start_hangs):
+            return 143
+        return behaviour.exit_code
+
+    def stop_container(self, container_id: str, timeout: float) -> None:
+        self._event(f"stop {self.index(container_id)}")
+        with self._lock:
+            self.stopped.append(container_id)
+        self.halt[container_id].set()
+
+    def kill_container(self, container_id: str, signal: str = "SIGKILL") -> None:
+        self._event(f"kill {self.index(container_id)}")
+        with self._lock:
+            self.killed.append(container_id)
+        self.halt[container_id].set()
+
+    def remove_container(self, container_id: str) -> None:
+        with self._lock:
+            self.live.discard(container_id)
+
+    def remove_labelled(self, label: str) -> Labelled:
+        found = super().remove_labelled(label)
+        for name in [n for n, labels in self.networks.items() if label_matches(labels, label)]:
+            del self.networks[name]
+        return found
+
+
+class Captured:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.chunks: list[tuple[str, bytes]] = []
+        self.messages: list[str] = []
+
+    def output(self, stream: str, data: bytes) -> None:
+        with self.lock:
+            self.chunks.append((stream, data))
+
+    def log(self, line: str) -> None:
+        self.messages.append(line)
+
+    def text(self, stream: str = "stdout") -> str:
+        return b"".join(d for s, d in self.chunks if s == stream).decode()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return load_settings()
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / "train.py").write_text("")
+    return folder
+
+
+def go(
+    engine: NodeEngine, settings: Settings, src: Path, distribution: object, **overrides: Any
+) -> tuple[RunResult, Captured]:
+    captured = Captured()
+    engine.with_image()
+    values: dict[str, Any] = {
+        "environment": "image:example:1",
+        "script": "train.py",
+        "source_directory": src,
+        "distribution": distribution,
+        "stop_timeout": 2.0,
+    }
+    values.update(overrides)
+    result = run(
+        RunConfig(**values),
+        settings=settings,
+        engine=engine,
+        output=captured.output,
+        log=captured.log,
+    )
+    return result, captured
+
+
+def assert_nothing_left(engine: NodeEngine, result: RunResult) -> None:
+    assert not engine.live
+    assert not engine.networks
+    assert ("remove_labelled") in engine.ops or not engine.specs
+    assert all(s.labels[RUN_LABEL] == result.run_id for s in engine.specs.values())
+
+
+def test_pytorch_2x2_start_order_prefixes_logs_and_history(settings: Settings, src: Path) -> None:
+    engine = NodeEngine(
+        nodes={
+            0: Node([(STDOUT, b"rank 0\nrank 1\n"), rank_exit(0, 0), rank_exit(1, 0)]),
+            1: Node([(STDOUT, b"rank 2\nran"), (STDOUT, b"k 3\n"), (STDERR, b"warn")]),
+        }
+    )
+    result, captured = go(engine, settings, src, PyTorch(2, 2, launcher="launch"))
+    assert (result.exit_code, result.status) == (0, "exited")
+    # node 0 starts first: the others' launchers resolve its name at once
+    assert engine.events.index("start 0") < engine.events.index("start 1")
+    assert engine.networks == {} and engine.ops[0] == "network"
+    out = captured.text().splitlines()
+    assert sorted(out) == [
+        "[node 0] rank 0",
+        "[node 0] rank 1",
+        "[node 1] rank 2",
+        "[node 1] rank 3",
+    ]
+    assert captured.text("stderr") == "[node 1] warn\n"  # the unterminated last line, ended
+    assert "envbuild: rank" not in captured.text("stderr")  # the shim's reports are read, not shown
+    # the job log holds the prefixed lines; each node's log its own bytes
+    assert result.log_path is not None
+    job_log = result.log_path.read_text()
+    assert "[node 1] rank 3\n" in job_log and "[node 0] rank 0\n" in job_log
+    node_1 = (result.log_path.parent / result.run_id / "node-1.log").read_bytes()
+    assert node_1 == b"rank 2\nrank 3\nwarn"
+    # every container of the run is its node, on the run's network, with the rank shim
+    specs = sorted(engine.specs.values(), key=lambda s: s.labels[NODE_LABEL])
+    assert [s.name for s in specs] == [f"envbuild-{result.run_id}-{i}" for i in (0, 1)]
+    for spec in specs:
+        assert spec.network == f"envbuild-{result.run_id}"
+        assert RANK_SHIM in spec.argv and any(m.target == RANK_SHIM for m in spec.mounts)
+        assert OWNER_LABEL in spec.labels
+    assert_nothing_left(engine, result)
+    record = History.at(settings).get(result.run_id)
+    assert record.status == "exited" and record.exit_code == 0
+    assert [(n["index"], n["exit_code"], n["ranks"]) for n in record.nodes] == [
+        (0, 0, {"0": 0, "1": 0}),
+        (1, 0, {}),
+    ]
+    assert [dict(n) for n in result.nodes] == list(record.to_json()["nodes"])
+
+
+def test_network_is_labelled_with_the_run_and_its_owner(settings: Settings, src: Path) -> None:
+    seen: dict[str, dict[str, str]] = {}
+    engine = NodeEngine()
+    original = engine.create_network
+
+    def create_network(name: str, labels: Any) -> str:
+        seen[name] = dict(labels)
+        return original(name, labels)
+
+    engine.create_network = create_network  # type: ignore[method-assign]
+    result, _ = go(engine, settings, src, PyTorch(2, 1))
+    assert seen == {
+        f"envbuild-{result.run_id}": {
+            RUN_LABEL: result.run_id,
+            OWNER_LABEL: seen[f"envbuild-{result.run_id}"][OWNER_LABEL],
+        }
+    }
+
+
+def test_a_failing_rank_ends_the_job_with_its_code(settings: Settings, src: Path) -> None:
+    # Node 1's rank 3 exits 7; its launcher would go on waiting (torch 1.6) and node 0 serves.
+    engine = NodeEngine(
+        nodes={0: Node(serve=True), 1: Node([rank_exit(2, 0), rank_exit(3, 7)], serve=True)}
+    )
+    started = time.monotonic()
+    result, captured = go(engine, settings, src, PyTorch(2, 2))
+    assert time.monotonic() - started < 5
+    assert (result.exit_code, result.status) == (7, "exited")
+    assert "envbuild: rank 3 (node 1) exited 7; stopping the job" in captured.messages
+    assert {"stop 0", "stop 1"} <= set(engine.events)
+    assert [n["ranks"] for n in result.nodes] == [{}, {"2": 0, "3": 7}]
+    assert [n["exit_code"] for n in result.nodes] == [143, 143]
+    assert_nothing_left(engine, result)
+
+
+def test_a_failing_node_ends_the_job_with_its_code(settings: Settings, src: Path) -> None:
+    engine = NodeEngine(nodes={0: Node(serve=True), 1: Node(exit_code=3)})
+    result, captured = go(engine, settings, src, TensorFlow(2, 0))
+    assert (result.exit_code, result.status) == (3, "exited")
+    assert any("node 1" in m and "exited 3" in m for m in captured.messages)
+    assert "stop 0" in engine.events
+    assert_nothing_left(engine, result)
+
+
+def test_tensorflow_parameter_servers_are_stopped_when_the_workers_are_done(
+    settings: Settings, src: Path
+) -> None:
+    engine = NodeEngine(
+        nodes={0: Node(after_start_of=2), 1: Node(after_start_of=2), 2: Node(serve=True)}
+    )
+    result, _ = go(engine, settings, src, TensorFlow(2, 1))
+    assert (result.exit_code, result.status) == (0, "exited")
+    assert "stop 2" in engine.events and "stop 0" not in engine.events
+    assert [n["role"] for n in result.nodes] == ["chief", "worker", "ps"]
+    assert [n["exit_code"] for n in result.nodes] == [0, 0, 143]
+    assert_nothing_left(engine, result)
+
+
+def test_mpi_launcher_starts_once_every_sshd_listens(settings: Settings, src: Path) -> None:
+    folders: list[str] = []
+    engine = NodeEngine(
+        nodes={
+            0: Node([(STDOUT, b"sum 6\n")]),
+            1: Node([(STDERR, b"noise\n"), LISTENING], serve=True),
+            2: Node([LISTENING], serve=True),
+        }
+    )
+
+    def look(index: int) -> None:
+        spec = next(s for s in engine.specs.values() if s.labels[NODE_LABEL] == str(index))
+        (key,) = [m for m in spec.mounts if m.target == SSH_DIR]
+        assert key.read_only
+        folders.append(key.source)
+        assert sorted(os.listdir(key.source)) == ["authorized_keys", "id_rsa"]
+        assert os.stat(key.source).st_mode & 0o777 == 0o700
+
+    engine.on_frames = look
+    result, captured = go(engine, settings, src, Mpi(3, 2))
+    assert (result.exit_code, result.status) == (0, "exited")
+    assert engine.events.index("start 0") > max(
+        engine.events.index("start 1"), engine.events.index("start 2")
+    )
+    assert {"stop 1", "stop 2"} <= set(engine.events)  # their sshd serve until stopped
+    assert captured.text() == "[node 0] sum 6\n"
+    assert folders and not any(os.path.exists(f) for f in folders)  # the key is gone
+    assert_nothing_left(engine, result)
+
+
+def test_an_mpi_worker_that_never_listens_fails_the_rendezvous(
+    settings: Settings, src: Path
+) -> None:
+    engine = NodeEngine(nodes={1: Node(serve=True)})
+    started = time.monotonic()
+    result, captured = go(engine, settings, src, Mpi(2, 1, rendezvous_timeout=0.3))
+    assert time.monotonic() - started < 5
+    assert (result.exit_code, result.status) == (124, "timed-out")
+    (message,) = [m for m in captured.messages if "rendezvous deadline" in m]
+    assert "(0.3s)" in message
+    assert f"node 1 (envbuild-{result.run_id}-1) running, its sshd not listening yet" in message
+    assert f"node 0 (envbuild-{result.run_id}-0) created, waiting to start" in message
+    assert "start 0" not in engine.events  # mpirun never ran
+    assert_nothing_left(engine, result)
+
+
+def test_a_node_that_never_starts_fails_the_rendezvous(settings: Settings, src: Path) -> None:
+    engine = NodeEngine(nodes={0: Node(serve=True), 1: Node(start_hangs=True)})
+    result, captured = go(engine, settings, src, PyTorch(2, 1, rendezvous_timeout=0.3))
+    assert (result.exit_code, result.status) == (124, "timed-out")
+    assert any("node 1" in m and "created, waiting to start" in m for m in captured.messages)
+    assert {"stop 0", "stop 1"} <= set(engine.events)
+    assert_nothing_left(engine, result)
+
+
+def test_a_node_the_engine_cannot_create_fails_the_job(settings: Settings, src: Path) -> None:
+    engine = NodeEngine(nodes={0: Node(serve=True), 1: Node(create_fails=True)})
+    with pytest.raises(EngineError, match=r"node 1 .*already in use"):
+        go(engine, settings, src, PyTorch(2, 1))
+    assert not engine.live and not engine.networks
+    (record,) = History.at(settings).list()
+    assert (record.status, record.exit_code) == ("failed", 125)
+
+
+def test_sigint_stops_every_node_and_reports_130(settings: Settings, src: Path) -> None:
+    engine = NodeEngine(nodes={0: Node(serve=True), 1: Node(serve=True)})
+
+    def interrupt(index: int) -> None:
+        if index == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    engine.on_frames = interrupt
+    before = signal.getsignal(signal.SIGINT)
+    result, captured = go(engine, settings, src, PyTorch(2, 1))
+    assert (result.exit_code, result.status) == (130, "interrupted")
+    assert {"stop 0", "stop 1"} <= set(engine.events)
+    assert signal.getsignal(signal.SIGINT) is before
+    assert any("interrupted" in m for m in captured.messages)
+    assert_nothing_left(engine, result)
+    assert History.at(settings).get(result.run_id).status == "interrupted"
+
+
+def test_timeout_stops_the_job(settings: Settings, src: Path) -> None:
+    engine = NodeEngine(nodes={0: Node(serve=True), 1: Node(serve=True)})
+    result, _ = go(engine, settings, src, PyTorch(2, 1), timeout=0.2)
+    assert (result.exit_code, result.status) == (124, "timed-out")
+    assert_nothing_left(engine, result)
+
+
+def test_a_missing_torchrun_says_which_launcher_to_use(settings: Settings, src: Path) -> None:
+    class NoTorchrun(NodeEngine):
+        def start_container(self, container_id: str) -> None:
+            raise EngineError('exec: "torchrun": executable file not found in $PATH')
+
+    engine = NoTorchrun()
+    result, captured = go(engine, settings, src, PyTorch(2, 1))
+    assert result.exit_code == 127
+    assert any("--torch-launcher launch" in m for m in captured.messages)
+    assert_nothing_left(engine, result)
