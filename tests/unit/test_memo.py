@@ -116,6 +116,37 @@ def test_same_size_same_mtime_rewrite_is_a_miss(write_env) -> None:
     assert _recall(settings, folder) is None
 
 
+def test_a_file_rewritten_unchanged_is_read_once(
+    write_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkout rewrites files without changing them: the first hit compares their
+    content and records their new stat, so later hits need only the stat again."""
+    monkeypatch.setattr(memo, "RACY_NS", 0)  # trust every stat (the files are new)
+    folder = write_env('schema = 1\nname = "a"\n[base]\ndockerfile = "base.Dockerfile"\n',
+                       base__Dockerfile="FROM debian:bookworm-slim\n")  # fmt: skip
+    settings = load_settings()
+    resolve(folder, settings=settings)
+    path = folder / "base.Dockerfile"
+    content = path.read_bytes()
+    path.unlink()
+    path.write_bytes(content)  # another inode and ctime, the same content
+    reads: list[str] = []
+    digest = memo._file_digest
+
+    def counted(name: str) -> str | None:
+        reads.append(name)
+        return digest(name)
+
+    monkeypatch.setattr(memo, "_file_digest", counted)
+    assert _recall(settings, folder) is not None
+    assert str(path) in reads  # compared by content
+    reads.clear()
+    assert _recall(settings, folder) is not None
+    assert reads == []  # the record holds the new stat
+    path.write_text("FROM debian:bookworm-slim\nRUN echo 2\n")
+    assert _recall(settings, folder) is None
+
+
 def test_finding_1_parent_base_dockerfile_under_an_empty_base_table(write_env) -> None:
     """A child extending a parent, with an empty [base] table: an edit of the
     parent's base Dockerfile is a miss, and the hash is the one a fresh render gives."""

@@ -130,11 +130,16 @@ def recall(
         base = data["base"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    restat = False
     for entry in files:
-        if not _unchanged(entry):
+        state = _unchanged(entry)
+        if state is None:
             return None
+        restat = restat or state is not _SAME_STAT
     if base is not None and (base_id is None or base_id(str(base["image"])) != base["id"]):
         return None
+    if restat:  # e.g. after a checkout: the next hit need not read the files again
+        _refresh_stats(home, folder, platform, data)
     return found
 
 
@@ -144,26 +149,60 @@ def _stat_key(stat: os.stat_result) -> list[int]:
     return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
 
 
-def _unchanged(entry: object) -> bool:
-    """Whether one recorded file ``[path, sha256 | None, stat | None]`` still is as recorded.
+_SAME_STAT = "stat"  # unchanged, by its stat
+_SAME_CONTENT = "content"  # unchanged, by its content (the stat differed or was not kept)
+
+
+def _unchanged(entry: object) -> str | None:
+    """Whether one recorded file ``[path, sha256 | None, stat | None]`` still is as recorded:
+    :data:`_SAME_STAT`, :data:`_SAME_CONTENT` (the stat differs or was not
+    recorded, the content's digest is the same) or ``None`` (changed).
 
     The stat (size, mtime, ctime, inode) answers when it is recorded and equal;
     otherwise the content's digest does.
     """
     if not isinstance(entry, list) or len(entry) != 3:
-        return False
+        return None
     path, digest, stat = entry
     try:
         now = os.stat(path)  # noqa: PTH116 - no Path object on the hit path
     except FileNotFoundError:
-        return digest is None
+        return _SAME_STAT if digest is None else None
     except (OSError, TypeError, ValueError):
-        return False
+        return None
     if digest is None:
-        return False  # a file that was absent now exists
+        return None  # a file that was absent now exists
     if stat is not None and stat == _stat_key(now):
-        return True
-    return bool(_file_digest(str(path)) == digest)
+        return _SAME_STAT
+    return _SAME_CONTENT if _file_digest(str(path)) == digest else None
+
+
+def _trusted(stat: os.stat_result) -> bool:
+    """Whether ``stat`` may stand for the content: not taken too close to a change."""
+    racy = time.time_ns() - RACY_NS
+    return stat.st_mtime_ns < racy and stat.st_ctime_ns < racy
+
+
+def _refresh_stats(home: Path, folder: Path, platform: str, data: dict[str, object]) -> None:
+    """Rewrite the record ``data`` with the current stats of the files whose content
+    :func:`recall` just found unchanged (a checkout rewrites files without
+    changing them). A file that changed since is left without a stat, so the
+    next recall compares its content and misses."""
+    entries: list[list[object]] = []
+    for entry in data["files"]:  # type: ignore[attr-defined]
+        path, digest, stat = entry
+        if digest is not None:
+            try:
+                now: os.stat_result | None = os.stat(path)  # noqa: PTH116
+            except OSError:
+                now = None
+            if now is None:
+                stat = None
+            elif stat != _stat_key(now):
+                same = _trusted(now) and _file_digest(str(path)) == digest
+                stat = _stat_key(now) if same else None
+        entries.append([path, digest, stat])
+    _write(record_path(home, folder, platform), {**data, "files": entries})
 
 
 def remember(
@@ -188,7 +227,6 @@ def remember(
     target = record_path(home, folder, platform)
     wanted = dict(files)
     wanted.update(_module_files())
-    racy = time.time_ns() - RACY_NS
     entries: list[list[object]] = []
     for path, want in sorted(wanted.items()):
         try:
@@ -202,8 +240,7 @@ def remember(
             return False
         if want is None or _file_digest(path) != want:
             return False
-        trusted = stat.st_mtime_ns < racy and stat.st_ctime_ns < racy
-        entries.append([path, want, _stat_key(stat) if trusted else None])
+        entries.append([path, want, _stat_key(stat) if _trusted(stat) else None])
     record = {
         "memo": MEMO_FORMAT,
         "for": _identity(folder, platform),
@@ -214,6 +251,11 @@ def remember(
         "base": {"image": base[0], "id": base[1]} if base else None,
         "files": entries,
     }
+    return _write(target, record)
+
+
+def _write(target: Path, record: dict[str, object]) -> bool:
+    """Write ``record`` to ``target`` atomically; whether it was written."""
     with contextlib.suppress(OSError):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(f".{os.getpid()}.tmp")
