@@ -114,7 +114,8 @@ def _config(root: Path, port: int, htpasswd: Path | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
+    """Whether a registry answers ``/v2/`` at ``url`` (a challenge counts)."""
     try:
         with urllib.request.urlopen(f"{url}/v2/", timeout=2):
             return True
@@ -158,7 +159,7 @@ def start(
         registry = LoopbackRegistry(f"127.0.0.1:{port}", proc.pid, root, log, username, password)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and proc.poll() is None:
-            if _answers(registry.url):
+            if answers(registry.url):
                 return registry
             time.sleep(0.05)
         stop(registry)

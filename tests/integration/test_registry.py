@@ -84,7 +84,12 @@ class Session(Envbuild):
 
 @pytest.fixture
 def eb(docker_cli: str, tmp_path: Path) -> Iterator[Session]:
-    tool = Session(docker_cli, tmp_path / "home")
+    yield from session(docker_cli, tmp_path / "home")
+
+
+def session(docker_cli: str, home: Path) -> Iterator[Session]:
+    """A :class:`Session`; afterwards, every image it made or pulled is removed."""
+    tool = Session(docker_cli, home)
     yield tool
     # Everything this test tagged or pulled: its own prefix's images first (children of
     # a base it may have pulled), then what it holds from its registry namespace.
