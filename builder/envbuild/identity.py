@@ -33,6 +33,11 @@ BASE_ID_LABEL = "io.envbuild.base.id"  # a base pinned by image ID (no registry 
 LOCKED_LABEL = "io.envbuild.locked"
 REPRODUCIBLE_LABEL = "io.envbuild.reproducible"
 REPRODUCIBLE_REASONS_LABEL = "io.envbuild.reproducible.reasons"
+# An image built with ``--base-drift=allow`` on another base than its lock pins: both
+# identities. Such an image never carries the locked hash, never takes the version
+# tag and is never pushed (:func:`is_drifted`).
+BASE_DRIFT_LOCKED_LABEL = "io.envbuild.base.drift.locked"  # the pin of the lock
+BASE_DRIFT_ACTUAL_LABEL = "io.envbuild.base.drift.actual"  # the image ID built on
 # -- labels on other things envbuild makes ---------------------------------------
 BASE_RECIPE_LABEL = "io.envbuild.base.recipe"  # a bootstrapped base image
 RUN_LABEL = "io.envbuild.run"  # containers and networks of a run
@@ -47,6 +52,9 @@ SBOM_LABEL = "io.envbuild.sbom"  # containers of `envbuild packages`
 # pin ("digest:sha256:…" or "image-id:sha256:…"), or for an unlocked base image
 # the image ID the engine holds for its reference ("engine-id:sha256:…").
 ENGINE_BASE = "engine-id"
+# A locked base that drifted, built on anyway (``--base-drift=allow``): the image ID
+# the engine held ("drifted-id:sha256:…"), so the hash is never the locked one.
+DRIFTED_BASE = "drifted-id"
 
 
 def repository(prefix: str, name: str) -> str:
@@ -67,6 +75,11 @@ def version_tag(prefix: str, name: str, version: int) -> str:
 class _Labelled(Protocol):
     @property
     def labels(self) -> Mapping[str, str]: ...
+
+
+def is_drifted(image: _Labelled) -> bool:
+    """Whether ``image`` was built on a drifted base (``--base-drift=allow``)."""
+    return BASE_DRIFT_LOCKED_LABEL in image.labels
 
 
 def is_hit(image: _Labelled | None, digest: str) -> bool:

@@ -11,6 +11,7 @@ TOML with top-level keys named like the fields of :class:`Settings`::
     ubuntu_mirror = "http://archive.ubuntu.com/ubuntu"
     registry = "registry.example.com/team"   # HOST[:PORT][/NAMESPACE]; "" for none
     registry_ca = "/etc/ssl/private-ca.pem"  # a private CA for that registry
+    base_drift = "fail"            # "allow": build on a base that moved from its lock
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ _PREFIX_RE = re.compile(
     r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
 )
 
+
+#: What a build does when a locked base is no longer the pinned image (``--base-drift``):
+#: ``fail`` (refuse, saying how to fix it) or ``allow`` (build on the base at hand, an
+#: image labelled as drifted that never carries the locked hash).
+BASE_DRIFT_CHOICES = ("fail", "allow")
 
 #: The build target platform when nothing else is set (``ENVBUILD_PLATFORM``, config ``platform``).
 DEFAULT_PLATFORM = "linux/amd64"
@@ -48,6 +54,12 @@ class Settings(NamedTuple):
     platform: str = DEFAULT_PLATFORM
     registry: str = ""  # HOST[:PORT][/NAMESPACE] of the image registry; "" for none
     registry_ca: str = ""  # a CA bundle (PEM) for that registry's TLS
+    base_drift: str = "fail"  # one of BASE_DRIFT_CHOICES
+
+    @property
+    def allow_drift(self) -> bool:
+        """Whether a build may go on over a drifted base (``base_drift = "allow"``)."""
+        return self.base_drift == "allow"
 
     @property
     def locks_dir(self) -> Path:
@@ -64,6 +76,7 @@ _ENV_VARS = {
     "platform": "ENVBUILD_PLATFORM",
     "registry": "ENVBUILD_REGISTRY",
     "registry_ca": "ENVBUILD_REGISTRY_CA",
+    "base_drift": "ENVBUILD_BASE_DRIFT",
 }
 
 
@@ -160,5 +173,13 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             f"image prefix {settings.prefix!r} is not a valid repository prefix",
             hint="use lowercase letters, digits, '.', '_', '-' and '/', e.g. 'envbuild' "
             "or 'localhost:5000/team'",
+        )
+    if settings.base_drift not in BASE_DRIFT_CHOICES:
+        where = "ENVBUILD_BASE_DRIFT" if env.get("ENVBUILD_BASE_DRIFT") else f"{path}: base_drift"
+        raise UsageError(
+            f"{where}: expected one of {', '.join(BASE_DRIFT_CHOICES)}, "
+            f"got {settings.base_drift!r}",
+            hint="fail refuses a build over a base that moved from its lock; allow builds "
+            "on the base at hand, labelled as drifted",
         )
     return settings

@@ -299,9 +299,33 @@ def test_base_changed_since_lock(eb: Envbuild, tmp_path: Path, docker_cli: str) 
         proc = eb("build", str(folder), check=False)
         assert proc.returncode == 1
         assert "base changed since lock; run envbuild lock" in proc.stderr
+        locks = locking.read(folder)
+        assert locks is not None and locks.base is not None
+        moved = json.loads(eb.docker_out("image", "inspect", base))[0]["Id"]
+        assert f"{base} is now {moved}, the lock of {folder} pins {locks.base.id}" in proc.stderr
+        assert f"envbuild lock {folder} --bump\n" in proc.stderr
         assert eb.tags() == []
-        eb("lock", str(folder))  # pins the new base: a new hash
-        assert eb("hash", str(folder)).stdout.strip() != hash_before
+        # Allowed: built on the moved base, labelled with both IDs, under another hash,
+        # without the version tag.
+        allowed = eb("build", "--base-drift=allow", "--json", "-q", str(folder))
+        data = json.loads(allowed.stdout)
+        assert data["base_drift"] == {"image": base, "locked": locks.base.id, "actual": moved}
+        assert data["hash"] != hash_before and not data["cached"]
+        assert "drifted from its lock" in allowed.stderr
+        labels = labels_of(eb, data["image"])
+        assert labels["io.envbuild.base.drift.locked"] == locks.base.id
+        assert labels["io.envbuild.base.drift.actual"] == moved
+        assert labels["io.envbuild.reproducible"] == "false" and "io.envbuild.locked" not in labels
+        assert eb.tags() == [data["image"]]
+        again = json.loads(eb("build", "--base-drift=allow", "--json", "-q", str(folder)).stdout)
+        assert (again["cached"], again["hash"]) == (True, data["hash"])
+        assert eb.tags() == [data["image"]]
+        # The hint's first fix: pins the new base and raises the version, then builds.
+        eb("lock", "--bump", str(folder))
+        assert load(folder).version == 2
+        assert eb("hash", str(folder)).stdout.strip() not in (hash_before, data["hash"])
+        fixed = json.loads(eb("build", "--json", "-q", str(folder)).stdout)
+        assert "base_drift" not in fixed and fixed["tags"][1].endswith(":2")
     finally:
         subprocess.run([docker_cli, "rmi", base], capture_output=True, check=False)
 

@@ -282,9 +282,84 @@ def test_build_refuses_a_changed_base(locked: Path) -> None:
     assert "base changed since lock; run envbuild lock" in text
     # Which base, from what to what, and the commands that fix it.
     assert f"is now {OTHER_ID}" in text and f"the lock of {locked} pins" in text
-    assert f"`envbuild lock {locked}`, then raise `version`" in text
-    assert f"`envbuild lock {locked} --registry R`" in text and "envbuild base push" in text
+    # The hint is the commands themselves, each on a line of its own.
+    commands = [line.strip() for line in text.splitlines() if line.startswith("      envbuild")]
+    assert commands == [
+        f"envbuild lock {locked} --bump",
+        "envbuild base pull debian:bookworm-slim --registry R",
+        f"envbuild build {locked} --base-drift=allow",
+    ]
     assert not any(kind == "build" for kind, _ in engine.calls)
+
+
+def test_a_drifted_base_builds_only_when_allowed_and_never_under_the_locked_hash(
+    locked: Path,
+) -> None:
+    settings = load_settings()
+    locked_hash = resolve(locked, settings=settings, memo=False).hash
+    engine = _engine(image_id=OTHER_ID)
+    warnings: list[str] = []
+    result = build(
+        locked, settings=settings, engine=engine, warn=warnings.append, base_drift="allow"
+    )
+    assert not result.cached and result.hash != locked_hash
+    assert result.base_drift == locking.Drift("debian:bookworm-slim", BASE_ID, OTHER_ID)
+    assert result.to_json()["base_drift"] == {
+        "image": "debian:bookworm-slim",
+        "locked": BASE_ID,
+        "actual": OTHER_ID,
+    }
+    assert any("drifted from its lock" in w and "never pushed" in w for w in warnings)
+    # Only the hash tag: the version tag and the locked hash's tag name nothing.
+    assert result.tags == (result.image,)
+    assert engine.inspect_image(f"envbuild/locked:{locked_hash[:12]}") is None
+    assert engine.inspect_image("envbuild/locked:1") is None
+    record = json.loads(engine.images[result.image].labels["io.envbuild.inputs"])
+    assert record["base_pin"] == f"drifted-id:{OTHER_ID}"
+    # Both identities in the image's labels, and it is not reproducible.
+    dockerfile = resolve(locked, settings=settings, memo=False, drift=result.base_drift)
+    text = dockerfile.context.dockerfile
+    assert f'io.envbuild.base.drift.locked="{BASE_ID}"' in text
+    assert f'io.envbuild.base.drift.actual="{OTHER_ID}"' in text
+    assert 'io.envbuild.reproducible="false"' in text and "io.envbuild.locked" not in text
+    assert "io.envbuild.base.id=" not in text  # the pin it was not built on
+    assert "FROM debian:bookworm-slim" in text
+    # Again: the drifted image answers from the cache, still without the version tag.
+    again = build(
+        locked, settings=settings, engine=engine, warn=warnings.append, base_drift="allow"
+    )
+    assert again.cached and again.hash == result.hash and again.base_drift == result.base_drift
+    assert engine.inspect_image("envbuild/locked:1") is None
+    # The default refuses, as does --strict even when drift is allowed.
+    for kwargs in ({}, {"base_drift": "allow", "strict": True}):
+        with pytest.raises(locking.LockError, match="base changed since lock"):
+            build(locked, settings=settings, engine=engine, **kwargs)  # type: ignore[arg-type]
+
+
+def test_the_base_drift_setting_allows_it(locked: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVBUILD_BASE_DRIFT", "allow")
+    result = build(locked, settings=load_settings(), engine=_engine(image_id=OTHER_ID))
+    assert result.base_drift is not None and result.base_drift.actual == OTHER_ID
+    monkeypatch.setenv("ENVBUILD_BASE_DRIFT", "maybe")
+    with pytest.raises(UsageError, match="ENVBUILD_BASE_DRIFT: expected one of fail, allow"):
+        load_settings()
+
+
+def test_an_image_of_the_locked_hash_still_answers_when_drift_is_allowed(locked: Path) -> None:
+    settings = load_settings()
+    first = build(locked, settings=settings, engine=(engine := _engine()))
+    engine.images["debian:bookworm-slim"] = ImageInfo(id=OTHER_ID)  # the base moves on
+    again = build(locked, settings=settings, engine=engine, base_drift="allow")
+    assert again.cached and again.hash == first.hash and again.base_drift is None
+
+
+def test_nothing_at_hand_is_an_error_even_when_drift_is_allowed(locked: Path) -> None:
+    with pytest.raises(locking.LockError) as info:
+        build(locked, settings=load_settings(), engine=FakeEngine(images={}), base_drift="allow")
+    text = info.value.render()
+    assert "is not in the engine, and no other image is there" in text
+    assert "envbuild base pull debian:bookworm-slim --registry R" in text
+    assert "envbuild base bootstrap debian:bookworm-slim" in text
 
 
 def test_build_with_the_pinned_base(locked: Path) -> None:
@@ -718,3 +793,17 @@ def test_pip_pins_parses_uv_output() -> None:
         + 'Torch==1.6.0 ; python_version >= "3.8" \\\n    --hash=sha256:00\n'
     ).encode()
     assert locking.pip_pins(data) == {"six": "1.16.0", "torch": "1.6.0"}
+
+
+def test_bump_version_raises_only_the_top_level_version(write_env) -> None:
+    from envbuild.definition.model import bump_version
+
+    folder = write_env(ENV.replace('name = "locked"', 'name = "locked"\nversion = 7  # why'))
+    text = (folder / "env.toml").read_text()
+    assert bump_version(load(folder)) == 8
+    assert (folder / "env.toml").read_text() == text.replace(
+        "version = 7  # why", "version = 8  # why"
+    )
+    plain = write_env(ENV, folder="plain")  # no version line: version 1
+    assert bump_version(load(plain)) == 2
+    assert load(plain).version == 2 and load(plain).pip.packages == ("six==1.16.0",)

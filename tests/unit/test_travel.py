@@ -213,3 +213,47 @@ def test_a_repush_answers_without_click_like_the_full_command_line(
     pushed.pop("seconds")
     assert fast == full == {**pushed, "pushed": False}
     assert fast["pushed"] is False and fast["digest"] == pushed["digest"]
+
+
+def test_base_pull_gives_the_pushed_image_id_under_the_base_name() -> None:
+    base = "debian:bookworm-slim"
+    image_id = "sha256:" + "b" * 64
+    engine = FakeEngine(images={base: ImageInfo(id=image_id, tags=(base,))})
+    engine.images[image_id] = engine.images[base]
+    remote = _remote(engine)
+    pushed = travel.push_base(base, remote=remote, engine=engine, log=lambda line: None)
+    fresh = FakeEngine(images={}, registry=dict(engine.registry))  # a machine without it
+    pulled = travel.pull_base(base, remote=_remote(fresh), engine=fresh, log=lambda line: None)
+    assert (pulled.pulled, pulled.id) == (pushed.pinned, image_id)
+    info = fresh.inspect_image(base)
+    assert info is not None and info.id == image_id
+    # A lock that pins the image ID is satisfied there now.
+    assert makers.check_base(makers.pin_base(base, engine), fresh) is None
+    with pytest.raises(RegistryError) as err:
+        travel.pull_base("ubuntu:20.04", remote=_remote(fresh), engine=fresh, log=print)
+    assert "holds no 127.0.0.1:5000/team/ubuntu:20.04" in err.value.message
+    assert "envbuild base push ubuntu:20.04 --registry 127.0.0.1:5000/team" in (
+        err.value.hint or ""
+    )
+
+
+def test_an_image_built_on_a_drifted_base_is_never_pushed(tmp_path: Path) -> None:
+    from envbuild.lock.model import BasePin
+
+    settings = load_settings()
+    folder = tmp_path / "hello"
+    folder.mkdir()
+    (folder / "env.toml").write_text('schema = 1\nname = "hello"\n[python]\nversion = "3.11"\n')
+    pin = BasePin("debian:bookworm-slim", "image-id", "sha256:" + "a" * 64)
+    (folder / "env.lock.toml").write_text(render_index(Locks(base=pin)))
+    engine = FakeEngine()
+    result = build(folder, settings=settings, engine=engine, base_drift="allow")
+    assert result.base_drift is not None
+    drifted = resolve(folder, settings=settings, engine=engine, memo=False, drift=result.base_drift)
+    # As the engine would, the image carries its Dockerfile's labels.
+    labels = dict(engine.images[result.image].labels)
+    labels["io.envbuild.base.drift.locked"] = pin.id
+    engine.images[result.image] = ImageInfo(result.id, (result.image,), labels)
+    with pytest.raises(LockError, match="is not pushed: the base debian:bookworm-slim drifted"):
+        travel.push(drifted, remote=_remote(engine), engine=engine, log=lambda line: None)
+    assert engine.registry == {}

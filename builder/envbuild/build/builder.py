@@ -40,6 +40,7 @@ from envbuild.settings import DEFAULT_PLATFORM, Settings, load_settings
 
 if TYPE_CHECKING:  # the registry tier is imported only by a build that uses one
     from envbuild.build.travel import Remote
+    from envbuild.lock.model import Drift
 
 CA_ENV_VARS = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
 PYTHON_MIRROR_VAR = "UV_PYTHON_INSTALL_MIRROR"
@@ -55,13 +56,14 @@ class Resolved:
     rendered: BuildContext | None = None
     platform: str = DEFAULT_PLATFORM
     base_id: str | None = None  # the engine's image ID of an unlocked base image
+    drift: Drift | None = None  # a locked base that moved, built on anyway
 
     @functools.cached_property
     def context(self) -> BuildContext:
         """The rendered build context (rendered now if the hash came from the memo)."""
         if self.rendered is not None:
             return self.rendered
-        return render(self.env, platform=self.platform, base_id=self.base_id)
+        return render(self.env, platform=self.platform, base_id=self.base_id, drift=self.drift)
 
     @property
     def repository(self) -> str:
@@ -85,6 +87,7 @@ def resolve(
     settings: Settings | None = None,
     memo: bool = True,
     engine: Engine | None = None,
+    drift: Drift | None = None,
 ) -> Resolved:
     """Load (if needed) and hash ``env``.
 
@@ -98,6 +101,9 @@ def resolve(
     definition none of whose rendering inputs changed is read from the memo
     (:mod:`envbuild.cache.memo`, a record of the files the last render read);
     the context is then rendered only if needed.
+
+    ``drift`` hashes a locked environment on the base the engine holds instead
+    of its pin (see :func:`build`'s ``base_drift``): another hash, never memoised.
     """
     from envbuild.cache import memo as memo_mod
 
@@ -105,12 +111,13 @@ def resolve(
     environment = env if isinstance(env, Environment) else load(env)
     base_id = base_identity(environment, settings, engine)
     folder, platform = environment.path, settings.platform
+    memo = memo and drift is None
     if memo:
         found = memo_mod.recall(settings.home, folder, platform, base_id=lambda _: base_id)
         if found and (found.name, found.version) == (environment.name, environment.version):
             return Resolved(environment, found.hash, settings.prefix, None, platform, base_id)
     with reads.recording() as seen:
-        context = render(environment, platform=platform, base_id=base_id)
+        context = render(environment, platform=platform, base_id=base_id, drift=drift)
     digest = content_hash(context, platform=platform)
     if memo and environment.sources and seen.refused is None:
         seen.merge(reads.Reads(dict(environment.sources)))
@@ -126,7 +133,7 @@ def resolve(
         )
     elif memo:
         memo_mod.forget(settings.home, folder, platform)
-    return Resolved(environment, digest, settings.prefix, context, platform, base_id)
+    return Resolved(environment, digest, settings.prefix, context, platform, base_id, drift)
 
 
 def base_identity(env: Environment, settings: Settings, engine: Engine | None = None) -> str | None:
@@ -272,10 +279,19 @@ def _lookup(engine: Engine, resolved: Resolved, started: float) -> BuildResult |
         name=resolved.env.name,
         version=resolved.env.version,
         digest=resolved.hash,
+        drifted=resolved.drift is not None,
     )
     if hit is None:
         return None
-    return BuildResult(hit.image, resolved.hash, True, hit.id, time.monotonic() - started, hit.tags)
+    return BuildResult(
+        hit.image,
+        resolved.hash,
+        True,
+        hit.id,
+        time.monotonic() - started,
+        hit.tags,
+        base_drift=resolved.drift,
+    )
 
 
 def cached(
@@ -306,6 +322,7 @@ def build(
     log: Log | None = None,
     warn: Log = _stderr,
     remote: Remote | None = None,
+    base_drift: str | None = None,
 ) -> BuildResult:
     """Return the image of ``env``, building it only when its hash is not in the engine.
 
@@ -318,7 +335,14 @@ def build(
     ``strict`` refuses an environment whose inputs are not all locked; without
     it such an image is built, labelled ``io.envbuild.reproducible=false``
     with the reasons, and ``warn`` says why. A locked base must still be the
-    image the lock pinned, or the build refuses to start.
+    image the lock pinned, or the build refuses to start, saying how to fix it;
+    unless ``base_drift`` (default: the settings') is ``"allow"`` and not
+    ``strict``: then an image of the locked hash that the engine or the
+    registry holds still answers, and otherwise the image is built on the base
+    the engine holds (:func:`resolve` with the drift): labelled with both base
+    identities and not reproducible, with its own hash (never the locked one),
+    without the version tag, never fetched from or pushed to a registry; the
+    result's ``base_drift`` says so and ``warn`` too.
 
     ``settings`` default to :func:`load_settings`, ``engine`` to the local
     Docker engine; ``log`` receives the build log (default: nowhere).
@@ -332,6 +356,7 @@ def build(
 
         engine = DockerEngine(settings.docker)
     log = log or _nowhere
+    allow_drift = (base_drift or settings.base_drift) == "allow" and not strict
     if isinstance(env, Resolved):
         environment = env.env
     else:
@@ -361,7 +386,6 @@ def build(
             log(f"envbuild: pulling the base image {environment.base.image}")
             engine.pull_image(_pull_ref(environment.base.image), None, log)
             resolved = resolve(environment, settings=settings, engine=engine)
-    tags = (resolved.hash_tag, resolved.version_tag)
     if not rebuild:
         hit = cached(resolved, settings, engine)
         if hit is not None:
@@ -382,53 +406,122 @@ def build(
                 )
                 if fetched is not None:
                     return fetched
-        context = resolved.context
-        pinned = locking.read(resolved.env.path)
-        if pinned is not None and pinned.base is not None:
-            locking.check_base(pinned.base, engine, env_path=resolved.env.path, log=log)
-        elif resolved.base_id is not None:
-            _check_unlocked_base(resolved, engine)
-        _check_tools(resolved)
-        if reasons:
-            warn(
-                f"envbuild: warning: {resolved.env.name} is not reproducible, so its image is "
-                "labelled io.envbuild.reproducible=false: "
-                + "; ".join(reasons)
-                + f" (run `envbuild lock {resolved.env.path}`)"
+        drift = _check_base(resolved, engine, log, allow_drift=allow_drift)
+        if drift is None:
+            image_id = _make(
+                resolved, settings, engine, secrets, rebuild, reasons, log, warn, remote
             )
-        if resolved.rendered is None:
-            # The hash came from the memo: the context must still hash the same.
-            actual = content_hash(context, platform=settings.platform)
-            if actual != resolved.hash:
-                raise EngineError(  # a bug, not a user error: say so plainly
-                    f"internal error: memoised hash {resolved.hash[:12]} != rendered {actual[:12]}",
-                    hint=f"remove {settings.home / 'cache'} and report this",
-                )
-        process.sweep_temp(("ctx", "iid"))  # what a `kill -9` of an earlier build left
-        with tempfile.TemporaryDirectory(prefix=process.temp_prefix("ctx")) as tmp:
-            context.write(Path(tmp))
-            from envbuild.catalog.explain import inputs_record
-
-            record = inputs_record(context, platform=settings.platform)
-            request = BuildRequest(
-                context_dir=Path(tmp),
-                labels={
-                    HASH_LABEL: resolved.hash,
-                    INPUTS_LABEL: json.dumps(record, sort_keys=True, separators=(",", ":")),
-                },
-                secrets=secrets,
-                platform=settings.platform,
-                no_cache=rebuild,
-                build_args=_python_mirror(resolved.env),
-            )
-            if remote is None:
-                image_id = engine.build(request, log)
-            else:
-                image_id = _build_with_cache(request, resolved, remote, engine, log, warn)
-        _tag(engine, image_id, resolved)
+    if drift is not None:
+        warn(
+            f"envbuild: warning: {drift.reason}; building on it (--base-drift=allow): the "
+            f"image is labelled {identity.BASE_DRIFT_LOCKED_LABEL}, has its own hash, "
+            "takes no version tag and is never pushed"
+        )
+        drifted = resolve(environment, settings=settings, engine=engine, memo=False, drift=drift)
+        return build(
+            drifted,
+            settings=settings,
+            engine=engine,
+            rebuild=rebuild,
+            ca_bundle=ca_bundle,
+            netrc=netrc,
+            log=log,
+            warn=warn,
+            base_drift="allow",
+        )
     return BuildResult(
-        resolved.hash_tag, resolved.hash, False, image_id, time.monotonic() - started, tags
+        resolved.hash_tag,
+        resolved.hash,
+        False,
+        image_id,
+        time.monotonic() - started,
+        _tags(resolved),
+        base_drift=resolved.drift,
     )
+
+
+def _check_base(resolved: Resolved, engine: Engine, log: Log, *, allow_drift: bool) -> Drift | None:
+    """The base check before a build: the drift to build on instead, else ``None``.
+
+    A locked base must be its pin (:func:`envbuild.lock.check_base`); over a
+    drift already resolved, and for an unlocked base, the engine must still
+    hold the image the hash was computed from.
+    """
+    import envbuild.lock as locking
+
+    if resolved.drift is not None:
+        _check_unlocked_base(resolved, engine, resolved.drift.actual)
+        return None
+    pinned = locking.read(resolved.env.path)
+    if pinned is not None and pinned.base is not None:
+        return locking.check_base(
+            pinned.base, engine, env_path=resolved.env.path, log=log, allow_drift=allow_drift
+        )
+    if resolved.base_id is not None:
+        _check_unlocked_base(resolved, engine, resolved.base_id)
+    return None
+
+
+def _make(
+    resolved: Resolved,
+    settings: Settings,
+    engine: Engine,
+    secrets: dict[str, Path],
+    rebuild: bool,
+    reasons: list[str],
+    log: Log,
+    warn: Log,
+    remote: Remote | None,
+) -> str:
+    """Build the image of ``resolved`` (its base already checked) and tag it; its ID."""
+    context = resolved.context
+    _check_tools(resolved)
+    if reasons:
+        warn(
+            f"envbuild: warning: {resolved.env.name} is not reproducible, so its image is "
+            "labelled io.envbuild.reproducible=false: "
+            + "; ".join(reasons)
+            + f" (run `envbuild lock {resolved.env.path}`)"
+        )
+    if resolved.rendered is None:
+        # The hash came from the memo: the context must still hash the same.
+        actual = content_hash(context, platform=settings.platform)
+        if actual != resolved.hash:
+            raise EngineError(  # a bug, not a user error: say so plainly
+                f"internal error: memoised hash {resolved.hash[:12]} != rendered {actual[:12]}",
+                hint=f"remove {settings.home / 'cache'} and report this",
+            )
+    process.sweep_temp(("ctx", "iid"))  # what a `kill -9` of an earlier build left
+    with tempfile.TemporaryDirectory(prefix=process.temp_prefix("ctx")) as tmp:
+        context.write(Path(tmp))
+        from envbuild.catalog.explain import inputs_record
+
+        record = inputs_record(context, platform=settings.platform)
+        request = BuildRequest(
+            context_dir=Path(tmp),
+            labels={
+                HASH_LABEL: resolved.hash,
+                INPUTS_LABEL: json.dumps(record, sort_keys=True, separators=(",", ":")),
+            },
+            secrets=secrets,
+            platform=settings.platform,
+            no_cache=rebuild,
+            build_args=_python_mirror(resolved.env),
+        )
+        if remote is None:
+            image_id = engine.build(request, log)
+        else:
+            image_id = _build_with_cache(request, resolved, remote, engine, log, warn)
+    _tag(engine, image_id, resolved)
+    return image_id
+
+
+def _tags(resolved: Resolved) -> tuple[str, ...]:
+    """The tags an image of ``resolved`` gets: the hash tag, and the version tag unless the
+    base drifted (a drifted image never passes for the version's image)."""
+    if resolved.drift is not None:
+        return (resolved.hash_tag,)
+    return (resolved.hash_tag, resolved.version_tag)
 
 
 def _build_with_cache(
@@ -468,8 +561,9 @@ def _build_with_cache(
     return image_id
 
 
-def _check_unlocked_base(resolved: Resolved, engine: Engine) -> None:
-    """Refuse to build a hash whose unlocked base moved after the hash was computed.
+def _check_unlocked_base(resolved: Resolved, engine: Engine, expected: str) -> None:
+    """Refuse to build a hash whose base (unlocked, or drifted) moved after the hash was
+    computed: ``expected`` is the image ID it was computed from.
 
     The image would be built on another base than its hash names, and its
     hash tag would name the wrong content.
@@ -478,10 +572,10 @@ def _check_unlocked_base(resolved: Resolved, engine: Engine) -> None:
     assert image is not None
     info = engine.inspect_image(image)
     now = info.id if info is not None else "nothing"
-    if now != resolved.base_id:
+    if now != expected:
         raise EngineError(
             f"the base image {image} changed while {resolved.env.name} was being resolved "
-            f"(it was {resolved.base_id}, it is now {now})",
+            f"(it was {expected}, it is now {now})",
             hint="run the build again: it hashes the base the engine holds now",
         )
 
@@ -493,7 +587,7 @@ def _tag(engine: Engine, image_id: str, resolved: Resolved) -> None:
     """
     done: list[str] = []
     try:
-        for ref in (resolved.version_tag, resolved.hash_tag):
+        for ref in reversed(_tags(resolved)):
             engine.tag(image_id, ref)
             done.append(ref)
     except BaseException:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from envbuild.identity import HASH_LABEL as HASH_LABEL  # re-exported
+
+if TYPE_CHECKING:
+    from envbuild.lock.model import Drift
 
 
 class BuildResult(NamedTuple):
@@ -29,6 +32,7 @@ class BuildResult(NamedTuple):
     tags: tuple[str, ...] = ()
     tier: str = ""  # who answered: "local", "registry" or "built" (derived when empty)
     digest: str = ""  # the registry digest, when a registry answered or was pushed to
+    base_drift: Drift | None = None  # built on a base that moved from its lock (allowed)
 
     @property
     def answered_by(self) -> str:
@@ -36,7 +40,9 @@ class BuildResult(NamedTuple):
         return self.tier or ("local" if self.cached else "built")
 
     def to_json(self) -> dict[str, object]:
-        """The ``--json`` shape: image, hash, cached, tier, id, seconds, tags (and digest)."""
+        """The ``--json`` shape: image, hash, cached, tier, id, seconds, tags (and digest,
+        and ``base_drift``: ``{"image", "locked", "actual"}`` for an image built on a base
+        that moved from its lock)."""
         data: dict[str, object] = {
             "image": self.image,
             "hash": self.hash,
@@ -48,6 +54,8 @@ class BuildResult(NamedTuple):
         }
         if self.digest:
             data["digest"] = self.digest
+        if self.base_drift is not None:
+            data["base_drift"] = self.base_drift.to_json()
         return data
 
 
@@ -61,5 +69,7 @@ def report(result: BuildResult, *, as_json: bool, quiet: bool) -> None:
             "local": "cached",
             "registry": f"pulled from the registry in {result.seconds:.1f}s",
         }.get(result.answered_by, f"built in {result.seconds:.1f}s")
+        if result.base_drift is not None:
+            what += f", on the drifted base {result.base_drift.actual[:19]}"
         sys.stderr.write(f"envbuild: {result.image} ({what})\n")
     sys.stdout.write(result.image + "\n")

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from envbuild.build.builder import Resolved
     from envbuild.build.result import BuildResult
     from envbuild.engine.docker import Engine, ImageInfo
+    from envbuild.lock.model import Drift
 
 
 @dataclass
@@ -137,8 +138,23 @@ def already_pushed(
     return info, None
 
 
+def refuse_drifted(image: str, drift: Drift) -> None:
+    """Refuse to push ``image``, built on a drifted base: it is not the published image."""
+    from envbuild.errors import LockError
+
+    raise LockError(
+        f"{image} is not pushed: {drift.reason} (--base-drift=allow), so it is not the image "
+        "its lock describes",
+        hint="publish from a machine with the pinned base, or relock and bump: "
+        "`envbuild lock ENV --bump`",
+    )
+
+
 def push(resolved: Resolved, *, remote: Remote, engine: Engine, log: Log) -> PushResult:
-    """Push the image of ``resolved`` (already built) and verify the registry's digest."""
+    """Push the image of ``resolved`` (already built) and verify the registry's digest.
+
+    An image built on a drifted base (``--base-drift=allow``) is refused.
+    """
     started = time.monotonic()
     name, digest_hex = resolved.env.name, resolved.hash
     info, done = already_pushed(
@@ -154,6 +170,18 @@ def push(resolved: Resolved, *, remote: Remote, engine: Engine, log: Log) -> Pus
         raise UsageError(
             f"{name}: the engine holds no image of hash {digest_hex[:12]} to push",
             hint=f"build it first: envbuild build {resolved.env.path}",
+        )
+    if identity.is_drifted(info):
+        from envbuild.lock.model import Drift
+
+        labels = info.labels
+        refuse_drifted(
+            resolved.hash_tag,
+            Drift(
+                resolved.env.base.image or "",
+                labels[identity.BASE_DRIFT_LOCKED_LABEL],
+                labels.get(identity.BASE_DRIFT_ACTUAL_LABEL, "?"),
+            ),
         )
     if done is not None:
         return done
@@ -246,6 +274,57 @@ def push_base(ref: str, *, remote: Remote, engine: Engine, log: Log) -> BasePush
                 engine.remove_image(dest)
         raise
     return BasePushResult(ref, dest, digest, True, time.monotonic() - started)
+
+
+@dataclass(frozen=True)
+class BasePullResult:
+    """What ``base pull`` did: the base fetched from the registry and tagged locally."""
+
+    ref: str  # the local reference now naming it
+    pulled: str  # <registry>/<path>@<digest>
+    id: str  # the engine's image ID (the same as where it was pushed from)
+    seconds: float
+
+    def to_json(self) -> dict[str, object]:
+        """The ``--json`` shape of ``envbuild base pull``."""
+        return {
+            "ref": self.ref,
+            "pulled": self.pulled,
+            "id": self.id,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def pull_base(ref: str, *, remote: Remote, engine: Engine, log: Log) -> BasePullResult:
+    """Fetch the base ``ref`` that ``envbuild base push`` put in the registry, and tag it
+    ``ref`` here: the same image ID as on the machine that pushed it, so a lock pinning
+    that image ID (or its digest) is satisfied.
+
+    Pulled by the digest the registry serves for ``<registry>/<path>:<tag>``; the local
+    tag moves only once the pull succeeded.
+    """
+    from envbuild.engine.registry import image_path
+
+    started = time.monotonic()
+    path, tag = image_path(ref)
+    source = f"{remote.registry.prefix}/{path}"
+    digest = remote.client.manifest_digest(path, tag)
+    if digest is None:
+        raise RegistryError(
+            f"the registry holds no {source}:{tag}",
+            hint=f"push it from a machine that has the base: envbuild base push {ref} "
+            f"--registry {remote.registry.prefix}",
+        )
+    pulled = f"{source}@{digest}"
+    log(f"envbuild: pulling {pulled}")
+    engine.pull_image(pulled, remote.auth, log)
+    info = engine.inspect_image(pulled)
+    if info is None:
+        raise RegistryError(
+            f"the pull of {pulled} reported success, but the engine has no such image"
+        )
+    engine.tag(info.id, ref)
+    return BasePullResult(ref, pulled, info.id, time.monotonic() - started)
 
 
 def fetch(

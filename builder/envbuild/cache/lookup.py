@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple, Protocol
 
-from envbuild.identity import hash_tag, is_hit, version_tag
+from envbuild.identity import hash_tag, is_drifted, is_hit, version_tag
 
 
 class _Image(Protocol):
@@ -49,15 +49,27 @@ class Hit(NamedTuple):
     tags: tuple[str, ...]  # the hash tag and the version tag, both naming ``id``
 
 
-def lookup(store: ImageStore, *, prefix: str, name: str, version: int, digest: str) -> Hit | None:
+def lookup(
+    store: ImageStore,
+    *,
+    prefix: str,
+    name: str,
+    version: int,
+    digest: str,
+    drifted: bool = False,
+) -> Hit | None:
     """The image of ``digest`` if the engine holds it, else ``None``.
 
-    A hit moves ``<prefix>/<name>:<version>`` to the image found.
+    A hit moves ``<prefix>/<name>:<version>`` to the image found, unless that
+    image was built on a drifted base (``drifted``, or its labels say so): it
+    never passes for the version's image.
     """
     tag = hash_tag(prefix, name, digest)
     info = store.inspect_image(tag)
     if info is None or not is_hit(info, digest):
         return None
+    if drifted or is_drifted(info):
+        return Hit(tag, info.id, (tag,))
     moving = version_tag(prefix, name, version)
     if moving not in info.tags:
         store.tag(info.id, moving)

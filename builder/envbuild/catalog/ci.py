@@ -424,7 +424,15 @@ def _build(
 
     def build_one(env: Environment) -> BuildResult:
         resolved = resolve(env, settings=settings, engine=engine)
-        result = build(resolved, settings=settings, engine=engine, log=log, warn=log, remote=remote)
+        result = build(  # a drifted base is never built on here: CI publishes
+            resolved,
+            settings=settings,
+            engine=engine,
+            log=log,
+            warn=log,
+            remote=remote,
+            base_drift="fail",
+        )
         built[by_path[env.path]] = (resolved, result)
         return result
 

@@ -38,12 +38,19 @@ def _settings() -> Any:
     help="CA bundle for the package indexes (default: $PIP_CERT, $REQUESTS_CA_BUNDLE, "
     "$SSL_CERT_FILE).",
 )
+@click.option(
+    "--bump",
+    is_flag=True,
+    help="Raise `version` in env.toml by one when a lock file changed (the image changes "
+    "with its locks): the fix for a base that moved since the lock.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print what was locked as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not show progress.")
 @registry_options
 def lock(
     env: Path,
     check: bool,
+    bump: bool,
     ca_bundle: Path | None,
     as_json: bool,
     quiet: bool,
@@ -73,6 +80,8 @@ def lock(
     find_ca_bundle(ca_bundle)  # a file named here that cannot be read is a usage error, first
     settings = _settings()
     environment = load(env)
+    if check and bump:
+        raise click.UsageError("--check writes nothing: it cannot --bump")
     if check:
         reasons = locking.check(environment, settings.platform)
         if as_json:
@@ -102,11 +111,21 @@ def lock(
         registry=remote.registry if remote else None,
         client=remote.client if remote else None,
     )
+    version = None
+    if bump and result.written:
+        from envbuild.definition.model import bump_version
+
+        version = bump_version(environment)
     if as_json:
-        _emit_json(result.to_json())
+        _emit_json({**result.to_json(), "version": version or environment.version})
         return
     for name in result.written:
         click.echo(f"wrote {environment.path / name}", err=True)
+    if version is not None:
+        click.echo(
+            f"raised version {environment.version} -> {version} in {environment.definition_file}",
+            err=True,
+        )
     if result.unchanged and not result.written:
         click.echo(f"{environment.path}: locks unchanged", err=True)
 

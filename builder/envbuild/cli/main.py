@@ -205,6 +205,15 @@ class _Progress:
 @click.option(
     "--strict", is_flag=True, help="Refuse to build an ENV that is not locked (`envbuild lock`)."
 )
+@click.option(
+    "--base-drift",
+    type=click.Choice(["fail", "allow"]),
+    default=None,
+    help="When a locked base is no longer the image its lock pins: fail (the default; "
+    "the error says how to fix it), or allow: build on the base at hand an image labelled "
+    "with both base IDs, with its own hash and no version tag, never pushed "
+    "(default: the base_drift setting, $ENVBUILD_BASE_DRIFT).",
+)
 @registry_options
 @click.option(
     "--push",
@@ -221,6 +230,7 @@ def build(
     ca_bundle: Path | None,
     netrc: Path | None,
     strict: bool,
+    base_drift: str | None,
     registry: str | None,
     registry_ca: Path | None,
     registry_insecure: bool,
@@ -237,6 +247,12 @@ def build(
     lacks is pulled from <registry>/<name>:<hash12> when the registry holds it
     (and its hash label matches), else built with the registry's earlier image
     of the environment as layer cache; --push pushes the result.
+
+    A locked base that moved away from its pin stops the build with the
+    commands that fix it. --base-drift=allow builds on it anyway: the image is
+    labelled io.envbuild.base.drift.locked/.actual, hashed on the base it was
+    built on (so it never carries the locked hash), takes no version tag, is
+    never pushed, and --json reports "base_drift": {"image", "locked", "actual"}.
     """
     from envbuild.build.builder import build as do_build
     from envbuild.build.builder import find_ca_bundle, find_netrc, report, resolve
@@ -268,10 +284,13 @@ def build(
             strict=strict,
             log=progress,
             remote=remote,
+            base_drift=base_drift,
         )
         if push_after and remote is not None:
-            from envbuild.build.travel import push
+            from envbuild.build.travel import push, refuse_drifted
 
+            if result.base_drift is not None:
+                refuse_drifted(result.image, result.base_drift)
             pushed = push(resolved, remote=remote, engine=engine, log=progress)
             result = result._replace(digest=pushed.digest)
         return result

@@ -268,6 +268,47 @@ def base_push(
     click.echo(result.pinned)
 
 
+@click.command(name="pull")
+@click.argument("ref")
+@registry_options
+@click.option("--json", "as_json", is_flag=True, help="Print what was pulled and its image ID.")
+@click.option("-q", "--quiet", is_flag=True, help="Do not show the pull progress.")
+def base_pull(
+    ref: str,
+    registry: str | None,
+    registry_ca: Path | None,
+    registry_insecure: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Fetch the base image REF that `envbuild base push` put in the registry, and tag
+    it REF here.
+
+    It comes from <registry>/<repository>:<tag>, pulled by the digest the
+    registry serves, with the image ID it had where it was pushed from: a
+    lock that pins that base is satisfied on this machine too.
+    """
+    from envbuild.build import travel
+    from envbuild.engine.docker import DockerEngine
+    from envbuild.settings import load_settings
+
+    settings = load_settings()
+    engine = DockerEngine(settings.docker)
+    remote = open_remote(settings, registry, registry_ca, registry_insecure, required=True)
+    assert remote is not None
+    result = travel.pull_base(
+        ref,
+        remote=remote,
+        engine=engine,
+        log=(lambda line: None) if quiet else (lambda line: click.echo(line, err=True)),
+    )
+    if as_json:
+        _emit_json(result.to_json())
+        return
+    click.echo(f"envbuild: {ref} is {result.pulled}", err=True)
+    click.echo(f"{ref} {result.id}")
+
+
 def register(group: click.Group) -> None:
     """Add the registry commands to the ``envbuild`` group (and ``base push``)."""
     for command in (push, pull):
@@ -275,3 +316,4 @@ def register(group: click.Group) -> None:
     base = group.commands.get("base")
     if isinstance(base, click.Group):
         base.add_command(base_push)
+        base.add_command(base_pull)

@@ -825,3 +825,42 @@ def _complete(
         tests=tests,
         parents=parents,
     )
+
+
+# --------------------------------------------------------------------------
+# Raising the version (`envbuild lock --bump`, `envbuild ci --relock`)
+# --------------------------------------------------------------------------
+
+_VERSION_LINE = re.compile(r"^(\s*version\s*=\s*)(\d+)(.*)$")
+_NAME_LINE = re.compile(r"^\s*name\s*=")
+
+
+def bump_version(env: Environment) -> int:
+    """Raise ``version`` in ``env``'s own ``env.toml`` by one, in place; the new version.
+
+    Only the top-level ``version = N`` line changes (comments and layout stay);
+    a definition without one (version 1) gets ``version = 2`` after its
+    ``name``. The file is written whole (a temporary file, then renamed) and
+    loaded again: what was written must be a valid definition of that version.
+    """
+    path = env.definition_file
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    new = env.version + 1
+    top = next((i for i, line in enumerate(lines) if line.lstrip().startswith("[")), len(lines))
+    for i in range(top):
+        match = _VERSION_LINE.match(lines[i].rstrip("\n"))
+        if match:
+            ending = lines[i][len(lines[i].rstrip("\n")) :]
+            lines[i] = f"{match.group(1)}{new}{match.group(3)}{ending}"
+            break
+    else:
+        at = next((i + 1 for i in range(top) if _NAME_LINE.match(lines[i])), 0)
+        lines.insert(at, f"version = {new}\n")
+    partial = path.with_name(f".{path.name}.bump.tmp")
+    partial.write_text("".join(lines), encoding="utf-8")
+    partial.replace(path)
+    if load(env.path).version != new:  # pragma: no cover - the edit above is the rule
+        raise DefinitionError(
+            [Problem(str(path), "version", f"could not raise the version to {new}")]
+        )
+    return new

@@ -101,6 +101,9 @@ if TYPE_CHECKING:
         CondaLock as CondaLock,
     )
     from envbuild.lock.model import (
+        Drift as Drift,
+    )
+    from envbuild.lock.model import (
         LockError as LockError,
     )
     from envbuild.lock.model import (
@@ -161,6 +164,7 @@ _HOMES: dict[str, str] = {
     "CONDA_VIRTUAL_PACKAGES": "makers",
     "CondaLock": "model",
     "DISTRO_PYTHON": "model",
+    "Drift": "model",
     "GENERATED": "model",
     "INDEX_FILE": "model",
     "LOCK_VERSION": "model",

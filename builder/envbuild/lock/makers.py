@@ -33,6 +33,7 @@ from envbuild.lock.model import (
     PIP_LOCK_FILE,
     BasePin,
     CondaLock,
+    Drift,
     LockError,
     Locks,
     PipLock,
@@ -604,54 +605,92 @@ def _same_repository(a: str, b: str) -> bool:
     return norm(a) == norm(b)
 
 
+def drift_fixes(image: str, where: str) -> str:
+    """The commands that fix a base which moved away from its lock (the hint of a drift)."""
+    return (
+        "fix it one of these ways:\n"
+        "    relock on the base at hand and raise the version (the base is an input, so "
+        "the image changes):\n"
+        f"      envbuild lock {where} --bump\n"
+        "    or get the pinned base from a registry that holds it (`envbuild base push "
+        f"{image} --registry R` where it was made):\n"
+        f"      envbuild base pull {image} --registry R\n"
+        "    or build on the base at hand: an image labelled as drifted, with another hash, "
+        "never pushed:\n"
+        f"      envbuild build {where} --base-drift=allow"
+    )
+
+
 def check_base(
     pin: BasePin,
     engine: ImageStore,
     *,
     env_path: Path | None = None,
     log: Log = lambda line: None,
-) -> None:
+    allow_drift: bool = False,
+) -> Drift | None:
     """Refuse a build whose base is no longer what the lock pinned.
 
     A base pinned in a registry (``source``) that the engine lacks is pulled
     by its digest first. When neither gives the pinned base, the error says
     which base changed, from what to what, and the commands that fix it.
+
+    With ``allow_drift``, a base that moved is not an error as long as the
+    engine holds an image under the declared reference: the drift is returned
+    (``None`` when the base is the pinned one), and a failed pull of the
+    pinned base is only logged. Nothing at hand is still an error.
     """
     ref = pin.from_ref if pin.kind == "digest" else pin.image
     info = engine.inspect_image(ref)
     if info is None and pin.source:
         from envbuild.engine.registry import find_credentials
+        from envbuild.errors import RegistryError
 
         host = pin.source.split("/", 1)[0]
         creds = find_credentials(host)
         log(f"envbuild: pulling the pinned base {ref}")
-        engine.pull_image(ref, creds.auth_config(host) if creds else None, log)
-        info = engine.inspect_image(ref)
+        try:
+            engine.pull_image(ref, creds.auth_config(host) if creds else None, log)
+        except (EngineError, RegistryError) as exc:
+            if not allow_drift:
+                raise
+            log(f"envbuild: cannot pull the pinned base {ref}: {exc.message}")
+        else:
+            info = engine.inspect_image(ref)
     where = str(env_path) if env_path is not None else "ENV"
-    fixes = (
-        f"relock and bump: `envbuild lock {where}`, then raise `version` in {where}/env.toml "
-        f"(the base is an input: the image changes); or build on the pinned base: "
-        f"`envbuild base push {pin.image} --registry R` on a machine that has it, then "
-        f"`envbuild lock {where} --registry R` once, and every machine pulls it"
-    )
+    fixes = drift_fixes(pin.image, where)
     if info is None:
-        raise LockError(
-            f"the pinned base image {pin.image} ({pin.id}) is not in the engine",
-            hint=f"pull or bootstrap {pin.image}; if it really changed, {fixes}",
-        )
-    if pin.kind == "image-id":
+        at_hand = engine.inspect_image(pin.image) if ref != pin.image else None
+        if at_hand is None:
+            raise LockError(
+                f"the pinned base image {pin.image} ({pin.id}) is not in the engine, "
+                f"and no other image is there under that name to build {where} on",
+                hint="get it one of these ways:\n"
+                "    from a registry that holds it (`envbuild base push "
+                f"{pin.image} --registry R` where it was made):\n"
+                f"      envbuild base pull {pin.image} --registry R\n"
+                "    or, for a base envbuild builds from the distribution archive:\n"
+                f"      envbuild base bootstrap {pin.image}",
+            )
+        info, ok, now = at_hand, False, at_hand.id
+    elif pin.kind == "image-id":
         ok = info.id == pin.id
         now = info.id
     else:
         digests = [d.partition("@")[2] for d in info.repo_digests]
         ok = pin.id in digests
         now = ", ".join(digests) or info.id
-    if not ok:
-        raise LockError(
-            f"base changed since lock; run envbuild lock: {pin.image} is now {now}, "
-            f"the lock of {where} pins {pin.id}",
-            hint=fixes,
-        )
+    if ok:
+        return None
+    if allow_drift:
+        drift = Drift(image=pin.image, locked=pin.id, actual=info.id)
+        log(f"envbuild: warning: {drift.reason}; building on it (--base-drift=allow)")
+        return drift
+    raise LockError(
+        f"base changed since lock; run envbuild lock: {pin.image} is now {now}, "
+        f"the lock of {where} pins {pin.id}",
+        hint=fixes,
+    )
 
 
 def python_of_base(image: str, engine: ContainerRuntime) -> str | None:

@@ -105,6 +105,31 @@ class BasePin:
 
 
 @dataclass(frozen=True)
+class Drift:
+    """A locked base the engine no longer holds as pinned, built on anyway (``--base-drift=allow``).
+
+    The image built on it names both identities in its labels, and its hash
+    covers ``actual`` instead of the pin, so it never carries the locked hash.
+    """
+
+    image: str  # the reference in env.toml
+    locked: str  # the lock's pin (a registry digest or an image ID)
+    actual: str  # the image ID the engine holds for ``image``
+
+    @property
+    def reason(self) -> str:
+        """Why the image is not the locked one, as its labels and warnings say it."""
+        return (
+            f"the base {self.image} drifted from its lock: locked {self.locked}, "
+            f"built on {self.actual}"
+        )
+
+    def to_json(self) -> dict[str, str]:
+        """The ``base_drift`` object of ``envbuild build --json``."""
+        return {"image": self.image, "locked": self.locked, "actual": self.actual}
+
+
+@dataclass(frozen=True)
 class PipLock:
     """The pip lock: what it was resolved from, and its file's bytes."""
 

@@ -146,11 +146,15 @@ def apt_optional_packages(env: Environment) -> tuple[str, ...]:
     return tuple(p for p in SYSTEM_PYTHON_OPTIONAL_PACKAGES if p not in env.system_packages)
 
 
-def labels(env: Environment, locks: locking.Locks | None = None) -> tuple[tuple[str, str], ...]:
+def labels(
+    env: Environment, locks: locking.Locks | None = None, drift: locking.Drift | None = None
+) -> tuple[tuple[str, str], ...]:
     """The labels rendered into the Dockerfile (the hash label is added at build time).
 
     A locked environment says so; an unlocked one is labelled not reproducible,
-    with the reasons, so that nobody mistakes it for a pinned image.
+    with the reasons, so that nobody mistakes it for a pinned image. One built
+    on a drifted base (``drift``) carries both base identities instead of the
+    pin, and is not reproducible either.
     """
     items = {
         identity.NAME_LABEL: env.name,
@@ -165,7 +169,10 @@ def labels(env: Environment, locks: locking.Locks | None = None) -> tuple[tuple[
         items["org.opencontainers.image.base.name"] = env.base.image
     if env.gpu.cuda:
         items[identity.CUDA_LABEL] = env.gpu.cuda
-    if locks is not None and locks.base is not None:
+    if drift is not None:
+        items[identity.BASE_DRIFT_LOCKED_LABEL] = drift.locked
+        items[identity.BASE_DRIFT_ACTUAL_LABEL] = drift.actual
+    elif locks is not None and locks.base is not None:
         # OCI's base.digest is a manifest digest; a local image ID gets our own label.
         key = (
             "org.opencontainers.image.base.digest"
@@ -174,6 +181,8 @@ def labels(env: Environment, locks: locking.Locks | None = None) -> tuple[tuple[
         )
         items[key] = locks.base.id
     reasons = locking.unlocked_reasons(env, locks)
+    if drift is not None:
+        reasons.append(drift.reason)
     if reasons:
         items[identity.REPRODUCIBLE_LABEL] = "false"
         items[identity.REPRODUCIBLE_REASONS_LABEL] = "; ".join(reasons)
@@ -182,11 +191,17 @@ def labels(env: Environment, locks: locking.Locks | None = None) -> tuple[tuple[
     return tuple(sorted(items.items()))
 
 
-def prepare(env: Environment, locks: locking.Locks | None = None) -> dict[str, Any]:
-    """The plain data the templates render: sorted, de-duplicated, validated."""
+def prepare(
+    env: Environment, locks: locking.Locks | None = None, drift: locking.Drift | None = None
+) -> dict[str, Any]:
+    """The plain data the templates render: sorted, de-duplicated, validated.
+
+    Over a drifted base (``drift``), ``FROM`` names the declared reference: the
+    image the engine holds for it, not the pin it no longer matches.
+    """
     base_dockerfile = env.base.dockerfile_text  # read once, checked, when loaded
     base_image = env.base.image
-    if base_image and locks is not None and locks.base is not None:
+    if base_image and locks is not None and locks.base is not None and drift is None:
         base_image = locks.base.from_ref
     conda = env.python.source == "conda"
     pip_file = None
@@ -217,7 +232,7 @@ def prepare(env: Environment, locks: locking.Locks | None = None) -> dict[str, A
         "uv_requirements": UV_REQUIREMENTS_FILE,
         "conda_input": CONDA_INPUT_IN_CONTEXT,
         "variables": list(env.variables),
-        "labels": list(labels(env, locks)),
+        "labels": list(labels(env, locks, drift)),
         "workdir": env.run.workdir,
         "secrets": SECRETS,
     }
@@ -295,7 +310,11 @@ def _listing(header: str, items: list[str] | tuple[str, ...]) -> str:
 
 
 def render(
-    env: Environment, *, platform: str = DEFAULT_PLATFORM, base_id: str | None = None
+    env: Environment,
+    *,
+    platform: str = DEFAULT_PLATFORM,
+    base_id: str | None = None,
+    drift: locking.Drift | None = None,
 ) -> BuildContext:
     """Render ``env`` into its build context: the Dockerfile and every file it copies.
 
@@ -303,11 +322,15 @@ def render(
     error naming what changed); reading them is a file read, nothing more.
     ``base_id`` is the image ID the engine holds for an unlocked base image
     (the caller asks the engine; rendering never does): it enters the hash
-    as the base's identity. A locked base is identified by its pin.
+    as the base's identity. A locked base is identified by its pin, unless
+    it drifted and the build goes on anyway (``drift``, ``--base-drift=allow``):
+    then by the image ID it is built on, so the hash is never the locked one.
     Every file read is noted (:mod:`envbuild.reads`) for the memo.
     """
     locks = locking.current(env, platform)
-    data = prepare(env, locks)
+    if drift is not None and (locks is None or locks.base is None):
+        raise RenderError(f"{env.name}: a base drift was given, but its base is not locked")
+    data = prepare(env, locks, drift)
     root = templates_dir()
     for path in sorted(root.rglob("*")):  # what Jinja and the copies below may read
         if path.is_file():
@@ -364,6 +387,8 @@ def render(
             files[CONDA_INPUT_IN_CONTEXT] = _tool(micromamba)
     pin = locks.base if locks is not None else None
     base_pin = f"{pin.kind}:{pin.id}" if pin is not None else None
+    if drift is not None:
+        base_pin = f"{identity.DRIFTED_BASE}:{drift.actual}"
     if base_pin is None and env.base.image and base_id is not None:
         base_pin = f"{identity.ENGINE_BASE}:{base_id}"
     return BuildContext(files=_frozen(files), base_image=env.base.image, base_pin=base_pin)
