@@ -433,3 +433,55 @@ def test_a_base_pinned_in_the_registry_is_pulled_by_a_machine_that_lacks_it(
         assert eb.run_in(built["image"], "python", "-c", "print(6 * 7)").strip() == "42"
     finally:
         subprocess.run([eb.docker, "rmi", "--force", base], capture_output=True, check=False)
+
+
+def test_base_pull_gives_a_machine_the_image_id_its_lock_pins_and_drift_is_never_pushed(
+    eb: Session, registry: LoopbackRegistry, tmp_path: Path
+) -> None:
+    base = f"envbuild-test-base-{eb.namespace}:v1"
+    subprocess.run(
+        [eb.docker, "build", "-q", "-t", base, "-"],
+        input=f"FROM debian:bookworm-slim\nLABEL io.envbuild.test={eb.namespace}\n",
+        text=True,
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    target = f"{registry.host}/{eb.namespace}"
+    try:
+        folder = write_env(
+            tmp_path / "pinned",
+            f'schema = 1\nname = "pinned-{eb.namespace}"\n[base]\nimage = "{base}"\n'
+            '[python]\nversion = "3.11"\n',
+        )
+        eb("lock", "-q", str(folder))  # no registry: pinned by image ID
+        assert 'pin = "image-id"' in (folder / "env.lock.toml").read_text()
+        base_id = eb.docker_out("image", "inspect", "--format", "{{.Id}}", base).strip()
+        eb("base", "push", "-q", base, "--registry", target)
+        eb.docker_out("rmi", "--force", base_id)  # a machine that lacks the base
+        missing = eb("build", str(folder), check=False)
+        assert missing.returncode == 1
+        assert f"envbuild base pull {base} --registry R" in missing.stderr
+        pulled = json.loads(eb("base", "pull", "--json", base, "--registry", target).stdout)
+        assert pulled["id"] == base_id
+        built = json.loads(eb("build", "--json", "-q", "--strict", str(folder)).stdout)
+        assert "base_drift" not in built
+
+        # The base moves on: a drifted image is built when allowed, and never pushed.
+        subprocess.run(
+            [eb.docker, "build", "-q", "-t", base, "-"],
+            input=f"FROM {base_id}\nLABEL moved=yes\n",
+            text=True,
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
+        eb.docker_out("rmi", built["image"])
+        refused = eb(
+            "build", "--base-drift=allow", "--push", "--registry", target, str(folder), check=False
+        )
+        assert refused.returncode == 1
+        assert "is not pushed: the base" in refused.stderr and "drifted" in refused.stderr
+        assert registry.manifest_digest(f"{eb.namespace}/pinned-{eb.namespace}", "1") is None
+    finally:
+        subprocess.run([eb.docker, "rmi", "--force", base], capture_output=True, check=False)
