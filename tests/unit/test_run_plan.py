@@ -285,6 +285,7 @@ def test_dry_run_json_shape(src: Path, tmp_path: Path, engine_holds_base: None) 
         "privileges",
         "labels",
         "distribution",
+        "snapshot",
         "warnings",
     }
     assert doc["schema"] == 1

@@ -160,6 +160,20 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         metavar="SECONDS",
     ),
     RunOption(
+        ("--snapshot",),
+        "snapshot",
+        "Run in a writable copy of the source directory (never the folder itself); "
+        "keep what the script writes under ./outputs and ./logs (`envbuild runs files ID`).",
+        flag=True,
+    ),
+    RunOption(
+        ("--azureml-context",),
+        "azureml_context",
+        "Give the script a minimal azureml.core (Run.get_context(), log, log_list, log_row, "
+        "tag) whose metrics land in the run history; implies --snapshot.",
+        flag=True,
+    ),
+    RunOption(
         ("--dry-run",),
         "dry_run",
         "Print the resolved run; start nothing.",

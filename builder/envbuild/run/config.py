@@ -370,6 +370,14 @@ class RunConfig:
         distribution: ``None`` (one container) or :class:`Mpi`, :class:`PyTorch`,
             :class:`TensorFlow`: several containers ("nodes"), each rank given its
             framework's contract (:mod:`envbuild.run.distributed`).
+        snapshot: run in a writable copy of ``source_directory`` (made under
+            ``ENVBUILD_HOME/runs/<run id>``), never the folder itself; what the
+            script writes under ``./outputs`` and ``./logs`` is kept
+            (``RunResult.files_dir``), the rest removed (:mod:`envbuild.run.files`).
+        azureml_context: put a minimal ``azureml.core`` on the script's path
+            (``Run.get_context()``, ``log``, ``log_list``, ``log_row``, ``tag``)
+            whose metrics and tags land in ``RunResult`` and the history.
+            Implies ``snapshot``.
     """
 
     environment: str | Path
@@ -392,6 +400,8 @@ class RunConfig:
     privileges: str = "reduced"
     cap_add: Sequence[str] = ()
     distribution: Distribution | None = None
+    snapshot: bool = False
+    azureml_context: bool = False
 
     def __post_init__(self) -> None:
         # Freeze what callers may hand over as lists or dicts.
@@ -407,6 +417,8 @@ class RunConfig:
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "cap_add", tuple(self.cap_add))
+        if self.azureml_context:  # Azure ML's conventions come together
+            object.__setattr__(self, "snapshot", True)
 
 
 @dataclass(frozen=True)
@@ -419,6 +431,10 @@ class RunResult:
     ``"timed-out"`` (``exit_code`` 124). A distributed run's ``nodes`` hold
     each node's ``index``, ``container``, ``role``, ``exit_code`` and
     ``ranks`` (rank -> exit code, where envbuild could read them).
+
+    With ``snapshot``, ``files_dir`` holds what the script wrote under
+    ``./outputs`` and ``./logs``; with ``azureml_context``, ``metrics`` and
+    ``tags`` are what it logged (see :mod:`envbuild.run.metrics` for the rules).
     """
 
     run_id: str
@@ -430,6 +446,9 @@ class RunResult:
     image: str
     image_id: str
     nodes: tuple[Mapping[str, Any], ...] = ()
+    files_dir: Path | None = None
+    metrics: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 # --------------------------------------------------------------------------
@@ -570,6 +589,8 @@ def config_from_options(
     backend: str | None = None,
     torch_launcher: str | None = None,
     rendezvous_timeout: float | None = None,
+    snapshot: bool = False,
+    azureml_context: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> RunConfig:
     """A :class:`RunConfig` from ``envbuild run``'s option strings.
@@ -611,6 +632,8 @@ def config_from_options(
             launcher=torch_launcher,
             rendezvous_timeout=rendezvous_timeout,
         ),
+        snapshot=snapshot,
+        azureml_context=azureml_context,
     )
 
 

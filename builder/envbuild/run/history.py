@@ -3,7 +3,9 @@
 Each run is a row, written when it starts (status ``running``) and completed
 when it ends: run id, time, environment name/version/hash, image and image ID,
 script, arguments, variable *names* (never values), mounts, inputs, outputs,
-exit code, duration and log file.
+exit code, duration and log file; for a run with a snapshot, the folder of
+the files it kept and the metrics and tags its script logged (written when it
+ends, see :mod:`envbuild.run.files`).
 
 Concurrent runs share the file safely: WAL journal (readers never block the
 writer), a busy timeout (a writer waits for another instead of failing), and
@@ -27,7 +29,7 @@ from envbuild.process import owner_dead
 from envbuild.settings import Settings
 
 DATABASE = "runs.db"
-SCHEMA_VERSION = 3  # 2: the owner column; 3: the nodes column
+SCHEMA_VERSION = 4  # 2: the owner column; 3: nodes; 4: files_dir, metrics, tags
 BUSY_TIMEOUT_SECONDS = 30.0
 
 _SCHEMA = """
@@ -55,10 +57,23 @@ CREATE TABLE IF NOT EXISTS runs (
     user          TEXT,
     log_path      TEXT NOT NULL,
     owner         TEXT,               -- the envbuild process running it (envbuild.process.Owner)
-    nodes         TEXT                -- JSON list: a distributed run's nodes and exit codes
+    nodes         TEXT,               -- JSON list: a distributed run's nodes and exit codes
+    files_dir     TEXT,               -- the folder of the files the run kept (outputs, logs)
+    metrics       TEXT,               -- JSON object name -> value (or list of values)
+    tags          TEXT                -- JSON object key -> value
 );
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
 """
+
+# Columns added since schema 1, each with its type: a history written by an
+# older envbuild gains them (additively: old rows read them as NULL).
+_ADDED_COLUMNS = (
+    ("owner", "TEXT"),
+    ("nodes", "TEXT"),
+    ("files_dir", "TEXT"),
+    ("metrics", "TEXT"),
+    ("tags", "TEXT"),
+)
 
 
 @dataclass(frozen=True)
@@ -91,6 +106,9 @@ class RunRecord:
     # A distributed run's nodes, node 0 first: {"index", "container", "role",
     # "exit_code", "ranks": {rank: exit code}} (empty for one container).
     nodes: tuple[Mapping[str, Any], ...] = ()
+    files_dir: str | None = None
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready mapping of every field."""
@@ -121,6 +139,9 @@ class RunRecord:
             "log_path": self.log_path,
             "owner": self.owner,  # host/boot/pidns/pid/start of the envbuild that ran it
             "nodes": [dict(n) for n in self.nodes],
+            "files_dir": self.files_dir,
+            "metrics": dict(self.metrics),
+            "tags": dict(self.tags),
         }
 
 
@@ -160,6 +181,15 @@ def _json_column(value: object, kind: type) -> Any:
     return data
 
 
+def _json_object(value: object) -> dict[str, Any]:
+    """A JSON object column (any values); missing or damaged reads as empty."""
+    try:
+        data = json.loads(value) if isinstance(value, (str, bytes)) else None
+    except (ValueError, RecursionError):
+        data = None
+    return {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
+
+
 def _row_to_record(row: sqlite3.Row) -> RunRecord:
     """One row as a record; a damaged field reads as empty, never as an error.
 
@@ -193,6 +223,9 @@ def _row_to_record(row: sqlite3.Row) -> RunRecord:
         duration=_optional(data.get("duration"), (int, float)),
         owner=_optional(data.get("owner"), str),
         nodes=tuple(n for n in _json_column(data.get("nodes"), list) if isinstance(n, dict)),
+        files_dir=_optional(data.get("files_dir"), str),
+        metrics=_json_object(data.get("metrics")),
+        tags={k: v for k, v in _json_object(data.get("tags")).items() if isinstance(v, str)},
     )
 
 
@@ -250,10 +283,9 @@ class History:
                         if statement.strip():
                             conn.execute(statement)
                     columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
-                    if "owner" not in columns:  # a version 1 history
-                        conn.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
-                    if "nodes" not in columns:  # a version 1 or 2 history
-                        conn.execute("ALTER TABLE runs ADD COLUMN nodes TEXT")
+                    for name, kind in _ADDED_COLUMNS:  # an older history gains them
+                        if name not in columns:
+                            conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
@@ -287,6 +319,9 @@ class History:
             "log_path": record.log_path,
             "owner": record.owner,
             "nodes": json.dumps(row["nodes"], sort_keys=True) if record.nodes else None,
+            "files_dir": record.files_dir,
+            "metrics": json.dumps(dict(record.metrics), sort_keys=True),
+            "tags": json.dumps(dict(record.tags), sort_keys=True),
         }
         for key in _JSON_COLUMNS:
             values[key] = json.dumps(row[key], sort_keys=True)
@@ -312,6 +347,26 @@ class History:
                 "UPDATE runs SET status = ?, exit_code = ?, duration = ?, finished_at = ?, "
                 "nodes = COALESCE(?, nodes) WHERE id = ?",
                 (status, exit_code, round(duration, 3), utc_iso(finished), nodes_json, run_id),
+            )
+
+    def record_files(
+        self,
+        run_id: str,
+        *,
+        files_dir: Path | None,
+        metrics: Mapping[str, Any],
+        tags: Mapping[str, str],
+    ) -> None:
+        """Record what run ``run_id`` kept (its files folder) and logged (metrics, tags)."""
+        with self._connect(write=True) as conn:
+            conn.execute(
+                "UPDATE runs SET files_dir = ?, metrics = ?, tags = ? WHERE id = ?",
+                (
+                    None if files_dir is None else str(files_dir),
+                    json.dumps(dict(metrics), sort_keys=True),
+                    json.dumps(dict(tags), sort_keys=True),
+                    run_id,
+                ),
             )
 
     def mark_lost(self, run_ids: Iterable[str] = ()) -> list[str]:

@@ -336,6 +336,11 @@ def run(
             handle_signals=handle_signals,
         )
     run_id = _new_run_id()
+    prepared = None
+    if the_plan.run_files is not None:  # a snapshot run: copy the source (envbuild.run.files)
+        from envbuild.run.files import Prepared
+
+        prepared = Prepared.make(the_plan.run_files, run_id, log)
     # What an earlier envbuild left when it was killed is removed meanwhile.
     reaper = _Background(lambda: reap(engine, settings.home, log))
     # envbuild's own records (the log file, the history) are never worth the
@@ -406,6 +411,7 @@ def run(
     finally:
         duration = time.monotonic() - clock
         _record_finish(recorder, run_id, status, exit_code, duration, log)
+        kept = prepared.finish(log) if prepared is not None else None
         with contextlib.suppress(Exception):  # best effort, and quiet: never the run's failure
             reaper.result()
     if status == "interrupted":
@@ -421,6 +427,7 @@ def run(
         outputs=MappingProxyType(outputs),
         image=image,
         image_id=image_id,
+        **({} if kept is None else kept.result_fields()),
     )
 
 
@@ -436,7 +443,7 @@ def _record_start(
     """Write the history row of a starting run; return the history."""
     from envbuild.run.history import History, RunRecord, utc_iso
 
-    doc = the_plan.to_json()
+    doc = the_plan.to_json(run_id)
     history = History.at(settings)
     history.start(
         RunRecord(

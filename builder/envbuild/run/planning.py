@@ -62,6 +62,7 @@ from envbuild.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from envbuild.build.builder import Resolved
+    from envbuild.run.files import RunFiles
 
 
 # What a dry run's names show where a real run has its run id.
@@ -149,17 +150,24 @@ class RunPlan:
     env_path: Path | None = None
     warnings: tuple[str, ...] = ()
     resolved: Resolved | None = None
+    # A snapshot run's copy of the source, and the azureml context (envbuild.run.files).
+    run_files: RunFiles | None = None
 
     def container_spec(self, image_id: str, run_id: str) -> ContainerSpec:
         """The container this plan runs as, for run ``run_id``."""
+        env: tuple[tuple[str, str], ...] = (*self.variables, ("ENVBUILD_RUN_ID", run_id))
+        mounts = self.mounts
+        if self.run_files is not None:  # the snapshot in place of the source; the context
+            env = self.run_files.environment(env)
+            mounts = self.run_files.mounts(run_id, mounts)
         return ContainerSpec(
             image=image_id,
             argv=self.argv,
-            env=(*self.variables, ("ENVBUILD_RUN_ID", run_id)),
+            env=env,
             labels={RUN_LABEL: run_id},  # the runner adds the owner (envbuild.process)
             user=self.user,
             workdir=self.workdir,
-            mounts=self.mounts,
+            mounts=mounts,
             shm_size=parse_shm_size(self.shm_size),
             gpus=self.gpus,
             init=True,
@@ -178,7 +186,7 @@ class RunPlan:
         if distribution is None:
             return ()
         hosts = node_names(self.container_name(run_id), node_count(distribution))
-        forward = sorted({name for name, _ in self.variables} | {"ENVBUILD_RUN_ID"})
+        forward = self.variable_names()
         return node_plans(
             distribution,
             hosts,
@@ -223,6 +231,13 @@ class RunPlan:
             for node in self.nodes(run_id)
         )
 
+    def variable_names(self) -> list[str]:
+        """The names of every variable the run's containers get from envbuild, sorted."""
+        names = {name for name, _ in self.variables} | {"ENVBUILD_RUN_ID"}
+        if self.run_files is not None:
+            names |= {name for name, _ in self.run_files.variables()}
+        return sorted(names)
+
     def distribution_json(self, run_id: str = DRY_RUN_ID) -> dict[str, Any] | None:
         """The distributed part of ``--dry-run --json``: the job, and every node's
         container, argv and the variables the distribution adds (with values)."""
@@ -240,8 +255,9 @@ class RunPlan:
             ],
         }
 
-    def to_json(self) -> dict[str, Any]:
-        """The ``--dry-run --json`` document (variable *names* only, never values)."""
+    def to_json(self, run_id: str = DRY_RUN_ID) -> dict[str, Any]:
+        """The ``--dry-run --json`` document (variable *names* only, never values);
+        ``run_id`` names a snapshot's folders."""
         gpus: object = None
         if self.gpus is not None:
             gpus = (
@@ -268,11 +284,18 @@ class RunPlan:
                 else None
             ),
             "user": self.user,
-            "variables": sorted({name for name, _ in self.variables} | {"ENVBUILD_RUN_ID"}),
+            "variables": self.variable_names(),
             "mounts": [
                 {"source": m.source, "target": m.target, "read_only": m.read_only}
-                for m in self.mounts
+                for m in (
+                    self.run_files.mounts(run_id, self.mounts)
+                    if self.run_files is not None
+                    else self.mounts
+                )
             ],
+            "snapshot": (
+                self.run_files.to_json(run_id) if self.run_files is not None else None
+            ),
             "inputs": {
                 name: {"host": str(host), "container": target, "mode": mode}
                 for name, (host, target, mode) in self.inputs.items()
@@ -472,6 +495,24 @@ def plan(
     cap_drop, no_new_privileges = parse_capabilities(config.privileges, config.cap_add)
 
     resolved = env["resolved"]
+    run_files = None
+    if config.snapshot:
+        if source is None:
+            raise RunConfigError(
+                "--snapshot copies the source directory: this run has none",
+                hint="give --source-dir (a script always has one)",
+            )
+        from envbuild.run.files import RunFiles  # only snapshot runs pay for it
+
+        defined = dict(resolved.env.variables) if resolved is not None else {}
+        run_files = RunFiles(
+            home=settings.home,
+            source=source.source,
+            target=source.target,
+            azureml_context=config.azureml_context,
+            pythonpath=merged.get("PYTHONPATH", defined.get("PYTHONPATH")),
+            other_user=user != f"{os.getuid()}:{os.getgid()}",
+        )
     return RunPlan(
         config=config,
         image=env["image"],
@@ -495,6 +536,7 @@ def plan(
         env_path=resolved.env.path if resolved else None,
         warnings=tuple(warnings),
         resolved=resolved,
+        run_files=run_files,
     )
 
 
