@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from envbuild.run.history import History, HistoryError, RunRecord, utc_iso
+from envbuild.run.history import SCHEMA_VERSION, History, HistoryError, RunRecord, utc_iso
 
 
 def record(run_id: str, started: float = 0.0, **fields: object) -> RunRecord:
@@ -210,4 +210,72 @@ def test_a_version_2_history_gains_the_nodes_column(tmp_path: Path) -> None:
     assert [dict(n) for n in rows["job"].nodes] == nodes
     assert rows["old"].nodes == () and rows["old"].to_json()["nodes"] == []
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+# The schema as envbuild wrote it at version 2 (before nodes, files_dir, metrics, tags).
+_SCHEMA_2 = """
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL,
+    exit_code INTEGER, duration REAL, env_name TEXT, env_version INTEGER, env_hash TEXT,
+    image TEXT NOT NULL, image_id TEXT NOT NULL, script TEXT, argv TEXT NOT NULL,
+    arguments TEXT NOT NULL, variables TEXT NOT NULL, mounts TEXT NOT NULL,
+    inputs TEXT NOT NULL, outputs TEXT NOT NULL, source_dir TEXT, workdir TEXT, user TEXT,
+    log_path TEXT NOT NULL, owner TEXT
+);
+CREATE INDEX runs_started ON runs (started_at);
+INSERT INTO runs VALUES ('old000000001', '2026-11-30T10:00:00.000+00:00', NULL, 'exited', 0,
+    1.5, 'hello', 1, NULL, 'envbuild/hello:abc', 'sha256:1', 'train.py', '["python"]', '[]',
+    '[]', '[]', '{}', '{}', '/src', '/workspace', '1000:1000', '/tmp/old.log', NULL);
+PRAGMA user_version = 2;
+"""
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_an_older_history_gains_the_new_columns(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "runs.db"
+    with sqlite3.connect(path) as conn:
+        script = _SCHEMA_2
+        if version == 3:  # with the nodes column
+            script = script.replace("owner TEXT\n);", "owner TEXT, nodes TEXT\n);")
+            script = script.replace("'/tmp/old.log', NULL)", "'/tmp/old.log', NULL, '[]')")
+            script = script.replace("user_version = 2", "user_version = 3")
+        if version == 1:  # before the owner column
+            script = script.replace(
+                ",\n    log_path TEXT NOT NULL, owner TEXT", ",\n    log_path TEXT NOT NULL"
+            )
+            script = script.replace("'/tmp/old.log', NULL)", "'/tmp/old.log')")
+            script = script.replace("user_version = 2", "user_version = 1")
+        conn.executescript(script)
+    history = History(path)
+    old = history.get("old000000001")  # read, and migrated on the way
+    assert (old.status, old.duration, old.files_dir, old.metrics, old.tags) == (
+        "exited",
+        1.5,
+        None,
+        {},
+        {},
+    )
+    history.start(record("new000000001"))
+    history.record_files(
+        "new000000001", files_dir=tmp_path / "files", metrics={"loss": [0.5, 0.4]}, tags={"a": "b"}
+    )
+    new = history.get("new000000001")
+    assert new.files_dir == str(tmp_path / "files")
+    assert new.metrics == {"loss": [0.5, 0.4]} and new.tags == {"a": "b"}
+    assert new.to_json()["metrics"] == {"loss": [0.5, 0.4]}
+    history.record_files("old000000001", files_dir=None, metrics={"x": 1}, tags={})
+    assert history.get("old000000001").metrics == {"x": 1}
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
+    assert columns[-3:] == ["files_dir", "metrics", "tags"]
+
+
+def test_damaged_metrics_read_as_empty(tmp_path: Path) -> None:
+    history = History(tmp_path / "runs.db")
+    history.start(record("dmg000000001"))
+    with sqlite3.connect(tmp_path / "runs.db") as conn:
+        conn.execute('UPDATE runs SET metrics = \'[not json\', tags = \'{"a": 1, "b": "c"}\'')
+    got = history.get("dmg000000001")
+    assert got.metrics == {} and got.tags == {"b": "c"}

@@ -218,12 +218,86 @@ def runs_show(run_id: str, as_json: bool) -> None:
     """Everything recorded about run ID (a unique prefix is enough)."""
     record = _history(reap=True).get(run_id)
     doc = record.to_json()
+    kept = _kept_files(record.id) if record.files_dir else []
     if as_json:
-        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+        click.echo(json.dumps({**doc, "files": kept}, indent=2, sort_keys=True))
         return
+    sections = ("metrics", "tags")
     for key, value in doc.items():
+        if key in sections:
+            continue
         shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         click.echo(f"{key:<12} {shown}")
+    for key in sections:
+        for name, value in sorted(doc[key].items()):
+            shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            click.echo(f"{key[:-1]:<12} {name}: {shown}")
+    for name in kept:
+        click.echo(f"{'file':<12} {name}")
+
+
+def _kept_files(run_id: str) -> list[str]:
+    from envbuild.run.files import kept_files
+
+    return kept_files(run_id)
+
+
+@runs.command("files")
+@click.argument("run_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def runs_files(run_id: str, as_json: bool) -> None:
+    """List the files run ID kept (what it wrote under ./outputs and ./logs).
+
+    Runs keep files with `envbuild run --snapshot` or `--azureml-context`.
+    """
+    from envbuild.run.files import kept_files
+
+    record = _history().get(run_id)
+    names = kept_files(record.id)
+    if as_json:
+        doc = {"id": record.id, "files_dir": record.files_dir, "files": names}
+        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+        return
+    for name in names:
+        click.echo(name)
+
+
+@runs.command("download")
+@click.argument("run_id", metavar="ID")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option(
+    "-o",
+    "--output",
+    "destination",
+    metavar="PATH",
+    help="Where to: a folder (made if missing), or a file name for one NAME. "
+    "Default: the current folder.",
+)
+@click.option(
+    "--prefix", default="", metavar="PREFIX", help="Every kept file whose name starts so."
+)
+def runs_download(
+    run_id: str, names: tuple[str, ...], destination: str | None, prefix: str
+) -> None:
+    """Copy files run ID kept (names as `envbuild runs files ID` lists them).
+
+    With no NAME, every kept file (or those under --prefix) is copied with its
+    path, e.g. PATH/outputs/model.txt.
+    """
+    from envbuild.run.files import fetch, fetch_all
+
+    record = _history().get(run_id)
+    target = Path(destination) if destination else Path()
+    if names and prefix:
+        raise click.UsageError("give NAMEs or --prefix, not both")
+    if not names:
+        copies = fetch_all(record.id, target, prefix)
+    else:
+        if len(names) > 1 or target.is_dir() or destination is None:
+            target.mkdir(parents=True, exist_ok=True)
+        copies = [fetch(record.id, name, target) for name in names]
+    for copy in copies:
+        click.echo(str(copy))
 
 
 @click.command("logs")

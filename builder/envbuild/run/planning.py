@@ -293,9 +293,7 @@ class RunPlan:
                     else self.mounts
                 )
             ],
-            "snapshot": (
-                self.run_files.to_json(run_id) if self.run_files is not None else None
-            ),
+            "snapshot": (self.run_files.to_json(run_id) if self.run_files is not None else None),
             "inputs": {
                 name: {"host": str(host), "container": target, "mode": mode}
                 for name, (host, target, mode) in self.inputs.items()

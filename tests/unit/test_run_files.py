@@ -1,0 +1,408 @@
+"""Snapshot runs: the copy (links, FIFOs, limits), what is kept, and reading it back by run id."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from envbuild.engine.protocols import ContainerSpec
+from envbuild.errors import HistoryError, RunConfigError
+from envbuild.run.config import RunConfig, RunResult
+from envbuild.run.files import (
+    CONTEXT_TARGET,
+    METRICS_TARGET,
+    Prepared,
+    RunFiles,
+    context_dir,
+    fetch,
+    fetch_all,
+    kept_file,
+    kept_files,
+)
+from envbuild.run.history import History
+from envbuild.run.local import run
+from envbuild.run.planning import plan
+from envbuild.run.snapshot import _Copier, copy_tree, limits, remove_tree
+from envbuild.settings import Settings, load_settings
+from tests.run_fakes import FakeRunEngine, out
+from tests.unit.test_run_history import record
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return load_settings()
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    folder = tmp_path / "src"
+    (folder / "pkg").mkdir(parents=True)
+    (folder / "train.py").write_text("print('hi')\n")
+    (folder / "pkg" / "data.txt").write_text("data")
+    (folder / "run.sh").write_text("#!/bin/sh\n")
+    (folder / "run.sh").chmod(0o755)
+    return folder
+
+
+def listing(root: Path) -> dict[str, str]:
+    result = {}
+    for path in sorted(root.rglob("*")):
+        name = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            result[name] = "-> " + os.readlink(path)
+        elif path.is_dir():
+            result[name] = "dir"
+        else:
+            result[name] = path.read_text()
+    return result
+
+
+# The copy
+# --------------------------------------------------------------------------
+
+
+def test_a_plain_tree_is_copied_with_its_modes(src: Path, tmp_path: Path) -> None:
+    copied = copy_tree(src, tmp_path / "snap")
+    assert listing(tmp_path / "snap") == listing(src)
+    assert os.access(tmp_path / "snap" / "run.sh", os.X_OK)
+    assert (copied.files, copied.bytes, copied.skipped) == (3, 26, ())
+
+
+def test_symlinks_inside_are_kept_outside_left_out(src: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("host secret")
+    (src / "inside.py").symlink_to("train.py")
+    (src / "pkg" / "up.txt").symlink_to("../train.py")  # still inside
+    (src / "pkgdir").symlink_to("pkg")
+    (src / "absolute").symlink_to(secret)
+    (src / "escape").symlink_to("../secret.txt")
+    (src / "pkg" / "escape2").symlink_to("../../secret.txt")
+    (src / "dangling").symlink_to("nowhere")
+    (src / "hop").symlink_to("pkgdir/../../secret.txt")  # lexically inside, resolves outside
+    messages: list[str] = []
+    copied = copy_tree(src, tmp_path / "snap", log=messages.append)
+    snap = listing(tmp_path / "snap")
+    assert snap["inside.py"] == "-> train.py" and snap["pkg/up.txt"] == "-> ../train.py"
+    assert snap["pkgdir"] == "-> pkg" and snap["dangling"] == "-> nowhere"
+    for gone in ("absolute", "escape", "pkg/escape2", "hop"):
+        assert gone not in snap
+        assert any(line.startswith(f"{gone}: left out") for line in copied.skipped), gone
+    assert "host secret" not in json.dumps(snap)
+    assert len(messages) == 4 and all("snapshot of" in m for m in messages)
+
+
+def test_a_fifo_is_left_out_without_blocking(src: Path, tmp_path: Path) -> None:
+    os.mkfifo(src / "pipe")
+    done: list[object] = []
+    worker = threading.Thread(target=lambda: done.append(copy_tree(src, tmp_path / "snap")))
+    worker.start()
+    worker.join(timeout=10)
+    assert done, "copying a FIFO blocked"
+    assert not (tmp_path / "snap" / "pipe").exists()
+    assert "pipe: left out: a FIFO" in done[0].skipped  # type: ignore[attr-defined]
+
+
+def test_a_file_swapped_for_a_fifo_is_never_opened_blocking(src: Path, tmp_path: Path) -> None:
+    # Listed as a file, then swapped before it is opened: the open itself must not block
+    # (O_NONBLOCK) nor follow a link (O_NOFOLLOW).
+    os.mkfifo(tmp_path / "fifo")
+    worker = _Copier(src, 1 << 30, 1000)
+    (tmp_path / "out").mkdir()
+    worker.file(tmp_path / "fifo", tmp_path / "out" / "fifo", "fifo")
+    assert worker.skipped == ["fifo: left out: a FIFO"]
+    (tmp_path / "link").symlink_to(src / "train.py")
+    worker.file(tmp_path / "link", tmp_path / "out" / "link", "link")  # swapped for a symlink
+    assert "link: cannot be read" in worker.skipped[1]
+
+
+def test_over_the_limit_is_refused_and_nothing_stays(src: Path, tmp_path: Path) -> None:
+    (src / "big.bin").write_bytes(b"x" * 1000)
+    with pytest.raises(RunConfigError, match="more than 500 bytes") as info:
+        copy_tree(src, tmp_path / "snap", limit_bytes=500)
+    assert "--input" in (info.value.hint or "")
+    assert not (tmp_path / "snap").exists()
+    with pytest.raises(RunConfigError, match="more than 2 files"):
+        copy_tree(src, tmp_path / "snap", limit_files=2)
+
+
+def test_the_limits_come_from_the_environment() -> None:
+    assert limits({}) == (2 << 30, 200_000)
+    assert limits({"ENVBUILD_SNAPSHOT_MAX_BYTES": "10", "ENVBUILD_SNAPSHOT_MAX_FILES": "3"}) == (
+        10,
+        3,
+    )
+    with pytest.raises(RunConfigError, match="ENVBUILD_SNAPSHOT_MAX_BYTES"):
+        limits({"ENVBUILD_SNAPSHOT_MAX_BYTES": "lots"})
+
+
+def test_the_sources_own_outputs_and_logs_are_not_copied(src: Path, tmp_path: Path) -> None:
+    for name in ("outputs", "logs"):
+        (src / name).mkdir()
+        (src / name / "old.txt").write_text("stale")
+    (src / "pkg" / "outputs").mkdir()  # only the top level is the run's
+    copy_tree(src, tmp_path / "snap")
+    assert not (tmp_path / "snap" / "outputs").exists()
+    assert not (tmp_path / "snap" / "logs").exists()
+    assert (tmp_path / "snap" / "pkg" / "outputs").is_dir()
+
+
+def test_remove_tree_clears_read_only_folders_and_never_follows_links(tmp_path: Path) -> None:
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "precious").write_text("x")
+    tree = tmp_path / "tree"
+    (tree / "ro" / "deeper").mkdir(parents=True)
+    (tree / "ro" / "deeper" / "f").write_text("x")
+    (tree / "link").symlink_to(keep)
+    (tree / "ro" / "deeper").chmod(0o500)
+    (tree / "ro").chmod(0o000)
+    assert remove_tree(tree) is True
+    assert not tree.exists() and (keep / "precious").exists()
+
+
+# The plan: the snapshot in place of the source
+# --------------------------------------------------------------------------
+
+
+def test_the_plan_mounts_the_snapshot_never_the_source(src: Path, settings: Settings) -> None:
+    p = plan(
+        RunConfig(environment="image:example:1", script="train.py", source_directory=src),
+        settings=settings,
+    )
+    assert p.run_files is None  # the default run is untouched
+    p = plan(
+        RunConfig(
+            environment="image:example:1",
+            script="train.py",
+            source_directory=src,
+            snapshot=True,
+        ),
+        settings=settings,
+    )
+    spec = p.container_spec("sha256:x", "r1")
+    sources = {m.target: (m.source, m.read_only) for m in spec.mounts}
+    assert sources["/workspace"] == (str(settings.home / "runs" / "r1" / "snapshot"), False)
+    assert str(src.resolve()) not in [m.source for m in spec.mounts]
+    assert CONTEXT_TARGET not in sources and "PYTHONPATH" not in dict(spec.env)
+    doc = p.to_json()
+    assert doc["snapshot"]["path"].endswith("runs/RUNID/snapshot")
+    assert doc["snapshot"]["azureml_context"] is False
+
+
+def test_the_azureml_context_implies_a_snapshot_and_keeps_pythonpath(
+    src: Path, settings: Settings
+) -> None:
+    config = RunConfig(
+        environment="image:example:1",
+        script="train.py",
+        source_directory=src,
+        environment_variables={"PYTHONPATH": "/mine"},
+        azureml_context=True,
+    )
+    assert config.snapshot is True
+    p = plan(config, settings=settings)
+    spec = p.container_spec("sha256:x", "r2")
+    env = dict(spec.env)
+    assert [name for name, _ in spec.env].count("PYTHONPATH") == 1
+    assert env["PYTHONPATH"] == f"{CONTEXT_TARGET}:/mine"
+    assert env["ENVBUILD_METRICS_FILE"] == f"{METRICS_TARGET}/metrics.jsonl"
+    mounts = {m.target: m for m in spec.mounts}
+    assert mounts[CONTEXT_TARGET].source == str(context_dir()) and mounts[CONTEXT_TARGET].read_only
+    assert mounts[METRICS_TARGET].source == str(settings.home / "runs" / "r2" / "metrics")
+    assert not mounts[METRICS_TARGET].read_only
+    assert "ENVBUILD_METRICS_FILE" in p.to_json()["variables"]
+
+
+def test_distributed_nodes_inherit_the_context(src: Path, settings: Settings) -> None:
+    from envbuild.run.config import PyTorch
+
+    p = plan(
+        RunConfig(
+            environment="image:example:1",
+            script="train.py",
+            source_directory=src,
+            azureml_context=True,
+            distribution=PyTorch(nodes=2, processes_per_node=1),
+        ),
+        settings=settings,
+    )
+    for spec in p.node_specs("sha256:x", "r3"):
+        assert {CONTEXT_TARGET, METRICS_TARGET} <= {m.target for m in spec.mounts}
+        assert "ENVBUILD_METRICS_FILE" in dict(spec.env)
+
+
+def test_a_snapshot_needs_a_source(settings: Settings) -> None:
+    with pytest.raises(RunConfigError, match="no"):
+        plan(
+            RunConfig(
+                environment="image:example:1",
+                command=["true"],
+                source_directory=None,
+                snapshot=True,
+            ),
+            settings=settings,
+        )
+
+
+# A whole run on the fake engine: the "script" writes through the mounts
+# --------------------------------------------------------------------------
+
+
+def go(
+    engine: FakeRunEngine,
+    settings: Settings,
+    src: Path,
+    log: Callable[[str], None] = lambda line: None,
+    **overrides: Any,
+) -> RunResult:
+    """Run train.py from ``src`` on the fake engine, with ``overrides`` to RunConfig."""
+    return run(
+        RunConfig(
+            environment="image:example:1", script="train.py", source_directory=src, **overrides
+        ),
+        settings=settings,
+        engine=engine,
+        output=lambda stream, data: None,
+        log=log,
+    )
+
+
+def script_writes(spec: ContainerSpec) -> list[tuple[int, bytes]]:
+    mounts = {m.target: Path(m.source) for m in spec.mounts}
+    work = mounts["/workspace"]
+    if (work / "outputs").exists():  # the fake asks twice (attach, start): run once
+        return [out("done\n")]
+    (work / "outputs").mkdir()
+    (work / "outputs" / "model.txt").write_text("weights")
+    (work / "logs").mkdir()
+    (work / "logs" / "x.log").write_text("log")
+    (work / "scratch.txt").write_text("temporary")
+    (work / "train.py").write_text("changed in the snapshot only")
+    if METRICS_TARGET in mounts:
+        with (mounts[METRICS_TARGET] / "metrics.jsonl").open("a") as handle:
+            for value in (0.5, 0.4):
+                handle.write(json.dumps({"v": 1, "kind": "log", "name": "loss", "value": value}))
+                handle.write("\n")
+            handle.write(json.dumps({"v": 1, "kind": "tag", "name": "model", "value": "cnn"}))
+            handle.write('\n{"v": 1, "kind": "lo')  # torn: killed mid-line
+    return [out("done\n")]
+
+
+def test_a_snapshot_run_keeps_outputs_and_logs(src: Path, settings: Settings) -> None:
+    engine = FakeRunEngine(answer=script_writes).with_image()
+    before = listing(src)
+    messages: list[str] = []
+    result = go(engine, settings, src, messages.append, azureml_context=True)
+    assert result.exit_code == 0
+    assert listing(src) == before  # the user's folder is untouched
+    assert result.files_dir == settings.home / "runs" / result.run_id / "files"
+    assert listing(result.files_dir) == {
+        "logs": "dir",
+        "logs/x.log": "log",
+        "outputs": "dir",
+        "outputs/model.txt": "weights",
+    }
+    run_folder = settings.home / "runs" / result.run_id
+    assert sorted(p.name for p in run_folder.iterdir()) == ["files"]  # the rest is gone
+    assert dict(result.metrics) == {"loss": [0.5, 0.4]} and dict(result.tags) == {"model": "cnn"}
+    record = History.at(settings).get(result.run_id)
+    assert record.metrics == {"loss": [0.5, 0.4]} and record.tags == {"model": "cnn"}
+    assert record.files_dir == str(result.files_dir)
+    assert record.status == "exited"
+    assert messages == []
+    # ... and read back by run id (a prefix is enough)
+    assert kept_files(result.run_id[:6], settings) == ["logs/x.log", "outputs/model.txt"]
+    assert kept_file(result.run_id, "outputs/model.txt", settings).read_text() == "weights"
+
+
+def test_a_plain_run_keeps_no_files(src: Path, settings: Settings) -> None:
+    engine = FakeRunEngine(frames=[out("x\n")]).with_image()
+    result = go(engine, settings, src)
+    assert result.files_dir is None and dict(result.metrics) == {}
+    assert not (settings.home / "runs" / result.run_id).exists()
+    with pytest.raises(HistoryError, match="kept no files"):
+        kept_files(result.run_id, settings)
+
+
+def test_a_failed_start_still_cleans_the_snapshot(src: Path, settings: Settings) -> None:
+    engine = FakeRunEngine(fail="start").with_image()
+    with pytest.raises(Exception, match="start failed"):
+        go(engine, settings, src, snapshot=True)
+    folders = list((settings.home / "runs").glob("*/"))
+    assert [sorted(p.name for p in f.iterdir()) for f in folders if f.is_dir()] == [["files"]]
+
+
+def test_a_source_over_the_limit_starts_nothing(
+    src: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENVBUILD_SNAPSHOT_MAX_BYTES", "5")
+    engine = FakeRunEngine().with_image()
+    with pytest.raises(RunConfigError, match="more than 5 bytes"):
+        go(engine, settings, src, snapshot=True)
+    assert "create" not in engine.ops
+    assert not any((settings.home / "runs").glob("*/"))
+
+
+# Kept files read back, and what the script could plant there
+# --------------------------------------------------------------------------
+
+
+def finished_run(
+    tmp_path: Path, settings: Settings, src: Path, make: Callable[[Path], None]
+) -> str:
+    files = RunFiles(home=settings.home, source=str(src), target="/workspace")
+    prepared = Prepared.make(files, "run000000001", lambda line: None)
+    History.at(settings).start(record("run000000001"))
+    make(files.snapshot_dir("run000000001"))
+    kept = prepared.finish(lambda line: None)
+    assert kept.files_dir is not None
+    return "run000000001"
+
+
+def test_links_the_script_left_are_never_followed(
+    tmp_path: Path, settings: Settings, src: Path
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("host secret")
+
+    def plant(snapshot: Path) -> None:
+        (snapshot / "outputs" / "sub").mkdir(parents=True)
+        (snapshot / "outputs" / "ok.txt").write_text("ok")
+        (snapshot / "outputs" / "leak").symlink_to(secret)
+        (snapshot / "outputs" / "etc").symlink_to(tmp_path)
+        (snapshot / "logs").symlink_to(tmp_path)  # ./logs itself a link: not kept
+
+    run_id = finished_run(tmp_path, settings, src, plant)
+    assert kept_files(run_id, settings) == ["outputs/ok.txt"]
+    for name in ("outputs/leak", "outputs/etc/secret", "../secret", "/etc/passwd", "outputs/sub"):
+        with pytest.raises(HistoryError, match="kept no file"):
+            kept_file(run_id, name, settings)
+    assert tmp_path.exists() and secret.exists()  # removing the snapshot followed nothing
+
+
+def test_fetch_and_fetch_all(tmp_path: Path, settings: Settings, src: Path) -> None:
+    def write(snapshot: Path) -> None:
+        (snapshot / "outputs" / "deep").mkdir(parents=True)
+        (snapshot / "outputs" / "model.txt").write_text("weights")
+        (snapshot / "outputs" / "deep" / "a.txt").write_text("a")
+        (snapshot / "logs").mkdir()
+        (snapshot / "logs" / "x.log").write_text("log")
+
+    run_id = finished_run(tmp_path, settings, src, write)
+    here = tmp_path / "here"
+    here.mkdir()
+    assert fetch(run_id, "outputs/model.txt", here, settings).read_text() == "weights"
+    assert (here / "model.txt").exists()
+    target = fetch(run_id, "logs/x.log", tmp_path / "new" / "renamed.log", settings)
+    assert target.read_text() == "log"
+    copies = fetch_all(run_id, tmp_path / "all", "outputs/", settings)
+    assert sorted(p.relative_to(tmp_path / "all").as_posix() for p in copies) == [
+        "outputs/deep/a.txt",
+        "outputs/model.txt",
+    ]
