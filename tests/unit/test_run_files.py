@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -406,3 +408,27 @@ def test_fetch_and_fetch_all(tmp_path: Path, settings: Settings, src: Path) -> N
         "outputs/deep/a.txt",
         "outputs/model.txt",
     ]
+
+
+def test_the_default_run_path_imports_none_of_this(src: Path, tmp_path: Path) -> None:
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from envbuild.run.config import RunConfig\n"
+        "from envbuild.run.planning import plan\n"
+        "import envbuild.run.local, envbuild.cli.run_fast\n"
+        "ours = ('envbuild.run.files', 'envbuild.run.snapshot', 'envbuild.run.metrics')\n"
+        "p = plan(RunConfig(environment='image:x:1', script='train.py', source_directory=Path(sys.argv[1])))\n"
+        "p.container_spec('sha256:x', 'r'); p.to_json()\n"
+        "print(sorted(m for m in ours if m in sys.modules))\n"
+        "plan(RunConfig(environment='image:x:1', script='train.py', source_directory=Path(sys.argv[1]),"
+        " snapshot=True))\n"
+        "print(sorted(m for m in ours if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(src)], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.split("\n")[:2] == [
+        "[]",
+        "['envbuild.run.files', 'envbuild.run.metrics']",
+    ], done.stderr
