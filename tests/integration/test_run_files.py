@@ -225,3 +225,43 @@ def test_a_plain_snapshot_run_without_the_context(src: Path, home: Path) -> None
     assert result.exit_code == 0 and b"no azureml" in b"".join(chunks)
     assert result.files_dir is not None and (result.files_dir / "outputs" / "o.txt").exists()
     assert dict(result.metrics) == {}
+
+
+RANKS = """\
+import os
+from azureml.core import Run
+rank = int(os.environ["RANK"])
+run = Run.get_context()
+run.log("rank", rank)
+run.log_row("ranks", rank=rank, node=int(os.environ["NODE_RANK"]))
+os.makedirs("outputs", exist_ok=True)
+with open("outputs/rank-{}.txt".format(rank), "w") as handle:
+    handle.write(run.id)
+"""
+
+
+def test_every_rank_of_a_distributed_run_logs_into_one_history(src: Path, home: Path) -> None:
+    from envbuild.run.config import PyTorch
+
+    ref = _image(IMAGES[2])
+    (src / "ranks.py").write_text(RANKS)
+    result = run(
+        RunConfig(
+            environment=f"image:{ref}",
+            script="ranks.py",
+            source_directory=src,
+            azureml_context=True,
+            distribution=PyTorch(2, 2, "gloo", "launch"),
+        ),
+        output=_quiet,
+        log=lambda line: None,
+    )
+    assert result.exit_code == 0, [dict(n) for n in result.nodes]
+    assert sorted(result.metrics["rank"]) == [0, 1, 2, 3]
+    rows = sorted(result.metrics["ranks"], key=lambda row: row["rank"])
+    assert [(r["rank"], r["node"]) for r in rows] == [(0, 0), (1, 0), (2, 1), (3, 1)]
+    assert result.files_dir is not None
+    kept = sorted(p.name for p in (result.files_dir / "outputs").iterdir())
+    assert kept == ["rank-0.txt", "rank-1.txt", "rank-2.txt", "rank-3.txt"]
+    assert (result.files_dir / "outputs" / "rank-3.txt").read_text() == result.run_id
+    assert not (home / "runs" / result.run_id / "snapshot").exists()

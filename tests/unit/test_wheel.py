@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +30,11 @@ def test_wheel_renders_from_a_fresh_venv(tmp_path: Path) -> None:
         timeout=300,
     )
     wheel = next(dist.glob("envbuild-*.whl"))
+    # The in-container azureml.core is data beside the run layer: it must ship.
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = set(archive.namelist())
+    for name in ("__init__.py", "core/__init__.py", "core/run.py"):
+        assert f"envbuild/run/azureml_context/azureml/{name}" in shipped
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
@@ -66,6 +72,16 @@ def test_wheel_renders_from_a_fresh_venv(tmp_path: Path) -> None:
         env=env,
     )
     assert str(venv) in probe.stdout, probe.stdout
+    context = subprocess.run(
+        [str(py), "-c", "from envbuild.run.files import context_dir; print(context_dir())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env=env,
+    ).stdout.strip()
+    assert context.startswith(str(venv)), context
+    assert (Path(context) / "azureml" / "core" / "run.py").is_file()
     rendered = subprocess.run(
         [str(venv / "bin" / "envbuild"), "render", str(ROOT / "envs" / "hello")],
         capture_output=True,

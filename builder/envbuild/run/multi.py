@@ -428,6 +428,11 @@ def run_job(
     distribution = the_plan.config.distribution
     assert distribution is not None
     run_id = _new_run_id()
+    prepared = None
+    if the_plan.run_files is not None:  # one snapshot that every node mounts (envbuild.run.files)
+        from envbuild.run.files import Prepared
+
+        prepared = Prepared.make(the_plan.run_files, run_id, log)
 
     def reap_all() -> None:
         reap(engine, settings.home, log)
@@ -467,6 +472,7 @@ def run_job(
         _record_finish(
             recorder, run_id, status, exit_code, duration, log, nodes=[n.to_json() for n in nodes]
         )
+        kept = prepared.finish(log) if prepared is not None else None
         with contextlib.suppress(Exception):
             reaper.result()
     if failure is not None and failure.engine:
@@ -485,6 +491,7 @@ def run_job(
         image=image,
         image_id=image_id,
         nodes=tuple(MappingProxyType(n.to_json()) for n in nodes),
+        **({} if kept is None else kept.result_fields()),
     )
 
 
