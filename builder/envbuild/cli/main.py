@@ -436,6 +436,10 @@ from envbuild.cli import export as cli_export  # noqa: E402 - registers onto the
 
 cli_export.register(cli)
 
+from envbuild.cli import importer as cli_importer  # noqa: E402 - registers onto the group above
+
+cli_importer.register(cli)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv``; return the exit code (for tests and scripts)."""
