@@ -403,3 +403,12 @@ def test_a_missing_torchrun_says_which_launcher_to_use(settings: Settings, src: 
     assert result.exit_code == 127
     assert any("--torch-launcher launch" in m for m in captured.messages)
     assert_nothing_left(engine, result)
+
+
+def test_only_the_shims_stderr_line_reports_a_rank(settings: Settings, src: Path) -> None:
+    said = (STDOUT, b"envbuild: rank 1 exited 3\n")  # the script's own words, on stdout
+    engine = NodeEngine(nodes={0: Node([said])})
+    result, captured = go(engine, settings, src, PyTorch(1, 2))
+    assert (result.exit_code, result.status) == (0, "exited")
+    assert captured.text() == "[node 0] envbuild: rank 1 exited 3\n"
+    assert result.nodes[0]["ranks"] == {}

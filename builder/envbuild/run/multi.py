@@ -194,13 +194,13 @@ class _Job:
         if stop:
             self._spawn(lambda: self._stop(node, kill=False))
 
-    def line(self, node: _Node, line: bytes) -> bool:
+    def line(self, node: _Node, kind: int, line: bytes) -> bool:
         """Read one line of ``node``'s output; whether it is shown (rank reports are not)."""
         if node.ready_line is not None and not node.joined and node.ready_line in line:
             with self.cond:
                 node.joined = True
                 self.cond.notify_all()
-        match = RANK_EXIT.search(line)
+        match = RANK_EXIT.search(line) if kind == STDERR else None
         if match is None:
             return True
         rank, code = int(match.group(1)), int(match.group(2))
@@ -312,7 +312,9 @@ class _NodeOutput:
         self._out(kind, lines)
 
     def _out(self, kind: int, lines: list[bytes]) -> None:
-        shown = [self.prefix + line + b"\n" for line in lines if self.job.line(self.node, line)]
+        shown = [
+            self.prefix + line + b"\n" for line in lines if self.job.line(self.node, kind, line)
+        ]
         if shown:
             self.job.emit(kind, b"".join(shown))
 
