@@ -136,3 +136,74 @@ def test_ci_is_green_then_red_on_a_changed_but_unbumped_environment(
         if c.find("failure") is not None
     ]
     assert (child, "version") in failed and ("catalog", "publish") in failed
+
+
+def test_relock_proposes_the_fix_of_a_moved_base_and_committing_it_is_green(
+    session: Session, tmp_path: Path
+) -> None:
+    token = uuid.uuid4().hex[:8]
+    base = f"envbuild-test-base-{session.namespace}:1"
+
+    def make_base(label: str) -> str:
+        subprocess.run(
+            [session.docker, "build", "-q", "-t", base, "-"],
+            input=f"FROM debian:bookworm-slim\nLABEL io.envbuild.test={label}\n",
+            text=True,
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
+        made.append(session.docker_out("image", "inspect", "--format", "{{.Id}}", base).strip())
+        return made[-1]
+
+    made: list[str] = []
+    repo = tmp_path / "repo"
+    catalog = repo / "catalog"
+    (catalog / "env").mkdir(parents=True)
+    (catalog / "env" / "env.toml").write_text(
+        f'schema = 1\nname = "ci-drift-{token}"\nversion = 3\n[base]\nimage = "{base}"\n'
+        '[variables]\nMESSAGE = "hi"\n'
+        '[[tests]]\nrun = ["sh", "-c", "echo $MESSAGE"]\nexpect = "hi"\n',
+        encoding="utf-8",
+    )
+    try:
+        locked_id = make_base(f"{token}-old")
+        session("lock", "-q", str(catalog / "env"))
+        session("publish", "--catalog", str(catalog))
+        _git(repo, "init", "-q", ".")
+        _git(repo, "add", "-A")
+        _git(repo, "commit", "-q", "-m", "catalog")
+        moved_id = make_base(f"{token}-new")  # the base moves on
+        report = tmp_path / "relock"
+        proc = session("ci", str(catalog), "--relock", "--report", str(report), "-q", check=False)
+        assert proc.returncode == 1
+        data = json.loads((report / "report.json").read_text(encoding="utf-8"))
+        (env,) = data["environments"]
+        assert env["stages"]["base"]["status"] == "failed"
+        assert f"locked {locked_id}, built on {moved_id}" in env["stages"]["base"]["message"]
+        assert env["relock"]["version"] == [3, 4]
+        assert env["stages"]["build"]["status"] == "passed"  # the proposal builds ...
+        assert env["stages"]["tests"]["status"] == "passed"  # ... and passes its tests
+        summary = (report / "summary.md").read_text(encoding="utf-8")
+        assert f"`ci-drift-{token}`: version 3 \u2192 4" in summary
+        changed = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout
+        assert sorted(changed.split()) == sorted(
+            ["M", "catalog/env/env.lock.toml", "M", "catalog/env/env.toml"]
+        )
+        assert f'id = "{moved_id}"' in (catalog / "env" / "env.lock.toml").read_text()
+        # Reviewed and committed (with the published folder): green.
+        session("publish", "--catalog", str(catalog))
+        _git(repo, "add", "-A")
+        _git(repo, "commit", "-q", "-m", "relock")
+        green = session("ci", str(catalog), "--json", "-q")
+        assert json.loads(green.stdout)["ok"] is True
+    finally:
+        built = session.docker_out(
+            "images", "-q", "--no-trunc", "--filter", f"reference={session.prefix}/*"
+        ).split()
+        for image in (*built, *made, base):  # children first: then the bases can go
+            subprocess.run(
+                [session.docker, "rmi", "--force", image], capture_output=True, check=False
+            )

@@ -250,3 +250,64 @@ def test_a_message_with_a_code_fence_stays_inside_its_block() -> None:
     env = EnvReport("f", "fenced", 1, {"build": Stage("build", FAILED, 0.0, "a\n```\nb")})
     summary = CiReport("cat", envs=[env]).markdown()
     assert "\n````\na\n```\nb\n````\n" in summary
+
+
+def test_relock_proposes_the_fix_of_a_moved_base_in_the_working_tree(
+    catalog: Path, engine: Engine, tmp_path: Path
+) -> None:
+    import subprocess
+
+    from envbuild.engine.protocols import ImageInfo
+    from tests.fakes import BASE
+
+    # The catalog is a git checkout: the proposal is written, never committed.
+    subprocess.run(["git", "init", "-q", str(catalog)], check=True)
+    git = ["git", "-C", str(catalog), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "catalog"], check=True)
+    moved = "sha256:" + "0d" * 32
+    engine.images[BASE] = ImageInfo(id=moved, tags=(BASE,))
+    report = run_ci(
+        catalog,
+        settings=load_settings(),
+        engine=engine,
+        remote=_remote(engine),
+        push=True,
+        relock=True,
+    )
+    assert not report.ok
+    for env in report.envs:
+        base = env.stages["base"]
+        assert base.status == FAILED and "drifted from its lock" in base.message
+        assert env.relock is not None and env.relock.version == (1, 2)
+        folder = Path(env.folder)
+        assert env.relock.files == (str(folder / "env.lock.toml"), str(folder / "env.toml"))
+        assert "proposed fix written to the working tree" in base.message
+        # The proposal is in the working tree: the new pin and the raised version.
+        locks = locking.read(folder)
+        assert locks is not None and locks.base is not None and locks.base.id == moved
+        assert load(folder).version == 2
+        # ... built and tested like any environment (ci-broken's build breaks on purpose),
+        # and never pushed.
+        if env.name != "ci-broken":
+            assert env.stages["build"].status == PASSED, env.stages["build"].message
+            assert env.stages["tests"].status == PASSED
+        assert env.stages["push"].status == SKIPPED
+        assert "proposal" in env.stages["push"].message
+    assert engine.registry == {}  # asked to push: the proposals are not pushed
+    assert report.to_json()["relock"] is True
+    assert report.envs[0].to_json()["relock"] == {
+        "files": list(report.envs[0].relock.files),  # type: ignore[union-attr]
+        "version": [1, 2],
+    }
+    summary = report.markdown()
+    assert "### Proposed fixes (`--relock`: in the working tree, not committed)" in summary
+    assert "`ci-parent`: version 1 \u2192 2" in summary
+    status = subprocess.run(
+        ["git", "-C", str(catalog), "status", "--porcelain"], capture_output=True, text=True
+    ).stdout
+    assert " M parent/env.toml" in status and " M parent/env.lock.toml" in status
+    log = subprocess.run(
+        ["git", "-C", str(catalog), "log", "--oneline"], capture_output=True, text=True
+    ).stdout
+    assert len(log.splitlines()) == 1  # nothing committed

@@ -14,6 +14,14 @@ Every stage calls the library function of the command that owns its rule:
 * ``push``: ``envbuild push`` (:func:`envbuild.build.travel.push`, digests verified);
 * ``publish``: ``envbuild publish --check`` (:func:`envbuild.catalog.publish.check`).
 
+With ``relock``, a base that moved from its pin gets a proposed fix: the
+environment is relocked on the base at hand and its version raised
+(``envbuild lock ENV --bump``: :func:`envbuild.lock.lock`,
+:func:`envbuild.definition.model.bump_version`), written to the working tree
+for review and never committed; the base stage still fails (the fix is not in
+the catalog until someone commits it), the proposal is built and tested like
+any environment, never pushed, and the report lists the files it wrote.
+
 A failure is recorded in its stage and the job goes on, so one report lists
 every problem: :class:`CiReport` renders it as Markdown (a pull-request
 comment), JSON and JUnit XML.
@@ -80,6 +88,7 @@ class EnvReport:
     hash: str = ""
     digest: str = ""  # the registry digest (pulled or pushed)
     tests: TestReport | None = None
+    relock: Relock | None = None  # the fix proposed for a drifted base (--relock)
 
     @property
     def ok(self) -> bool:
@@ -110,7 +119,31 @@ class EnvReport:
             "seconds": round(self.seconds, 3),
             "stages": {n: s.to_json() for n, s in self.stages.items()},
             "tests": self.tests.to_json() if self.tests is not None else None,
+            "relock": self.relock.to_json() if self.relock is not None else None,
         }
+
+
+@dataclass(frozen=True)
+class Relock:
+    """The fix ``--relock`` wrote to the working tree for a drifted base (not committed)."""
+
+    files: tuple[str, ...]  # the paths written: the lock files, and env.toml when bumped
+    version: tuple[int, int]  # the version before and after
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready mapping."""
+        return {"files": list(self.files), "version": list(self.version)}
+
+    def describe(self) -> str:
+        """The lines the base stage and the summary show."""
+        old, new = self.version
+        bumped = f"; version {old} -> {new}" if new != old else ""
+        return (
+            "proposed fix written to the working tree for review (not committed)"
+            + bumped
+            + ":\n"
+            + "\n".join(f"  {path}" for path in self.files)
+        )
 
 
 @dataclass
@@ -124,6 +157,7 @@ class CiReport:
     stages: dict[str, Stage] = field(default_factory=dict)
     envs: list[EnvReport] = field(default_factory=list)
     seconds: float = 0.0
+    relock: bool = False
 
     @property
     def ok(self) -> bool:
@@ -146,6 +180,7 @@ class CiReport:
             "registry": self.registry,
             "since": self.since,
             "push": self.push,
+            "relock": self.relock,
             "ok": self.ok,
             "seconds": round(self.seconds, 3),
             "stages": {n: s.to_json() for n, s in self.stages.items()},
@@ -190,6 +225,20 @@ class CiReport:
             + ", ".join(f"{name} {mark[s.status]}" for name, s in self.stages.items())
             + "."
         )
+        proposals = [env for env in self.envs if env.relock is not None]
+        if proposals:
+            lines += [
+                "",
+                "### Proposed fixes (`--relock`: in the working tree, not committed)",
+                "",
+            ]
+            for env in proposals:
+                assert env.relock is not None
+                old, new = env.relock.version
+                lines.append(
+                    f"- `{env.name}`: version {old} \u2192 {new}, relocked on the base at hand:"
+                )
+                lines.extend(f"  - `{path}`" for path in env.relock.files)
         failures = self.failures()
         if failures:
             lines += ["", "### Failures", ""]
@@ -266,6 +315,7 @@ def run_ci(
     since: str | None = None,
     published: Path | None = None,
     push: bool = False,
+    relock: bool = False,
     log: Log = lambda line: None,
 ) -> CiReport:
     """Run every stage of the registry's CI job on ``catalog``; never stop at a failure.
@@ -273,6 +323,8 @@ def run_ci(
     ``remote`` is the registry tier of the builds (and where ``push`` goes);
     ``since`` a git revision for the version guard (default: the published
     index); ``published`` the published folder (default: beside the catalog).
+    ``relock`` proposes the fix of each drifted base in the working tree (see
+    the module's docstring).
     """
     if push and remote is None:
         raise UsageError(
@@ -281,12 +333,14 @@ def run_ci(
         )
     from envbuild.catalog import publish as pub
     from envbuild.catalog.order import build_order, discover
+    from envbuild.definition.model import load
 
     started = time.monotonic()
     published = published if published is not None else pub.default_out(catalog)
     report = CiReport(
         str(catalog), remote.registry.prefix if remote is not None else "", since, push
     )
+    report.relock = relock
     loaded: dict[Path, Environment | DefinitionError] = {}
     folders = build_order(discover(catalog), loaded)
     envs: dict[Path, EnvReport] = {}
@@ -303,9 +357,14 @@ def run_ci(
     log(f"envbuild ci: {len(folders)} environments in {catalog}")
     _version_guard(report, catalog, since=since, published=published, envs=envs)
     good = {f: e for f, e in loaded.items() if not isinstance(e, DefinitionError)}
-    for folder, env in good.items():
-        envs[folder].stages["locks"] = _timed("locks", partial(_locks, env, settings))
-        envs[folder].stages["base"] = _timed("base", partial(_base, env, engine, log))
+    for folder, env in list(good.items()):
+        entry = envs[folder]
+        entry.stages["locks"] = _timed("locks", partial(_locks, env, settings))
+        entry.stages["base"] = _timed(
+            "base", partial(_base, entry, env, engine, settings, relock, log)
+        )
+        if entry.relock is not None:  # build and test the proposal as it was written
+            good[folder] = loaded[folder] = load(folder)
     built = _build(good, envs, settings=settings, engine=engine, remote=remote, log=log)
     for folder, (resolved, result) in built.items():
         entry = envs[folder]
@@ -321,6 +380,11 @@ def run_ci(
             entry.stages["push"] = Stage("push", SKIPPED, 0.0, "not asked for (--push)")
             continue
         failed = entry.failed_before("push")
+        if entry.relock is not None:
+            entry.stages["push"] = Stage(
+                "push", SKIPPED, 0.0, "not pushed: the relock is a proposal to review"
+            )
+            continue
         if failed or folder not in built:
             why = ", ".join(failed) or "build"
             entry.stages["push"] = Stage("push", SKIPPED, 0.0, f"not pushed: {why} failed")
@@ -395,15 +459,55 @@ def _locks(env: Environment, settings: Settings) -> tuple[str, str]:
     )
 
 
-def _base(env: Environment, engine: RunEngine, log: Log) -> tuple[str, str]:
-    """The build's base check: the base the engine (or the pin's registry) gives is the pin."""
+def _base(
+    entry: EnvReport,
+    env: Environment,
+    engine: RunEngine,
+    settings: Settings,
+    relock: bool,
+    log: Log,
+) -> tuple[str, str]:
+    """The build's base check: the base the engine (or the pin's registry) gives is the pin.
+
+    With ``relock``, a drifted base is relocked and the version raised in the working
+    tree (``envbuild lock ENV --bump``), recorded in ``entry.relock``; the stage fails.
+    """
     import envbuild.lock as locking
 
     locks = locking.read(env.path)
     if locks is None or locks.base is None:
         return SKIPPED, "the base is not locked"
-    locking.check_base(locks.base, engine, env_path=env.path, log=log)
+    try:
+        locking.check_base(locks.base, engine, env_path=env.path, log=log)
+    except EnvbuildError as exc:
+        if not relock:
+            raise
+        drift = locking.check_base(locks.base, engine, env_path=env.path, allow_drift=True)
+        if drift is None:  # pragma: no cover - the first check just said it moved
+            raise
+        message = exc.render()
+        try:
+            entry.relock = _relock(env, settings, engine, log)
+        except EnvbuildError as failed:
+            return FAILED, f"{message}\n--relock could not propose a fix: {failed.render()}"
+        return FAILED, f"{drift.reason}\n{entry.relock.describe()}"
     return PASSED, f"{locks.base.image} is the pinned {locks.base.id}"
+
+
+def _relock(env: Environment, settings: Settings, engine: RunEngine, log: Log) -> Relock:
+    """``envbuild lock ENV --bump``: the locks made again on the engine's base, the version
+    raised when a lock file changed; what was written."""
+    import envbuild.lock as locking
+    from envbuild.definition.model import bump_version
+
+    log(f"envbuild ci: relocking {env.path} on the base at hand (--relock)")
+    result = locking.lock(env, settings=settings, engine=engine, log=log)
+    files = [str(env.path / name) for name in result.written]
+    version = env.version
+    if result.written:
+        version = bump_version(env)
+        files.append(str(env.definition_file))
+    return Relock(tuple(files), (env.version, version))
 
 
 def _build(

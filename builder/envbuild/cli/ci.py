@@ -30,6 +30,13 @@ from envbuild.errors import EXIT_FAILURE
 )
 @click.option("--push", is_flag=True, help="Push every image that passed, digests verified.")
 @click.option(
+    "--relock",
+    is_flag=True,
+    help="For each base that moved from its lock, propose the fix: relock on the base at "
+    "hand and raise the version (`envbuild lock ENV --bump`), written to the working tree "
+    "for review, never committed; the proposal is built and tested, never pushed.",
+)
+@click.option(
     "--report",
     "report_dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -47,6 +54,7 @@ def ci(
     since: str | None,
     published: Path | None,
     push: bool,
+    relock: bool,
     report_dir: Path | None,
     as_json: bool,
     quiet: bool,
@@ -57,7 +65,8 @@ def ci(
     validate   every definition loads
     version    a changed environment has a new version (`envbuild check`)
     locks      the locks are current (`envbuild lock --check`)
-    base       each locked base is still the image its lock pins
+    base       each locked base is still the image its lock pins (--relock:
+               propose the fix of one that moved, in the working tree)
     build      what the engine and the registry do not hold, parents first
     tests      each environment's [[tests]] in its image (`envbuild test`)
     push       with --push, each image that passed (`envbuild push`)
@@ -85,6 +94,7 @@ def ci(
         since=since,
         published=published,
         push=push,
+        relock=relock,
         log=(lambda line: None) if quiet else (lambda line: click.echo(line, err=True)),
     )
     if report_dir is not None:
