@@ -154,6 +154,53 @@ def test_the_sources_own_outputs_and_logs_are_not_copied(src: Path, tmp_path: Pa
     assert (tmp_path / "snap" / "pkg" / "outputs").is_dir()
 
 
+def test_the_ignore_file_leaves_paths_out(src: Path, tmp_path: Path) -> None:
+    (src / ".gitignore").write_text("*.txt\n")  # only when there is no .amlignore
+    (src / ".amlignore").write_text(
+        "# as Azure ML reads it\ndata/\n/build\n*.ckpt\n!best.ckpt\n**/__pycache__\n"
+    )
+    for folder in ("data", "build", "pkg/build", "pkg/__pycache__"):
+        (src / folder).mkdir(parents=True)
+        (src / folder / "f.bin").write_bytes(b"x" * 100)
+    for name in ("a.ckpt", "best.ckpt", "pkg/b.ckpt"):
+        (src / name).write_text("c")
+    messages: list[str] = []
+    copied = copy_tree(src, tmp_path / "snap", log=messages.append)
+    snap = listing(tmp_path / "snap")
+    for gone in ("data", "build", "a.ckpt", "pkg/b.ckpt", "pkg/__pycache__"):
+        assert gone not in snap, gone
+    for kept in ("best.ckpt", "pkg/build/f.bin", "pkg/data.txt", ".amlignore", ".gitignore"):
+        assert kept in snap, kept
+    assert (copied.ignored, copied.ignore_file) == (5, ".amlignore")
+    assert messages == [f"envbuild: snapshot of {src}: 5 paths left out by .amlignore"]
+    (src / ".amlignore").unlink()
+    copied = copy_tree(src, tmp_path / "snap2")
+    assert copied.ignore_file == ".gitignore" and "pkg/data.txt" not in listing(tmp_path / "snap2")
+
+
+def test_an_ignore_file_that_is_not_a_file_is_an_error(src: Path, tmp_path: Path) -> None:
+    os.mkfifo(src / ".amlignore")
+    with pytest.raises(RunConfigError, match=r"\.amlignore"):
+        copy_tree(src, tmp_path / "snap")
+    assert not (tmp_path / "snap").exists()
+
+
+def test_envbuild_home_inside_the_source_is_never_copied_into_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "me"
+    home = source / ".local" / "share" / "envbuild"
+    (home / "runs").mkdir(parents=True)
+    (source / "train.py").write_text("x")
+    monkeypatch.setenv("ENVBUILD_HOME", str(home))
+    files = RunFiles(home=home, source=str(source), target="/workspace")
+    messages: list[str] = []
+    Prepared.make(files, "r1", messages.append)
+    snap = listing(files.snapshot_dir("r1"))
+    assert snap == {".local": "dir", ".local/share": "dir", "train.py": "x"}
+    assert any("ENVBUILD_HOME" in m for m in messages)
+
+
 def test_remove_tree_clears_read_only_folders_and_never_follows_links(tmp_path: Path) -> None:
     keep = tmp_path / "keep"
     keep.mkdir()
@@ -432,3 +479,22 @@ def test_the_default_run_path_imports_none_of_this(src: Path, tmp_path: Path) ->
         "[]",
         "['envbuild.run.files', 'envbuild.run.metrics']",
     ], done.stderr
+
+
+def test_the_reaper_keeps_what_a_killed_envbuilds_run_wrote(tmp_path: Path, src: Path) -> None:
+    from envbuild.run.reaper import reap
+    from tests.unit.test_run_reaper import _dead_owner
+
+    home = tmp_path / "home"
+    files = RunFiles(home=home, source=str(src), target="/workspace", azureml_context=True)
+    Prepared.make(files, "r-dead", lambda line: None)
+    History(home / "runs.db").start(record("r-dead", owner=_dead_owner()))
+    snapshot = files.snapshot_dir("r-dead")
+    (snapshot / "outputs").mkdir()
+    (snapshot / "outputs" / "model.txt").write_text("saved before the kill")
+    files.metrics_file("r-dead").write_text('{"v": 1, "kind": "log", "name": "loss", "value": 1}\n')
+    assert reap(FakeRunEngine(), home) == ["r-dead"]
+    assert sorted(p.name for p in (home / "runs" / "r-dead").iterdir()) == ["files"]
+    got = History(home / "runs.db").get("r-dead")
+    assert got.status == "lost" and got.metrics == {"loss": 1}
+    assert kept_files("r-dead", load_settings()._replace(home=home)) == ["outputs/model.txt"]

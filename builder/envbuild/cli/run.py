@@ -142,6 +142,12 @@ def _print_plan(doc: dict[str, Any], as_json: bool) -> None:
     for name, item in doc["inputs"].items():
         if item["mode"] == "download":
             lines.append(f"input        {name}: {item['host']} copied to {item['container']}")
+    snapshot = doc.get("snapshot")
+    if snapshot:
+        lines.append(f"snapshot     {snapshot['source']} copied to {snapshot['path']} (writable)")
+        lines.append(f"  keeps      {', '.join(snapshot['kept'])}")
+        if snapshot["azureml_context"]:
+            lines.append(f"  metrics    {snapshot['metrics_file']} (azureml.core on PYTHONPATH)")
     if doc["timeout"]:
         lines.append(f"timeout      {doc['timeout']}s")
     privileges = doc["privileges"]

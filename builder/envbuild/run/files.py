@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
@@ -164,7 +164,7 @@ class Prepared:
         folder = run_dir(files.home, run_id)
         folder.mkdir(parents=True)
         try:
-            copy_tree(Path(files.source), files.snapshot_dir(run_id), log=log)
+            copy_tree(Path(files.source), files.snapshot_dir(run_id), avoid=(files.home,), log=log)
             if files.azureml_context:
                 metrics = files.metrics_file(run_id)
                 metrics.parent.mkdir()
@@ -226,6 +226,25 @@ class Prepared:
         except Exception as exc:
             why = getattr(exc, "message", None) or str(exc)
             log(f"warning: could not record the files and metrics of run {self.run_id}: {why}")
+
+
+def settle(home: Path, run_ids: Iterable[str], log: Log) -> list[str]:
+    """Keep what runs whose envbuild died wrote, as their end would have; return their ids.
+
+    A run killed with its envbuild (``kill -9``, a crash) never ran
+    :meth:`Prepared.finish`: the reaper calls this for the runs it marks
+    lost, whose containers are gone. Their ``./outputs`` and ``./logs`` are
+    kept, their metrics read and recorded, the rest of their snapshot removed.
+    """
+    settled = []
+    for run_id in run_ids:
+        folder = run_dir(home, run_id)
+        if not (folder / SNAPSHOT).is_dir() and not (folder / METRICS).is_dir():
+            continue
+        files = RunFiles(home, source="", target="", azureml_context=(folder / METRICS).is_dir())
+        Prepared(files, run_id).finish(log)
+        settled.append(run_id)
+    return settled
 
 
 # --------------------------------------------------------------------------

@@ -54,4 +54,9 @@ def reap(
         lost = History(home / DATABASE).mark_lost(left)
     if lost and log is not None:
         log(f"envbuild: marked lost (their envbuild died): run {', run '.join(lost)}")
+    if lost and any((home / "runs" / run_id).is_dir() for run_id in lost):  # snapshot runs
+        from envbuild.log import quiet
+        from envbuild.run.files import settle
+
+        settle(home, lost, log or quiet)
     return lost

@@ -16,7 +16,13 @@ is never touched. :func:`copy_tree` makes that copy, safely:
   a source folder larger than that holds data, which belongs in ``--input``,
   and the run is refused before anything starts;
 * the top-level ``outputs`` and ``logs`` folders of the source are left out:
-  what is kept of a run there is what the run wrote.
+  what is kept of a run there is what the run wrote; so is envbuild's own
+  state folder (``ENVBUILD_HOME``) when it lies inside the source, which would
+  otherwise copy the snapshot into itself;
+* as in Azure ML, the patterns of the source's top-level ``.amlignore`` (or,
+  when there is none, ``.gitignore``) are left out: gitignore syntax (``*``,
+  ``?``, ``[...]``, ``**``, a trailing ``/`` for folders, a ``/`` to anchor,
+  ``!`` to take a path back).
 
 Only runs that ask for a snapshot import this module.
 """
@@ -26,13 +32,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import stat
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from envbuild import files as safe_files
 from envbuild.errors import RunConfigError
 from envbuild.log import Log
 from envbuild.run.files import KEPT
@@ -40,6 +48,8 @@ from envbuild.run.files import KEPT
 MAX_SNAPSHOT_BYTES = 2 << 30  # 2 GiB: far above code and configuration
 MAX_SNAPSHOT_FILES = 200_000
 LIMIT_VARIABLES = ("ENVBUILD_SNAPSHOT_MAX_BYTES", "ENVBUILD_SNAPSHOT_MAX_FILES")
+IGNORE_FILES = (".amlignore", ".gitignore")  # the first one present is read, as Azure ML does
+MAX_IGNORE_BYTES = 1 << 20
 _CHUNK = 1 << 20
 
 
@@ -50,6 +60,8 @@ class Copied:
     files: int
     bytes: int
     skipped: tuple[str, ...]
+    ignored: int = 0  # paths an ignore file left out
+    ignore_file: str | None = None
 
 
 def limits(environ: Mapping[str, str] | None = None) -> tuple[int, int]:
@@ -79,8 +91,103 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def _translate(pattern: str) -> str:
+    """One gitignore pattern (no ``!``, no trailing ``/``) as a regular expression."""
+    out: list[str] = []
+    index, size = 0, len(pattern)
+    while index < size:
+        char = pattern[index]
+        if pattern.startswith("**/", index):
+            out.append("(?:.*/)?")
+            index += 3
+        elif pattern.startswith("**", index):
+            out.append(".*")
+            index += 2
+        elif char == "*":
+            out.append("[^/]*")
+            index += 1
+        elif char == "?":
+            out.append("[^/]")
+            index += 1
+        elif char == "[" and "]" in pattern[index + 2 :]:
+            end = pattern.index("]", index + 2)
+            body = pattern[index + 1 : end]
+            body = "^" + body[1:] if body.startswith("!") else body
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+            index = end + 1
+        elif char == "\\" and index + 1 < size:
+            out.append(re.escape(pattern[index + 1]))
+            index += 2
+        else:
+            out.append(re.escape(char))
+            index += 1
+    return "".join(out)
+
+
+class Ignore:
+    """The rules of a gitignore-style file: the last matching pattern decides."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self.rules: list[tuple[re.Pattern[str], bool, bool]] = []  # (regex, negated, folders only)
+        for raw in lines:
+            line = raw.rstrip()
+            if not line or line.startswith("#"):
+                continue
+            negated = line.startswith("!")
+            line = line[1:] if negated else line
+            line = line[1:] if line.startswith("\\") else line  # \# and \! are literal
+            folders_only = line.endswith("/")
+            line = line.rstrip("/")
+            if not line:
+                continue
+            anchored = "/" in line  # a slash at the start or in the middle anchors it
+            regex = _translate(line.lstrip("/"))
+            try:
+                compiled = re.compile(("" if anchored else "(?:.*/)?") + regex + r"(?:/.*)?\Z")
+            except re.error:
+                continue  # what git would not match either
+            self.rules.append((compiled, negated, folders_only))
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+    def matches(self, relative: str, is_folder: bool) -> bool:
+        """Whether the path ``relative`` (POSIX, from the source's root) is left out."""
+        ignored = False
+        for regex, negated, folders_only in self.rules:
+            if folders_only and not is_folder:
+                continue
+            if regex.match(relative):
+                ignored = not negated
+        return ignored
+
+    @classmethod
+    def of(cls, root: Path) -> tuple[Ignore, str | None]:
+        """The rules of ``root``'s ignore file, and its name (``None``: no file)."""
+        for name in IGNORE_FILES:
+            try:
+                text = safe_files.read_text(root / name, inside=root, limit=MAX_IGNORE_BYTES)
+            except safe_files.FileMissing:
+                continue
+            except safe_files.UnsafeRead as exc:
+                raise RunConfigError(
+                    f"--snapshot: cannot read {root / name}: {exc.reason}",
+                    hint=exc.hint or "make it a small text file of patterns, or remove it",
+                ) from exc
+            return cls(text.splitlines()), name
+        return cls(()), None
+
+
 class _Copier:
-    def __init__(self, root: Path, limit_bytes: int, limit_files: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        limit_bytes: int,
+        limit_files: int,
+        *,
+        avoid: Sequence[Path] = (),
+        ignore: Ignore | None = None,
+    ) -> None:
         self.root = root
         self.real_root = root.resolve()
         self.limit_bytes = limit_bytes
@@ -88,6 +195,13 @@ class _Copier:
         self.files = 0
         self.bytes = 0
         self.skipped: list[str] = []
+        self.ignored = 0
+        self.ignore = ignore or Ignore(())
+        self.avoid = set()  # (device, inode) of folders never entered
+        for path in avoid:
+            with contextlib.suppress(OSError):
+                info = path.stat()
+                self.avoid.add((info.st_dev, info.st_ino))
 
     def skip(self, relative: str, why: str) -> None:
         self.skipped.append(f"{relative}: {why}")
@@ -120,14 +234,21 @@ class _Copier:
                 self.skip(name, "left out: a run keeps what it writes there")
                 continue
             try:
-                mode = entry.stat(follow_symlinks=False).st_mode
+                info = entry.stat(follow_symlinks=False)
             except OSError as exc:
                 self.skip(name, f"cannot be read ({exc.strerror or exc})")
+                continue
+            mode = info.st_mode
+            if self.ignore and self.ignore.matches(name, stat.S_ISDIR(mode)):
+                self.ignored += 1
                 continue
             target = destination / entry.name
             if stat.S_ISLNK(mode):
                 self.link(Path(entry.path), target, name)
             elif stat.S_ISDIR(mode):
+                if (info.st_dev, info.st_ino) in self.avoid:
+                    self.skip(name, "left out: envbuild's own state folder (ENVBUILD_HOME)")
+                    continue
                 target.mkdir(mode=stat.S_IMODE(mode) | 0o700)
                 self.tree(Path(entry.path), target, name)
             elif stat.S_ISREG(mode):
@@ -176,22 +297,28 @@ def copy_tree(
     *,
     limit_bytes: int | None = None,
     limit_files: int | None = None,
+    avoid: Sequence[Path] = (),
     log: Log | None = None,
 ) -> Copied:
     """Copy the folder ``source`` to ``destination`` (which must not exist) as a snapshot.
 
+    Folders in ``avoid`` (and ``destination`` itself) are never entered.
     Raises :class:`RunConfigError` when the source is over the limits (what
-    was copied is removed); everything left out is reported through ``log``.
+    was copied is removed) or its ignore file cannot be read; everything left
+    out is reported through ``log`` (what the ignore file leaves out, as a count).
     """
     default_bytes, default_files = limits()
+    ignore, ignore_file = Ignore.of(source)
+    # The copy's folders keep their modes (a run as another user reads what it
+    # could read before) and are the caller's to write.
+    destination.mkdir(mode=stat.S_IMODE(source.stat().st_mode) | 0o700)
     copier = _Copier(
         source,
         default_bytes if limit_bytes is None else limit_bytes,
         default_files if limit_files is None else limit_files,
+        avoid=(destination, *avoid),
+        ignore=ignore,
     )
-    # The copy's folders keep their modes (a run as another user reads what it
-    # could read before) and are the caller's to write.
-    destination.mkdir(mode=stat.S_IMODE(source.stat().st_mode) | 0o700)
     try:
         copier.tree(source, destination, "")
     except BaseException:
@@ -202,7 +329,9 @@ def copy_tree(
             log(f"envbuild: snapshot of {source}: {line}")
         if len(copier.skipped) > 20:
             log(f"envbuild: snapshot of {source}: {len(copier.skipped) - 20} more left out")
-    return Copied(copier.files, copier.bytes, tuple(copier.skipped))
+        if copier.ignored:
+            log(f"envbuild: snapshot of {source}: {copier.ignored} paths left out by {ignore_file}")
+    return Copied(copier.files, copier.bytes, tuple(copier.skipped), copier.ignored, ignore_file)
 
 
 def remove_tree(path: Path, log: Log | None = None) -> bool:
