@@ -65,6 +65,11 @@ def test_load_tag_list_remove(docker_cli: str, unique_tag: Callable[[str], str])
     assert {i.id for i in engine.list_images(f"io.envbuild.test-images={label}")} == {info.id}
     assert engine.list_images(f"io.envbuild.test-images={label}x") == []
     assert info.id in {i.id for i in engine.list_images("io.envbuild.test-images")}
+    # The batch of inspects the catalog fast path sends answers as single inspects do.
+    refs = [tag, f"{tag}-absent", other, info.id]
+    assert engine.inspect_images(refs) == [engine.inspect_image(ref) for ref in refs]
+    assert engine.inspect_images(refs)[1] is None
+    assert engine.inspect_images([]) == []
     engine.remove_image(other)
     engine.remove_image(other)  # gone is not an error
     assert engine.inspect_image(other) is None and engine.inspect_image(tag) is not None

@@ -50,7 +50,8 @@ def test_memo_names_the_hash_a_render_gives(folder: Path) -> None:
     found = memo.recall(
         settings.home, folder, settings.platform, base_id=lambda ref: engine.images[ref].id
     )
-    assert found == memo.Memo(fresh.hash, fresh.env.name, fresh.env.version)
+    parents = tuple(str(p.resolve()) for p in fresh.env.parents)
+    assert found == memo.Memo(fresh.hash, fresh.env.name, fresh.env.version, parents)
 
 
 def _copy(tmp_path: Path, name: str) -> Path:

@@ -130,6 +130,7 @@ def resolve(
             name=environment.name,
             version=environment.version,
             base=(environment.base.image, base_id) if environment.base.image and base_id else None,
+            parents=[str(parent.resolve()) for parent in environment.parents],
         )
     elif memo:
         memo_mod.forget(settings.home, folder, platform)

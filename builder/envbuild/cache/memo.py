@@ -35,7 +35,7 @@ from typing import NamedTuple
 from envbuild import __version__
 
 DEFINITION_FILE = "env.toml"
-MEMO_FORMAT = 1  # the record's layout; bumped when it changes
+MEMO_FORMAT = 2  # the record's layout; bumped when it changes
 # The source that decides what a render produces, relative to the envbuild
 # package: every file of it is recorded like an input file (whichever modules
 # a given render happened to import), so an edited or upgraded envbuild never
@@ -69,6 +69,7 @@ class Memo(NamedTuple):
     hash: str
     name: str
     version: int
+    parents: tuple[str, ...] = ()  # the folders the definition extends, resolved, nearest first
 
 
 BaseLookup = Callable[[str], "str | None"]  # image reference -> the engine's image ID
@@ -125,7 +126,12 @@ def recall(
         data = json.loads(record_path(home, folder, platform).read_bytes())
         if data["for"] != _identity(folder, platform) or data["envbuild"] != __version__:
             return None
-        found = Memo(str(data["hash"]), str(data["name"]), int(data["version"]))
+        found = Memo(
+            str(data["hash"]),
+            str(data["name"]),
+            int(data["version"]),
+            tuple(str(parent) for parent in data["parents"]),
+        )
         files = data["files"]
         base = data["base"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -215,10 +221,12 @@ def remember(
     name: str,
     version: int,
     base: tuple[str, str] | None = None,
+    parents: Iterable[str] = (),
 ) -> bool:
     """Record that a render of ``folder``, which read ``files`` (path, sha256 or
     ``None`` if absent) and, for an unlocked base, saw ``base`` (reference, image
-    ID), found ``digest``, ``name`` and ``version``.
+    ID), found ``digest``, ``name`` and ``version``; ``parents`` are the folders
+    the definition extends (what a catalog's build order needs).
 
     Each file is read again now: if one no longer has the digest the render
     saw, nothing is recorded (a later render records it). Answers whether a
@@ -249,6 +257,7 @@ def remember(
         "name": name,
         "version": version,
         "base": {"image": base[0], "id": base[1]} if base else None,
+        "parents": list(parents),
         "files": entries,
     }
     return _write(target, record)

@@ -1,5 +1,9 @@
 """The curated catalog: discovering environments, ordering them, building them all.
 
+The parts that need no definition model (:func:`discover`, the order, the
+results and their report) live in :mod:`envbuild.catalog.results`, where the
+console script's catalog fast path finds them too; they are importable here.
+
 A catalog is a folder of environment folders (``curated/<name>/env.toml``).
 Environments are built parents first (the ``extends`` graph), cache hits are
 skipped, and a failure does not stop the others: every result is reported at
@@ -16,6 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from envbuild import files
+from envbuild.catalog.results import (
+    CatalogResult,
+    discover,
+    parents_first,
+    progress_line,
+)
 from envbuild.definition.model import DEFINITION_FILE, Environment, load
 from envbuild.errors import DefinitionError, EnvbuildError, Problem
 from envbuild.log import Log
@@ -25,14 +35,19 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-
-def discover(root: Path) -> list[Path]:
-    """Every environment folder directly under ``root``, sorted by name."""
-    if (root / DEFINITION_FILE).is_file():
-        return [root.absolute()]
-    if not root.is_dir():
-        raise DefinitionError([Problem(str(root), "", "is not a folder of environments")])
-    return sorted(p.absolute() for p in root.iterdir() if (p / DEFINITION_FILE).is_file())
+__all__ = [
+    "Attempt",
+    "CatalogResult",
+    "build_all",
+    "build_order",
+    "definition_contents",
+    "definition_digest",
+    "definition_file_digests",
+    "discover",
+    "in_order",
+    "lock_contents",
+    "lock_files",
+]
 
 
 def lock_files(folder: Path) -> list[Path]:
@@ -117,34 +132,21 @@ def build_order(
     definition error, for a folder that does not load) is left there by
     folder as given, so a caller need not load it again.
     """
-    wanted = {p.resolve(): p for p in folders}
-    parents: dict[Path, list[Path]] = {}
-    for key, given in wanted.items():
+    folders = list(folders)
+    envs: dict[Path, Environment | DefinitionError] = {} if loaded is None else loaded
+    for given in folders:
         try:
-            env = load(key)
+            envs[given] = load(given.resolve())
         except DefinitionError as exc:
             if loaded is None:
                 raise
-            loaded[given] = exc
-            parents[key] = []
-            continue
-        if loaded is not None:
-            loaded[given] = env
-        parents[key] = [p.resolve() for p in env.parents if p.resolve() in wanted]
-    order: list[Path] = []
-    done: set[Path] = set()
+            envs[given] = exc
 
-    def visit(node: Path) -> None:
-        if node in done:
-            return
-        done.add(node)
-        for parent in parents[node]:
-            visit(parent)
-        order.append(wanted[node])
+    def parents_of(given: Path) -> tuple[Path, ...]:
+        env = envs[given]
+        return env.parents if isinstance(env, Environment) else ()
 
-    for key in sorted(wanted, key=lambda p: p.name):
-        visit(key)
-    return order
+    return parents_first(folders, parents_of)
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,7 @@ def in_order(
     attempts: list[Attempt[T]] = []
     for folder in build_order(folders, loaded):
         started = time.monotonic()
-        log(f"envbuild: [{len(attempts) + 1}/{len(folders)}] {verb}{folder.name}")
+        log(progress_line(len(attempts) + 1, len(folders), folder, verb))
         try:
             env = loaded[folder]
             if isinstance(env, DefinitionError):
@@ -187,38 +189,6 @@ def in_order(
             continue
         attempts.append(Attempt(folder, value, None, time.monotonic() - started))
     return attempts
-
-
-@dataclass(frozen=True)
-class CatalogResult:
-    """One environment's outcome in a catalog build."""
-
-    env: str  # the folder as given
-    ok: bool
-    cached: bool = False
-    image: str | None = None
-    hash: str | None = None
-    seconds: float = 0.0
-    error: str | None = None
-    exit_code: int = 0
-    tier: str | None = None  # who answered: "local", "registry" or "built"
-    digest: str | None = None  # the registry digest, when a registry answered
-
-    def to_json(self) -> dict[str, object]:
-        """A JSON-ready mapping of this result."""
-        data: dict[str, object] = {
-            "env": self.env,
-            "ok": self.ok,
-            "cached": self.cached,
-            "tier": self.tier,
-            "image": self.image,
-            "hash": self.hash,
-            "seconds": round(self.seconds, 3),
-            "error": self.error,
-        }
-        if self.digest:
-            data["digest"] = self.digest
-        return data
 
 
 def build_all(

@@ -4,9 +4,11 @@
 runner calls before every run, and its whole cost is interpreter start plus
 imports: click alone costs about as much as the single engine call the answer
 needs. So a plain ``build ENV [--json] [-q]`` first tries to answer from the
-cache without importing click; anything else (another command, another
-option, a cache miss, any error) goes to the full command line in
-:mod:`envbuild.cli.main`, which does the work and reports errors as usual.
+cache without importing click, and ``build --all DIR [--json] [-q]`` (a
+registry's CI on an unchanged catalog) likewise when every environment is a
+hit; anything else (another command, another option, a cache miss, any
+error) goes to the full command line in :mod:`envbuild.cli.main`, which does
+the work and reports errors as usual.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # annotations only: the fast paths import lazily
     from envbuild.cache.memo import Memo
     from envbuild.engine.docker import DockerEngine
+    from envbuild.engine.records import ImageInfo
     from envbuild.settings import Settings
 
 _FLAGS = {"--json": "json", "-q": "quiet", "--quiet": "quiet"}
@@ -103,6 +106,115 @@ def cached_build(argv: Sequence[str]) -> int | None:
     return 0
 
 
+def _parse_catalog_build(argv: Sequence[str]) -> tuple[str, set[str]] | None:
+    """``(DIR, flags)`` for ``build --all DIR [--json] [-q]`` (in any order), else ``None``."""
+    if len(argv) < 3 or argv[0] != "build":
+        return None
+    rest = list(argv[1:])
+    if rest.count("--all") != 1:
+        return None
+    at = rest.index("--all")
+    if at + 1 >= len(rest) or rest[at + 1].startswith("-"):
+        return None
+    catalog = rest[at + 1]
+    del rest[at : at + 2]
+    flags: set[str] = set()
+    for arg in rest:
+        if arg not in _FLAGS:
+            return None  # an ENV beside --all, another option: the full CLI
+        flags.add(_FLAGS[arg])
+    return catalog, flags
+
+
+class _Answered:
+    """An image store whose inspects were answered in one batch beforehand (tags go
+    to ``engine``): what lets :func:`envbuild.cache.lookup.lookup` itself judge
+    every environment of a catalog from one round of requests."""
+
+    def __init__(self, engine: DockerEngine, answers: dict[str, ImageInfo | None]) -> None:
+        self.engine = engine
+        self.answers = answers
+
+    def inspect_image(self, ref: str) -> ImageInfo | None:
+        return self.answers[ref]
+
+    def tag(self, image_id: str, ref: str) -> None:
+        self.engine.tag(image_id, ref)
+
+
+def cached_catalog(argv: Sequence[str]) -> int | None:
+    """Answer ``build --all DIR`` from the cache when every environment is a hit;
+    ``None`` means "use the full CLI" (any miss, any error, any other option).
+
+    What ``build --all`` does on an all-hit catalog, without click or the
+    definition model: :func:`~envbuild.catalog.results.discover`, the memo of
+    each folder (:func:`_recall`, as a single ``build`` on the fast path), the
+    build order from the parents each memo names
+    (:func:`~envbuild.catalog.results.parents_first`), the hash tags inspected
+    in one batch, :func:`~envbuild.cache.lookup.lookup` on those answers, and
+    the same report (:func:`~envbuild.catalog.results.print_results`).
+    """
+    parsed = _parse_catalog_build(argv)
+    if parsed is None:
+        return None
+    catalog, flags = parsed
+    try:
+        import time
+        from pathlib import Path
+
+        from envbuild.catalog.results import CatalogResult, discover, parents_first
+        from envbuild.engine.docker import DockerEngine
+        from envbuild.identity import hash_tag
+        from envbuild.settings import load_settings
+
+        settings = load_settings()
+        if settings.registry:
+            return None  # the registry tier and its checks: the full CLI
+        engine = DockerEngine(settings.docker)
+        folders = discover(Path(catalog))
+        found: dict[Path, Memo] = {}
+        seconds: dict[Path, float] = {}
+        for folder in folders:
+            started = time.monotonic()
+            memo = _recall(str(folder), settings, engine)
+            if memo is None:
+                return None
+            found[folder] = memo
+            seconds[folder] = time.monotonic() - started
+        order = parents_first(folders, lambda folder: [Path(p) for p in found[folder].parents])
+        started = time.monotonic()
+        tags = [hash_tag(settings.prefix, found[f].name, found[f].hash) for f in order]
+        store = _Answered(engine, dict(zip(tags, engine.inspect_images(tags), strict=True)))
+        shared = (time.monotonic() - started) / max(len(order), 1)
+        from envbuild.cache.lookup import lookup
+
+        results = []
+        for folder in order:
+            memo = found[folder]
+            started = time.monotonic()
+            hit = lookup(
+                store,
+                prefix=settings.prefix,
+                name=memo.name,
+                version=memo.version,
+                digest=memo.hash,
+            )
+            if hit is None:
+                return None
+            took = seconds[folder] + shared + time.monotonic() - started
+            results.append(
+                CatalogResult(str(folder), True, True, hit.image, memo.hash, took, tier="local")
+            )
+    except Exception:  # the full CLI redoes this and reports the error properly
+        return None
+    from envbuild.catalog.results import print_results, progress_line
+
+    for index, folder in enumerate(order, 1):
+        sys.stderr.write(progress_line(index, len(order), folder) + "\n")
+    print_results(results, as_json="json" in flags)
+    return 0
+
+
 def _parse_plain_push(argv: Sequence[str]) -> tuple[str, str | None, set[str]] | None:
     """``(ENV, registry, flags)`` for ``push ENV [--registry R] [--json] [-q]``, else ``None``."""
     if len(argv) < 2 or argv[0] != "push":
@@ -170,6 +282,8 @@ def pushed_already(argv: Sequence[str]) -> int | None:
 def entry() -> None:
     """The console script ``envbuild``."""
     code = cached_build(sys.argv[1:])
+    if code is None and sys.argv[1:2] == ["build"]:
+        code = cached_catalog(sys.argv[1:])
     if code is None and sys.argv[1:2] == ["push"]:
         code = pushed_already(sys.argv[1:])
     if code is None and sys.argv[1:2] == ["run"]:

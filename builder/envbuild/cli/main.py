@@ -303,24 +303,11 @@ def build(
 
 def _build_many(folders: list[Path], one: Any, *, as_json: bool) -> None:
     from envbuild.catalog.order import build_all
+    from envbuild.catalog.results import print_results
 
     results = build_all(folders, one, log=lambda line: click.echo(line, err=True))
-    if as_json:
-        _emit_json([r.to_json() for r in results])
-    click.echo("", err=True)
-    for r in results:
-        status = "ok    " if r.ok else "FAILED"
-        if not r.ok:
-            what = r.error or ""
-        elif r.tier == "registry":
-            what = f"pulled {r.seconds:.1f}s"
-        else:
-            what = "cached" if r.cached else f"built {r.seconds:.1f}s"
-        click.echo(
-            f"{status} {Path(r.env).name:<28} {r.image or '':<45} {what.splitlines()[0]}", err=True
-        )
+    print_results(results, as_json=as_json)
     failed = [r for r in results if not r.ok]
-    click.echo(f"{len(results) - len(failed)} built or cached, {len(failed)} failed", err=True)
     if failed:
         click.get_current_context().exit(failed[0].exit_code)
 

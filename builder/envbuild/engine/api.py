@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import socket
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
@@ -139,6 +139,11 @@ class Api(Protocol):
     ) -> tuple[int, bytes]:
         """Send one request; the status and the whole body of the answer."""
 
+    def get_many(
+        self, paths: Sequence[str], *, timeout: float | None = 60
+    ) -> list[tuple[int, bytes]]:
+        """``GET`` each of ``paths``, the requests in flight together; the answers in order."""
+
     def attach(self, container_id: str) -> ContainerStream:
         """Attach to a container's stdout and stderr (an upgraded connection)."""
 
@@ -222,6 +227,29 @@ class RawApi:
         except OSError as exc:
             raise engine_down(f"{self.path}: {exc.strerror or exc}") from exc
 
+    def get_many(
+        self, paths: Sequence[str], *, timeout: float | None = 60
+    ) -> list[tuple[int, bytes]]:
+        """One connection per path, every request sent before the first answer is read:
+        the engine answers them side by side (five image inspects take about the
+        time of two one after the other; an image list filtered by reference
+        costs more than either)."""
+        with contextlib.ExitStack() as stack:
+            try:
+                sockets = []
+                for path in paths:
+                    sock = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+                    sock.settimeout(timeout)
+                    sock.connect(self.path)
+                    sock.sendall(
+                        f"GET {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n"
+                        "Content-Length: 0\r\n\r\n".encode()
+                    )
+                    sockets.append(sock)
+                return [_read_response(sock) for sock in sockets]
+            except OSError as exc:
+                raise engine_down(f"{self.path}: {exc.strerror or exc}") from exc
+
     def attach(self, container_id: str) -> ContainerStream:
         query = {"logs": "1", "stream": "1", "stdout": "1", "stderr": "1"}
         request = (
@@ -300,6 +328,12 @@ class SdkApi:
         except OSError as exc:  # requests' ConnectionError is an OSError
             raise engine_down(str(exc)) from exc
         return int(response.status_code), bytes(response.content)
+
+    def get_many(
+        self, paths: Sequence[str], *, timeout: float | None = 60
+    ) -> list[tuple[int, bytes]]:
+        """One after the other, on the SDK's session."""
+        return [self.call("GET", path, timeout=timeout) for path in paths]
 
     def attach(self, container_id: str) -> ContainerStream:
         from docker.utils.socket import read

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -133,6 +133,18 @@ class DockerEngine:
             return None
         check(status, body, f"inspect {ref}")
         return to_info(json.loads(body))
+
+    def inspect_images(self, refs: Sequence[str]) -> list[ImageInfo | None]:
+        """:meth:`inspect_image` of each of ``refs``, the requests in flight together."""
+        paths = [f"/images/{quote(ref, safe='/:@')}/json" for ref in refs]
+        infos: list[ImageInfo | None] = []
+        for ref, (status, body) in zip(refs, self._run_api().get_many(paths), strict=True):
+            if status == 404:
+                infos.append(None)
+                continue
+            check(status, body, f"inspect {ref}")
+            infos.append(to_info(json.loads(body)))
+        return infos
 
     def tag(self, image_id: str, ref: str) -> None:
         """See :meth:`ImageStore.tag`."""
