@@ -8,6 +8,7 @@ Azure ML's public documentation of the formats (azureml_environment.json as
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -29,12 +30,14 @@ from envbuild.importers.azureml import (
     ImportResult,
     from_conda_spec,
     from_curated_name,
+    from_runconfig,
     from_v1_definition,
     from_v1_directory,
     from_v2_yaml,
     import_source,
     resolve_curated,
 )
+from envbuild.run.config import Mpi, PyTorch, RunConfig, TensorFlow
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -516,3 +519,224 @@ def test_fixtures_are_not_changed_by_an_import(tmp_path):
     before = {p.name: p.read_bytes() for p in copy.iterdir()}
     import_source(str(copy)).write(tmp_path / "out")
     assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+
+
+# --------------------------------------------------------------------------
+# SDK v1 run configurations
+# --------------------------------------------------------------------------
+
+PROJECT = FIXTURES / "project"
+RUNCONFIGS = PROJECT / ".azureml"
+
+
+def _parsed_run(argv: list[str] | None) -> RunConfig:
+    """``envbuild run``'s own parsing of ``argv`` (its click command, then run_config)."""
+    from envbuild.cli.run import run
+    from envbuild.cli.run_options import run_config
+
+    assert argv is not None
+    assert argv[:2] == ["envbuild", "run"]
+    context = run.make_context("run", argv[2:])
+    params = context.params
+    return run_config(params["env"], params["script"], tuple(params["args"]), params)
+
+
+def test_runconfig_becomes_an_environment_and_a_run(tmp_path, monkeypatch):
+    result = from_runconfig(RUNCONFIGS / "train.runconfig", into=tmp_path / "train")
+    doc = _written(result, tmp_path)
+    assert doc["name"] == "mnist-train"
+    assert doc["version"] == 4
+    assert doc["python"] == {"version": "3.8", "source": "system"}  # conda file found in .azureml
+    assert doc["pip"] == {"packages": ["numpy==1.24.4"]}
+    assert doc["variables"] == {"MESSAGE": "Hello from the environment"}
+    folder = tmp_path / "env"
+    for name in ("mnist", "labels"):
+        (folder / "data" / name).mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    argv = replace_folder(result, folder).command()
+    config = _parsed_run(argv)
+    assert config.script == "train.py"
+    assert config.source_directory is not None
+    assert config.source_directory.resolve() == PROJECT.resolve()
+    assert config.azureml_context and config.snapshot
+    assert {i.name: (Path(i.path).resolve(), i.mode) for i in config.inputs} == {
+        "mnist": ((folder / "data" / "mnist").resolve(), "mount")
+    }
+    assert [(Path(m.source).resolve(), m.target, m.read_only) for m in config.mounts] == [
+        ((folder / "data" / "labels").resolve(), "/mnt/labels", True)
+    ]
+    assert [o.name for o in config.outputs] == ["results"]
+    assert dict(config.environment_variables) == {
+        "MNIST_PATH": "/inputs/mnist",
+        "AZUREML_DATAREFERENCE_labels": "/mnt/labels",
+        "AZUREML_DATAREFERENCE_results": "/outputs/results",
+        "RUN_MODE": "training",
+        "EPOCHS": "10",
+    }
+    assert config.arguments == (
+        "--data-folder",
+        "${{inputs.mnist}}",
+        "--labels",
+        "/mnt/labels/y.csv",
+        "--out",
+        "${{outputs.results}}",
+        "--epochs",
+        "10",
+        "--note",
+        'it\'s "quoted" $HOME',
+    )
+    assert config.timeout == 3600
+    assert isinstance(config.distribution, Mpi)
+    assert (config.distribution.nodes, config.distribution.processes_per_node) == (2, 2)
+    fields = _fields(result.warnings)
+    assert {"data.mnist", "dataReferences.labels", "docker.arguments"} <= fields
+    assert "dependencies[1].pip[0]" in fields  # azureml-defaults, in the conda file
+
+
+def replace_folder(result: ImportResult, folder: Path) -> ImportResult:
+    import dataclasses
+
+    return dataclasses.replace(result, folder=folder)
+
+
+def test_runconfig_placeholders_are_the_runs_own(tmp_path):
+    from envbuild.run.planning import substitute
+
+    result = from_runconfig(RUNCONFIGS / "train.runconfig", into=tmp_path / "env")
+    for name in ("mnist", "labels"):
+        (tmp_path / "env" / "data" / name).mkdir(parents=True)
+    config = _parsed_run(result.command(tmp_path))
+    paths = substitute(
+        config.arguments,
+        {i.name: f"/inputs/{i.name}" for i in config.inputs},
+        {o.name: f"/outputs/{o.name}" for o in config.outputs},
+    )
+    assert paths[1] == "/inputs/mnist"
+    assert paths[5] == "/outputs/results"
+
+
+def test_runconfig_script_runs_from_its_folder(tmp_path):
+    result = from_runconfig(RUNCONFIGS / "train.runconfig", into=tmp_path / "env")
+    folder = result.write(tmp_path / "env")
+    script = folder / "run.sh"
+    assert script.stat().st_mode & 0o111
+    text = script.read_text()
+    assert text.startswith("#!/bin/sh\n")
+    lines = text.splitlines()
+    assert lines[-1].startswith("exec envbuild run --source-dir . ")
+    assert lines[-1].endswith(' "$@"')
+    words = shlex.split(lines[-2].removeprefix("cd "))
+    assert (folder / words[0]).resolve() == PROJECT.resolve()
+    argv = shlex.split(lines[-1].removeprefix("exec ").removesuffix(' "$@"'))
+    assert "'it'\"'\"'s \"quoted\" $HOME'" in lines[-1]  # one word, not expanded
+    assert argv[-1] == 'it\'s "quoted" $HOME'
+    assert (PROJECT / argv[argv.index("train.py") - 1]).resolve() == folder.resolve()
+
+
+def test_runconfig_with_a_curated_environment_and_pytorch(tmp_path):
+    result = from_runconfig(RUNCONFIGS / "pytorch.runconfig", into=tmp_path / "pt")
+    load(result.write(tmp_path / "pt"))
+    assert result.extends is not None and result.extends.name == "pytorch-1.6-gpu"
+    config = _parsed_run(result.command(tmp_path))
+    assert isinstance(config.distribution, PyTorch)
+    assert (config.distribution.nodes, config.distribution.processes_per_node) == (2, 2)
+    assert config.distribution.backend == "nccl"
+    # the curated environment's torch 1.6 has no torchrun
+    assert config.distribution.launcher == "launch"
+
+
+def test_runconfig_tensorflow_parameter_server(tmp_path):
+    result = from_runconfig(RUNCONFIGS / "tf.runconfig", into=tmp_path / "tf")
+    load(result.write(tmp_path / "tf"))
+    config = _parsed_run(result.command(tmp_path))
+    assert isinstance(config.distribution, TensorFlow)
+    assert (config.distribution.workers, config.distribution.parameter_servers) == (2, 1)
+
+
+def test_runconfig_wrong_types_name_each_field():
+    with pytest.raises(DefinitionError) as caught:
+        from_runconfig(RUNCONFIGS / "broken.runconfig")
+    assert {p.key for p in caught.value.problems} == {
+        "script",
+        "arguments",
+        "nodeCount",
+        "mpi.processCountPerNode",
+        "maxRunDurationSeconds",
+    }
+
+
+def test_runconfig_defaults_say_nothing(tmp_path):
+    runconfig = tmp_path / "plain.runconfig"
+    runconfig.write_text(
+        "script: train.py\ncommunicator: None\nnodeCount: 1\nmpi: {processCountPerNode: 1}\n"
+        "tensorflow: {workerCount: 1, parameterServerCount: 1}\n"
+        "spark: {configuration: {spark.app.name: Azure ML Experiment, spark.yarn.maxAppAttempts: 1}}\n"
+        "hdi: {yarnDeployMode: Cluster}\n"
+        "amlcompute: {vmSize: STANDARD_D2_V2, retainCluster: false}\n"
+        "environment:\n  docker: {baseImage: debian:bookworm-slim}\n"
+    )
+    result = from_runconfig(runconfig, source_dir=tmp_path, into=tmp_path / "plain")
+    assert result.warnings == ()
+    assert "amlcompute" in _fields(result.notes)
+    assert result.command(tmp_path) == [
+        "envbuild",
+        "run",
+        "--source-dir",
+        ".",
+        "--azureml-context",
+        "plain",
+        "train.py",
+    ]
+
+
+def test_runconfig_named_workspace_environment_is_a_warning(tmp_path):
+    runconfig = tmp_path / "x.runconfig"
+    runconfig.write_text(
+        "script: train.py\nenvironment: my-registered-env\n"
+        "data:\n  raw:\n    dataLocation:\n"
+        "      uri: https://acct.blob.core.windows.net/c/raw?sv=2020&sig=SASSECRET\n"
+        "    mechanism: download\n"
+    )
+    result = from_runconfig(runconfig, into=tmp_path / "x")
+    assert "environment" in _fields(result.warnings)
+    assert result.document["base"] == {"image": "ubuntu:20.04"}  # Azure's default
+    shown = "".join(f.render() for f in (*result.warnings, *result.notes))
+    assert "https://acct.blob.core.windows.net/c/raw" in shown
+    assert "SASSECRET" not in shown + json.dumps(result.to_json())
+    config = _parsed_run(_with_placeholders(result, tmp_path / "x", "raw"))
+    assert [(i.name, i.mode) for i in config.inputs] == [("raw", "download")]
+
+
+def _with_placeholders(result: ImportResult, folder: Path, *names: str) -> list[str]:
+    for name in names:
+        (folder / "data" / name).mkdir(parents=True, exist_ok=True)
+    command = result.command(folder.parent)
+    assert command is not None
+    return command
+
+
+def test_cli_runconfig_prints_the_command(tmp_path, capsys):
+    out = tmp_path / "train"
+    assert main(["import", "azureml", str(RUNCONFIGS / "train.runconfig"), "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    line = captured.out.strip()
+    assert line.startswith("envbuild run --source-dir ")
+    assert "--distribution mpi --nodes 2 --procs-per-node 2" in line
+    assert (out / "run.sh").is_file()
+    assert (
+        main(
+            [
+                "import",
+                "azureml",
+                str(RUNCONFIGS / "train.runconfig"),
+                "-o",
+                str(tmp_path / "j"),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert data["files"] == ["env.toml", "run.sh"]
+    assert data["command"][:2] == ["envbuild", "run"]
+    assert shlex.split(data["command_line"]) == data["command"]

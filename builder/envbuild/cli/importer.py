@@ -47,6 +47,11 @@ def import_group() -> None:
     help="The curated catalog a curated name's definition extends "
     "(default: curated/ beside envbuild's source, else in the working directory).",
 )
+@click.option(
+    "--source-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="With a .runconfig: the run's source directory (default: the folder holding .azureml).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def azureml(
     source: str,
@@ -55,6 +60,7 @@ def azureml(
     keep_conda: bool,
     keep_azureml_packages: bool,
     catalog: Path | None,
+    source_dir: Path | None,
     as_json: bool,
 ) -> None:
     """Write an env.toml in OUTPUT from the Azure ML environment SOURCE.
@@ -66,7 +72,10 @@ def azureml(
         BaseDockerfile), or that JSON file;
       an SDK v2 / CLI v2 environment YAML (image, conda_file, build);
       a conda file (dependencies: with a pip: list);
-      a curated environment name, e.g. AzureML-PyTorch-1.6-GPU.
+      a curated environment name, e.g. AzureML-PyTorch-1.6-GPU;
+      a v1 run configuration (.azureml/NAME.runconfig): its environment is
+        written to OUTPUT, and its run as the `envbuild run` command line,
+        printed on stdout and written to OUTPUT/run.sh.
 
     Every field that is not carried over is listed as a warning with its
     path; credentials are never written. Nothing is written on error.
@@ -77,6 +86,7 @@ def azureml(
         source,
         into=output,
         catalog=catalog,
+        source_dir=source_dir,
         keep_conda=keep_conda,
         keep_azureml_packages=keep_azureml_packages,
     )
@@ -88,10 +98,16 @@ def azureml(
     if as_json:
         click.echo(json.dumps(result.to_json(folder), indent=2, sort_keys=True))
         return
+    command = result.command()
+    if command is not None:
+        import shlex
+
+        click.echo(shlex.join(command))
     count = len(result.warnings)
     said = f"{count} warning{'s' if count != 1 else ''}" if count else "no warnings"
     click.echo(
-        f"wrote {folder / 'env.toml'} ({result.name}; {said}); next: envbuild lock {output}",
+        f"wrote {folder / 'env.toml'} ({result.name}; {said}); next: envbuild lock {output}"
+        + (f"; the run: {folder / 'run.sh'}" if command is not None else ""),
         err=True,
     )
 
