@@ -61,6 +61,7 @@ def test_build_order_puts_parents_first() -> None:
     assert order.index("python-3.8") < order.index("pytorch-1.6-gpu")
     assert order.index("python-3.11") < order.index("sklearn-1.5-cpu")
     assert order.index("python-3.11") < order.index("tensorflow-2.16-cpu")
+    assert order.index("python-3.11") < order.index("mpi-4.1-cpu")
 
 
 def test_published_folder_is_up_to_date() -> None:
