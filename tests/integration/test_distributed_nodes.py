@@ -4,14 +4,18 @@ There is no local executor for distributed runs yet; these tests drive the
 engine's own steps (a network labelled with the run, one container per
 :meth:`RunPlan.node_specs`, start node 0 first, wait, remove everything
 labelled) to prove that the per-node commands and variables envbuild computes
-make torch 1.6's launcher and TensorFlow's TF_CONFIG work across containers.
-They need the curated images (built by `envbuild build envs/...`); absent, they
-skip and say so.
+make torch 1.6's launcher, TensorFlow's TF_CONFIG and Open MPI over ssh
+(as root and as a user) work across containers. They need the curated images
+(built by `envbuild build curated/...`; `pytest -m catalog` builds them all);
+absent, they skip and say so.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import threading
 import uuid
 from pathlib import Path
@@ -21,7 +25,7 @@ import pytest
 from envbuild.engine.docker import DockerEngine
 from envbuild.engine.protocols import STDOUT
 from envbuild.identity import RUN_LABEL
-from envbuild.run.config import PyTorch, RunConfig, TensorFlow
+from envbuild.run.config import Mpi, PyTorch, RunConfig, TensorFlow
 from envbuild.run.planning import RunPlan, plan
 from envbuild.settings import load_settings
 
@@ -29,6 +33,7 @@ pytestmark = pytest.mark.docker
 
 TORCH_IMAGE = "envbuild/pytorch-1.6-gpu:5"
 TF_IMAGE = "envbuild/tensorflow-2.16-cpu:5"
+MPI_ENV = Path(__file__).resolve().parents[2] / "curated" / "mpi-4.1-cpu"
 
 ALLREDUCE = """\
 import argparse, json, os
@@ -86,19 +91,36 @@ print(json.dumps({"task": config["task"], "cluster": config["cluster"], "me": me
 def _image_id(engine: DockerEngine, ref: str) -> str:
     info = engine.inspect_image(ref)
     if info is None:
-        pytest.skip(f"{ref} is not built here (envbuild build envs/{ref.split('/')[1]})")
+        name = ref.rsplit("/", 1)[-1].split(":")[0]
+        pytest.skip(f"{ref} is not built here (envbuild build curated/{name})")
     return info.id
 
 
-def _run_nodes(engine: DockerEngine, the_plan: RunPlan, image_id: str) -> list[tuple[int, str]]:
-    """Every node's exit code and stdout; nothing labelled with the run survives."""
+def _run_nodes(
+    engine: DockerEngine,
+    the_plan: RunPlan,
+    image_id: str,
+    *,
+    ssh_dir: Path | None = None,
+    launcher_only: bool = False,
+    deadline: float = 300,
+) -> list[tuple[int, str]]:
+    """Every node's exit code and stdout; nothing labelled with the run survives.
+
+    With ``launcher_only`` the job is node 0's: once it exits the others
+    (MPI's sshd, which never exits by itself) are stopped. Past ``deadline``
+    seconds every node is stopped.
+    """
     run_id = "t" + uuid.uuid4().hex[:11]
     label = f"{RUN_LABEL}={run_id}"
     outputs: list[list[bytes]] = []
     errors: list[bytes] = []
+    ssh = str(ssh_dir) if ssh_dir is not None else None
     try:
         engine.create_network(the_plan.container_name(run_id), {RUN_LABEL: run_id})
-        ids = [engine.create_container(s) for s in the_plan.node_specs(image_id, run_id)]
+        ids = [
+            engine.create_container(s) for s in the_plan.node_specs(image_id, run_id, ssh_dir=ssh)
+        ]
         readers = []
         for container_id in ids:
             chunks: list[bytes] = []
@@ -116,7 +138,21 @@ def _run_nodes(engine: DockerEngine, the_plan: RunPlan, image_id: str) -> list[t
             readers.append(reader)
         for container_id in ids:  # node 0 first: the others resolve its name at once
             engine.start_container(container_id)
-        codes = [engine.wait_container(c) for c in ids]
+
+        def stop_all() -> None:
+            for container_id in ids:
+                engine.stop_container(container_id, 0)
+
+        timer = threading.Timer(deadline, stop_all)
+        timer.start()
+        try:
+            if launcher_only:
+                engine.wait_container(ids[0])
+                for container_id in ids[1:]:
+                    engine.stop_container(container_id, 1)
+            codes = [engine.wait_container(c) for c in ids]
+        finally:
+            timer.cancel()
         for reader in readers:
             reader.join(30)
     finally:
@@ -181,3 +217,71 @@ def test_tensorflow_tasks_see_their_tf_config(tmp_path: Path) -> None:
         everyone = [*t["cluster"]["worker"], *t["cluster"]["ps"]]
         assert t["heard"] == sorted(a for a in everyone if a != t["me"])
     assert len(tasks[0]["cluster"]["worker"]) == 2 and len(tasks[0]["cluster"]["ps"]) == 1
+
+
+# Each rank reports what MPI and its environment say; the sum of rank + 1 over
+# 4 ranks is 10.
+MPI_ALLREDUCE = """\
+import json, os, socket
+from mpi4py import MPI
+comm = MPI.COMM_WORLD
+total = comm.allreduce(comm.Get_rank() + 1)
+os.write(1, json.dumps({
+    "rank": comm.Get_rank(), "size": comm.Get_size(), "sum": total, "host": socket.gethostname(),
+    "uid": os.getuid(), "python": os.path.realpath(os.sys.executable),
+    **{k: os.environ.get(k) for k in ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK",
+                                       "OMPI_COMM_WORLD_SIZE", "ENVBUILD_RUN_ID", "GREETING",
+                                       "VIRTUAL_ENV")},
+}).encode() + b"\\n")
+"""
+
+
+def _ssh_dir(tmp_path: Path, user: str) -> Path:
+    """The run's key folder as node_specs expects it: owned by the ranks' user,
+    the private key readable by that user only."""
+    keygen = shutil.which("ssh-keygen")
+    if keygen is None:
+        pytest.skip("ssh-keygen is not installed here (Debian: openssh-client)")
+    uid, _, gid = user.partition(":")
+    if os.getuid() not in (0, int(uid)):
+        pytest.skip(f"cannot give the key to uid {uid} without root")
+    folder = tmp_path / "ssh"
+    folder.mkdir(mode=0o700)
+    key = folder / "id_rsa"
+    subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    (folder / "authorized_keys").write_bytes(key.with_suffix(".pub").read_bytes())
+    for path in (folder, *folder.iterdir()):
+        os.chown(path, int(uid), int(gid or uid))
+    return folder
+
+
+@pytest.mark.parametrize("user", ["0:0", "1000:0"], ids=["root", "user"])
+def test_mpi_two_nodes_two_processes_over_ssh(tmp_path: Path, user: str) -> None:
+    engine = DockerEngine(load_settings().docker)
+    src = _source(tmp_path, "allreduce.py", MPI_ALLREDUCE)
+    the_plan = plan(
+        RunConfig(
+            MPI_ENV,
+            "allreduce.py",
+            source_directory=src,
+            environment_variables={"GREETING": "hello there"},
+            distribution=Mpi(2, 2, rendezvous_timeout=60),
+            user=user,
+        )
+    )
+    image_id = _image_id(engine, the_plan.image)
+    ssh_dir = _ssh_dir(tmp_path, user)
+    results = _run_nodes(engine, the_plan, image_id, ssh_dir=ssh_dir, launcher_only=True)
+    assert results[0][0] == 0, results
+    # mpirun prints every rank's output, the remote ones' too, on node 0.
+    ranks = [json.loads(line) for line in results[0][1].splitlines() if line[:1] == "{"]
+    assert sorted(r["rank"] for r in ranks) == [0, 1, 2, 3], results
+    assert len({r["host"] for r in ranks}) == 2  # two containers, two ranks each
+    for r in ranks:
+        assert (r["size"], r["sum"], r["OMPI_COMM_WORLD_SIZE"]) == (4, 10, "4")
+        assert r["OMPI_COMM_WORLD_RANK"] == str(r["rank"])
+        assert r["OMPI_COMM_WORLD_LOCAL_RANK"] == str(r["rank"] % 2)
+        assert r["uid"] == int(user.partition(":")[0])
+        # Ranks started through ssh get the run's and the image's variables.
+        assert r["GREETING"] == "hello there" and r["ENVBUILD_RUN_ID"]
+        assert r["VIRTUAL_ENV"] == "/opt/venv" and r["python"].startswith("/usr/bin/python3")

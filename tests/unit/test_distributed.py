@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -187,7 +188,7 @@ def test_mpi_2x2(root: bool) -> None:
         "--mca",
         "plm_rsh_args",
         f"-p {SSH_PORT} -i {SSH_KEY} -o StrictHostKeyChecking=no "
-        "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+        "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectionAttempts=300",
         *(["--allow-run-as-root"] if root else []),
         "-x",
         "A",
@@ -195,10 +196,27 @@ def test_mpi_2x2(root: bool) -> None:
         "B",
         *ARGV,
     ]
-    assert worker.argv[:5] == ("/usr/sbin/sshd", "-D", "-e", "-p", str(SSH_PORT))
+    sshd = worker.argv[4:] if root else worker.argv
+    assert sshd[:5] == ("/usr/sbin/sshd", "-D", "-e", "-p", str(SSH_PORT))
     assert f"AuthorizedKeysFile={SSH_DIR}/authorized_keys" in worker.argv
     assert dict(launcher.environment) == {"ENVBUILD_NODE_RANK": "0"}
     assert dict(worker.environment) == {"ENVBUILD_NODE_RANK": "1"}
+    assert launcher.capabilities == ()
+
+
+def test_mpi_root_worker_makes_sshds_folder_and_gets_chroot_back() -> None:
+    # OpenSSH as root refuses to start without /run/sshd, and its
+    # pre-authentication child chroots there (reduced privileges drop SYS_CHROOT).
+    worker = node_plan(Mpi(2, 2), HOSTS, ARGV, 1, root=True)
+    assert worker.argv[:4] == ("sh", "-c", 'mkdir -p /run/sshd && exec "$@"', "envbuild-sshd")
+    assert worker.capabilities == ("SYS_CHROOT",)
+    user = node_plan(Mpi(2, 2), HOSTS, ARGV, 1, root=False)
+    assert user.argv[0] == "/usr/sbin/sshd" and user.capabilities == ()
+
+
+def test_mpi_launcher_retries_ssh_for_the_rendezvous_timeout() -> None:
+    launcher = node_plan(Mpi(2, 1, rendezvous_timeout=7.5), HOSTS, ARGV, 0, root=False)
+    assert "-o ConnectionAttempts=8" in launcher.argv[launcher.argv.index("plm_rsh_args") + 1]
 
 
 def test_mpi_under_an_operator_gets_no_host_list() -> None:
@@ -334,10 +352,41 @@ def test_node_specs_are_the_runs_container_per_node(src: Path) -> None:
 
 
 def test_mpi_node_specs_mount_the_runs_key_read_only(src: Path) -> None:
-    p = plan(RunConfig("image:x", "train.py", source_directory=src, distribution=Mpi(2, 2)))
+    config = RunConfig("image:x", "train.py", source_directory=src, distribution=Mpi(2, 2))
+    p = plan(dataclasses.replace(config, user="1000:1000"))
     with pytest.raises(ValueError, match="ssh key"):
         p.node_specs("sha256:i", "r1")
     specs = p.node_specs("sha256:i", "r1", ssh_dir="/tmp/key")
     for spec in specs:
         assert spec.mounts[-1] == BindMount("/tmp/key", SSH_DIR, read_only=True)
     assert specs[0].argv[0] == "mpirun" and specs[1].argv[0] == "/usr/sbin/sshd"
+
+
+@pytest.mark.parametrize("user", ["0:0", "1000:0"])
+def test_mpi_node_specs_give_a_root_sshd_its_capability_only(src: Path, user: str) -> None:
+    p = plan(
+        RunConfig("image:x", "train.py", source_directory=src, distribution=Mpi(2, 2), user=user)
+    )
+    launcher, worker = p.node_specs("sha256:i", "r1", ssh_dir="/tmp/key")
+    assert launcher.cap_drop == p.cap_drop and "SYS_CHROOT" in p.cap_drop
+    if user == "0:0":
+        assert worker.cap_drop == tuple(c for c in p.cap_drop if c != "SYS_CHROOT")
+    else:
+        assert worker.cap_drop == p.cap_drop
+
+
+def test_mpi_forwards_the_images_variables_to_every_rank(src: Path) -> None:
+    # A rank started through ssh gets sshd's environment: without -x PATH it
+    # would not find the venv's python, without PYTHONPATH not Debian's mpi4py.
+    from envbuild.settings import Settings
+
+    folder = Path(__file__).resolve().parents[2] / "curated" / "mpi-4.1-cpu"
+    config = RunConfig(folder, "train.py", source_directory=src, distribution=Mpi(2, 2), user="0:0")
+    p = plan(config, settings=Settings(home=src.parent / "home"))
+    launcher = p.nodes("r1")[0]
+    forwarded = {launcher.argv[i + 1] for i, a in enumerate(launcher.argv) if a == "-x"}
+    assert {"PATH", "VIRTUAL_ENV", "HOME", "PYTHONPATH", "ENVBUILD_RUN_ID"} <= forwarded
+    assert {"OMPI_MCA_btl_vader_single_copy_mechanism", "PYTHONUNBUFFERED"} <= forwarded
+    image = plan(RunConfig("image:x", "train.py", source_directory=src, distribution=Mpi(2, 2)))
+    assert "PATH" in image.forwarded_variables()
+    assert "VIRTUAL_ENV" not in image.forwarded_variables()  # unknown for an image:REF

@@ -195,7 +195,11 @@ def test_mpi_is_an_mpijob(src: Path, tmp_path: Path) -> None:
     assert worker["replicas"] == 2
     assert launcher["command"][:3] == ["mpirun", "-np", "4"] and "--host" not in launcher["command"]
     assert "--allow-run-as-root" in launcher["command"]
-    assert worker["template"]["spec"]["containers"][0]["command"][0] == "/usr/sbin/sshd"
+    container = worker["template"]["spec"]["containers"][0]
+    # As root: sshd's privilege separation folder first, and SYS_CHROOT for it.
+    assert container["command"][:2] == ["sh", "-c"] and "/usr/sbin/sshd" in container["command"]
+    assert "SYS_CHROOT" not in container["securityContext"]["capabilities"]["drop"]
+    assert "SYS_CHROOT" in launcher["securityContext"]["capabilities"]["drop"]
 
 
 @pytest.mark.parametrize(

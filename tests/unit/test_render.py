@@ -7,13 +7,14 @@ files it copies), executable bits included.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
 from envbuild.definition.model import load
-from envbuild.render.dockerfile import apt_packages, render
+from envbuild.render.dockerfile import apt_packages, image_variables, render
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "env.toml").is_file())
@@ -131,3 +132,26 @@ def test_extends_missing_parent(write_env) -> None:
         load(folder)
     text = info.value.render()
     assert "extends: the parent" in text and "no such environment definition" in text
+
+
+@pytest.mark.parametrize(
+    "python",
+    [
+        '[python]\nsource = "system"\n',
+        '[python]\nsource = "uv"\nversion = "3.12"\n',
+        '[python]\nsource = "conda"\nversion = "3.11"\n[conda]\nchannels = ["conda-forge"]\n',
+    ],
+    ids=["system", "uv", "conda"],
+)
+def test_image_variables_are_those_the_dockerfile_sets(write_env, python: str) -> None:
+    env = load(write_env(f'schema = 1\nname = "t"\n{python}[variables]\nA_B = "1"\n'))
+    dockerfile = render(env).dockerfile
+    # Every name an ENV instruction sets (first in its line or continuing one).
+    joined = re.sub(r"\\\n\s*", " ", dockerfile)
+    names = {
+        name
+        for line in joined.splitlines()
+        if line.startswith("ENV ")
+        for name in re.findall(r"(?:^ENV |\s)([A-Za-z_][A-Za-z0-9_]*)=", line)
+    }
+    assert sorted(image_variables(env)) == sorted(names)

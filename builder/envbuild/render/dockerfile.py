@@ -191,6 +191,15 @@ def labels(
     return tuple(sorted(items.items()))
 
 
+def image_variables(env: Environment) -> tuple[str, ...]:
+    """The names of the variables ``env``'s image sets: ``PATH``, the venv's or
+    conda prefix's variable and ``HOME`` (the templates' own ``ENV`` lines),
+    then those of ``[variables]``. An MPI launcher forwards them to the ranks it
+    starts through ssh, whose sessions get none of the image's environment."""
+    prefix = "CONDA_PREFIX" if env.python.source == "conda" else "VIRTUAL_ENV"
+    return ("PATH", prefix, "HOME", *(name for name, _ in env.variables))
+
+
 def prepare(
     env: Environment, locks: locking.Locks | None = None, drift: locking.Drift | None = None
 ) -> dict[str, Any]:

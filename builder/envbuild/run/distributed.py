@@ -27,9 +27,15 @@ MPI (:class:`~envbuild.run.config.Mpi`)
     Node 0 runs ``mpirun -np N*M --host HOST0:M,HOST1:M,...`` over ssh (port
     :data:`SSH_PORT`, the run's key under :data:`SSH_DIR`, TCP on
     :data:`MPI_INTERFACE`; ``--allow-run-as-root`` when the ranks run as root)
-    and forwards the run's variables with ``-x``; the other nodes run a
-    user-level ``sshd`` in the foreground. Open MPI sets ``OMPI_COMM_WORLD_*``
-    for each rank.
+    and forwards the run's and the image's variables with ``-x`` (a rank
+    started through ssh gets only sshd's environment otherwise: no venv on
+    PATH). ssh retries the connection once a second for the rendezvous
+    timeout, so the launcher may start before the workers' sshd listens. The
+    other nodes run ``sshd`` in the foreground: as the ranks' user, which
+    needs nothing when it is not root; as root, sshd needs its privilege
+    separation folder (``/run/sshd``, made first) and ``SYS_CHROOT``
+    (:data:`SSHD_ROOT_CAPABILITIES`, given back to that node only). Open MPI
+    sets ``OMPI_COMM_WORLD_*`` for each rank.
 TensorFlow (:class:`~envbuild.run.config.TensorFlow`)
     One task per node: workers first, then parameter servers. Each runs the
     script with ``TF_CONFIG`` = ``{"cluster": {"worker": [...], "ps": [...]},
@@ -41,6 +47,7 @@ TensorFlow (:class:`~envbuild.run.config.TensorFlow`)
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +66,10 @@ SSH_AUTHORIZED_KEYS = f"{SSH_DIR}/authorized_keys"
 MPI_INTERFACE = "eth0"  # the run network's interface in each container
 # Where the local executor mounts envbuild/run/rank.py (read-only) in a PyTorch node.
 RANK_SHIM = "/run/envbuild/rank.py"
+# What a root sshd needs that reduced privileges drop: its pre-authentication
+# child chroots into its privilege separation folder (OpenSSH 9: not optional).
+SSHD_ROOT_CAPABILITIES = ("SYS_CHROOT",)
+SSHD_PRIVSEP_DIR = "/run/sshd"
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,8 @@ class NodePlan:
     host: str
     argv: tuple[str, ...]
     environment: tuple[tuple[str, str], ...]
+    # Capabilities the node needs back from the reduced set (an MPI worker's root sshd).
+    capabilities: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """This node in ``--dry-run --json`` (values shown: envbuild computes them)."""
@@ -83,6 +96,7 @@ class NodePlan:
             "host": self.host,
             "argv": list(self.argv),
             "environment": dict(self.environment),
+            "capabilities": list(self.capabilities),
         }
 
 
@@ -241,7 +255,7 @@ def _mpi(
     per_node = distribution.processes_per_node
     environment = (("ENVBUILD_NODE_RANK", str(index)),)
     if index > 0:
-        sshd = (
+        sshd: tuple[str, ...] = (
             "/usr/sbin/sshd",
             "-D",
             "-e",
@@ -254,15 +268,22 @@ def _mpi(
             "-o",
             "UsePAM=no",
             "-o",
-            "StrictModes=no",  # the key is mounted read-only, owned by the caller
+            "StrictModes=no",  # the key folder is a read-only mount from the host
             "-o",
             "PidFile=/tmp/envbuild-sshd.pid",
         )
+        capabilities: tuple[str, ...] = ()
+        if root:
+            make = f'mkdir -p {SSHD_PRIVSEP_DIR} && exec "$@"'
+            sshd = ("sh", "-c", make, "envbuild-sshd", *sshd)
+            capabilities = SSHD_ROOT_CAPABILITIES
         host = hosts[index] if hosts is not None else f"worker-{index}"
-        return NodePlan(index, "worker", host, sshd, environment)
+        return NodePlan(index, "worker", host, sshd, environment, capabilities)
+    # ssh waits 1 s between attempts: together about the rendezvous timeout.
+    attempts = max(1, math.ceil(distribution.rendezvous_timeout))
     rsh = (
         f"-p {SSH_PORT} -i {SSH_KEY} -o StrictHostKeyChecking=no "
-        "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+        f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectionAttempts={attempts}"
     )
     command: list[str] = ["mpirun", "-np", str(distribution.nodes * per_node)]
     if hosts is not None:

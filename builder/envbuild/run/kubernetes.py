@@ -52,6 +52,7 @@ from envbuild.run.distributed import (
     MASTER_PORT,
     SSH_DIR,
     TF_PORT,
+    NodePlan,
     is_root,
     node_count,
     node_plan,
@@ -207,7 +208,9 @@ def _container(
     *,
     name: str = CONTAINER,
     gpus: bool = True,
+    keep: Sequence[str] = (),
 ) -> dict[str, Any]:
+    drop = [c for c in the_plan.cap_drop if c not in keep]
     container: dict[str, Any] = {
         "name": name,
         "image": image_ref,
@@ -228,7 +231,7 @@ def _container(
         ],
         "securityContext": {
             "allowPrivilegeEscalation": not the_plan.no_new_privileges,
-            **({"capabilities": {"drop": list(the_plan.cap_drop)}} if the_plan.cap_drop else {}),
+            **({"capabilities": {"drop": drop}} if drop else {}),
         },
     }
     if gpus:
@@ -325,16 +328,23 @@ def _indexed_job(
 def _mpijob(
     the_plan: RunPlan, distribution: Mpi, name: str, image_ref: str, volumes: Sequence[Volume]
 ) -> dict[str, Any]:
-    forward = sorted({key for key, _ in the_plan.variables} | {"ENVBUILD_RUN_ID"})
+    forward = the_plan.forwarded_variables()
     root = is_root(the_plan.user)
     script = tuple(literal(a) for a in the_plan.argv)
     launcher = node_plan(distribution, None, script, 0, root=root, forward=forward)
     worker = node_plan(distribution, None, script, 1, root=root)
 
-    def replica(role: str, count: int, argv: Sequence[str], gpus: bool) -> dict[str, Any]:
+    def replica(role: str, count: int, node: NodePlan, gpus: bool) -> dict[str, Any]:
         env = _variables(the_plan, name, {})
         container = _container(
-            the_plan, argv, image_ref, volumes, env, name=role.lower(), gpus=gpus
+            the_plan,
+            node.argv,
+            image_ref,
+            volumes,
+            env,
+            name=role.lower(),
+            gpus=gpus,
+            keep=node.capabilities,
         )
         return {
             "replicas": count,
@@ -358,8 +368,8 @@ def _mpijob(
             "mpiImplementation": "OpenMPI",
             "runPolicy": run_policy,
             "mpiReplicaSpecs": {
-                "Launcher": replica("Launcher", 1, launcher.argv, gpus=False),
-                "Worker": replica("Worker", distribution.nodes, worker.argv, gpus=True),
+                "Launcher": replica("Launcher", 1, launcher, gpus=False),
+                "Worker": replica("Worker", distribution.nodes, worker, gpus=True),
             },
         },
     }

@@ -24,6 +24,7 @@ from envbuild.errors import (
 )
 from envbuild.identity import NODE_LABEL
 from envbuild.process import OWNER_LABEL
+from envbuild.render.dockerfile import image_variables
 from envbuild.run.config import (
     _CONTAINER_NAME,
     _CONTROL,
@@ -186,15 +187,22 @@ class RunPlan:
         if distribution is None:
             return ()
         hosts = node_names(self.container_name(run_id), node_count(distribution))
-        forward = self.variable_names()
         return node_plans(
             distribution,
             hosts,
             self.argv,
             root=is_root(self.user),
-            forward=forward,
+            forward=self.forwarded_variables(),
             rank_shim=RANK_SHIM if isinstance(distribution, PyTorch) else None,
         )
+
+    def forwarded_variables(self) -> tuple[str, ...]:
+        """The variables an MPI launcher passes on to every rank (``mpirun -x``),
+        sorted: the run's (:meth:`variable_names`), and those the image sets
+        (:func:`~envbuild.render.dockerfile.image_variables`; for an
+        ``image:REF`` run, whose variables envbuild does not know, ``PATH``)."""
+        image = image_variables(self.resolved.env) if self.resolved else ("PATH",)
+        return tuple(sorted({*self.variable_names(), *image}))
 
     def node_specs(
         self, image_id: str, run_id: str, *, ssh_dir: str | None = None
@@ -205,7 +213,12 @@ class RunPlan:
         node's name, argv and added variables (:func:`node_plan`), on the
         run's network (named like the run), labelled with its node index.
         ``ssh_dir``, the host folder holding the run's ssh key, is mounted
-        read-only at :data:`~envbuild.run.distributed.SSH_DIR` (MPI needs it).
+        read-only at :data:`~envbuild.run.distributed.SSH_DIR` (MPI needs it):
+        ``id_rsa`` (the private key, also the workers' sshd host key) and
+        ``authorized_keys`` (its public key), owned by the user the ranks run
+        as, the private key mode 0600 (ssh and sshd refuse a key their own
+        user's group or others can read). A node that needs a capability back
+        (:attr:`NodePlan.capabilities`: an MPI worker's root sshd) gets it.
         A PyTorch node also gets envbuild's rank shim, read-only at
         :data:`~envbuild.run.distributed.RANK_SHIM`.
         """
@@ -227,6 +240,7 @@ class RunPlan:
                 name=node.host,
                 network=self.container_name(run_id),
                 mounts=mounts,
+                cap_drop=tuple(c for c in base.cap_drop if c not in node.capabilities),
             )
             for node in self.nodes(run_id)
         )
