@@ -13,9 +13,6 @@ absent, they skip and say so.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import threading
 import uuid
 from pathlib import Path
@@ -26,6 +23,7 @@ from envbuild.engine.docker import DockerEngine
 from envbuild.engine.protocols import STDOUT
 from envbuild.identity import RUN_LABEL
 from envbuild.run.config import Mpi, PyTorch, RunConfig, TensorFlow
+from envbuild.run.multi import ssh_key_folder
 from envbuild.run.planning import RunPlan, plan
 from envbuild.settings import load_settings
 
@@ -101,7 +99,7 @@ def _run_nodes(
     the_plan: RunPlan,
     image_id: str,
     *,
-    ssh_dir: Path | None = None,
+    ssh_dir: str | None = None,
     launcher_only: bool = False,
     deadline: float = 300,
 ) -> list[tuple[int, str]]:
@@ -115,11 +113,11 @@ def _run_nodes(
     label = f"{RUN_LABEL}={run_id}"
     outputs: list[list[bytes]] = []
     errors: list[bytes] = []
-    ssh = str(ssh_dir) if ssh_dir is not None else None
     try:
         engine.create_network(the_plan.container_name(run_id), {RUN_LABEL: run_id})
         ids = [
-            engine.create_container(s) for s in the_plan.node_specs(image_id, run_id, ssh_dir=ssh)
+            engine.create_container(s)
+            for s in the_plan.node_specs(image_id, run_id, ssh_dir=ssh_dir)
         ]
         readers = []
         for container_id in ids:
@@ -236,25 +234,6 @@ os.write(1, json.dumps({
 """
 
 
-def _ssh_dir(tmp_path: Path, user: str) -> Path:
-    """The run's key folder as node_specs expects it: owned by the ranks' user,
-    the private key readable by that user only."""
-    keygen = shutil.which("ssh-keygen")
-    if keygen is None:
-        pytest.skip("ssh-keygen is not installed here (Debian: openssh-client)")
-    uid, _, gid = user.partition(":")
-    if os.getuid() not in (0, int(uid)):
-        pytest.skip(f"cannot give the key to uid {uid} without root")
-    folder = tmp_path / "ssh"
-    folder.mkdir(mode=0o700)
-    key = folder / "id_rsa"
-    subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    (folder / "authorized_keys").write_bytes(key.with_suffix(".pub").read_bytes())
-    for path in (folder, *folder.iterdir()):
-        os.chown(path, int(uid), int(gid or uid))
-    return folder
-
-
 @pytest.mark.parametrize("user", ["0:0", "1000:0"], ids=["root", "user"])
 def test_mpi_two_nodes_two_processes_over_ssh(tmp_path: Path, user: str) -> None:
     engine = DockerEngine(load_settings().docker)
@@ -270,8 +249,8 @@ def test_mpi_two_nodes_two_processes_over_ssh(tmp_path: Path, user: str) -> None
         )
     )
     image_id = _image_id(engine, the_plan.image)
-    ssh_dir = _ssh_dir(tmp_path, user)
-    results = _run_nodes(engine, the_plan, image_id, ssh_dir=ssh_dir, launcher_only=True)
+    with ssh_key_folder(user) as ssh_dir:  # the local executor's key folder
+        results = _run_nodes(engine, the_plan, image_id, ssh_dir=ssh_dir, launcher_only=True)
     assert results[0][0] == 0, results
     # mpirun prints every rank's output, the remote ones' too, on node 0.
     ranks = [json.loads(line) for line in results[0][1].splitlines() if line[:1] == "{"]
