@@ -7,6 +7,8 @@ keeps it fast; the unit tests cover every format and field.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,3 +40,28 @@ def test_imported_v1_environment_builds_and_runs(
         "import os, sys, six; print(sys.version_info[:2], six.__version__, os.environ['MESSAGE'])",
     )
     assert out.strip() == '(3, 11) 1.16.0 Hello "from" Azure ML'
+
+
+def test_imported_runconfig_runs_with_its_script(eb: Envbuild, tmp_path: Path) -> None:  # noqa: F811
+    """The run.sh an imported .runconfig gets runs the project's script as Azure ML did."""
+    runconfig = ROOT / "tests" / "fixtures" / "azureml" / "tiny-project" / ".azureml"
+    folder = tmp_path / "hello"
+    eb("import", "azureml", str(runconfig / "hello.runconfig"), "-o", str(folder))
+    data = folder / "data" / "greetings"  # the placeholder the import's warning names
+    data.mkdir(parents=True)
+    (data / "greeting.txt").write_text("Hi there\n")
+    bin_dir = tmp_path / "bin"  # `envbuild` on PATH: this checkout's
+    bin_dir.mkdir()
+    (bin_dir / "envbuild").write_text(f'#!/bin/sh\nexec {sys.executable} -m envbuild "$@"\n')
+    (bin_dir / "envbuild").chmod(0o755)
+    env = {**eb.env, "PATH": f"{bin_dir}:{eb.env['PATH']}"}
+    proc = subprocess.run(
+        [str(folder / "run.sh")], capture_output=True, text=True, env=env, timeout=900, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = [line for line in proc.stdout.splitlines() if line.startswith("Hi there")]
+    assert said == ["Hi there / Hello from the environment / loud"] * 2
+    # the script's own Run.get_context().log landed in the run history (--azureml-context)
+    (latest, *_) = json.loads(eb("runs", "--json").stdout)
+    assert latest["metrics"] == {"times": 2}
+    assert latest["exit_code"] == 0

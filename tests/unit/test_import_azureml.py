@@ -378,6 +378,12 @@ def test_not_an_environment_file(tmp_path):
 def test_missing_path_is_not_taken_for_a_curated_name(tmp_path):
     with pytest.raises(UsageError, match="no such file"):
         import_source(str(tmp_path / "nope" / "env.yml"))
+    with pytest.raises(UsageError, match="no such file or folder, and not an Azure ML curated"):
+        import_source("my-env-folder")
+
+
+def test_an_unnamed_environment_is_named_imported():
+    assert from_v1_definition({"python": {}}).name == "imported"
 
 
 # --------------------------------------------------------------------------
@@ -434,6 +440,10 @@ SOURCES = [
     FIXTURES / "v2" / "env-image-conda.yml",
     FIXTURES / "v2" / "env-build.yml",
     FIXTURES / "v2" / "env-conda-packages.yml",
+    FIXTURES / "project" / ".azureml" / "train.runconfig",
+    FIXTURES / "project" / ".azureml" / "pytorch.runconfig",
+    FIXTURES / "project" / ".azureml" / "tf.runconfig",
+    FIXTURES / "tiny-project" / ".azureml" / "hello.runconfig",
 ]
 
 

@@ -1070,7 +1070,15 @@ def _v1(
             conv.problem(shown, "", "is empty", "an Azure ML environment is a JSON object")
         conv.check()
         raise AssertionError("unreachable")
-    _v1_environment(conv, root, shown=shown, folder=folder, conda=conda, dockerfile=dockerfile)
+    _v1_environment(
+        conv,
+        root,
+        shown=shown,
+        folder=folder,
+        conda=conda,
+        dockerfile=dockerfile,
+        fallback_name="imported" if kind == "v1-definition" else None,
+    )
     conv.check()
     target = into if into is not None else Path(conv.top["name"])
     return conv.result(kind, source, target)
@@ -2118,7 +2126,15 @@ def import_source(
         or source.endswith((".yml", ".yaml", ".json"))
     ):
         raise UsageError(f"{source}: no such file or folder")
-    return from_curated_name(source, catalog=catalog, into=into)
+    try:
+        return from_curated_name(source, catalog=catalog, into=into)
+    except UsageError as exc:
+        if exc.hint and "did you mean" in exc.hint:
+            raise
+        raise UsageError(
+            f"{source}: no such file or folder, and not an Azure ML curated environment",
+            hint=exc.hint,
+        ) from None
 
 
 def _import_file(
