@@ -79,6 +79,7 @@ class NodeEngine(FakeRunEngine):
     halt: dict[str, threading.Event] = field(default_factory=dict)
     events: list[str] = field(default_factory=list)
     on_frames: Callable[[int], None] | None = None
+    ignore_stop: bool = False  # a stop is recorded, but only a kill ends a node
 
     def index(self, cid: str) -> int:
         return int(self.specs[cid].labels[NODE_LABEL])
@@ -123,7 +124,8 @@ class NodeEngine(FakeRunEngine):
         self._event(f"stop {self.index(container_id)}")
         with self._lock:
             self.stopped.append(container_id)
-        self.halt[container_id].set()
+        if not self.ignore_stop:
+            self.halt[container_id].set()
 
     def kill_container(self, container_id: str, signal: str = "SIGKILL") -> None:
         self._event(f"kill {self.index(container_id)}")
@@ -412,3 +414,23 @@ def test_only_the_shims_stderr_line_reports_a_rank(settings: Settings, src: Path
     assert (result.exit_code, result.status) == (0, "exited")
     assert captured.text() == "[node 0] envbuild: rank 1 exited 3\n"
     assert result.nodes[0]["ranks"] == {}
+
+
+def test_a_second_sigterm_kills_every_node(settings: Settings, src: Path) -> None:
+    engine = NodeEngine(nodes={0: Node(serve=True), 1: Node(serve=True)}, ignore_stop=True)
+
+    def terminate(index: int) -> None:
+        if index == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while not {"stop 0", "stop 1"} <= set(engine.events):
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    engine.on_frames = terminate
+    result, _ = go(engine, settings, src, PyTorch(2, 1))
+    assert (result.exit_code, result.status) == (143, "interrupted")
+    assert {"kill 0", "kill 1"} <= set(engine.events)
+    assert [n["exit_code"] for n in result.nodes] == [137, 137]
+    assert_nothing_left(engine, result)
