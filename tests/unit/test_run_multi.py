@@ -334,6 +334,11 @@ def test_mpi_launcher_starts_once_every_sshd_listens(settings: Settings, src: Pa
     assert captured.text() == "[node 0] sum 6\n"
     assert folders and not any(os.path.exists(f) for f in folders)  # the key is gone
     assert_nothing_left(engine, result)
+    history_files = list(settings.home.glob("runs.db*"))
+    assert history_files
+    for path in history_files:  # nor ever in the history
+        assert b"PRIVATE KEY" not in path.read_bytes()
+        assert folders[0].encode() not in path.read_bytes()
 
 
 def test_an_mpi_worker_that_never_listens_fails_the_rendezvous(
