@@ -257,3 +257,60 @@ def test_an_image_built_on_a_drifted_base_is_never_pushed(tmp_path: Path) -> Non
     with pytest.raises(LockError, match="is not pushed: the base debian:bookworm-slim drifted"):
         travel.push(drifted, remote=_remote(engine), engine=engine, log=lambda line: None)
     assert engine.registry == {}
+
+
+def _drive(monkeypatch: pytest.MonkeyPatch, fake: FakeEngine) -> None:
+    """The real engine class and registry client, answering from ``fake``."""
+    from envbuild.engine.docker import DockerEngine
+    from envbuild.engine.registry import RegistryClient
+
+    for method in ("inspect_image", "tag", "pull_image", "push_image", "remove_image", "build"):
+        monkeypatch.setattr(DockerEngine, method, lambda self, *a, _m=method: getattr(fake, _m)(*a))
+    monkeypatch.setattr(
+        RegistryClient, "manifest_digest", lambda self, name, ref: fake.manifest_digest(name, ref)
+    )
+
+
+def test_a_registry_hit_answers_without_click_like_the_full_command_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from envbuild.cli.launcher import cached_build
+    from envbuild.cli.main import main
+
+    engine, remote, resolved = _built()  # the memo knows the hash now
+    travel.push(resolved, remote=remote, engine=engine, log=lambda line: None)
+    pushed_id = engine.images[resolved.hash_tag].id
+    argv = ["build", str(HELLO), "--registry", REGISTRY, "--json", "-q"]
+
+    def machine() -> FakeEngine:  # another engine: the base, and the same registry
+        fresh = FakeEngine(registry=dict(engine.registry))
+        _drive(monkeypatch, fresh)
+        return fresh
+
+    fast_engine = machine()
+    assert cached_build(argv) == 0
+    fast = json.loads(capsys.readouterr().out)
+    kinds = [kind for kind, _ in fast_engine.calls]
+    assert "build" not in kinds and kinds.count("head") == 1 and kinds.count("pull") == 1
+    assert fast_engine.calls[-1] == ("tag", resolved.hash_tag)  # the hash tag last
+    machine()
+    assert main(argv) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert fast.pop("seconds") < 1 and full.pop("seconds") < 1
+    assert fast == full
+    assert (fast["tier"], fast["id"], fast["hash"]) == ("registry", pushed_id, resolved.hash)
+
+    # A registry that lacks the image: the full command line (which builds).
+    empty = FakeEngine()
+    _drive(monkeypatch, empty)
+    assert cached_build(argv) is None
+    assert not [kind for kind, _ in empty.calls if kind in ("pull", "tag", "build")]
+
+    # A tampered image: refused as the full path refuses it (exit 6), nothing tagged.
+    for ref, (digest, info) in list(engine.registry.items()):
+        engine.registry[ref] = (digest, info._replace(labels={HASH_LABEL: "0" * 64}))
+    tampered = machine()
+    assert cached_build(argv) == 6
+    assert "refused" in capsys.readouterr().err
+    assert resolved.hash_tag not in tampered.images
+    assert resolved.version_tag not in tampered.images

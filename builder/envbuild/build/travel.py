@@ -332,10 +332,34 @@ def fetch(
 ) -> BuildResult | None:
     """The image of ``resolved`` from the registry (pulled by digest and verified), or
     ``None`` when the registry does not hold its hash tag."""
+    return fetch_image(
+        remote,
+        engine,
+        name=resolved.env.name,
+        digest_hex=resolved.hash,
+        tags=(resolved.hash_tag, resolved.version_tag),
+        log=log,
+        started=started,
+    )
+
+
+def fetch_image(
+    remote: Remote,
+    engine: Engine,
+    *,
+    name: str,
+    digest_hex: str,
+    tags: tuple[str, str],
+    log: Log,
+    started: float,
+) -> BuildResult | None:
+    """:func:`fetch` from what identifies the image alone: the environment's ``name``, its
+    full hash and its local ``(hash tag, version tag)`` (the console script's fast path
+    knows these from the memo, without loading the definition)."""
     from envbuild.build.result import BuildResult
 
-    name = resolved.env.name
-    digest = remote.client.manifest_digest(name, resolved.hash[:12])
+    hash_tag, version_tag = tags
+    digest = remote.client.manifest_digest(name, digest_hex[:12])
     if digest is None:
         return None
     ref = remote.digest_ref(name, digest)
@@ -344,25 +368,25 @@ def fetch(
     info = engine.inspect_image(ref)
     if info is None:
         raise RegistryError(f"the pull of {ref} reported success, but the engine has no such image")
-    if not identity.is_hit(info, resolved.hash):
+    if not identity.is_hit(info, digest_hex):
         found = info.labels.get(identity.HASH_LABEL)
         with contextlib.suppress(Exception):
             engine.remove_image(ref)
         raise RegistryError(
-            f"refused {remote.ref(name, resolved.hash[:12])} ({digest}): its "
-            f"{identity.HASH_LABEL} label is {found or 'missing'}, not {resolved.hash}",
+            f"refused {remote.ref(name, digest_hex[:12])} ({digest}): its "
+            f"{identity.HASH_LABEL} label is {found or 'missing'}, not {digest_hex}",
             hint="the registry's image is not the one this definition builds; nothing was "
             "tagged. Remove that tag from the registry, or build without --registry",
         )
-    engine.tag(info.id, resolved.version_tag)
-    engine.tag(info.id, resolved.hash_tag)  # last: its presence means "complete"
+    engine.tag(info.id, version_tag)
+    engine.tag(info.id, hash_tag)  # last: its presence means "complete"
     return BuildResult(
-        resolved.hash_tag,
-        resolved.hash,
+        hash_tag,
+        digest_hex,
         True,
         info.id,
         time.monotonic() - started,
-        (resolved.hash_tag, resolved.version_tag),
+        (hash_tag, version_tag),
         tier="registry",
         digest=digest,
     )

@@ -3,12 +3,14 @@
 ``envbuild build ENV`` on an image that already exists is the command a job
 runner calls before every run, and its whole cost is interpreter start plus
 imports: click alone costs about as much as the single engine call the answer
-needs. So a plain ``build ENV [--json] [-q]`` first tries to answer from the
-cache without importing click, and ``build --all DIR [--json] [-q]`` (a
-registry's CI on an unchanged catalog) likewise when every environment is a
-hit; anything else (another command, another option, a cache miss, any
-error) goes to the full command line in :mod:`envbuild.cli.main`, which does
-the work and reports errors as usual.
+needs. So a plain ``build ENV [--registry R] [--json] [-q]`` first tries to
+answer from the cache without importing click, then (with a registry, named
+or set) from the registry tier as the full path would (pull by digest, hash
+label verified); ``build --all DIR [--json] [-q]`` (a registry's CI on an
+unchanged catalog) likewise when every environment is a hit; anything else
+(another command, another option, a miss, any error) goes to the full command
+line in :mod:`envbuild.cli.main`, which does the work and reports errors as
+usual.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # annotations only: the fast paths import lazily
+    from envbuild.build.result import BuildResult
     from envbuild.cache.memo import Memo
     from envbuild.engine.docker import DockerEngine
     from envbuild.engine.records import ImageInfo
@@ -40,6 +43,22 @@ def _parse_plain_build(argv: Sequence[str]) -> tuple[str, set[str]] | None:
         else:
             env = arg
     return (env, flags) if env else None
+
+
+def _take_registry(argv: Sequence[str]) -> tuple[list[str], str | None] | None:
+    """``argv`` without ``--registry R``, and ``R`` (``None`` when not given); ``None``
+    for a form the fast paths leave to the full command line (``--registry=R``, no R)."""
+    rest = list(argv)
+    if any(arg.startswith("--registry=") for arg in rest):
+        return None
+    if "--registry" not in rest:
+        return rest, None
+    at = rest.index("--registry")
+    if at + 1 >= len(rest) or rest[at + 1].startswith("-"):
+        return None
+    registry = rest[at + 1]
+    del rest[at : at + 2]
+    return rest, registry
 
 
 def _recall(env: str, settings: Settings, engine: DockerEngine) -> Memo | None:
@@ -69,10 +88,13 @@ def cached_build(argv: Sequence[str]) -> int | None:
     imported. A memo miss, an image that is not there, or anything odd goes
     to the full command line, which does the whole work.
     """
-    parsed = _parse_plain_build(argv)
-    if parsed is None:
+    taken = _take_registry(argv)
+    parsed = _parse_plain_build(taken[0]) if taken is not None else None
+    if taken is None or parsed is None:
         return None
     env, flags = parsed
+    from envbuild.errors import RegistryError  # light: the settings import it anyway
+
     try:
         import time
 
@@ -95,11 +117,21 @@ def cached_build(argv: Sequence[str]) -> int | None:
             version=found.version,
             digest=found.hash,
         )
-        if hit is None:
-            return None
-        result = BuildResult(
-            hit.image, found.hash, True, hit.id, time.monotonic() - started, hit.tags
-        )
+        if hit is not None:
+            result = BuildResult(
+                hit.image, found.hash, True, hit.id, time.monotonic() - started, hit.tags
+            )
+        else:
+            fetched = _from_registry(
+                found, taken[1], settings, engine, started, quiet="quiet" in flags
+            )
+            if fetched is None:
+                return None
+            result = fetched
+    except (RegistryError, KeyboardInterrupt) as exc:
+        from envbuild.cli.exits import report as report_error
+
+        return report_error(exc)
     except Exception:  # the full CLI redoes this and reports the error properly
         return None
     report(result, as_json="json" in flags, quiet="quiet" in flags)
@@ -215,18 +247,58 @@ def cached_catalog(argv: Sequence[str]) -> int | None:
     return 0
 
 
+def _from_registry(
+    found: Memo,
+    registry: str | None,
+    settings: Settings,
+    engine: DockerEngine,
+    started: float,
+    *,
+    quiet: bool,
+) -> BuildResult | None:
+    """The registry tier of ``build`` for an image the memo names and the engine lacks:
+    :func:`envbuild.build.travel.fetch_image`, as the full path calls it, under the same
+    per-hash build lock. ``None`` leaves it to the full command line: no registry, a
+    private CA, a build of this hash in progress, or a registry without the image (which
+    the full path then builds)."""
+    registry = registry or settings.registry
+    if not registry or settings.registry_ca:
+        return None
+    import fcntl
+
+    from envbuild import identity
+    from envbuild.build import travel
+    from envbuild.engine.registry import registry_from
+
+    remote = travel.Remote.open(registry_from(registry))
+    settings.locks_dir.mkdir(parents=True, exist_ok=True)
+    with (settings.locks_dir / f"{found.hash}.lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another envbuild builds it: the full path waits for it
+            return None
+        return travel.fetch_image(  # its RegistryError is the full path's: reported as is
+            remote,
+            engine,
+            name=found.name,
+            digest_hex=found.hash,
+            tags=(
+                identity.hash_tag(settings.prefix, found.name, found.hash),
+                identity.version_tag(settings.prefix, found.name, found.version),
+            ),
+            log=(lambda line: None) if quiet else (lambda line: print(line, file=sys.stderr)),
+            started=started,
+        )
+
+
 def _parse_plain_push(argv: Sequence[str]) -> tuple[str, str | None, set[str]] | None:
     """``(ENV, registry, flags)`` for ``push ENV [--registry R] [--json] [-q]``, else ``None``."""
     if len(argv) < 2 or argv[0] != "push":
         return None
-    rest = list(argv[1:])
-    registry: str | None = None
-    if "--registry" in rest:
-        at = rest.index("--registry")
-        if at + 1 >= len(rest):
-            return None
-        registry = rest[at + 1]
-        del rest[at : at + 2]
+    taken = _take_registry(argv[1:])
+    if taken is None:
+        return None
+    rest, registry = taken
     parsed = _parse_plain_build(["build", *rest])
     return (parsed[0], registry, parsed[1]) if parsed else None
 
