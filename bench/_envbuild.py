@@ -78,3 +78,26 @@ def untag_all(docker: str, repository: str) -> None:
     left = tags_of(docker, repository)
     if left:
         raise RuntimeError(f"still tagged after removal: {left}")
+
+
+def noop_builds_script(docker: str, envbuild: str, folders: list[Path], out: Path, tag: str) -> str:
+    """A shell command running docker's own no-op build of each of ``folders``, in turn.
+
+    Each environment's context is rendered into ``out`` (``envbuild render -o``) and built
+    with ``DOCKER_BUILDKIT=1 docker build -q`` and the CA secret envbuild's builds get,
+    tagged ``tag:<folder name>`` so the caller can remove what it made (``untag_all``).
+    With every layer cached, this is what a CI that uses plain docker pays per change.
+    """
+    contexts = []
+    for folder in folders:
+        ctx = out / folder.name
+        run = run_quiet([envbuild, "render", str(folder), "-o", str(ctx)], cwd=ROOT)
+        if run.returncode != 0:
+            raise SystemExit(run.stderr)
+        contexts.append(ctx)
+    secret = f"id=envbuild-ca,src={ca_bundle()}"
+    return " && ".join(
+        f"DOCKER_BUILDKIT=1 {docker} build -q --secret {secret} -t {tag}:{ctx.name} "
+        f"{ctx} >/dev/null"
+        for ctx in contexts
+    )
