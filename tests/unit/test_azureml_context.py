@@ -28,6 +28,8 @@ from azureml.core.run import Run as Same
 assert Run is Same
 run = Run.get_context()
 assert Run.get_context() is run
+from azureml.core.run import _OfflineRun
+assert not isinstance(run, _OfflineRun)  # tracked: its metrics reach envbuild
 run.log("loss", 0.5)
 run.log("loss", 0.4)
 run.log("once", 7)
@@ -172,12 +174,13 @@ def test_without_envbuild_it_logs_in_memory(tmp_path: Path) -> None:
     done = run_in(
         sys.executable,
         "from azureml.core import Run\nr = Run.get_context()\nr.log('a', 1)\n"
-        "print(r.id.startswith('OfflineRun_'), r.get_metrics())",
+        "from azureml.core.run import _OfflineRun\n"
+        "print(r.id.startswith('OfflineRun_'), isinstance(r, _OfflineRun), r.get_metrics())",
         tmp_path,
         ENVBUILD_METRICS_FILE="",
         ENVBUILD_RUN_ID="",
     )
-    assert done.stdout.strip() == "True {'a': 1}", done.stderr
+    assert done.stdout.strip() == "True True {'a': 1}", done.stderr
     assert not (tmp_path / "metrics.jsonl").exists()
 
 
@@ -206,6 +209,10 @@ Run.get_context().log("o", object())
         ("from azureml.core import Workspace", "azureml.core.Workspace is not available"),
         ("from azureml.core import Run\nRun.get_context().upload_file('a', 'b')", "./outputs"),
         ("from azureml.core import Run\nRun.get_context().log_image('a')", "./outputs"),
+        (
+            "from azureml.core import Run\nRun.get_context().experiment.workspace",
+            "Experiment.workspace",
+        ),
         ("from azureml.core import Run\nRun.get_context().log('', 1)", "metric or tag name"),
         ("from azureml.core import Run\nRun.get_context().log('x', 'a' * 2000000)", "./outputs"),
     ],

@@ -498,3 +498,44 @@ def test_the_reaper_keeps_what_a_killed_envbuilds_run_wrote(tmp_path: Path, src:
     got = History(home / "runs.db").get("r-dead")
     assert got.status == "lost" and got.metrics == {"loss": 1}
     assert kept_files("r-dead", load_settings()._replace(home=home)) == ["outputs/model.txt"]
+
+
+def test_the_runs_commands(
+    tmp_path: Path, settings: Settings, src: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from envbuild.cli.main import main
+
+    def write(snapshot: Path) -> None:
+        (snapshot / "outputs").mkdir()
+        (snapshot / "outputs" / "model.txt").write_text("weights")
+        (snapshot / "logs").mkdir()
+        (snapshot / "logs" / "x.log").write_text("log")
+
+    run_id = finished_run(tmp_path, settings, src, write)
+    History.at(settings).record_files(
+        run_id,
+        files_dir=settings.home / "runs" / run_id / "files",
+        metrics={"loss": [0.5, 0.4], "acc": 0.9},
+        tags={"model": "cnn"},
+    )
+    assert main(["runs", "show", run_id[:5], "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["metrics"] == {"loss": [0.5, 0.4], "acc": 0.9} and doc["tags"] == {"model": "cnn"}
+    assert doc["files"] == ["logs/x.log", "outputs/model.txt"]
+    assert main(["runs", "show", run_id]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert "metric       acc: 0.9" in text and "metric       loss: [0.5, 0.4]" in text
+    assert "tag          model: cnn" in text and "file         outputs/model.txt" in text
+    assert main(["runs", "files", run_id]) == 0
+    assert capsys.readouterr().out.split() == ["logs/x.log", "outputs/model.txt"]
+    assert main(["runs", "files", run_id, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["files"] == ["logs/x.log", "outputs/model.txt"]
+    target = tmp_path / "got" / "m.txt"
+    assert main(["runs", "download", run_id, "outputs/model.txt", "-o", str(target)]) == 0
+    assert target.read_text() == "weights"
+    capsys.readouterr()
+    assert main(["runs", "download", run_id, "--prefix", "logs/", "-o", str(tmp_path / "all")]) == 0
+    assert (tmp_path / "all" / "logs" / "x.log").read_text() == "log"
+    assert not (tmp_path / "all" / "outputs").exists()
+    assert main(["runs", "download", run_id, "../secret"]) == 2
+    assert "kept no file '../secret'" in capsys.readouterr().err

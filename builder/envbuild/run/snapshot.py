@@ -39,6 +39,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from envbuild import files as safe_files
 from envbuild.errors import RunConfigError
@@ -178,6 +179,24 @@ class Ignore:
         return cls(()), None
 
 
+def _copy_data(source: BinaryIO, target: BinaryIO) -> None:
+    """All of ``source`` into ``target``: in the kernel where it can (``copy_file_range``:
+    no pass through user space, a reflink on filesystems that have them), else by chunks."""
+    copy_range = getattr(os, "copy_file_range", None)
+    if copy_range is not None:
+        try:
+            while copy_range(source.fileno(), target.fileno(), _CHUNK * 64):
+                pass
+            return
+        except OSError as exc:  # across filesystems on old kernels, or not supported there
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            source.seek(0)
+            target.seek(0)
+            target.truncate()
+    shutil.copyfileobj(source, target, _CHUNK)
+
+
 class _Copier:
     def __init__(
         self,
@@ -285,10 +304,10 @@ class _Copier:
                 return
             self.count(info.st_size, name)
             with target.open("xb") as out:
-                shutil.copyfileobj(handle, out, _CHUNK)
-            target.chmod(stat.S_IMODE(info.st_mode) | 0o600)
-            with contextlib.suppress(OSError):
-                os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
+                _copy_data(handle, out)
+                os.fchmod(out.fileno(), stat.S_IMODE(info.st_mode) | 0o600)
+                with contextlib.suppress(OSError):
+                    os.utime(out.fileno(), ns=(info.st_atime_ns, info.st_mtime_ns))
 
 
 def copy_tree(

@@ -97,6 +97,11 @@ class _Experiment(object):
     def __repr__(self) -> str:
         return "Experiment(name={!r})".format(self.name)
 
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise AttributeError(str(unsupported("Experiment." + name)))
+
 
 class Run(object):
     """The run a script is part of. Use :meth:`get_context`; never construct it."""
@@ -124,8 +129,12 @@ class Run(object):
         """The run of this process (one per process, made on first use)."""
         with cls._lock:
             if cls._context is None or cls._context._pid != os.getpid():
-                run_id = os.environ.get(RUN_ID_VARIABLE) or "OfflineRun_{}".format(uuid.uuid4())
-                context = cls(run_id, os.environ.get(METRICS_FILE_VARIABLE) or None)
+                run_id = os.environ.get(RUN_ID_VARIABLE)
+                kind = Run if run_id else _OfflineRun
+                context = kind(
+                    run_id or "OfflineRun_{}".format(uuid.uuid4()),
+                    os.environ.get(METRICS_FILE_VARIABLE) or None,
+                )
                 context._pid = os.getpid()
                 cls._context = context
             return cls._context
@@ -268,3 +277,11 @@ class Run(object):
                 written += os.write(fd, line[written:])
         finally:
             os.close(fd)
+
+
+class _OfflineRun(Run):
+    """The run outside envbuild (and outside Azure ML): metrics stay in memory.
+
+    Scripts test ``isinstance(run, _OfflineRun)`` to tell a local try-out from
+    a tracked run; inside an envbuild run ``Run.get_context()`` is tracked.
+    """
