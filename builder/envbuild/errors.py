@@ -227,6 +227,22 @@ class RunError(EnvbuildError):
     """A run could not be started or supervised (not the script's own failure)."""
 
 
+class RunFailed(RunError):
+    """A run submitted through ``envbuild.azureml`` failed (``run.wait_for_completion()``).
+
+    Carries the run id, the script's exit code (``None`` when the script never
+    ran) and the run's status.
+    """
+
+    def __init__(
+        self, message: str, *, run_id: str, exit_code: int | None, status: str, hint: str | None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.run_id = run_id
+        self.script_exit_code = exit_code
+        self.status = status
+
+
 class RunConfigError(RunError):
     """A run's configuration is invalid (a bad option, mount, placeholder); nothing started."""
 

@@ -134,9 +134,9 @@ def kubernetes(
 
 
 def _default_name(the_plan: Any) -> str:
-    from envbuild.run.local import _new_run_id
+    from envbuild.run.local import new_run_id
 
-    return f"envbuild-{_new_run_id()}"
+    return f"envbuild-{new_run_id()}"
 
 
 def _image_digest(image: str) -> str:

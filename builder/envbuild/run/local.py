@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -245,10 +246,22 @@ def _check_gpu_driver(the_plan: RunPlan, cuda: str | None) -> None:
     require_driver(cuda, gpus=the_plan.config.gpus or "")
 
 
-def _new_run_id() -> str:
-    # 48 random bits; os.urandom rather than `secrets`, whose import (hmac,
-    # hashlib) costs more than a whole engine request.
+def new_run_id() -> str:
+    """A new run id: 12 hex digits (48 random bits)."""
+    # os.urandom rather than `secrets`, whose import (hmac, hashlib) costs more
+    # than a whole engine request.
     return os.urandom(6).hex()
+
+
+_RUN_ID = re.compile(r"[0-9a-f]{12}")
+
+
+def _check_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise RunConfigError(
+            f"run id {run_id!r}: expected 12 lowercase hex digits", hint="use new_run_id()"
+        )
+    return run_id
 
 
 def run(
@@ -259,6 +272,7 @@ def run(
     output: Output_ | None = None,
     log: Log | None = None,
     handle_signals: bool = True,
+    run_id: str | None = None,
 ) -> RunResult:
     """Run ``config`` in one container (a distributed run: one per node) and return when
     it is gone (a ``distribution`` goes to :func:`envbuild.run.multi.run_job`).
@@ -273,6 +287,8 @@ def run(
         handle_signals: take over SIGINT/SIGTERM/SIGHUP while the container
             exists (main thread only), so that they stop it instead of killing
             envbuild with the container left running.
+        run_id: the run's id, for a caller that names the run before it starts
+            (:func:`new_run_id`; default: a new one). Its resources carry it.
 
     Every resource is labelled ``io.envbuild.run=<run id>`` and removed before
     this returns or raises. The run is recorded in the history (see
@@ -321,6 +337,7 @@ def run(
         check_host_path(host, what=f"--output {name}", allow_dangerous=config.allow_dangerous_mount)
         outputs[name] = host
 
+    run_id = _check_run_id(run_id) if run_id is not None else new_run_id()
     if config.distribution is not None:  # one container per node: envbuild.run.multi
         from envbuild.run.multi import run_job
 
@@ -334,8 +351,8 @@ def run(
             output=output,
             log=log,
             handle_signals=handle_signals,
+            run_id=run_id,
         )
-    run_id = _new_run_id()
     prepared = None
     if the_plan.run_files is not None:  # a snapshot run: copy the source (envbuild.run.files)
         from envbuild.run.files import Prepared

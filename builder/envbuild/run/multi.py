@@ -84,11 +84,11 @@ from envbuild.run.local import (
     _Background,
     _download_tar,
     _Interrupted,
-    _new_run_id,
     _record_finish,
     _record_start,
     _RunLog,
     _Supervisor,
+    new_run_id,
 )
 from envbuild.run.planning import RunPlan
 from envbuild.run.reaper import reap
@@ -414,6 +414,7 @@ def run_job(
     output: Output_,
     log: Log,
     handle_signals: bool = True,
+    run_id: str | None = None,
 ) -> RunResult:
     """Run the distributed job ``the_plan`` describes on ``engine``; return when all is gone.
 
@@ -429,7 +430,7 @@ def run_job(
     """
     distribution = the_plan.config.distribution
     assert distribution is not None
-    run_id = _new_run_id()
+    run_id = run_id or new_run_id()
     prepared = None
     if the_plan.run_files is not None:  # one snapshot that every node mounts (envbuild.run.files)
         from envbuild.run.files import Prepared

@@ -1,0 +1,367 @@
+"""Azure ML's ``Experiment`` and ``Run``: a submitted run is an envbuild run in the background.
+
+``Experiment(workspace=ws, name="x").submit(src)`` translates ``src``
+(:func:`~envbuild.azureml.runconfig.to_run_config`) and checks it
+(:func:`envbuild.plan`) at once, so a bad configuration raises there, then
+returns a :class:`Run` while :func:`envbuild.run` runs it in a background
+thread, as Azure ML's ``submit`` returns while the job runs remotely.
+``run.wait_for_completion(show_output=True)`` joins it, streaming the
+build's and the script's output from the start; Ctrl-C while waiting stops
+the run's container (as ``envbuild run`` does) and raises
+``KeyboardInterrupt``. ``run.id`` is envbuild's run id from the start:
+``envbuild runs show ID`` shows the run.
+
+A run that is never waited for still runs to its end: the interpreter waits
+for it before it exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from envbuild.azureml._common import Shim, unsupported
+from envbuild.azureml.runconfig import ScriptRunConfig, to_run_config
+from envbuild.errors import EnvbuildError, RunFailed, UsageError
+
+if TYPE_CHECKING:
+    from envbuild.azureml.workspace import Workspace
+    from envbuild.run.config import RunConfig, RunResult
+
+# Azure ML's run states, as get_status() answers them.
+QUEUED, RUNNING, COMPLETED, FAILED, CANCELED = (
+    "Queued",
+    "Running",
+    "Completed",
+    "Failed",
+    "Canceled",
+)
+TERMINAL = (COMPLETED, FAILED, CANCELED)
+CANCEL_WAIT = 30.0  # seconds cancel() keeps stopping the run's containers while it has not ended
+
+
+class Experiment(Shim):
+    """An Azure ML experiment: a name that groups the runs submitted through it."""
+
+    def __init__(
+        self, workspace: Workspace, name: str, _skip_name_validation: bool = False, **kwargs: Any
+    ) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise UsageError(
+                f"Experiment name {name!r}: expected a name",
+                hint="Experiment(workspace=ws, name='my-experiment')",
+            )
+        self.workspace = workspace
+        self.name = name
+        self._runs: list[Run] = []
+
+    def __repr__(self) -> str:
+        return f"Experiment(name={self.name!r}, workspace={self.workspace.name!r})"
+
+    def submit(self, config: object, tags: Mapping[str, str] | None = None, **kwargs: Any) -> Run:
+        """Start ``config`` (a :class:`ScriptRunConfig`) and return its :class:`Run` at once."""
+        if not isinstance(config, ScriptRunConfig):
+            unsupported(
+                f"Experiment.submit({type(config).__name__})",
+                "a ScriptRunConfig (Estimators, HyperDrive, AutoML and pipelines have no "
+                "local equivalent)",
+            )
+        if kwargs:
+            unsupported(f"Experiment.submit options {sorted(kwargs)}", "ScriptRunConfig's own")
+        envbuild_config = to_run_config(config, self.workspace)
+        run = Run._start(self, envbuild_config, dict(tags or {}))
+        self._runs.append(run)
+        return run
+
+    def get_runs(self) -> list[Run]:
+        """The runs submitted through this experiment in this process, newest first."""
+        return list(reversed(self._runs))
+
+
+class Run(Shim):
+    """A submitted run (Azure ML's ``Run``/``ScriptRun``), or the script's offline context.
+
+    ``id`` is envbuild's run id. Inside a container, the script's own
+    ``azureml.core.Run.get_context()`` is envbuild's in-container module, not this class.
+    """
+
+    def __init__(
+        self,
+        experiment: Experiment | None,
+        run_id: str,
+        config: RunConfig | None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        self.experiment = experiment
+        self.id = run_id
+        self._config = config
+        self._tags: dict[str, str] = dict(tags or {})
+        self._cond = threading.Condition()
+        self._chunks: list[tuple[str, bytes]] = []
+        self._status = QUEUED
+        self._result: RunResult | None = None
+        self._error: BaseException | None = None
+        self._started_at: float | None = None
+        self._ended_at: float | None = None
+        self._thread: threading.Thread | None = None
+        self._cancelled = False
+
+    def __repr__(self) -> str:
+        name = self.experiment.name if self.experiment else None
+        return f"Run(experiment={name!r}, id={self.id!r}, status={self.get_status()!r})"
+
+    # -- starting -----------------------------------------------------------------
+
+    @classmethod
+    def _start(cls, experiment: Experiment, config: RunConfig, tags: Mapping[str, str]) -> Run:
+        from envbuild.run.local import new_run_id
+        from envbuild.run.planning import plan
+
+        workspace = experiment.workspace
+        plan(config, settings=workspace.settings, engine=workspace.engine)  # raises here, at once
+        run = cls(experiment, new_run_id(), config, tags)
+        run._thread = threading.Thread(target=run._work, name=f"envbuild-run-{run.id}")
+        run._thread.start()
+        return run
+
+    def _work(self) -> None:
+        from envbuild.run.local import run as envbuild_run
+
+        assert self.experiment is not None and self._config is not None
+        workspace = self.experiment.workspace
+        with self._cond:
+            self._status, self._started_at = RUNNING, time.time()
+            self._cond.notify_all()
+        result: RunResult | None = None
+        error: BaseException | None = None
+        try:
+            result = envbuild_run(
+                self._config,
+                settings=workspace.settings,
+                engine=workspace.engine,
+                output=self._output,
+                log=self._log,
+                handle_signals=False,
+                run_id=self.id,
+            )
+        except BaseException as exc:  # kept for wait_for_completion, never lost in the thread
+            error = exc
+        with self._cond:
+            self._result, self._error, self._ended_at = result, error, time.time()
+            if (result is not None and result.status == "interrupted") or self._cancelled:
+                self._status = CANCELED
+            elif result is not None and result.exit_code == 0:
+                self._status = COMPLETED
+            else:
+                self._status = FAILED
+            self._cond.notify_all()
+
+    def _output(self, stream: str, data: bytes) -> None:
+        with self._cond:
+            self._chunks.append((stream, data))
+            self._cond.notify_all()
+
+    def _log(self, line: str) -> None:
+        self._output("stderr", (line + "\n").encode("utf-8", "replace"))
+
+    # -- waiting ------------------------------------------------------------------
+
+    def wait_for_completion(
+        self,
+        show_output: bool = False,
+        wait_post_processing: bool = False,
+        raise_on_error: bool = True,
+    ) -> dict[str, Any]:
+        """Wait for the run's end and return :meth:`get_details`.
+
+        With ``show_output``, the run's output (its build, then the script) is
+        written to this process's stdout/stderr as it comes, from the start.
+        A run that did not complete raises :class:`RunFailed` (or the error
+        that kept it from running) unless ``raise_on_error`` is false.
+        """
+        shown = 0
+        try:
+            while True:
+                with self._cond:
+                    while len(self._chunks) == shown and self._status not in TERMINAL:
+                        self._cond.wait(timeout=0.5)
+                    chunks, shown = self._chunks[shown:], len(self._chunks)
+                    done = self._status in TERMINAL
+                if show_output:
+                    _write(chunks)
+                if done:
+                    break
+        except KeyboardInterrupt:
+            self.cancel()
+            if self._thread is not None:
+                self._thread.join(timeout=30)
+            raise
+        if self._thread is not None:
+            self._thread.join()
+        if raise_on_error:
+            self._raise_failure()
+        return self.get_details()
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            if isinstance(self._error, EnvbuildError | KeyboardInterrupt):
+                raise self._error
+            raise RunFailed(
+                f"run {self.id} failed: {self._error!r}",
+                run_id=self.id,
+                exit_code=None,
+                status=self._status,
+                hint="envbuild's own failure: see the traceback above",
+            ) from self._error
+        if self._status != COMPLETED:
+            result = self._result
+            code = result.exit_code if result is not None else None
+            raise RunFailed(
+                f"run {self.id} {self._status.lower()}: the script exited with code {code}",
+                run_id=self.id,
+                exit_code=code,
+                status=self._status,
+                hint=f"its output: envbuild runs logs {self.id}",
+            )
+
+    def cancel(self) -> None:
+        """Stop the run's container (gracefully, then killed after the stop timeout)."""
+        from envbuild.engine.docker import DockerEngine
+        from envbuild.run.config import RUN_LABEL
+
+        with self._cond:
+            if self._status in TERMINAL:
+                return
+            self._cancelled = True
+        assert self.experiment is not None and self._config is not None
+        workspace = self.experiment.workspace
+        engine = workspace.engine or DockerEngine(workspace.settings.docker)
+        # The container may not exist yet (the image is being built): look again
+        # for a while; the run ends once its container stops.
+        deadline = time.monotonic() + CANCEL_WAIT
+        while self.get_status() not in TERMINAL and time.monotonic() < deadline:
+            for container in engine.list_labelled(f"{RUN_LABEL}={self.id}").containers:
+                # A container gone already was removed by the run's own cleanup.
+                with contextlib.suppress(EnvbuildError):
+                    engine.stop_container(container, self._config.stop_timeout)
+            with self._cond:
+                self._cond.wait(timeout=0.2)
+
+    # -- what Azure ML's Run answers ----------------------------------------------
+
+    def get_status(self) -> str:
+        """``Queued``, ``Running``, ``Completed``, ``Failed`` or ``Canceled``."""
+        with self._cond:
+            return self._status
+
+    @property
+    def status(self) -> str:
+        """The same as :meth:`get_status`."""
+        return self.get_status()
+
+    def get_details(self) -> dict[str, Any]:
+        """The run's details, with Azure ML's keys and envbuild's own under ``envbuild``."""
+        from envbuild.run.history import utc_iso
+
+        config = self._config
+        result = self._result
+        details: dict[str, Any] = {
+            "runId": self.id,
+            "target": "local",
+            "status": self.get_status(),
+            "startTimeUtc": utc_iso(self._started_at) if self._started_at else None,
+            "endTimeUtc": utc_iso(self._ended_at) if self._ended_at else None,
+            "properties": dict(self._tags),
+            "runDefinition": {
+                "script": config.script if config else None,
+                "command": list(config.command) if config and config.command else None,
+                "arguments": list(config.arguments) if config else [],
+                "environment": str(config.environment) if config else None,
+                "environmentVariables": sorted(config.environment_variables) if config else [],
+                "inputs": {
+                    i.name: {"path": str(i.path), "mode": i.mode}
+                    for i in (config.inputs if config else ())
+                },
+                "nodeCount": _node_count(config),
+            },
+            "logFiles": {},
+            "envbuild": {
+                "exitCode": result.exit_code if result else None,
+                "status": result.status if result else None,
+                "image": result.image if result else None,
+                "duration": result.duration if result else None,
+            },
+        }
+        if result is not None and result.log_path is not None:
+            details["logFiles"]["azureml-logs/70_driver_log.txt"] = str(result.log_path)
+        if self._error is not None:
+            details["error"] = {"message": _describe(self._error)}
+        return details
+
+    def get_tags(self) -> dict[str, str]:
+        """The tags given to ``submit`` or :meth:`tag`."""
+        return dict(self._tags)
+
+    def tag(self, key: str, value: str | None = None) -> None:
+        """Tag the run (kept on this object)."""
+        self._tags[key] = "" if value is None else str(value)
+
+    def get_metrics(
+        self,
+        name: str | None = None,
+        recursive: bool = False,
+        run_type: str | None = None,
+        populate: bool = False,
+    ) -> dict[str, Any]:
+        """Unsupported until runs carry metrics."""
+        unsupported("Run.get_metrics", "print the values in the script: they are in the run's log")
+
+    def get_file_names(self) -> list[str]:
+        """Unsupported until runs keep their ./outputs."""
+        unsupported(
+            "Run.get_file_names",
+            "envbuild.RunConfig outputs (--output NAME=DIR): the files land in DIR",
+        )
+
+    @staticmethod
+    def get_context(allow_offline: bool = True, used_for_context_manager: bool = False) -> Any:
+        """Unsupported on the host; inside a run, the script's ``azureml.core`` answers."""
+        unsupported(
+            "Run.get_context() outside a run",
+            "call it in the training script: runs started by envbuild.azureml give the "
+            "script its own azureml.core",
+        )
+
+
+def _node_count(config: RunConfig | None) -> int:
+    from envbuild.run.config import TensorFlow
+
+    distribution = config.distribution if config is not None else None
+    if distribution is None:
+        return 1
+    if isinstance(distribution, TensorFlow):
+        return distribution.workers + distribution.parameter_servers
+    return distribution.nodes
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, EnvbuildError):
+        return error.render()
+    return f"{type(error).__name__}: {error}"
+
+
+def _write(chunks: list[tuple[str, bytes]]) -> None:
+    for stream, data in chunks:
+        target = sys.stderr if stream == "stderr" else sys.stdout
+        buffer = getattr(target, "buffer", None)
+        if buffer is not None:
+            target.flush()
+            buffer.write(data)
+            buffer.flush()
+        else:
+            target.write(data.decode("utf-8", "replace"))
+            target.flush()
