@@ -19,12 +19,11 @@ from envbuild.azureml import (
     Dataset,
     Environment,
     Experiment,
-    MpiConfiguration,
+    PyTorchConfiguration,
     ScriptRunConfig,
     Workspace,
 )
 from envbuild.azureml.curated import curated_folder
-from envbuild.errors import RunConfigError
 from envbuild.run.config import RUN_LABEL
 from envbuild.run.history import History
 
@@ -163,19 +162,43 @@ def test_the_curated_pytorch_environment(
     assert envbuild.build(folder, settings=ws.settings).cached
 
 
-def test_mpi_two_by_two_is_a_clear_error_until_local_distributed_runs(
-    ws: Workspace, tmp_path: Path, docker_cli: str
+def _curated_image_or_skip(ws: Workspace, docker_cli: str, folder: Path) -> None:
+    resolved = envbuild.resolve(folder, settings=ws.settings)
+    held = subprocess.run(
+        [docker_cli, "image", "inspect", resolved.hash_tag], capture_output=True, check=False
+    )
+    if held.returncode != 0:
+        pytest.skip(f"the engine does not hold {resolved.hash_tag} (build curated/ first)")
+
+
+def test_pytorch_two_nodes_two_processes_each(
+    ws: Workspace, tmp_path: Path, docker_cli: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    src_dir = _script(tmp_path / "src", "print('one process')\n")
-    distr_config = MpiConfiguration(node_count=2, process_count_per_node=2)
+    folder = curated_folder("AzureML-PyTorch-1.6-GPU")
+    assert folder is not None
+    _curated_image_or_skip(ws, docker_cli, folder)
+    src_dir = _script(
+        tmp_path / "src",
+        "import sys, torch, torch.distributed as dist\n"
+        "dist.init_process_group('gloo')\n"
+        "t = torch.tensor([dist.get_rank() + 1.0])\n"
+        "dist.all_reduce(t)\n"
+        # One write per line: two processes share a node's stdout.
+        "line = f'rank {dist.get_rank()} of {dist.get_world_size()} sum {t.item()}\\n'\n"
+        "sys.stdout.write(line)\n"
+        "sys.stdout.flush()\n",
+    )
     src = ScriptRunConfig(
         source_directory=str(src_dir),
         script="train.py",
-        environment=Environment("myenv"),
-        distributed_job_config=distr_config,
+        environment=Environment.get(workspace=ws, name="AzureML-PyTorch-1.6-GPU"),
+        distributed_job_config=PyTorchConfiguration(
+            communication_backend="Gloo", process_count=4, node_count=2
+        ),
     )
-    run = Experiment(ws, "mpi").submit(src)
-    with pytest.raises(RunConfigError, match="distributed"):
-        run.wait_for_completion(show_output=True)
-    assert run.get_status() == "Failed"
+    run = Experiment(ws, "pytorch-ddp").submit(src)
+    run.wait_for_completion(show_output=True)
+    out = capfd.readouterr().out
+    for rank in range(4):
+        assert f"rank {rank} of 4 sum 10.0" in out
     _nothing_left(docker_cli, run.id)

@@ -525,21 +525,24 @@ def test_a_bad_configuration_raises_at_submit(ws: Workspace, source: Path) -> No
         Experiment(ws, "exp").submit(object())
 
 
-def test_a_distributed_run_is_a_clear_error_never_a_single_process(source: Path) -> None:
-    engine = FakeRunEngine().with_image()
+def test_a_distributed_run_runs_one_container_per_node(source: Path) -> None:
+    from tests.unit.test_run_multi import NodeEngine
+
+    engine = NodeEngine().with_image()
     ws = Workspace(engine=engine)
     src = ScriptRunConfig(
         str(source),
         script="train.py",
         environment=_image_env(),
-        distributed_job_config=MpiConfiguration(node_count=2, process_count_per_node=2),
+        distributed_job_config=TensorflowConfiguration(worker_count=2, parameter_server_count=1),
     )
     run = Experiment(ws, "exp").submit(src)
-    with pytest.raises(RunConfigError, match="distributed"):
-        run.wait_for_completion()
-    assert run.get_status() == "Failed"
-    assert not engine.specs  # nothing ran
-    assert "distributed" in run.get_details()["error"]["message"]
+    details = run.wait_for_completion()
+    assert details["runDefinition"]["nodeCount"] == 3
+    specs = list(engine.specs.values())
+    assert len(specs) == 3  # never a single process
+    assert all(spec.labels["io.envbuild.run"] == run.id for spec in specs)
+    assert all("TF_CONFIG" in dict(spec.env) for spec in specs)
 
 
 def test_cancel_stops_the_container(source: Path) -> None:
