@@ -109,14 +109,16 @@ ARGV = ("python", "/workspace/train.py", "--lr", "0.1")
 
 
 @pytest.mark.parametrize(
-    ("launcher", "head"),
+    ("launcher", "head", "own_timeout"),
     [
-        ("torchrun", ["torchrun"]),
-        ("launch", ["python", "-m", "torch.distributed.launch"]),
+        # torchrun's static rendezvous takes the job's deadline as its join timeout
+        ("torchrun", ["torchrun"], ["--rdzv_conf=timeout=91"]),
+        ("launch", ["python", "-m", "torch.distributed.launch"], []),
     ],
 )
-def test_pytorch_2x2(launcher: str, head: list[str]) -> None:
-    plans = node_plans(PyTorch(2, 2, "gloo", launcher), HOSTS, ARGV, root=False)
+def test_pytorch_2x2(launcher: str, head: list[str], own_timeout: list[str]) -> None:
+    distribution = PyTorch(2, 2, "gloo", launcher, rendezvous_timeout=90.5)
+    plans = node_plans(distribution, HOSTS, ARGV, root=False)
     assert [p.role for p in plans] == ["master", "worker"]
     for i, p in enumerate(plans):
         assert p.host == HOSTS[i]
@@ -127,6 +129,7 @@ def test_pytorch_2x2(launcher: str, head: list[str]) -> None:
             f"--node_rank={i}",
             "--master_addr=envbuild-abc-0",
             "--master_port=29500",
+            *own_timeout,
             "/workspace/train.py",
             "--lr",
             "0.1",

@@ -13,7 +13,9 @@ PyTorch (:class:`~envbuild.run.config.PyTorch`)
     Every node runs torch's launcher, ``torchrun`` (torch >= 1.10) or
     ``python -m torch.distributed.launch`` (``launcher="launch"``, torch 1.6),
     with ``--nnodes N --nproc_per_node M --node_rank i --master_addr HOST0
-    --master_port 29500``. Each node's environment holds ``MASTER_ADDR``,
+    --master_port 29500`` (``torchrun`` also ``--rdzv_conf=timeout=T``, the
+    rendezvous timeout in whole seconds: its static rendezvous' own join
+    timeout; torch 1.6's launcher has none). Each node's environment holds ``MASTER_ADDR``,
     ``MASTER_PORT``, ``WORLD_SIZE`` (N*M), ``NODE_RANK``, ``LOCAL_WORLD_SIZE``
     (M) and ``ENVBUILD_TORCH_BACKEND``. The launcher sets ``RANK`` and
     ``LOCAL_RANK`` for each process it starts (and ``WORLD_SIZE``,
@@ -218,8 +220,11 @@ def _pytorch(
         launcher: tuple[str, ...] = ("python", "-m", "torch.distributed.launch")
         # torch 1.6's launch refuses --no_python without --use_env (no --local_rank then).
         no_python = ("--no_python", "--use_env")
+        own_timeout: tuple[str, ...] = ()  # it has none: the executor's deadline only
     else:
         launcher, no_python = ("torchrun",), ("--no-python",)
+        # The static rendezvous' join timeout (torch's default: 600 s), whole seconds.
+        own_timeout = (f"--rdzv_conf=timeout={math.ceil(distribution.rendezvous_timeout)}",)
     command = (
         *launcher,
         f"--nnodes={nodes}",
@@ -227,6 +232,7 @@ def _pytorch(
         f"--node_rank={index}",
         f"--master_addr={hosts[0]}",
         f"--master_port={MASTER_PORT}",
+        *own_timeout,
         *(() if python else no_python),
         *script,
     )
