@@ -27,6 +27,7 @@ from envbuild.errors import DefinitionError, UsageError
 from envbuild.importers import azureml
 from envbuild.importers.azureml import (
     MPI_PACKAGES,
+    MPI_VARIABLES,
     ImportResult,
     from_conda_spec,
     from_curated_name,
@@ -77,7 +78,7 @@ def test_v1_pip_only_becomes_python_and_pip_on_the_azure_ubuntu(tmp_path):
     assert "conda" not in doc
     assert doc["pip"] == {"packages": ["six==1.16.0"]}
     assert doc["system"]["packages"] == list(MPI_PACKAGES)
-    assert doc["variables"] == {"EXAMPLE_ENV_VAR": "EXAMPLE_VALUE"}
+    assert doc["variables"] == {"EXAMPLE_ENV_VAR": "EXAMPLE_VALUE", **MPI_VARIABLES}
     assert result.warnings == ()
     assert any("openmpi4.1.0-ubuntu20.04" in n.message for n in result.notes)
 
@@ -101,7 +102,11 @@ def test_v1_full_environment(tmp_path):
         "packages": ["torch==1.6.0", "torchvision==0.7.0"],
         "extra_index_urls": ["https://download.pytorch.org/whl/cu102"],
     }
-    assert doc["variables"] == {"MESSAGE": "Hello from Azure ML", "OMP_NUM_THREADS": "4"}
+    assert doc["variables"] == {
+        "MESSAGE": "Hello from Azure ML",
+        "OMP_NUM_THREADS": "4",
+        **MPI_VARIABLES,
+    }
     assert doc["run"] == {"shm_size": "8g"}
     # the registry address does not prefix an image that names its own registry;
     # Azure's 18.04 image becomes the oldest bootstrapped Ubuntu, with its CUDA
@@ -226,6 +231,14 @@ def test_azure_base_images(image, base, cuda, mpi):
     assert (packages == list(MPI_PACKAGES)) is mpi
     old = "18.04" in image or "16.04" in image or "intelmpi" in image
     assert bool(result.warnings) is old
+
+
+def test_mpi_is_what_the_curated_mpi_environment_has():
+    mpi = load(CATALOG / "mpi-4.1-cpu")
+    # its Debian mpi4py (and the PYTHONPATH that shows it to the venv) and its parent's
+    # ca-certificates apart
+    assert set(mpi.system_packages) - {"python3-mpi4py", "ca-certificates"} == set(MPI_PACKAGES)
+    assert set(MPI_VARIABLES.items()) <= set(mpi.variables)
 
 
 def test_bootstrapped_bases_are_the_ones_bases_builds():
@@ -558,7 +571,7 @@ def test_runconfig_becomes_an_environment_and_a_run(tmp_path, monkeypatch):
     assert doc["version"] == 4
     assert doc["python"] == {"version": "3.8", "source": "system"}  # conda file found in .azureml
     assert doc["pip"] == {"packages": ["numpy==1.24.4"]}
-    assert doc["variables"] == {"MESSAGE": "Hello from the environment"}
+    assert doc["variables"] == {"MESSAGE": "Hello from the environment", **MPI_VARIABLES}
     folder = tmp_path / "env"
     for name in ("mnist", "labels"):
         (folder / "data" / name).mkdir(parents=True)

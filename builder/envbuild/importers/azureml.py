@@ -59,6 +59,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -71,6 +72,7 @@ __all__ = [
     "AZURE_DEFAULT_CPU_IMAGE",
     "BASE_DOCKERFILE",
     "MPI_PACKAGES",
+    "MPI_VARIABLES",
     "V1_CONDA_FILE",
     "V1_DEFINITION_FILE",
     "Finding",
@@ -98,9 +100,17 @@ BASE_DOCKERFILE = "base.Dockerfile"
 RUN_SCRIPT = "run.sh"
 #: Azure ML SDK v1's default base image (``azureml.core.environment.DEFAULT_CPU_IMAGE``).
 AZURE_DEFAULT_CPU_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04"
-#: What Azure's ``openmpi`` images carried for MPI jobs, from the Ubuntu archive:
-#: mpirun and its libraries, and ssh, which ``envbuild run --distribution mpi`` uses.
-MPI_PACKAGES = ("openmpi-bin", "libopenmpi-dev", "openssh-client", "openssh-server")
+#: What Azure's ``openmpi`` images carried for MPI jobs, from the Ubuntu archive: mpirun
+#: and its libraries, and the ssh that ``envbuild run --distribution mpi`` uses between
+#: nodes (as ``curated/mpi-4.1-cpu``, less its Debian mpi4py; a unit test holds the two
+#: together).
+MPI_PACKAGES = ("openmpi-bin", "openssh-client", "openssh-server")
+#: The variables ``curated/mpi-4.1-cpu`` sets for Open MPI in a container (several
+#: ranks on one node copy through shared memory: cross-memory attach needs a capability
+#: a container lacks).
+MPI_VARIABLES: Mapping[str, str] = MappingProxyType(
+    {"OMPI_MCA_btl_vader_single_copy_mechanism": "none"}
+)
 #: Python a conda environment gets when its file names none (Azure ML's default).
 DEFAULT_CONDA_PYTHON = "3.8"
 
@@ -823,7 +833,12 @@ def _azure_base(conv: _Converter, file: str, path: str, image: str) -> str:
     carried = []
     if "openmpi" in lower:
         conv.add_system(MPI_PACKAGES)
-        carried.append("Open MPI and ssh from apt (" + ", ".join(MPI_PACKAGES) + ")")
+        for name, value in MPI_VARIABLES.items():
+            conv.variables.setdefault(name, value)
+        carried.append(
+            "Open MPI and ssh from apt (" + ", ".join(MPI_PACKAGES) + "; no compiler or MPI "
+            "headers: add build-essential and libopenmpi-dev to build mpi4py or horovod)"
+        )
     if "intelmpi" in lower:
         conv.warn(file, path, f"{image} carried Intel MPI, which envbuild does not install")
     cuda = re.search(r"cuda(\d{1,2}\.\d{1,2})", lower)
