@@ -265,3 +265,44 @@ def test_every_rank_of_a_distributed_run_logs_into_one_history(src: Path, home: 
     assert kept == ["rank-0.txt", "rank-1.txt", "rank-2.txt", "rank-3.txt"]
     assert (result.files_dir / "outputs" / "rank-3.txt").read_text() == result.run_id
     assert not (home / "runs" / result.run_id / "snapshot").exists()
+
+
+MPI_ENV = Path(__file__).resolve().parents[2] / "curated" / "mpi-4.1-cpu"
+
+MPI_RANKS = """\
+import os
+from azureml.core import Run
+from mpi4py import MPI
+rank = MPI.COMM_WORLD.Get_rank()
+run = Run.get_context()
+run.log("rank", rank)
+os.makedirs("outputs", exist_ok=True)
+with open("outputs/rank-{}.txt".format(rank), "w") as handle:
+    handle.write(run.id)
+"""
+
+
+def test_mpi_ranks_started_over_ssh_log_too(src: Path, home: Path) -> None:
+    from envbuild.run.config import Mpi
+    from envbuild.run.planning import plan
+
+    (src / "mpi_ranks.py").write_text(MPI_RANKS)
+    config = RunConfig(
+        MPI_ENV,
+        "mpi_ranks.py",
+        source_directory=src,
+        azureml_context=True,
+        distribution=Mpi(2, 2),
+        timeout=300,
+    )
+    if DockerEngine(load_settings().docker).inspect_image(plan(config).image) is None:
+        pytest.skip("curated/mpi-4.1-cpu is not built here")
+    chunks: list[bytes] = []
+    result = run(config, output=lambda stream, data: chunks.append(data), log=lambda line: None)
+    assert result.exit_code == 0, b"".join(chunks).decode(errors="replace")
+    # Ranks 2 and 3 run on node 1, started by node 0's mpirun through ssh: the
+    # context reaches them only through the launcher's forwarded variables.
+    assert sorted(result.metrics["rank"]) == [0, 1, 2, 3]
+    assert result.files_dir is not None
+    kept = sorted(p.name for p in (result.files_dir / "outputs").iterdir())
+    assert kept == ["rank-0.txt", "rank-1.txt", "rank-2.txt", "rank-3.txt"]

@@ -268,6 +268,22 @@ def test_the_azureml_context_implies_a_snapshot_and_keeps_pythonpath(
     assert "ENVBUILD_METRICS_FILE" in p.to_json()["variables"]
 
 
+def test_the_definitions_pythonpath_follows_the_context(
+    src: Path, settings: Settings, write_env: Callable[[str], Path], engine_holds_base: None
+) -> None:
+    env_dir = write_env(
+        'schema = 1\nname = "demo"\nversion = 1\n[variables]\nPYTHONPATH = "/opt/lib"\n'
+    )
+    p = plan(
+        RunConfig(
+            environment=env_dir, script="train.py", source_directory=src, azureml_context=True
+        ),
+        settings=settings,
+    )
+    env = dict(p.container_spec("sha256:x", "r4").env)
+    assert env["PYTHONPATH"] == f"{CONTEXT_TARGET}:/opt/lib"
+
+
 def test_distributed_nodes_inherit_the_context(src: Path, settings: Settings) -> None:
     from envbuild.run.config import PyTorch
 
