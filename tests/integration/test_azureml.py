@@ -9,7 +9,9 @@ holds (a cache hit: nothing is built), so the whole file takes seconds.
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,6 +80,48 @@ def test_message_reaches_the_script(
     assert run.get_status() == "Completed" and details["envbuild"]["exitCode"] == 0
     record = History.at(ws.settings).get(run.id)
     assert record.exit_code == 0 and "MESSAGE" in record.variables
+    _nothing_left(docker_cli, run.id)
+
+
+def test_metrics_and_outputs_of_the_script(
+    ws: Workspace, tmp_path: Path, docker_cli: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The training script unchanged: its own azureml.core logs into envbuild's history."""
+    src_dir = _script(
+        tmp_path / "src",
+        "import os\n"
+        "from azureml.core import Run\n"
+        "run = Run.get_context()\n"
+        "print('experiment', run.experiment.name)\n"
+        "for loss in (0.5, 0.25):\n"
+        "    run.log('loss', loss)\n"
+        "run.log('accuracy', 0.9)\n"
+        "run.tag('model', 'cnn')\n"
+        "os.makedirs('outputs', exist_ok=True)\n"
+        "open('outputs/model.txt', 'w').write('weights')\n"
+        "open('scratch.txt', 'w').write('not kept')\n",
+    )
+    src = ScriptRunConfig(
+        source_directory=str(src_dir), script="train.py", environment=Environment("myenv")
+    )
+    run = Experiment(workspace=ws, name="metrics").submit(src)
+    run.wait_for_completion(show_output=True)
+    assert "experiment metrics" in capfd.readouterr().out
+    assert run.get_metrics() == {"loss": [0.5, 0.25], "accuracy": 0.9}
+    assert run.get_tags()["model"] == "cnn"
+    assert run.get_file_names() == ["outputs/model.txt"]
+    run.download_file("outputs/model.txt", output_file_path=str(tmp_path / "model.txt"))
+    assert (tmp_path / "model.txt").read_text() == "weights"
+    assert sorted(p.name for p in src_dir.iterdir()) == ["train.py"]  # the source is untouched
+    record = History.at(ws.settings).get(run.id)
+    assert record.metrics == {"loss": [0.5, 0.25], "accuracy": 0.9}
+    shown = subprocess.run(
+        [sys.executable, "-m", "envbuild", "runs", "show", run.id, "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert json.loads(shown)["metrics"] == {"loss": [0.5, 0.25], "accuracy": 0.9}
     _nothing_left(docker_cli, run.id)
 
 

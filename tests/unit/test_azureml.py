@@ -6,6 +6,7 @@ engine runs the seed's samples in tests/integration/test_azureml.py.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ from envbuild.azureml import (
 from envbuild.azureml._common import forget_notices
 from envbuild.azureml.environment import resolve_environment
 from envbuild.definition.model import load
+from envbuild.engine.protocols import ContainerSpec
 from envbuild.errors import (
     RunConfigError,
     RunFailed,
@@ -502,6 +504,75 @@ def test_submit_returns_a_run_that_completes(
     from envbuild.run.history import History
 
     assert History.at(load_settings()).get(run.id).exit_code == 0
+
+
+def _script_that_logs(spec: ContainerSpec) -> list[tuple[int, bytes]]:
+    """What a script logging two losses, a tag and a model file leaves (the fake engine asks
+    twice: at attach and at start)."""
+    env = dict(spec.env)
+    metrics = env["ENVBUILD_METRICS_FILE"]
+    lines = [
+        {"v": 1, "kind": "log", "name": "loss", "value": 0.5, "time": 1.0, "rank": "0"},
+        {"v": 1, "kind": "log", "name": "loss", "value": 0.25, "time": 2.0, "rank": "0"},
+        {"v": 1, "kind": "tag", "name": "model", "value": "cnn", "time": 3.0, "rank": "0"},
+    ]
+    for mount in spec.mounts:
+        if metrics.startswith(mount.target + "/"):
+            host = Path(mount.source) / metrics[len(mount.target) + 1 :]
+            host.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        if mount.target == spec.workdir:  # the snapshot, writable
+            (Path(mount.source) / "outputs").mkdir(exist_ok=True)
+            (Path(mount.source) / "outputs" / "model.txt").write_text("weights")
+            (Path(mount.source) / "scratch.txt").write_text("not kept")
+    return [out(f"experiment {env.get('ENVBUILD_EXPERIMENT')}")]
+
+
+def test_metrics_files_and_tags_of_a_run(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = FakeRunEngine(answer=_script_that_logs).with_image()
+    ws = Workspace(engine=engine)
+    src = ScriptRunConfig(str(source), script="train.py", environment=_image_env())
+    assert src.to_envbuild(ws).azureml_context  # Azure ML's conventions for every run
+    run = Experiment(ws, "metrics-exp").submit(src, tags={"team": "a"})
+    with pytest.raises(UsageError, match="has not ended"):
+        run.get_file_names()
+    run.wait_for_completion()
+    assert run.get_metrics() == {"loss": [0.5, 0.25]}
+    assert run.get_metrics("loss") == {"loss": [0.5, 0.25]} and run.get_metrics("x") == {}
+    assert run.get_tags() == {"team": "a", "model": "cnn"}
+    assert run.get_file_names() == ["outputs/model.txt"]
+    monkeypatch.chdir(tmp_path)
+    run.download_file("outputs/model.txt")
+    assert (tmp_path / "model.txt").read_text() == "weights"
+    run.download_file("outputs/model.txt", output_file_path=str(tmp_path / "m" / "w.txt"))
+    assert (tmp_path / "m" / "w.txt").read_text() == "weights"
+    run.download_files(prefix="outputs", output_directory=str(tmp_path / "all"))
+    assert (tmp_path / "all" / "outputs" / "model.txt").read_text() == "weights"
+    run.download_files(prefix="outputs/", output_directory="flat", append_prefix=False)
+    assert (tmp_path / "flat" / "model.txt").read_text() == "weights"
+    assert source.joinpath("outputs").exists() is False  # the user's folder never changes
+    # The same run, read back from the history by id.
+    again = Run.get(ws, run.id)
+    assert again.get_status() == "Completed" and again.get_metrics() == run.get_metrics()
+    assert again.get_file_names() == ["outputs/model.txt"]
+    assert again.get_details()["envbuild"]["exitCode"] == 0
+    assert again.wait_for_completion()["runId"] == run.id
+
+
+def test_the_experiment_name_reaches_the_script(
+    source: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    engine = FakeRunEngine(answer=_script_that_logs).with_image()
+    run = Experiment(Workspace(engine=engine), "named").submit(
+        ScriptRunConfig(str(source), script="train.py", environment=_image_env())
+    )
+    run.wait_for_completion(show_output=True)
+    assert "experiment named" in capfd.readouterr().out
+    context = ROOT / "builder/envbuild/run/azureml_context/azureml/core/run.py"
+    from envbuild.azureml.experiment import EXPERIMENT_VARIABLE
+
+    assert f'EXPERIMENT_VARIABLE = "{EXPERIMENT_VARIABLE}"' in context.read_text()
 
 
 def test_a_failing_script_raises_on_wait(source: Path) -> None:

@@ -18,10 +18,13 @@ for it before it exits.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from envbuild.azureml._common import Shim, unsupported
@@ -31,6 +34,8 @@ from envbuild.errors import EnvbuildError, RunFailed, UsageError
 if TYPE_CHECKING:
     from envbuild.azureml.workspace import Workspace
     from envbuild.run.config import RunConfig, RunResult
+    from envbuild.run.history import RunRecord
+    from envbuild.settings import Settings
 
 # Azure ML's run states, as get_status() answers them.
 QUEUED, RUNNING, COMPLETED, FAILED, CANCELED = (
@@ -41,6 +46,18 @@ QUEUED, RUNNING, COMPLETED, FAILED, CANCELED = (
     "Canceled",
 )
 TERMINAL = (COMPLETED, FAILED, CANCELED)
+# The history's statuses as Azure ML's (an exit code other than 0 makes "exited" Failed).
+_STATUS = {
+    "running": RUNNING,
+    "exited": COMPLETED,
+    "interrupted": CANCELED,
+    "timed-out": FAILED,
+    "failed": FAILED,
+    "lost": FAILED,
+}
+# The experiment's name, for the script's run.experiment.name: the in-container
+# azureml.core (envbuild/run/azureml_context/azureml/core/run.py) reads it.
+EXPERIMENT_VARIABLE = "ENVBUILD_EXPERIMENT"
 CANCEL_WAIT = 30.0  # seconds cancel() keeps stopping the run's containers while it has not ended
 
 
@@ -73,6 +90,8 @@ class Experiment(Shim):
         if kwargs:
             unsupported(f"Experiment.submit options {sorted(kwargs)}", "ScriptRunConfig's own")
         envbuild_config = to_run_config(config, self.workspace)
+        variables = {**envbuild_config.environment_variables, EXPERIMENT_VARIABLE: self.name}
+        envbuild_config = dataclasses.replace(envbuild_config, environment_variables=variables)
         run = Run._start(self, envbuild_config, dict(tags or {}))
         self._runs.append(run)
         return run
@@ -109,6 +128,7 @@ class Run(Shim):
         self._ended_at: float | None = None
         self._thread: threading.Thread | None = None
         self._cancelled = False
+        self._record: RunRecord | None = None  # a past run (Run.get): the history's row
 
     def __repr__(self) -> str:
         name = self.experiment.name if self.experiment else None
@@ -183,6 +203,11 @@ class Run(Shim):
         A run that did not complete raises :class:`RunFailed` (or the error
         that kept it from running) unless ``raise_on_error`` is false.
         """
+        if self._thread is None and self.get_status() not in TERMINAL:
+            raise UsageError(
+                f"run {self.id} runs in another process: it cannot be waited for here",
+                hint=f"envbuild runs show {self.id}",
+            )
         shown = 0
         try:
             while True:
@@ -296,15 +321,34 @@ class Run(Shim):
                 "duration": result.duration if result else None,
             },
         }
-        if result is not None and result.log_path is not None:
-            details["logFiles"]["azureml-logs/70_driver_log.txt"] = str(result.log_path)
+        record = self._record
+        if record is not None:  # a past run: what the history holds
+            details["startTimeUtc"] = record.started_at
+            details["endTimeUtc"] = record.finished_at
+            details["runDefinition"].update(
+                script=record.script,
+                arguments=list(record.arguments),
+                environment=record.env_name or record.image,
+                environmentVariables=list(record.variables),
+            )
+            details["envbuild"].update(
+                exitCode=record.exit_code,
+                status=record.status,
+                image=record.image,
+                duration=record.duration,
+            )
+        log_path = result.log_path if result is not None else None
+        if record is not None and record.log_path:
+            log_path = Path(record.log_path)
+        if log_path is not None:
+            details["logFiles"]["azureml-logs/70_driver_log.txt"] = str(log_path)
         if self._error is not None:
             details["error"] = {"message": _describe(self._error)}
         return details
 
     def get_tags(self) -> dict[str, str]:
-        """The tags given to ``submit`` or :meth:`tag`."""
-        return dict(self._tags)
+        """The tags given to ``submit`` or :meth:`tag`, and those the script set (``run.tag``)."""
+        return {**self._tags, **self._finished_field("tags")}
 
     def tag(self, key: str, value: str | None = None) -> None:
         """Tag the run (kept on this object)."""
@@ -317,15 +361,87 @@ class Run(Shim):
         run_type: str | None = None,
         populate: bool = False,
     ) -> dict[str, Any]:
-        """Unsupported until runs carry metrics."""
-        unsupported("Run.get_metrics", "print the values in the script: they are in the run's log")
+        """What the script logged: ``name -> value``, or the list of values of a name
+        logged several times (``run.log``), read when the run has ended."""
+        metrics = self._finished_field("metrics")
+        if name is not None:
+            return {name: metrics[name]} if name in metrics else {}
+        return metrics
+
+    def _finished_field(self, key: str) -> dict[str, Any]:
+        """``metrics`` or ``tags`` of the ended run (the history's, for :meth:`get`)."""
+        if self._result is not None:
+            return dict(getattr(self._result, key))
+        if self._record is not None:
+            return dict(getattr(self._record, key))
+        return {}
 
     def get_file_names(self) -> list[str]:
-        """Unsupported until runs keep their ./outputs."""
-        unsupported(
-            "Run.get_file_names",
-            "envbuild.RunConfig outputs (--output NAME=DIR): the files land in DIR",
-        )
+        """The files the script wrote under ``./outputs`` and ``./logs`` (``outputs/model.pt``)."""
+        from envbuild.run.files import kept_files
+
+        self._require_end("get_file_names")
+        return kept_files(self.id, self._settings)
+
+    def download_file(
+        self,
+        name: str,
+        output_file_path: str | os.PathLike[str] | None = None,
+        _validate_checksum: bool = False,
+    ) -> None:
+        """Copy the kept file ``name`` to ``output_file_path`` (default: its base name here)."""
+        from envbuild.run.files import fetch
+
+        self._require_end("download_file")
+        target = Path(output_file_path) if output_file_path is not None else Path(Path(name).name)
+        fetch(self.id, name, target, self._settings)
+
+    def download_files(
+        self,
+        prefix: str | None = None,
+        output_directory: str | os.PathLike[str] | None = None,
+        output_paths: Sequence[str] | None = None,
+        batch_size: int = 100,
+        append_prefix: bool = True,
+        timeout_seconds: int | None = None,
+    ) -> None:
+        """Copy the kept files whose names start with ``prefix`` under ``output_directory``
+        (default: here), keeping their paths (without ``prefix`` unless ``append_prefix``)."""
+        from envbuild.run.files import fetch, kept_files
+
+        self._require_end("download_files")
+        if output_paths is not None:
+            unsupported("Run.download_files(output_paths=...)", "download_file(name, path) each")
+        root = Path(output_directory) if output_directory is not None else Path()
+        start = prefix or ""
+        for name in kept_files(self.id, self._settings):
+            if name.startswith(start):
+                relative = name if append_prefix else name[len(start) :].lstrip("/")
+                fetch(self.id, name, root / relative, self._settings)
+
+    def _require_end(self, what: str) -> None:
+        if self.get_status() not in TERMINAL:
+            raise UsageError(
+                f"Run.{what}: run {self.id} has not ended",
+                hint="run.wait_for_completion() first: the files are kept when the run ends",
+            )
+
+    @property
+    def _settings(self) -> Settings | None:
+        return self.experiment.workspace.settings if self.experiment is not None else None
+
+    @classmethod
+    def get(cls, workspace: Workspace, run_id: str) -> Run:
+        """A run of the history by id (a unique prefix is enough): its status, metrics, files."""
+        from envbuild.run.history import History
+
+        record = History.at(workspace.settings).get(run_id)
+        run = cls(Experiment(workspace, "envbuild"), record.id, None)
+        run._record = record
+        run._status = _STATUS.get(record.status, RUNNING)
+        if run._status == COMPLETED and record.exit_code:
+            run._status = FAILED
+        return run
 
     @staticmethod
     def get_context(allow_offline: bool = True, used_for_context_manager: bool = False) -> Any:

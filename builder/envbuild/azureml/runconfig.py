@@ -15,7 +15,11 @@ ML: change it there and the run changes); :func:`to_run_config` reads it:
 * ``MpiConfiguration`` / ``PyTorchConfiguration`` / ``TensorflowConfiguration``:
   :class:`~envbuild.run.config.Mpi`, :class:`~envbuild.run.config.PyTorch`,
   :class:`~envbuild.run.config.TensorFlow`;
-* ``max_run_duration_seconds``: the timeout; ``DockerConfiguration(shm_size=...)``.
+* ``max_run_duration_seconds``: the timeout; ``DockerConfiguration(shm_size=...)``;
+* Azure ML's run conventions (``azureml_context``): the script runs in a
+  writable snapshot of ``source_directory``, what it writes under
+  ``./outputs`` and ``./logs`` is kept with the run, and its own
+  ``from azureml.core import Run`` logs metrics into the run's history.
 """
 
 from __future__ import annotations
@@ -473,4 +477,7 @@ def to_run_config(src: ScriptRunConfig, workspace: Workspace | None = None) -> R
         shm_size=rc.docker.shm_size or rc.environment.docker.shm_size,
         timeout=float(rc.max_run_duration_seconds) if rc.max_run_duration_seconds else None,
         distribution=distribution_for(rc.distributed_job_config, target, rc.node_count),
+        # Azure ML's run conventions: a writable snapshot, ./outputs and ./logs kept,
+        # the script's own azureml.core whose metrics land in the history.
+        azureml_context=True,
     )
