@@ -268,11 +268,15 @@ def test_the_image_must_have_a_registry_digest(
     assert words in err and "--image-ref" in err and "Traceback" not in err
 
 
-def test_the_engine_digest_is_used(
-    src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_without_a_registry_the_environments_digest_is_used_and_said(
+    src: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from envbuild.engine.docker import DockerEngine
 
+    monkeypatch.delenv("ENVBUILD_REGISTRY", raising=False)
     info = ImageInfo("sha256:1", repo_digests=(IMAGE,))
     monkeypatch.setattr(DockerEngine, "inspect_image", lambda self, ref: info)
     argv = ["export", "kubernetes", "-o", str(tmp_path), "--distribution", "mpi", "--name", "j"]
@@ -280,6 +284,28 @@ def test_the_engine_digest_is_used(
     (job,) = yaml.safe_load_all((tmp_path / "j.yaml").read_text())
     launcher = job["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]
     assert launcher["image"] == IMAGE
+    # No job image without a registry: what the manifests name, and how to do better.
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"the manifests reference {IMAGE}" in err
+    assert "does not hold the source directory" in err and "/workspace" in err
+    assert "--registry HOST[:PORT]" in err and "--image-ref" in err
+
+
+def test_an_image_ref_is_used_as_given_without_the_engine(
+    src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from envbuild.engine.docker import DockerEngine
+
+    def refuse(self: object, ref: str) -> None:
+        raise AssertionError("the engine was asked")
+
+    monkeypatch.setattr(DockerEngine, "inspect_image", refuse)
+    argv = ["export", "kubernetes", "-o", str(tmp_path), "--distribution", "mpi", "--name", "j"]
+    ref = ["--image-ref", IMAGE, "--registry", "127.0.0.1:1"]
+    assert main([*argv, *ref, "image:x", "train.py"]) == 0
+    (job,) = yaml.safe_load_all((tmp_path / "j.yaml").read_text())
+    worker = job["spec"]["mpiReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
+    assert worker["image"] == IMAGE
 
 
 def test_checks() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from envbuild.cli.completion import complete_env
+from envbuild.cli.registry import registry_options
 from envbuild.cli.run_options import RUN_OPTIONS, run_config
 
 _REF = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_-]*)\s*\}\}")
@@ -62,8 +63,9 @@ def export() -> None:
 @click.option(
     "--image-ref",
     metavar="REPO@sha256:DIGEST",
-    help="The image by digest (default: the registry digest the engine holds for ENV's image).",
+    help="The job's image by digest, used as it is (it must hold the script at the workdir).",
 )
+@registry_options
 @_declare_run_options
 def kubernetes(
     env: str,
@@ -71,14 +73,23 @@ def kubernetes(
     args: tuple[str, ...],
     out_dir: Path,
     image_ref: str | None,
+    registry: str | None,
+    registry_ca: Path | None,
+    registry_insecure: bool,
     **options: Any,
 ) -> None:
     """Write the distributed run of SCRIPT in ENV as Kubernetes manifests.
 
     PyTorch and TensorFlow become an Indexed Job and a headless Service, MPI a
     Kubeflow MPIJob (v2beta1). Inputs and outputs must name volume claims:
-    --input data=pvc:CLAIM[/path], --output model=pvc:CLAIM[/path]. The image
-    must hold the script at the environment's workdir.
+    --input data=pvc:CLAIM[/path], --output model=pvc:CLAIM[/path].
+
+    With a registry (--registry or the registry setting) the source directory
+    goes into a job image built on ENV's image (FROM it, the source copied to
+    the workdir), pushed as REGISTRY/<env>-job:<job name>; the manifests name
+    it by the digest the registry serves. Without one they name ENV's own
+    image by its registry digest, which does not hold the source: the job
+    then expects the script in the image at the workdir (a warning says so).
     """
     import envbuild.run as runner
     from envbuild.run.kubernetes import check_job_name, manifests, parse_volume, to_yaml
@@ -125,7 +136,7 @@ def kubernetes(
             hint="add --distribution mpi|pytorch|tensorflow --nodes N",
         )
     name = check_job_name(config.name or _default_name(the_plan))
-    ref = image_ref or _image_digest(the_plan.image)
+    ref = image_ref or _job_image(the_plan, name, registry, registry_ca, registry_insecure)
     documents = manifests(the_plan, name=name, image_ref=ref, volumes=volumes)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.yaml"
@@ -139,25 +150,66 @@ def _default_name(the_plan: Any) -> str:
     return f"envbuild-{new_run_id()}"
 
 
-def _image_digest(image: str) -> str:
-    """``REPO@sha256:...`` of ``image`` from the engine's RepoDigests."""
+def _job_image(
+    the_plan: Any,
+    name: str,
+    registry: str | None,
+    registry_ca: Path | None,
+    registry_insecure: bool,
+) -> str:
+    """The reference by digest the manifests name: the job image pushed to the registry,
+    or, with no registry, ENV's own image (and a warning that it lacks the source)."""
+    from envbuild.build.jobimage import build_and_push
+    from envbuild.cli.registry import open_remote
     from envbuild.engine.docker import DockerEngine
     from envbuild.errors import RunConfigError
     from envbuild.settings import load_settings
 
-    info = DockerEngine(load_settings().docker).inspect_image(image)
+    settings = load_settings()
+    engine = DockerEngine(settings.docker)
+    info = engine.inspect_image(the_plan.image)
     if info is None:
         raise RunConfigError(
-            f"image {image} is not on this engine",
-            hint="build and push it first: envbuild build --push ENV (or give --image-ref)",
+            f"image {the_plan.image} is not on this engine",
+            hint="build it first: envbuild build ENV (or give --image-ref)",
         )
+    remote = open_remote(settings, registry, registry_ca, registry_insecure, required=False)
+    if remote is not None:
+        job = build_and_push(
+            base=the_plan.image,
+            base_id=info.id,
+            env_name=the_plan.env_name or name,
+            tag=name,
+            source=Path(the_plan.source.source),
+            workdir=the_plan.source.target,
+            remote=remote,
+            engine=engine,
+            log=lambda line: click.echo(line, err=True),
+        )
+        click.echo(f"envbuild: job image {job.ref} (source in {the_plan.source.target})", err=True)
+        return job.ref
+    ref = _image_digest(the_plan.image, info)
+    click.echo(
+        f"envbuild: warning: the manifests reference {ref}, ENV's own image, which does not "
+        f"hold the source directory: the job expects {the_plan.config.script} under "
+        f"{the_plan.source.target} in the image. Give --registry HOST[:PORT] to build and push "
+        "a job image holding the source, or --image-ref an image of your own.",
+        err=True,
+    )
+    return ref
+
+
+def _image_digest(image: str, info: Any) -> str:
+    """``REPO@sha256:...`` of ``image`` from the engine's RepoDigests."""
+    from envbuild.errors import RunConfigError
+
     if not info.repo_digests:
         raise RunConfigError(
             f"image {image} has no registry digest: a cluster cannot pull it",
             hint="push it with envbuild push / envbuild build --push --registry HOST, "
             "or give --image-ref REPO@sha256:...",
         )
-    return info.repo_digests[0]
+    return str(info.repo_digests[0])
 
 
 def register(group: click.Group) -> None:
