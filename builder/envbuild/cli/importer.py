@@ -28,6 +28,7 @@ def import_group() -> None:
     "output",
     required=True,
     type=click.Path(path_type=Path),
+    metavar="DIR",
     help="The environment folder to write (new, or empty; --force replaces an environment).",
 )
 @click.option("--force", is_flag=True, help="Replace the environment folder OUTPUT if it has one.")
@@ -44,12 +45,14 @@ def import_group() -> None:
 @click.option(
     "--catalog",
     type=click.Path(path_type=Path, file_okay=False),
+    metavar="DIR",
     help="The curated catalog a curated name's definition extends "
     "(default: curated/ beside envbuild's source, else in the working directory).",
 )
 @click.option(
     "--source-dir",
     type=click.Path(path_type=Path, file_okay=False),
+    metavar="DIR",
     help="With a .runconfig: the run's source directory (default: the folder holding .azureml).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")

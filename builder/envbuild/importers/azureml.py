@@ -64,6 +64,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from envbuild import files
+from envbuild.azureml.environment import AZURE_IMAGE_PREFIX, DEFAULT_CPU_IMAGE
 from envbuild.definition import grammar, writer
 from envbuild.definition.model import DEFAULT_SHM_SIZE, DEFINITION_FILE, SCHEMA_VERSION
 from envbuild.errors import DefinitionError, EnvbuildError, Problem, UsageError
@@ -98,8 +99,9 @@ V1_BASE_DOCKERFILES = ("BaseDockerfile", "Dockerfile")
 BASE_DOCKERFILE = "base.Dockerfile"
 #: The script a run configuration's import writes beside env.toml: its ``envbuild run``.
 RUN_SCRIPT = "run.sh"
-#: Azure ML SDK v1's default base image (``azureml.core.environment.DEFAULT_CPU_IMAGE``).
-AZURE_DEFAULT_CPU_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04"
+#: Azure ML SDK v1's default base image (``azureml.core.environment.DEFAULT_CPU_IMAGE``),
+#: as ``envbuild.azureml`` names it.
+AZURE_DEFAULT_CPU_IMAGE = DEFAULT_CPU_IMAGE
 #: What Azure's ``openmpi`` images carried for MPI jobs, from the Ubuntu archive: mpirun
 #: and its libraries, and the ssh that ``envbuild run --distribution mpi`` uses between
 #: nodes (as ``curated/mpi-4.1-cpu``, less its Debian mpi4py; a unit test holds the two
@@ -114,7 +116,7 @@ MPI_VARIABLES: Mapping[str, str] = MappingProxyType(
 #: Python a conda environment gets when its file names none (Azure ML's default).
 DEFAULT_CONDA_PYTHON = "3.8"
 
-_AZURE_REGISTRY = "mcr.microsoft.com/azureml/"
+_AZURE_REGISTRY = AZURE_IMAGE_PREFIX  # every image under it is one of Azure's
 _UBUNTU_BASES = {"20.04": "ubuntu:20.04", "22.04": "ubuntu:22.04", "24.04": "ubuntu:24.04"}
 _OLDEST_UBUNTU = "20.04"
 _SYSTEM_PYTHON = {  # the base images whose python3 is known (lock.model.DISTRO_PYTHON)
