@@ -40,6 +40,11 @@ BASE_DRIFT_LOCKED_LABEL = "io.envbuild.base.drift.locked"  # the pin of the lock
 BASE_DRIFT_ACTUAL_LABEL = "io.envbuild.base.drift.actual"  # the image ID built on
 # -- labels on other things envbuild makes ---------------------------------------
 BASE_RECIPE_LABEL = "io.envbuild.base.recipe"  # a bootstrapped base image
+# ... and the archive state it was bootstrapped from (envbuild.lock.model.BaseArchive)
+BASE_DISTRIBUTION_LABEL = "io.envbuild.base.distribution"  # "debian" or "ubuntu"
+BASE_SUITE_LABEL = "io.envbuild.base.suite"  # e.g. "bookworm"
+BASE_MIRROR_LABEL = "io.envbuild.base.mirror"  # the package archive URL
+BASE_RELEASE_DATES_LABEL = "io.envbuild.base.release-dates"  # JSON: pocket -> Release Date
 RUN_LABEL = "io.envbuild.run"  # containers and networks of a run
 NODE_LABEL = "io.envbuild.node"  # a distributed run's container: its node index
 OWNER_LABEL = "io.envbuild.owner"  # every container and network: its owner process

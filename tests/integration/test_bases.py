@@ -172,3 +172,132 @@ def test_bootstrap_ubuntu_focal(docker_cli: str, unique_tag: Callable[[str], str
     )
     assert run_in(docker_cli, target, "command -v apt-get") == "/usr/bin/apt-get"
     assert temporaries(docker_cli) == before
+
+
+# -- the archive state: read from a served archive, recorded in labels and lock ----------
+
+RELEASE_DATE = "Sat, 01 Jun 2024 00:00:00 UTC"
+
+
+def test_the_archive_state_is_read_from_the_mirror_and_recorded_in_labels_and_lock(
+    docker_cli: str, unique_tag: Callable[[str], str], tmp_path: Path
+) -> None:
+    import json
+    import os
+    import sys
+
+    from envbuild.build.bases import archive_state
+    from tests.integration import apt_archive
+
+    debs = tmp_path / "debs"
+    debs.mkdir()  # the Release files are what is read: no package is needed
+    apt_archive.write_archive(tmp_path / "archive", debs, date=RELEASE_DATE, gnupg_home=None)
+    recipe = SUPPORTED["debian:bookworm-slim"]
+    with apt_archive.serve(tmp_path / "archive") as url:
+        state = archive_state(recipe, f"{url}/debian")
+    assert state.mirror == f"{url}/debian" and (state.distribution, state.suite) == (
+        "debian",
+        "bookworm",
+    )
+    assert dict(state.release_dates) == {
+        "bookworm": RELEASE_DATE,
+        "bookworm-updates": RELEASE_DATE,
+        "bookworm-security": RELEASE_DATE,  # from <mirror>-security
+    }
+    # Imported with that state: the labels say it, and a lock copies it.
+    layer = tmp_path / "rootfs.tar"
+    container = docker(docker_cli, "create", "debian:bookworm-slim")
+    try:
+        docker(docker_cli, "export", "--output", str(layer), container)
+    finally:
+        docker(docker_cli, "rm", container)
+    target = unique_tag("archived")
+    result = import_rootfs(
+        layer,
+        target,
+        engine=engine(docker_cli),
+        recipe=recipe,
+        mirror=state.mirror,
+        epoch=7,
+        archive=state,
+    )
+    labels = json.loads(
+        docker(docker_cli, "image", "inspect", "--format", "{{json .Config.Labels}}", target)
+    )
+    assert labels["io.envbuild.base.mirror"] == state.mirror
+    assert labels["io.envbuild.base.distribution"] == "debian"
+    assert json.loads(labels["io.envbuild.base.release-dates"])["bookworm"] == RELEASE_DATE
+    folder = tmp_path / "env"
+    folder.mkdir()
+    (folder / "env.toml").write_text(
+        f'schema = 1\nname = "archived"\n[base]\nimage = "{target}"\n[python]\nversion = "3.11"\n'
+    )
+    subprocess.run(
+        [sys.executable, "-m", "envbuild", "lock", "-q", str(folder)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "ENVBUILD_HOME": str(tmp_path / "home")},
+    )
+    index = (folder / "env.lock.toml").read_text()
+    assert f'id = "{result.image_id}"' in index
+    assert (
+        f'[base.archive]\ndistribution = "debian"\nsuite = "bookworm"\nmirror = "{state.mirror}"'
+        in index
+    )
+    assert f'"bookworm-security" = "{RELEASE_DATE}"' in index
+
+
+@pytest.mark.slow
+def test_the_same_archive_state_bootstraps_the_same_image_offline(
+    docker_cli: str,
+    unique_tag: Callable[[str], str],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A whole Debian 12 bootstrap, twice, from a signed archive served on loopback.
+
+    The archive holds the packages of a minbase bootstrap, downloaded once from
+    deb.debian.org into the tests' cache (~31 MB; later runs need no network).
+    Minutes on two cores: run with `pytest -m slow`.
+    """
+    if "slow" not in (request.config.option.markexpr or ""):
+        pytest.skip("two whole bootstraps take minutes: run `pytest -m slow`")
+    import json
+    import os
+
+    from tests.integration import apt_archive
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    recipe = SUPPORTED["debian:bookworm-slim"]
+    debs = apt_archive.minbase_debs(
+        cache / "envbuild-tests" / "bookworm-minbase-debs",
+        recipe.sources("http://deb.debian.org/debian"),
+    )
+    keyring = apt_archive.make_key(tmp_path / "gnupg")
+    apt_archive.write_archive(
+        tmp_path / "archive", debs, date=RELEASE_DATE, gnupg_home=tmp_path / "gnupg"
+    )
+    ids = []
+    with apt_archive.serve(tmp_path / "archive") as url:
+        for name in ("first", "second"):
+            target = unique_tag(f"snapshot-{name}")  # never the real debian:bookworm-slim
+            result = bootstrap(
+                "debian:bookworm-slim",
+                engine=engine(docker_cli),
+                mirror=f"{url}/debian",
+                keyring=keyring,
+                target=target,
+            )
+            assert result.archive is not None and result.archive.mirror == f"{url}/debian"
+            ids.append(result.image_id)
+    assert ids[0] == ids[1]  # the same archive state, the same image
+    labels = json.loads(
+        docker(docker_cli, "image", "inspect", "--format", "{{json .Config.Labels}}", target)
+    )
+    assert json.loads(labels["io.envbuild.base.release-dates"]) == {
+        "bookworm": RELEASE_DATE,
+        "bookworm-updates": RELEASE_DATE,
+        "bookworm-security": RELEASE_DATE,
+    }
+    assert run_in(docker_cli, target, "command -v apt-get") == "/usr/bin/apt-get"

@@ -25,6 +25,7 @@ from envbuild.build.bases import (
 )
 from envbuild.engine.protocols import ImageInfo
 from envbuild.errors import BootstrapError, EngineError, ToolMissingError, UsageError
+from envbuild.lock.model import BaseArchive
 from tests.run_fakes import FakeRunEngine
 
 CANONICAL = ("debian:bookworm-slim", "ubuntu:20.04", "ubuntu:22.04", "ubuntu:24.04")
@@ -161,6 +162,113 @@ def test_mmdebstrap_command_debian() -> None:
         "deb http://d.example/debian bookworm-updates main",
         "deb http://d.example/debian-security bookworm-security main",
     ]
+
+
+SNAPSHOT = "http://snapshot.debian.org/archive/debian/20240601T000000Z"
+
+
+def test_a_debian_snapshot_takes_security_from_the_same_time_and_ignores_expiry() -> None:
+    recipe = SUPPORTED["debian:bookworm-slim"]
+    assert bases.is_snapshot(SNAPSHOT + "/") and not bases.is_snapshot(
+        "http://deb.debian.org/debian"
+    )
+    assert recipe.sources(SNAPSHOT + "/")[2] == (
+        "deb http://snapshot.debian.org/archive/debian-security/20240601T000000Z "
+        "bookworm-security main"
+    )
+    argv = mmdebstrap_command(recipe, SNAPSHOT, "/o.tar")
+    assert '--aptopt=Acquire::Check-Valid-Until "false"' in argv
+    assert not any(a.startswith("--aptopt") for a in mmdebstrap_command(recipe, "http://d/x", "-"))
+    ubuntu = SUPPORTED["ubuntu:24.04"].sources(
+        "https://snapshot.ubuntu.com/ubuntu/20240601T000000Z"
+    )
+    assert {line.split()[1] for line in ubuntu} == {
+        "https://snapshot.ubuntu.com/ubuntu/20240601T000000Z"
+    }
+
+
+@pytest.mark.parametrize(
+    ("mirror", "problem"),
+    [
+        ("ftp://deb.debian.org/debian", "is not an http(s) URL"),
+        ("deb.debian.org/debian", "is not an http(s) URL"),
+        ("http://user:secret@mirror.example/debian", "holds credentials"),
+        ("http://mirror.example/debian?x=1", "has a query"),
+        ("http://mirror.example/deb ian", "spaces or control characters"),
+    ],
+)
+def test_a_mirror_that_is_not_a_plain_archive_url_is_refused(mirror: str, problem: str) -> None:
+    with pytest.raises(UsageError) as info:
+        bases.check_mirror(mirror)
+    assert problem in info.value.message and "snapshot.debian.org" in (info.value.hint or "")
+    assert "secret" not in info.value.render()  # a password is never repeated
+
+
+def test_a_mirror_with_credentials_is_refused_before_anything_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/" + name)
+    with pytest.raises(UsageError, match="holds credentials"):
+        bootstrap("debian:bookworm-slim", engine=FakeRunEngine(), mirror="http://u:p@m/debian")
+
+
+def test_archive_state_reads_every_pockets_release_date() -> None:
+    served = {
+        f"{SNAPSHOT}/dists/bookworm/InRelease": b"-----BEGIN PGP SIGNED MESSAGE-----\n"
+        b"Hash: SHA256\n\nOrigin: Debian\nDate: Sat, 01 Jun 2024 08:47:12 UTC\n",
+        f"{SNAPSHOT}/dists/bookworm-updates/Release": b"Date: Sat, 01 Jun 2024 02:01:00 UTC\n",
+        "http://snapshot.debian.org/archive/debian-security/20240601T000000Z/dists/"
+        "bookworm-security/InRelease": b"Suite: bookworm-security\nDate: Fri, 31 May 2024 "
+        b"18:00:00 UTC\n",
+    }
+    asked: list[str] = []
+
+    def fetch(url: str) -> bytes:
+        asked.append(url)
+        if url not in served:
+            raise BootstrapError(f"cannot download {url}: 404")
+        return served[url]
+
+    state = bases.archive_state(SUPPORTED["debian:bookworm-slim"], SNAPSHOT, fetch=fetch)
+    assert state.to_json() == {
+        "distribution": "debian",
+        "suite": "bookworm",
+        "mirror": SNAPSHOT,
+        "release_dates": {
+            "bookworm": "Sat, 01 Jun 2024 08:47:12 UTC",
+            "bookworm-updates": "Sat, 01 Jun 2024 02:01:00 UTC",
+            "bookworm-security": "Fri, 31 May 2024 18:00:00 UTC",
+        },
+    }
+    assert asked[1:3] == [
+        f"{SNAPSHOT}/dists/bookworm-updates/InRelease",
+        f"{SNAPSHOT}/dists/bookworm-updates/Release",
+    ]
+    del served[f"{SNAPSHOT}/dists/bookworm-updates/Release"]
+    with pytest.raises(BootstrapError, match="serves no Release file for bookworm-updates"):
+        bases.archive_state(SUPPORTED["debian:bookworm-slim"], SNAPSHOT, fetch=fetch)
+
+
+def test_the_archive_state_is_in_the_labels_and_so_in_the_image_id() -> None:
+    recipe = SUPPORTED["debian:bookworm-slim"]
+    state = BaseArchive("debian", "bookworm", SNAPSHOT, (("bookworm", "Sat, 01 Jun 2024"),))
+    config = json.loads(
+        image_config(DIFF_ID, recipe=recipe, mirror=SNAPSHOT, epoch=0, archive=state)
+    )
+    labels = config["config"]["Labels"]
+    assert labels["io.envbuild.base.mirror"] == SNAPSHOT
+    assert labels["io.envbuild.base.suite"] == "bookworm"
+    assert BaseArchive.from_labels(labels) == state
+    moved = BaseArchive("debian", "bookworm", SNAPSHOT, (("bookworm", "Sun, 02 Jun 2024"),))
+    ids = {
+        hashlib.sha256(
+            image_config(DIFF_ID, recipe=recipe, mirror=SNAPSHOT, epoch=0, archive=a)
+        ).hexdigest()
+        for a in (state, state, moved)
+    }
+    assert len(ids) == 2  # the same state, the same ID; another state, another
 
 
 def test_mmdebstrap_command_jammy_uses_the_setup_hook_only() -> None:
@@ -458,6 +566,7 @@ def test_sigterm_during_mmdebstrap_stops_it_and_removes_the_folder(
     tool.write_text(f"#!/bin/sh\necho started\nkill -TERM {os.getpid()}\nexec sleep 60\n")
     tool.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setattr(bases, "_http_get", lambda url: b"Date: Sat, 01 Jun 2024 00:00:00 UTC\n")
     engine = FakeRunEngine()
     with pytest.raises(Interrupted) as info:
         bootstrap("debian:bookworm-slim", engine=engine, mirror="http://m/debian")

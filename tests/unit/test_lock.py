@@ -807,3 +807,49 @@ def test_bump_version_raises_only_the_top_level_version(write_env) -> None:
     plain = write_env(ENV, folder="plain")  # no version line: version 1
     assert bump_version(load(plain)) == 2
     assert load(plain).version == 2 and load(plain).pip.packages == ("six==1.16.0",)
+
+
+SNAPSHOT = "http://snapshot.debian.org/archive/debian/20240601T000000Z"
+
+
+def _bootstrapped(image_id: str, date: str) -> ImageInfo:
+    archive = locking.BaseArchive("debian", "bookworm", SNAPSHOT, (("bookworm", date),))
+    labels = {"io.envbuild.base.recipe": "debian:bookworm-slim", **archive.labels()}
+    return ImageInfo(id=image_id, labels=labels)
+
+
+def test_the_lock_records_the_archive_state_of_a_bootstrapped_base(locked: Path) -> None:
+    engine = FakeEngine(images={"debian:bookworm-slim": _bootstrapped(BASE_ID, "Sat, 01 Jun")})
+    pin = locking.pin_base("debian:bookworm-slim", engine)
+    assert pin.archive == locking.BaseArchive(
+        "debian", "bookworm", SNAPSHOT, (("bookworm", "Sat, 01 Jun"),)
+    )
+    old = locking.read(locked)
+    assert old is not None and old.base is not None and old.base.archive is None  # old locks
+    text = locking.render_index(locking.Locks(base=pin, python=old.python, pip=old.pip))
+    assert "[base.archive]" in text and f'mirror = "{SNAPSHOT}"' in text
+    assert 'release_dates = { "bookworm" = "Sat, 01 Jun" }' in text
+    settings = load_settings()
+    before = resolve(locked, settings=settings, memo=False).hash
+    (locked / locking.INDEX_FILE).write_text(text)
+    again = locking.read(locked)
+    assert again is not None and again.base == pin
+    assert locking.render_index(again) == text
+    # The hash does not change: the image ID already covers the archive state.
+    assert resolve(locked, settings=settings, memo=False).hash == before
+
+
+def test_a_moved_archive_is_named_and_the_recorded_mirror_makes_the_base_again(
+    locked: Path,
+) -> None:
+    engine = FakeEngine(images={"debian:bookworm-slim": _bootstrapped(BASE_ID, "Sat, 01 Jun")})
+    pin = locking.pin_base("debian:bookworm-slim", engine)
+    moved = FakeEngine(images={"debian:bookworm-slim": _bootstrapped(OTHER_ID, "Mon, 03 Jun")})
+    with pytest.raises(locking.LockError) as info:
+        makers.check_base(pin, moved, env_path=locked)
+    assert "(the archive moved on: bookworm Sat, 01 Jun -> Mon, 03 Jun)" in info.value.message
+    with pytest.raises(locking.LockError) as gone:
+        makers.check_base(pin, FakeEngine(images={}), env_path=locked)
+    assert (
+        f"envbuild base bootstrap debian:bookworm-slim --mirror {SNAPSHOT}" in gone.value.render()
+    )

@@ -22,6 +22,18 @@ The pipeline of :func:`bootstrap`:
    failure, Ctrl-C included, the temporaries go and the target tag is left
    untouched.
 
+The archive state is recorded: before mmdebstrap runs, every pocket's Release
+file is read from the mirror, and the distribution, suite, mirror and each
+pocket's Release ``Date:`` become image labels (:class:`envbuild.lock.model.
+BaseArchive`, which ``envbuild lock`` copies into the lock). The same mirror
+serving the same state gives the same image ID; a snapshot mirror
+(``http://snapshot.debian.org/archive/debian/20240601T000000Z``, or
+snapshot.ubuntu.com's ``/ubuntu/20240601T000000Z``) serves one state forever,
+so ``base bootstrap REF --mirror URL`` makes the same base anywhere. The
+security pocket of a Debian snapshot comes from the ``debian-security``
+snapshot of the same time, and apt does not refuse a snapshot's Release
+files for having expired.
+
 Supported references (:data:`SUPPORTED`): ``debian:bookworm-slim`` (alias
 ``debian:12-slim``), ``ubuntu:20.04`` (``ubuntu:focal``), ``ubuntu:22.04``
 (``ubuntu:jammy``) and ``ubuntu:24.04`` (``ubuntu:noble``). Only the slim
@@ -42,6 +54,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -50,6 +63,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections import deque
@@ -69,6 +83,7 @@ from envbuild.errors import (
     UsageError,
 )
 from envbuild.identity import BASE_RECIPE_LABEL
+from envbuild.lock.model import BaseArchive
 from envbuild.log import Log
 from envbuild.settings import Settings, load_settings
 
@@ -80,12 +95,15 @@ __all__ = [
     "UBUNTU_KEYRING_DEB_SHA256",
     "BaseRecipe",
     "BootstrapResult",
+    "archive_state",
     "bootstrap",
+    "check_mirror",
     "image_config",
     "import_rootfs",
     "is_present",
     "mmdebstrap_command",
     "recipe_for",
+    "security_mirror",
     "ubuntu_archive_keyring",
     "write_docker_archive",
 ]
@@ -131,6 +149,12 @@ _DEBIAN_SLIM_DPKG = (
     "path-exclude=/usr/share/linda/*",
 )
 _UBUNTU_COMPONENTS = ("main", "restricted", "universe", "multiverse")
+# A snapshot mirror's URL: .../archive/<archive>/<UTC time> (snapshot.debian.org) or
+# .../<archive>/<UTC time> (snapshot.ubuntu.com).
+_SNAPSHOT = re.compile(r"^(?P<head>.*/)(?P<archive>[A-Za-z0-9._-]+)/(?P<stamp>\d{8}T\d{6}Z)/?$")
+# A snapshot keeps serving Release files past their Valid-Until: apt must accept them.
+_SNAPSHOT_APT_OPTION = 'Acquire::Check-Valid-Until "false"'
+
 _PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # dpkg architecture -> OCI architecture (and variant).
 _OCI_ARCH = {
@@ -174,13 +198,20 @@ class BaseRecipe:
         """The one-line apt sources for ``mirror`` (also written into the image)."""
         base = mirror.rstrip("/")
         components = " ".join(self.components)
-        lines = []
-        for pocket in self.pockets:
-            url = base
-            if self.mirror_kind == "debian" and pocket.endswith("-security"):
-                url = base + "-security"
-            lines.append(f"deb {url} {pocket} {components}")
-        return tuple(lines)
+        return tuple(f"deb {url} {pocket} {components}" for pocket, url in self.pocket_urls(base))
+
+    def pocket_urls(self, mirror: str) -> tuple[tuple[str, str], ...]:
+        """``(pocket, archive URL)`` for each pocket, on ``mirror``."""
+        base = mirror.rstrip("/")
+        return tuple(
+            (
+                pocket,
+                security_mirror(base)
+                if self.mirror_kind == "debian" and pocket.endswith("-security")
+                else base,
+            )
+            for pocket in self.pockets
+        )
 
 
 _RECIPES = (
@@ -256,6 +287,95 @@ class BootstrapResult:
     image_id: str
     seconds: float
     size: int = 0
+    archive: BaseArchive | None = None  # the archive state it was made from
+
+
+def security_mirror(mirror: str) -> str:
+    """Where Debian's security pocket lives beside ``mirror``.
+
+    ``<mirror>-security``, as on deb.debian.org; for a snapshot mirror, the
+    security archive's snapshot of the same time
+    (``.../archive/debian/20240601T000000Z`` -> ``.../archive/debian-security/20240601T000000Z``).
+    """
+    base = mirror.rstrip("/")
+    match = _SNAPSHOT.match(base)
+    if match:
+        return f"{match['head']}{match['archive']}-security/{match['stamp']}"
+    return base + "-security"
+
+
+def is_snapshot(mirror: str) -> bool:
+    """Whether ``mirror`` names one point in time of an archive (a snapshot mirror)."""
+    return _SNAPSHOT.match(mirror.rstrip("/")) is not None
+
+
+def check_mirror(mirror: str, *, option: str = "--mirror") -> str:
+    """``mirror`` without a trailing ``/`` if it is a plain http(s) archive URL, else a
+    :class:`UsageError`: it is recorded in the image's labels and the lock, so it must
+    name the archive and nothing else (no credentials, query or fragment)."""
+    example = "e.g. http://snapshot.debian.org/archive/debian/20240601T000000Z"
+    parts = urllib.parse.urlsplit(mirror)
+    problem = None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problem = "is not an http(s) URL"
+    elif any(c.isspace() for c in mirror) or not mirror.isprintable():
+        problem = "contains spaces or control characters"
+    elif parts.username is not None or parts.password is not None:
+        problem = "holds credentials, which would be recorded in the image's labels and the lock"
+    elif parts.query or parts.fragment:
+        problem = "has a query or a fragment; an archive URL has neither"
+    if problem:
+        shown = mirror
+        if parts.password is not None:  # never repeat a password, not even in an error
+            shown = mirror.replace(f":{parts.password}@", ":***@", 1)
+        raise UsageError(
+            f"{option} {shown!r} {problem}",
+            hint="name the package archive (the folder holding dists/ and pool/), " + example,
+        )
+    return mirror.rstrip("/")
+
+
+def archive_state(
+    recipe: BaseRecipe, mirror: str, *, fetch: Callable[[str], bytes] | None = None
+) -> BaseArchive:
+    """The archive state ``mirror`` serves for ``recipe``: each pocket's Release ``Date:``.
+
+    Read from ``dists/<pocket>/InRelease`` (else ``Release``) of each pocket's
+    archive; a pocket that is not served, or a Release file without a date,
+    is a :class:`BootstrapError` naming the URL.
+    """
+    get = fetch or _http_get
+    dates = []
+    for pocket, url in recipe.pocket_urls(mirror):
+        tried = []
+        text = None
+        for name in ("InRelease", "Release"):
+            where = f"{url}/dists/{pocket}/{name}"
+            tried.append(where)
+            try:
+                text = get(where).decode("utf-8", "replace")
+                break
+            except BootstrapError:
+                continue
+        if text is None:
+            raise BootstrapError(
+                f"the mirror serves no Release file for {pocket}: tried " + ", ".join(tried),
+                hint=f"check that {mirror} is a {recipe.mirror_kind} archive serving "
+                f"{', '.join(recipe.pockets)}",
+            )
+        date = _release_field(text, "Date")
+        if date is None:
+            raise BootstrapError(f"{tried[-1]} has no Date: field")
+        dates.append((pocket, date))
+    return BaseArchive(recipe.mirror_kind, recipe.suite, mirror, tuple(dates))
+
+
+def _release_field(text: str, field: str) -> str | None:
+    """A top-level field of a Release file (an InRelease's signature lines are skipped)."""
+    for line in text.splitlines():
+        if line.startswith(f"{field}:"):
+            return line.split(":", 1)[1].strip()
+    return None
 
 
 def recipe_for(ref: str) -> BaseRecipe:
@@ -281,6 +401,8 @@ def mmdebstrap_command(
         argv.append("--include=" + ",".join(recipe.includes))
     if keyring is not None:
         argv.append(f"--keyring={keyring}")
+    if is_snapshot(mirror):
+        argv.append(f"--aptopt={_SNAPSHOT_APT_OPTION}")
     argv += [f"--hook-dir={d}" for d in recipe.hook_dirs]
     argv += [f"--setup-hook={h}" for h in recipe.setup_hooks]
     argv += [f"--dpkgopt={o}" for o in recipe.dpkg_options]
@@ -296,12 +418,14 @@ def image_config(
     mirror: str,
     epoch: int,
     architecture: str = "amd64",
+    archive: BaseArchive | None = None,
 ) -> bytes:
     """The canonical image config JSON; its sha256 is the image ID.
 
     ``diff_id`` is ``sha256:<hex>`` of the uncompressed layer tar. The config
-    depends only on the layer, the recipe, the mirror and the epoch (never on
-    the host, the user's paths or the clock), so the ID is stable.
+    depends only on the layer, the recipe, the mirror, the epoch and the
+    ``archive`` state recorded in its labels (never on the host, the user's
+    paths or the clock), so the ID is stable.
     """
     created = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
     created_text = created.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -314,7 +438,10 @@ def image_config(
         "config": {
             "Env": [_PATH],
             "Cmd": ["bash"],
-            "Labels": {BASE_RECIPE_LABEL: recipe.ref},
+            "Labels": {
+                BASE_RECIPE_LABEL: recipe.ref,
+                **(archive.labels() if archive is not None else {}),
+            },
         },
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [
@@ -430,8 +557,10 @@ def bootstrap(
     """Build the base image ``ref`` from its distribution archive and tag it.
 
     ``ref`` names the recipe (a key of :data:`SUPPORTED`); the image is tagged
-    ``target`` (default: ``ref``). ``mirror`` defaults to the settings'
-    Debian or Ubuntu mirror; ``keyring`` replaces the archive keyring (for
+    ``target`` (default: ``ref``). ``mirror`` (checked by :func:`check_mirror`;
+    a snapshot mirror makes the same image anywhere) defaults to the settings'
+    Debian or Ubuntu mirror; its archive state (:func:`archive_state`) is read
+    first and recorded in the image's labels. ``keyring`` replaces the archive keyring (for
     Ubuntu, the pinned download otherwise). ``epoch`` is the
     ``SOURCE_DATE_EPOCH`` (default: that variable from the environment, else the
     recipe's). ``log`` receives mmdebstrap's progress line by line. ``settings``
@@ -462,14 +591,21 @@ def bootstrap(
     engine.inspect_image(target)  # one request: a dead engine is found now, not after mmdebstrap
     if mirror is None:
         assert settings is not None
-        mirror = (
-            settings.debian_mirror if recipe.mirror_kind == "debian" else settings.ubuntu_mirror
+        mirror = check_mirror(
+            settings.debian_mirror if recipe.mirror_kind == "debian" else settings.ubuntu_mirror,
+            option=f"the {recipe.mirror_kind}_mirror setting",
         )
+    else:
+        mirror = check_mirror(mirror)
     if keyring is not None and not keyring.is_file():
         raise BootstrapError(f"keyring {keyring} does not exist or is not a file")
     if keyring is None and recipe.mirror_kind == "ubuntu":
         assert settings is not None
         keyring = ubuntu_archive_keyring(settings.home / "keyrings", mirror=mirror, log=emit)
+    emit(f"envbuild: reading the archive state of {mirror}")
+    archive = archive_state(recipe, mirror)
+    for pocket, date in archive.release_dates:
+        emit(f"envbuild: {pocket}: Release of {date}")
 
     # SIGTERM/SIGHUP unwind like Ctrl-C: mmdebstrap is stopped, the folder removed.
     with (
@@ -482,9 +618,18 @@ def bootstrap(
         argv = mmdebstrap_command(recipe, mirror, str(layer), keyring=keyring)
         _run_mmdebstrap(argv, epoch=epoch, log=emit)
         result = import_rootfs(
-            layer, target, engine=engine, recipe=recipe, mirror=mirror, epoch=epoch, log=emit
+            layer,
+            target,
+            engine=engine,
+            recipe=recipe,
+            mirror=mirror,
+            epoch=epoch,
+            log=emit,
+            archive=archive,
         )
-    return BootstrapResult(result.ref, result.image_id, time.monotonic() - started, result.size)
+    return BootstrapResult(
+        result.ref, result.image_id, time.monotonic() - started, result.size, archive
+    )
 
 
 def import_rootfs(
@@ -496,8 +641,12 @@ def import_rootfs(
     mirror: str,
     epoch: int,
     log: Log | None = None,
+    archive: BaseArchive | None = None,
 ) -> BootstrapResult:
     """Turn a root-filesystem tar into the image ``target``: the second half of :func:`bootstrap`.
+
+    ``archive``, the archive state the tar was made from, is recorded in the
+    image's labels.
 
     Checks the tar, loads it under a temporary tag with the fixed config of
     :func:`image_config`, runs a container of it and only then tags it
@@ -510,7 +659,12 @@ def import_rootfs(
     _check_rootfs(layer)
     diff_id = "sha256:" + _sha256_file(layer)
     config = image_config(
-        diff_id, recipe=recipe, mirror=mirror, epoch=epoch, architecture=_dpkg_arch()
+        diff_id,
+        recipe=recipe,
+        mirror=mirror,
+        epoch=epoch,
+        architecture=_dpkg_arch(),
+        archive=archive,
     )
     temp_tag = f"{TEMP_REPOSITORY}:{uuid.uuid4().hex[:16]}"
     try:
@@ -523,7 +677,7 @@ def import_rootfs(
     finally:
         # Only untags while the target names the image; else the image goes too.
         shielded(lambda: _remove_quietly(engine, temp_tag))
-    return BootstrapResult(target, image_id, time.monotonic() - started, size)
+    return BootstrapResult(target, image_id, time.monotonic() - started, size, archive)
 
 
 # --- pipeline steps ---------------------------------------------------------

@@ -352,7 +352,12 @@ def base() -> None:
 
 @base.command()
 @click.argument("ref")
-@click.option("--mirror", help="Package archive URL (default: the debian/ubuntu mirror setting).")
+@click.option(
+    "--mirror",
+    help="Package archive URL (default: the debian/ubuntu mirror setting). A snapshot "
+    "mirror (http://snapshot.debian.org/archive/debian/20240601T000000Z) serves one "
+    "archive state forever: the same image ID on any machine.",
+)
 @click.option(
     "--keyring",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -363,7 +368,9 @@ def bootstrap(ref: str, mirror: str | None, keyring: Path | None, as_json: bool)
     """Build the base image REF (e.g. debian:bookworm-slim, ubuntu:20.04) with mmdebstrap.
 
     The image is tagged REF in the local engine only after the whole pipeline
-    succeeded, so definitions keep naming the real public base.
+    succeeded, so definitions keep naming the real public base. The archive
+    state it was made from (distribution, suite, mirror, each pocket's Release
+    Date) is recorded in its labels, and `envbuild lock` copies it into the lock.
     """
     from envbuild.build.bases import bootstrap as do_bootstrap
 
@@ -382,6 +389,7 @@ def bootstrap(ref: str, mirror: str | None, keyring: Path | None, as_json: bool)
                 "id": result.image_id,
                 "size": result.size,
                 "seconds": round(result.seconds, 3),
+                "archive": result.archive.to_json() if result.archive else None,
             }
         )
     else:

@@ -95,6 +95,9 @@ if TYPE_CHECKING:
         PIP_PLATFORMS as PIP_PLATFORMS,
     )
     from envbuild.lock.model import (
+        BaseArchive as BaseArchive,
+    )
+    from envbuild.lock.model import (
         BasePin as BasePin,
     )
     from envbuild.lock.model import (
@@ -158,6 +161,7 @@ if TYPE_CHECKING:
 # Names re-exported from the package's modules, imported on first use (PEP 562):
 # importing the package costs nothing until one is asked for.
 _HOMES: dict[str, str] = {
+    "BaseArchive": "model",
     "BasePin": "model",
     "CONDA_LOCK_FILE": "model",
     "CONDA_PLATFORM": "model",

@@ -31,6 +31,7 @@ from envbuild.lock.model import (
     GENERATED,
     INDEX_FILE,
     PIP_LOCK_FILE,
+    BaseArchive,
     BasePin,
     CondaLock,
     Drift,
@@ -565,6 +566,7 @@ def pin_base(
             f"the base image {image} is not in the engine, so it cannot be pinned",
             hint=f"pull it, or build it: envbuild base bootstrap {image}",
         )
+    archive = BaseArchive.from_labels(info.labels)  # a base envbuild bootstrapped
     if registry is not None and client is not None:
         from envbuild.engine.registry import image_path
 
@@ -572,7 +574,7 @@ def pin_base(
         source = f"{registry.prefix}/{path}"
         digest = client.manifest_digest(path, tag)
         if digest is not None and f"{source}@{digest}" in info.repo_digests:
-            return BasePin(image=image, kind="digest", id=digest, source=source)
+            return BasePin(image=image, kind="digest", id=digest, source=source, archive=archive)
         if digest is not None:
             raise LockError(
                 f"the registry holds {source}:{tag} as {digest}, which is not the engine's "
@@ -589,8 +591,8 @@ def pin_base(
     for digest_ref in info.repo_digests:
         repo, _, digest = digest_ref.partition("@")
         if digest and _same_repository(repo, repository):
-            return BasePin(image=image, kind="digest", id=digest)
-    return BasePin(image=image, kind="image-id", id=info.id)
+            return BasePin(image=image, kind="digest", id=digest, archive=archive)
+    return BasePin(image=image, kind="image-id", id=info.id, archive=archive)
 
 
 def _same_repository(a: str, b: str) -> bool:
@@ -618,6 +620,21 @@ def drift_fixes(image: str, where: str) -> str:
         "    or build on the base at hand: an image labelled as drifted, with another hash, "
         "never pushed:\n"
         f"      envbuild build {where} --base-drift=allow"
+    )
+
+
+def _bootstrap_fix(pin: BasePin) -> str:
+    """The bootstrap that makes ``pin``'s base again: from the archive state the lock
+    recorded, when it recorded one (a snapshot mirror gives the same image ID)."""
+    if pin.archive is None:
+        return (
+            "    or, for a base envbuild builds from the distribution archive:\n"
+            f"      envbuild base bootstrap {pin.image}"
+        )
+    return (
+        "    or make it again from the archive state the lock recorded (the same image ID "
+        "while the mirror serves that state, as a snapshot mirror does):\n"
+        f"      envbuild base bootstrap {pin.image} --mirror {pin.archive.mirror}"
     )
 
 
@@ -668,9 +685,7 @@ def check_base(
                 hint="get it one of these ways:\n"
                 "    from a registry that holds it (`envbuild base push "
                 f"{pin.image} --registry R` where it was made):\n"
-                f"      envbuild base pull {pin.image} --registry R\n"
-                "    or, for a base envbuild builds from the distribution archive:\n"
-                f"      envbuild base bootstrap {pin.image}",
+                f"      envbuild base pull {pin.image} --registry R\n" + _bootstrap_fix(pin),
             )
         info, ok, now = at_hand, False, at_hand.id
     elif pin.kind == "image-id":
@@ -683,14 +698,28 @@ def check_base(
     if ok:
         return None
     if allow_drift:
-        drift = Drift(image=pin.image, locked=pin.id, actual=info.id)
-        log(f"envbuild: warning: {drift.reason}; building on it (--base-drift=allow)")
-        return drift
+        return Drift(image=pin.image, locked=pin.id, actual=info.id)
     raise LockError(
         f"base changed since lock; run envbuild lock: {pin.image} is now {now}, "
-        f"the lock of {where} pins {pin.id}",
+        f"the lock of {where} pins {pin.id}"
+        + _archive_moved(pin.archive, BaseArchive.from_labels(info.labels)),
         hint=fixes,
     )
+
+
+def _archive_moved(locked: BaseArchive | None, now: BaseArchive | None) -> str:
+    """What changed in the archive between two bootstraps of a base, when both say."""
+    if locked is None or now is None:
+        return ""
+    if locked.mirror != now.mirror:
+        return f" (bootstrapped from {now.mirror}, the lock's from {locked.mirror})"
+    before, after = dict(locked.release_dates), dict(now.release_dates)
+    moved = [
+        f"{pocket} {before.get(pocket, 'absent')} -> {after.get(pocket, 'absent')}"
+        for pocket in sorted(set(before) | set(after))
+        if before.get(pocket) != after.get(pocket)
+    ]
+    return f" (the archive moved on: {'; '.join(moved)})" if moved else ""
 
 
 def python_of_base(image: str, engine: ContainerRuntime) -> str | None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from envbuild import files
+from envbuild import files, identity
 from envbuild.definition.model import Environment
 from envbuild.errors import LockError as LockError  # its home is the one error hierarchy
 from envbuild.log import Log as Log  # re-exported: the package's names include it
@@ -78,6 +78,57 @@ GENERATED = (
 
 
 @dataclass(frozen=True)
+class BaseArchive:
+    """The archive state a bootstrapped base was made from (``envbuild base bootstrap``).
+
+    The same mirror serving the same archive state (every pocket's Release
+    ``Date:``) gives the same image ID; a snapshot mirror (snapshot.debian.org
+    style) serves one state forever, so the base can be made again anywhere.
+    Recorded in the image's labels and, through ``envbuild lock``, in the lock.
+    """
+
+    distribution: str  # "debian" or "ubuntu"
+    suite: str  # e.g. "bookworm"
+    mirror: str  # the archive URL (no credentials: they are refused)
+    release_dates: tuple[tuple[str, str], ...]  # (pocket, its Release file's Date:)
+
+    def labels(self) -> dict[str, str]:
+        """The image labels that record it (keys from :mod:`envbuild.identity`)."""
+        return {
+            identity.BASE_DISTRIBUTION_LABEL: self.distribution,
+            identity.BASE_SUITE_LABEL: self.suite,
+            identity.BASE_MIRROR_LABEL: self.mirror,
+            identity.BASE_RELEASE_DATES_LABEL: json.dumps(
+                dict(self.release_dates), separators=(",", ":")
+            ),
+        }
+
+    @classmethod
+    def from_labels(cls, labels: Mapping[str, str]) -> BaseArchive | None:
+        """The record in an image's labels; ``None`` when it has none (or a broken one)."""
+        try:
+            dates = json.loads(labels[identity.BASE_RELEASE_DATES_LABEL])
+            archive = cls(
+                labels[identity.BASE_DISTRIBUTION_LABEL],
+                labels[identity.BASE_SUITE_LABEL],
+                labels[identity.BASE_MIRROR_LABEL],
+                tuple((str(k), str(v)) for k, v in dates.items()),
+            )
+        except (KeyError, ValueError, AttributeError):
+            return None
+        return archive
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready mapping (``base bootstrap --json``, ``lock --json``)."""
+        return {
+            "distribution": self.distribution,
+            "suite": self.suite,
+            "mirror": self.mirror,
+            "release_dates": dict(self.release_dates),
+        }
+
+
+@dataclass(frozen=True)
 class BasePin:
     """The base image as the lock pinned it."""
 
@@ -87,6 +138,8 @@ class BasePin:
     # The registry repository the digest was pinned in (``envbuild lock --registry``),
     # e.g. "registry.example.com/team/debian"; "" for the declared reference's own.
     source: str = ""
+    # For a base envbuild bootstrapped: the archive state it was made from.
+    archive: BaseArchive | None = None
 
     @property
     def from_ref(self) -> str:
@@ -303,6 +356,23 @@ def _read_lock_file(folder: Path, item: Mapping[str, Any], section: str, expecte
     return data
 
 
+def _archive(base: Mapping[str, Any]) -> BaseArchive | None:
+    """``[base.archive]``: absent in locks of bases envbuild did not bootstrap (and in
+    locks written before it was recorded)."""
+    item = _table(base, "archive")
+    if item is None:
+        return None
+    dates = _table(item, "release_dates") or {}
+    if not all(isinstance(v, str) for v in dates.values()):
+        raise _Malformed("base.archive.release_dates: expected a table of strings")
+    return BaseArchive(
+        distribution=_string(item, "base.archive", "distribution"),
+        suite=_string(item, "base.archive", "suite"),
+        mirror=_string(item, "base.archive", "mirror"),
+        release_dates=tuple(dates.items()),
+    )
+
+
 def _from_index(folder: Path, index: Mapping[str, Any]) -> Locks:
     base = None
     item = _table(index, "base")
@@ -320,6 +390,7 @@ def _from_index(folder: Path, index: Mapping[str, Any]) -> Locks:
             kind=pin,
             id=_string(item, "base", "id"),
             source=source,
+            archive=_archive(item),
         )
     pip = None
     item = _table(index, "pip")
@@ -465,6 +536,16 @@ def render_index(locks: Locks) -> str:
             out.append(
                 "# Where the digest lives: builds name (and pull) the base as source@id.\n"
                 f"source = {_toml_str(locks.base.source)}\n"
+            )
+        archive = locks.base.archive
+        if archive is not None:
+            dates = ", ".join(f"{_toml_str(k)} = {_toml_str(v)}" for k, v in archive.release_dates)
+            out.append(
+                "\n# The archive state the base was bootstrapped from: the same state gives\n"
+                "# the same image ID (`envbuild base bootstrap IMAGE --mirror MIRROR`).\n"
+                f"[base.archive]\ndistribution = {_toml_str(archive.distribution)}\n"
+                f"suite = {_toml_str(archive.suite)}\nmirror = {_toml_str(archive.mirror)}\n"
+                f"release_dates = {{ {dates} }}\n"
             )
     if locks.pip is not None:
         out.append(
