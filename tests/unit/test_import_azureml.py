@@ -763,3 +763,96 @@ def test_cli_runconfig_prints_the_command(tmp_path, capsys):
     assert data["files"] == ["env.toml", "run.sh"]
     assert data["command"][:2] == ["envbuild", "run"]
     assert shlex.split(data["command_line"]) == data["command"]
+
+
+# --------------------------------------------------------------------------
+# Any input: a clear error or a definition that validates, never a traceback
+# --------------------------------------------------------------------------
+
+_ANY_TEXT = st.text(max_size=30)
+_JSON_LEAF = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**20), _ANY_TEXT)
+_JSON = st.recursive(
+    _JSON_LEAF,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(_ANY_TEXT, inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_PIP_LINE = st.one_of(
+    _ANY_TEXT,
+    st.sampled_from(
+        [
+            "numpy==1.26.4",
+            "--index-url https://u:p@example.com/simple",
+            "--extra-index-url https://example.com/simple",
+            "azureml-core",
+            "pkg @ https://example.com/pkg.whl",
+        ]
+    ),
+)
+_ENVIRONMENT = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.one_of(_ANY_TEXT, _JSON),
+        "version": _JSON_LEAF,
+        "environmentVariables": st.one_of(st.dictionaries(_ANY_TEXT, _JSON_LEAF), _JSON),
+        "docker": st.one_of(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "baseImage": st.one_of(
+                        _ANY_TEXT,
+                        st.sampled_from(
+                            [
+                                "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-ubuntu22.04",
+                                "python:3.11-slim",
+                            ]
+                        ),
+                    ),
+                    "shmSize": _JSON_LEAF,
+                    "arguments": st.one_of(st.lists(_ANY_TEXT, max_size=3), _JSON),
+                    "baseImageRegistry": _JSON,
+                },
+            ),
+            _JSON,
+        ),
+        "python": st.fixed_dictionaries(
+            {},
+            optional={
+                "userManagedDependencies": _JSON_LEAF,
+                "condaDependencies": st.one_of(
+                    st.fixed_dictionaries(
+                        {
+                            "dependencies": st.lists(
+                                st.one_of(
+                                    st.sampled_from(["python=3.8", "python=3.11.4", "pip"]),
+                                    _ANY_TEXT,
+                                    st.fixed_dictionaries({"pip": st.lists(_PIP_LINE, max_size=4)}),
+                                ),
+                                max_size=5,
+                            )
+                        },
+                        optional={"channels": st.lists(_ANY_TEXT, max_size=2)},
+                    ),
+                    _JSON,
+                ),
+            },
+        ),
+        "spark": _JSON,
+        "r": _JSON,
+    },
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=_ENVIRONMENT)
+def test_any_environment_is_a_clear_error_or_a_valid_definition(data, tmp_path_factory):
+    try:
+        result = from_v1_definition(data, source="fuzz.json")
+    except DefinitionError as exc:
+        assert all(p.file == "fuzz.json" for p in exc.problems)
+        return
+    folder = result.write(tmp_path_factory.mktemp("fuzz") / "env")
+    load(folder)
+    text = (folder / "env.toml").read_text()
+    assert "u:p@" not in text
