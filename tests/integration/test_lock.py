@@ -476,10 +476,11 @@ def test_conda_env_locked_to_the_loopback_channel_renders(
         )
         (folder / locking.INDEX_FILE).write_text(locking.render_index(locks))
         (folder / locking.CONDA_LOCK_FILE).write_text(explicit)
+        store = locking.conda_store(tmp_path / "home")
         with pytest.raises(locking.LockError, match="not in envbuild's package store"):
-            render(env)
-        assert locking.fetch_conda_packages(explicit.encode()) == 2
-    context = render(env)  # the channel is gone: rendering needs only the store
+            render(env, conda_store=store)
+        assert locking.fetch_conda_packages(explicit.encode(), store=store) == 2
+    context = render(env, conda_store=store)  # the channel is gone: only the store is needed
     assert context.files["envbuild/conda-linux-64.lock"].data == explicit.encode()
     assert "envbuild/conda/input" in context.files
     target = tmp_path / "Dockerfile"

@@ -93,3 +93,33 @@ def test_command_never_pulls_and_passes_secrets(tmp_path: Path) -> None:
     argv, env = BuildKitClient("/x/docker", "buildx").command(request, tmp_path / "iid")
     assert argv[1:4] == ["buildx", "build", "--load"]
     assert env.get("DOCKER_BUILDKIT") == os.environ.get("DOCKER_BUILDKIT")
+
+
+def test_the_probe_is_remembered_where_the_caller_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state folder comes from the caller (the engine's settings), never read here."""
+    import envbuild.settings
+    from envbuild.engine import buildkit
+    from envbuild.engine.docker import DockerEngine
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("load_settings() was called behind the caller")
+
+    monkeypatch.setattr(envbuild.settings, "load_settings", forbidden)
+    client = _fake_client(tmp_path, "20.10.24+dfsg1", buildx=False)
+    cache = buildkit.probe_cache(tmp_path / "state")
+    assert find_buildkit(client, cache).mode == "classic"
+    assert client in cache.read_text()  # remembered under the state folder given
+    assert find_buildkit(client).mode == "classic"  # no state folder: probed, not remembered
+    # A build remembers the probe under the engine's state folder.
+    seen: list[Path | None] = []
+
+    def build(cli: str, request: BuildRequest, log: object, probe_cache: Path | None) -> str:
+        seen.append(probe_cache)
+        return "sha256:1"
+
+    monkeypatch.setattr(buildkit, "build", build)
+    engine = DockerEngine(client, state=tmp_path / "mine")
+    engine.build(BuildRequest(tmp_path), lambda line: None)
+    assert seen == [buildkit.probe_cache(tmp_path / "mine")]

@@ -131,3 +131,27 @@ def test_no_docker_cli_outside_the_engine(path: Path) -> None:
         f"{path.relative_to(PACKAGE)} runs the docker CLI (lines {found}): "
         "go through the engine protocol in envbuild.engine instead"
     )
+
+
+def _private_imports_across_packages() -> list[str]:
+    """``from envbuild.<pkg>.<mod> import _name`` written outside ``envbuild.<pkg>``."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        package = ".".join(parts[:-1])
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith(
+                "envbuild."
+            ):
+                continue
+            source = (node.module or "").rpartition(".")[0]
+            for alias in node.names:
+                private = alias.name.startswith("_") and not alias.name.startswith("__")
+                if private and source != package:
+                    found.append(f"{path.relative_to(PACKAGE)}: {node.module}.{alias.name}")
+    return found
+
+
+def test_no_module_imports_a_private_name_of_another_package() -> None:
+    """A name another layer needs has a public home (e.g. run.local.new_run_id for export)."""
+    assert _private_imports_across_packages() == []

@@ -607,12 +607,17 @@ def test_conda_python_locked_renders_and_passes_hadolint(
         render(env)
     (folder / "env.toml").write_text(text.split("[pip]")[0])
     env = load(folder)
-    # The packages are installed from envbuild's store, which `lock` fills.
-    with pytest.raises(locking.LockError, match="not in envbuild's package store"):
+    # The packages are installed from envbuild's store, which `lock` fills; the
+    # caller names the store, rendering never reads the settings for it.
+    store = locking.conda_store(tmp_path / "state")
+    with pytest.raises(ValueError, match="needs envbuild's package store"):
         render(env)
-    assert locking.fetch_conda_packages(explicit) == 2
-    assert locking.fetch_conda_packages(explicit) == 0  # stored once
-    context = render(env)
+    with pytest.raises(locking.LockError, match="not in envbuild's package store"):
+        render(env, conda_store=store)
+    assert locking.fetch_conda_packages(explicit, store=store) == 2
+    assert locking.fetch_conda_packages(explicit, store=store) == 0  # stored once
+    assert len(list((store / "pkgs").iterdir())) == 2
+    context = render(env, conda_store=store)
     text = context.dockerfile
     assert "setup-conda.sh locked /opt/envbuild/conda-linux-64.lock 3.8 /opt/conda" in text
     assert "source=envbuild/conda/input,target=/tmp/envbuild-conda-prefix.tar" in text
@@ -639,8 +644,8 @@ def test_conda_python_locked_renders_and_passes_hadolint(
     assert str(tmp_path) not in json.dumps(meta).replace(channel, "")  # no path of this host
     assert "CACHEDIR.TAG" not in members
     # Deterministic: installed again from scratch, the same bytes and the same hash.
-    shutil.rmtree(locking.conda_store() / "prefixes")
-    again = render(env)
+    shutil.rmtree(store / "prefixes")
+    again = render(env, conda_store=store)
     assert again.files["envbuild/conda/input"].data == blob
     assert content_hash(again, platform="linux/amd64") == content_hash(
         context, platform="linux/amd64"
@@ -661,9 +666,10 @@ def test_conda_fetch_refuses_a_changed_package(tmp_path: Path) -> None:
     archive = tmp_path / "x-1-0.tar.bz2"
     archive.write_bytes(b"not what was locked")
     data = f"@EXPLICIT\n{archive.as_uri()}#sha256:{'0' * 64}\n".encode()
+    store = locking.conda_store(tmp_path / "state")
     with pytest.raises(locking.LockError, match="is not the locked"):
-        locking.fetch_conda_packages(data)
-    assert not list((locking.conda_store() / "pkgs").glob("*x-1-0*"))
+        locking.fetch_conda_packages(data, store=store)
+    assert not list((store / "pkgs").glob("*x-1-0*"))
 
 
 def test_conda_unlocked_renders_with_channels(write_env, tmp_path: Path) -> None:

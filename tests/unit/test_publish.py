@@ -273,8 +273,8 @@ def test_binary_context_files_are_listed_not_copied(
 ) -> None:
     real = render
 
-    def render_with_binary(env: Environment) -> BuildContext:
-        context = real(env)
+    def render_with_binary(env: Environment, conda_store: Path | None = None) -> BuildContext:
+        context = real(env, conda_store=conda_store)
         files = dict(context.files)
         files["envbuild/bin/tool"] = ContextFile(b"\x7fELF\x00\x01", executable=True)
         return BuildContext(files=files, base_image=context.base_image)
@@ -316,3 +316,35 @@ def test_default_out_is_beside_the_catalog(tmp_path: Path, monkeypatch: pytest.M
     (tmp_path / "curated").mkdir()
     monkeypatch.chdir(tmp_path / "curated")
     assert pub.default_out(Path(".")) == tmp_path.resolve() / "published"
+
+
+def test_with_images_finds_the_image_of_an_unlocked_environment(write_env, tmp_path: Path) -> None:
+    """A release is hashed offline; the image of an environment whose base image is not
+    locked carries another hash (the base's image ID is part of it): the reader resolves
+    it with the engine instead of missing the image."""
+    from envbuild.build.builder import resolve
+    from envbuild.engine.records import ImageInfo
+    from envbuild.settings import load_settings
+    from tests.fakes import with_base
+    from tests.run_fakes import FakeRunEngine
+
+    folder = write_env(
+        'schema = 1\nname = "loose"\n[base]\nimage = "debian:bookworm-slim"\n', folder="cat/loose"
+    )
+    settings = load_settings()
+    engine = FakeRunEngine(images=with_base())
+    built = resolve(folder, settings=settings, engine=engine)
+    image = ImageInfo(
+        id="sha256:" + "7" * 64, tags=(built.hash_tag,), labels={"io.envbuild.hash": built.hash}
+    )
+    engine.images[built.hash_tag] = engine.images[image.id] = image
+    out = tmp_path / "published"
+    reader = pub.image_reader(engine, settings)
+    report = pub.publish(folder.parent, out, platform=settings.platform, read_image=reader)
+    assert report.images == ("loose/1",)
+    doc = json.loads((out / "loose/1/image.json").read_text())
+    assert doc["image"]["ref"] == built.hash_tag and doc["image"]["id"] == image.id
+    assert doc["hash"] != built.hash  # the release's own (offline) hash, as before
+    # Without the base in the engine there is no image built on it: skipped, not an error.
+    del engine.images["debian:bookworm-slim"]
+    assert pub.image_reader(engine, settings)(built.env, doc["hash"]) is None

@@ -587,7 +587,7 @@ def bootstrap(
         from envbuild.engine.docker import DockerEngine
 
         assert settings is not None
-        engine = DockerEngine(settings.docker)
+        engine = DockerEngine(settings.docker, state=settings.home)
     engine.inspect_image(target)  # one request: a dead engine is found now, not after mmdebstrap
     if mirror is None:
         assert settings is not None

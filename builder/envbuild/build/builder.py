@@ -29,10 +29,11 @@ from envbuild.build.result import report as report
 from envbuild.cache.hashing import content_hash
 from envbuild.cache.lookup import lookup
 from envbuild.definition.model import Environment, load
-from envbuild.engine.docker import BuildRequest, Engine
+from envbuild.engine.docker import BuildRequest, Engine, ImageStore
 from envbuild.errors import BaseMissing, EngineError, UsageError
 from envbuild.identity import HASH_LABEL as HASH_LABEL  # re-exported
 from envbuild.identity import INPUTS_LABEL as INPUTS_LABEL  # re-exported
+from envbuild.lock.model import conda_store
 from envbuild.log import Log
 from envbuild.render.context import BuildContext
 from envbuild.render.dockerfile import CA_SECRET, NETRC_SECRET, render
@@ -57,13 +58,20 @@ class Resolved:
     platform: str = DEFAULT_PLATFORM
     base_id: str | None = None  # the engine's image ID of an unlocked base image
     drift: Drift | None = None  # a locked base that moved, built on anyway
+    conda_store: Path | None = None  # envbuild's conda package store (a conda-locked env)
 
     @functools.cached_property
     def context(self) -> BuildContext:
         """The rendered build context (rendered now if the hash came from the memo)."""
         if self.rendered is not None:
             return self.rendered
-        return render(self.env, platform=self.platform, base_id=self.base_id, drift=self.drift)
+        return render(
+            self.env,
+            platform=self.platform,
+            base_id=self.base_id,
+            drift=self.drift,
+            conda_store=self.conda_store,
+        )
 
     @property
     def repository(self) -> str:
@@ -86,7 +94,7 @@ def resolve(
     *,
     settings: Settings | None = None,
     memo: bool = True,
-    engine: Engine | None = None,
+    engine: ImageStore | None = None,
     drift: Drift | None = None,
 ) -> Resolved:
     """Load (if needed) and hash ``env``.
@@ -108,6 +116,7 @@ def resolve(
     from envbuild.cache import memo as memo_mod
 
     settings = settings or load_settings()
+    store = conda_store(settings.home)
     environment = env if isinstance(env, Environment) else load(env)
     base_id = base_identity(environment, settings, engine)
     folder, platform = environment.path, settings.platform
@@ -115,9 +124,13 @@ def resolve(
     if memo:
         found = memo_mod.recall(settings.home, folder, platform, base_id=lambda _: base_id)
         if found and (found.name, found.version) == (environment.name, environment.version):
-            return Resolved(environment, found.hash, settings.prefix, None, platform, base_id)
+            return Resolved(
+                environment, found.hash, settings.prefix, None, platform, base_id, conda_store=store
+            )
     with reads.recording() as seen:
-        context = render(environment, platform=platform, base_id=base_id, drift=drift)
+        context = render(
+            environment, platform=platform, base_id=base_id, drift=drift, conda_store=store
+        )
     digest = content_hash(context, platform=platform)
     if memo and environment.sources and seen.refused is None:
         seen.merge(reads.Reads(dict(environment.sources)))
@@ -134,10 +147,12 @@ def resolve(
         )
     elif memo:
         memo_mod.forget(settings.home, folder, platform)
-    return Resolved(environment, digest, settings.prefix, context, platform, base_id, drift)
+    return Resolved(environment, digest, settings.prefix, context, platform, base_id, drift, store)
 
 
-def base_identity(env: Environment, settings: Settings, engine: Engine | None = None) -> str | None:
+def base_identity(
+    env: Environment, settings: Settings, engine: ImageStore | None = None
+) -> str | None:
     """The image ID the engine holds for ``env``'s base image, when it is not locked.
 
     ``None`` when the base's identity is known without the engine: a locked
@@ -159,7 +174,7 @@ def base_identity(env: Environment, settings: Settings, engine: Engine | None = 
     if engine is None:
         from envbuild.engine.docker import DockerEngine
 
-        engine = DockerEngine(settings.docker)
+        engine = DockerEngine(settings.docker, state=settings.home)
     try:
         info = engine.inspect_image(image)
     except EngineError as exc:
@@ -306,7 +321,7 @@ def cached(
     if engine is None:
         from envbuild.engine.docker import DockerEngine
 
-        engine = DockerEngine(settings.docker)
+        engine = DockerEngine(settings.docker, state=settings.home)
     resolved = env if isinstance(env, Resolved) else resolve(env, settings=settings, engine=engine)
     return _lookup(engine, resolved, started)
 
@@ -355,7 +370,7 @@ def build(
     if engine is None:
         from envbuild.engine.docker import DockerEngine
 
-        engine = DockerEngine(settings.docker)
+        engine = DockerEngine(settings.docker, state=settings.home)
     log = log or _nowhere
     allow_drift = (base_drift or settings.base_drift) == "allow" and not strict
     if isinstance(env, Resolved):

@@ -393,8 +393,15 @@ def run_ci(
         resolved = built[folder][0]
         entry.stages["push"] = _timed("push", partial(_push, entry, resolved, remote, engine, log))
     publish_started = time.monotonic()
+    from envbuild.lock.model import conda_store
+
     try:
-        drift = pub.check(catalog, published, platform=settings.platform)
+        drift = pub.check(
+            catalog,
+            published,
+            platform=settings.platform,
+            conda_store=conda_store(settings.home),
+        )
         status = FAILED if drift else PASSED
         message = (
             f"{published} differs from a fresh render ({len(drift)} files):\n"

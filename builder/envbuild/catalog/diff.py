@@ -155,9 +155,16 @@ def diff(a: Side, b: Side) -> PackageDiff:
 
 
 def read_side(
-    spec: str, *, published: Path, engine: Callable[[], ImageEngine] | None = None
+    spec: str,
+    *,
+    published: Path,
+    engine: Callable[[], ImageEngine] | None = None,
+    conda_store: Path | None = None,
 ) -> Side:
-    """Read ``spec``: a folder, ``name@version`` (from ``published``) or ``image:REF``."""
+    """Read ``spec``: a folder, ``name@version`` (from ``published``) or ``image:REF``.
+
+    A conda-locked folder is rendered from ``conda_store`` (envbuild's package store).
+    """
     if spec.startswith(IMAGE_PREFIX):
         ref = spec[len(IMAGE_PREFIX) :]
         if not ref:
@@ -184,7 +191,7 @@ def read_side(
             f"{spec}: not an environment folder, a published name@version or image:REF",
             hint="e.g. curated/pytorch-1.6-gpu, pytorch-1.6-gpu@1 or image:envbuild/hello:1",
         )
-    return Side(spec, "folder", declared(load(path)))
+    return Side(spec, "folder", declared(load(path), conda_store=conda_store))
 
 
 def _published_side(spec: str, name: str, version: int, published: Path) -> Side:

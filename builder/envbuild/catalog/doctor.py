@@ -115,9 +115,9 @@ class _Checks:
         self.add("engine", OK, f"Docker {self.info.version or '(unknown version)'} answers")
 
     def buildkit(self) -> None:
-        from envbuild.engine.buildkit import find_buildkit
+        from envbuild.engine.buildkit import find_buildkit, probe_cache
 
-        client = find_buildkit(self.settings.docker)
+        client = find_buildkit(self.settings.docker, probe_cache(self.settings.home))
         how = "docker buildx" if client.mode == "buildx" else "DOCKER_BUILDKIT=1 docker build"
         self.add("buildkit client", OK, f"{client.binary} builds with BuildKit ({how})")
 

@@ -361,8 +361,13 @@ def lock_index(folder: Path) -> dict[str, Any]:
     return data
 
 
-def declared(env: Environment, context: BuildContext | None = None) -> PackageList:
+def declared(
+    env: Environment, context: BuildContext | None = None, *, conda_store: Path | None = None
+) -> PackageList:
     """The packages ``env`` declares, or locks where ``envbuild lock`` wrote locks.
+
+    Without ``context``, ``env`` is rendered (a conda-locked one from ``conda_store``,
+    envbuild's package store: :func:`envbuild.lock.conda_store`).
 
     Lock files are read by the lock model (:func:`envbuild.lock.model.read`):
     the ones its index names, checked against their recorded digests.
@@ -370,7 +375,7 @@ def declared(env: Environment, context: BuildContext | None = None) -> PackageLi
     from envbuild.render.dockerfile import apt_packages, render
 
     if context is None:
-        context = render(env)
+        context = render(env, conda_store=conda_store)
     locks = read_locks(env.path)
     sources = {"apt": "definition", "pip": "definition", "conda": "definition"}
 

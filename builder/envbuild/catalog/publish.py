@@ -45,13 +45,14 @@ from envbuild.catalog.order import (
 )
 from envbuild.catalog.packages import PackageList, declared, lock_index
 from envbuild.definition.model import Environment, load
-from envbuild.errors import EnvbuildError, UsageError
+from envbuild.errors import EngineError, EnvbuildError, UsageError
 from envbuild.log import Log
 from envbuild.render.context import BuildContext
 from envbuild.render.dockerfile import render
 
 if TYPE_CHECKING:
     from envbuild.catalog.diff import ImageEngine
+    from envbuild.settings import Settings
 
 GENERATED_BY = "envbuild publish (generated: do not edit; run `envbuild publish` to update)"
 INDEX_JSON = "index.json"
@@ -283,9 +284,13 @@ def _python_version(env: Environment) -> str | None:
     return str(version) if version else None
 
 
-def render_release(env: Environment, *, platform: str) -> Rendered:
-    """Render ``env``'s release folder: context, locks, manifest.json and packages.json."""
-    context = render(env)
+def render_release(env: Environment, *, platform: str, conda_store: Path | None = None) -> Rendered:
+    """Render ``env``'s release folder: context, locks, manifest.json and packages.json.
+
+    ``conda_store`` is envbuild's conda package store (a conda-locked environment
+    renders from it: :func:`envbuild.lock.conda_store` of the settings' state folder).
+    """
+    context = render(env, conda_store=conda_store)
     digest = content_hash(context, platform=platform)
     files: dict[str, PublishedFile] = {}
     omitted: list[dict[str, Any]] = []
@@ -297,7 +302,7 @@ def render_release(env: Environment, *, platform: str) -> Rendered:
             omitted.append({"path": rel, "reason": reason, "size": len(item.data)})
     for name, data in lock_contents(env.path).items():
         files[f"{LOCKS}/{name}"] = PublishedFile(data)
-    packages = declared(env, context)
+    packages = declared(env, context, conda_store=conda_store)
     definition = {"digest": definition_digest(env), "files": definition_file_digests(env)}
     files[MANIFEST] = PublishedFile(
         dump_json(
@@ -340,9 +345,14 @@ def render_release(env: Environment, *, platform: str) -> Rendered:
     return Rendered(env, context, digest, files, release)
 
 
-def render_catalog(catalog: Path, *, platform: str) -> list[Rendered]:
+def render_catalog(
+    catalog: Path, *, platform: str, conda_store: Path | None = None
+) -> list[Rendered]:
     """Render the current version of every environment in ``catalog``, sorted by name."""
-    rendered = [render_release(load(folder), platform=platform) for folder in discover(catalog)]
+    rendered = [
+        render_release(load(folder), platform=platform, conda_store=conda_store)
+        for folder in discover(catalog)
+    ]
     seen: dict[str, Path] = {}
     for item in rendered:
         if item.env.name in seen:
@@ -569,9 +579,9 @@ def index_markdown(releases: Sequence[Release], catalog_name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plan(catalog: Path, out: Path, *, platform: str) -> Plan:
+def plan(catalog: Path, out: Path, *, platform: str, conda_store: Path | None = None) -> Plan:
     """Render ``catalog`` and read ``out``'s history: what ``out`` must hold."""
-    rendered = render_catalog(catalog, platform=platform)
+    rendered = render_catalog(catalog, platform=platform, conda_store=conda_store)
     return make_plan(rendered, out, catalog_name=catalog.absolute().name)
 
 
@@ -619,6 +629,7 @@ def publish(
     platform: str,
     read_image: ImageReader | None = None,
     log: Log = lambda line: None,
+    conda_store: Path | None = None,
 ) -> PublishReport:
     """Write every current release of ``catalog`` and the index into ``out``.
 
@@ -628,7 +639,7 @@ def publish(
     written for each release whose image it finds.
     """
     guard_out(out)
-    rendered = render_catalog(catalog, platform=platform)
+    rendered = render_catalog(catalog, platform=platform, conda_store=conda_store)
     warnings = []
     for item in rendered:
         warning = _unbumped(out / item.release.path, item.release)
@@ -684,19 +695,31 @@ def publish(
     )
 
 
-def image_reader(engine: ImageEngine, prefix: str) -> ImageReader:
-    """An :data:`ImageReader` for images built under ``prefix`` (``<prefix>/<name>:<hash12>``).
+def image_reader(engine: ImageEngine, settings: Settings) -> ImageReader:
+    """An :data:`ImageReader` for images built with ``settings`` (``<prefix>/<name>:<hash12>``).
 
     An image counts only if its hash label carries the full hash; its packages
     are read by running commands inside it (see :func:`envbuild.catalog.packages.from_image`).
+    A release is hashed offline, but the image of an environment whose base image is
+    not locked was built under another hash, one that holds the image ID the engine
+    has for that base: its image is looked up under that hash
+    (:func:`envbuild.build.builder.resolve`, one inspect of the base), so that
+    ``--with-images`` finds it too.
     """
+    from envbuild.build.builder import base_identity, resolve
     from envbuild.catalog.packages import from_image
-    from envbuild.identity import HASH_LABEL
+    from envbuild.identity import HASH_LABEL, hash_tag
 
     def read(env: Environment, digest: str) -> dict[str, Any] | None:
-        tag = f"{prefix}/{env.name}:{digest[:12]}"
+        built = digest
+        try:
+            if base_identity(env, settings, engine) is not None:  # an unlocked base image
+                built = resolve(env, settings=settings, engine=engine).hash
+        except EngineError:  # the base is not in the engine: nor is an image built on it
+            return None
+        tag = hash_tag(settings.prefix, env.name, built)
         info = engine.inspect_image(tag)
-        if info is None or info.labels.get(HASH_LABEL) != digest:
+        if info is None or info.labels.get(HASH_LABEL) != built:
             return None
         packages = from_image(engine, tag, info.labels)
         image = {"id": info.id, "size": info.size, "created": info.created, "ref": tag}
@@ -718,7 +741,9 @@ def image_sbom(doc: Mapping[str, Any], env: Environment) -> str:
     return sbom.dumps(sbom.cyclonedx(PackageList.from_json(doc.get("sbom") or {}), subject))
 
 
-def check(catalog: Path, out: Path, *, platform: str) -> list[Drift]:
+def check(
+    catalog: Path, out: Path, *, platform: str, conda_store: Path | None = None
+) -> list[Drift]:
     """How ``out`` differs from what :func:`publish` would write now (empty: no drift).
 
     Compares every deterministic file byte for byte (and its executable bit);
@@ -726,7 +751,7 @@ def check(catalog: Path, out: Path, *, platform: str) -> list[Drift]:
     their own ``manifest.json``.
     """
     guard_out(out)
-    result = plan(catalog, out, platform=platform)
+    result = plan(catalog, out, platform=platform, conda_store=conda_store)
     drift: list[Drift] = list(result.problems)
     present = _files_under(out) if out.is_dir() else {}
     for rel, item in result.files.items():

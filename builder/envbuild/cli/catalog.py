@@ -39,7 +39,7 @@ def test(envs: tuple[Path, ...], force: bool, as_json: bool, quiet: bool) -> Non
     from envbuild.settings import load_settings
 
     settings = load_settings()
-    engine = DockerEngine(settings.docker)
+    engine = DockerEngine(settings.docker, state=settings.home)
     reports = []
     for env in envs:
         resolved = resolve(env, settings=settings)
@@ -125,6 +125,7 @@ def publish(catalog: Path, out: Path | None, check_only: bool, with_images: bool
     every difference from a fresh render is listed and the exit code is 1.
     """
     from envbuild.catalog import publish as pub
+    from envbuild.lock.model import conda_store
     from envbuild.settings import load_settings
 
     if check_only and with_images:
@@ -133,7 +134,9 @@ def publish(catalog: Path, out: Path | None, check_only: bool, with_images: bool
     out = out if out is not None else pub.default_out(catalog)
     shown = _shown(out)
     if check_only:
-        drift = pub.check(catalog, out, platform=settings.platform)
+        drift = pub.check(
+            catalog, out, platform=settings.platform, conda_store=conda_store(settings.home)
+        )
         if not drift:
             click.echo(f"envbuild: {shown}/ is up to date with {_shown(catalog)}/", err=True)
             return
@@ -154,11 +157,12 @@ def publish(catalog: Path, out: Path | None, check_only: bool, with_images: bool
     if with_images:
         from envbuild.engine.docker import DockerEngine
 
-        reader = pub.image_reader(DockerEngine(settings.docker), settings.prefix)
+        reader = pub.image_reader(DockerEngine(settings.docker, state=settings.home), settings)
     report = pub.publish(
         catalog,
         out,
         platform=settings.platform,
+        conda_store=conda_store(settings.home),
         read_image=reader,
         log=lambda line: click.echo(line, err=True),
     )
@@ -246,18 +250,21 @@ def diff(a: str, b: str, as_json: bool, published: Path, exit_code: bool) -> Non
     """
     from envbuild.catalog import diff as d
     from envbuild.engine.docker import DockerEngine
+    from envbuild.lock.model import conda_store
     from envbuild.settings import load_settings
 
+    settings = load_settings()
     engines: list[DockerEngine] = []
 
     def engine() -> DockerEngine:
         if not engines:
-            engines.append(DockerEngine(load_settings().docker))
+            engines.append(DockerEngine(settings.docker, state=settings.home))
         return engines[0]
 
+    store = conda_store(settings.home)
     result = d.diff(
-        d.read_side(a, published=published, engine=engine),
-        d.read_side(b, published=published, engine=engine),
+        d.read_side(a, published=published, engine=engine, conda_store=store),
+        d.read_side(b, published=published, engine=engine, conda_store=store),
     )
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
@@ -300,7 +307,7 @@ def sbom(target: str, fmt: str, output: Path | None, quiet: bool) -> None:
     from envbuild.settings import load_settings
 
     settings = load_settings()
-    engine = DockerEngine(settings.docker)
+    engine = DockerEngine(settings.docker, state=settings.home)
     if target.startswith(IMAGE_PREFIX):
         ref = target[len(IMAGE_PREFIX) :]
         if not ref:

@@ -89,7 +89,7 @@ def ci(
     report = run_ci(
         catalog,
         settings=settings,
-        engine=DockerEngine(settings.docker),
+        engine=DockerEngine(settings.docker, state=settings.home),
         remote=remote,
         since=since,
         published=published,

@@ -114,10 +114,14 @@ def render(env: Path, output: Path | None) -> None:
     base's image ID enters only the hash).
     """
     from envbuild.definition.model import load
+    from envbuild.lock.model import conda_store
     from envbuild.render.dockerfile import render as render_context
 
     environment = load(env)
-    context = render_context(environment, platform=_settings().platform)
+    settings = _settings()
+    context = render_context(
+        environment, platform=settings.platform, conda_store=conda_store(settings.home)
+    )
     if output is None:
         click.echo(context.dockerfile, nl=False)
         return
@@ -261,7 +265,7 @@ def build(
     find_ca_bundle(ca_bundle)  # a file named here that cannot be read is a usage error, first
     find_netrc(netrc)
     settings = _settings()
-    engine = DockerEngine(settings.docker)
+    engine = DockerEngine(settings.docker, state=settings.home)
     folders = list(envs)
     if all_dir is not None:
         from envbuild.catalog.order import discover

@@ -133,7 +133,7 @@ def push(
     from envbuild.settings import load_settings
 
     settings = load_settings()
-    engine = DockerEngine(settings.docker)
+    engine = DockerEngine(settings.docker, state=settings.home)
     folders = _folders(envs, all_dir)
     remote = open_remote(settings, registry, registry_ca, registry_insecure, required=True)
     assert remote is not None
@@ -205,7 +205,7 @@ def pull(
 
     started = time.monotonic()
     settings = load_settings()
-    engine = DockerEngine(settings.docker)
+    engine = DockerEngine(settings.docker, state=settings.home)
     resolved = resolve(env, settings=settings)
     result = cached(resolved, settings, engine)
     if result is None:
@@ -251,7 +251,7 @@ def base_push(
     from envbuild.settings import load_settings
 
     settings = load_settings()
-    engine = DockerEngine(settings.docker)
+    engine = DockerEngine(settings.docker, state=settings.home)
     remote = open_remote(settings, registry, registry_ca, registry_insecure, required=True)
     assert remote is not None
     result = travel.push_base(
@@ -293,7 +293,7 @@ def base_pull(
     from envbuild.settings import load_settings
 
     settings = load_settings()
-    engine = DockerEngine(settings.docker)
+    engine = DockerEngine(settings.docker, state=settings.home)
     remote = open_remote(settings, registry, registry_ca, registry_insecure, required=True)
     assert remote is not None
     result = travel.pull_base(

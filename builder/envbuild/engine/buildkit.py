@@ -68,18 +68,19 @@ def _run_quiet(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
 
-def _probe_cache() -> Path:
-    from envbuild.settings import load_settings
-
-    return load_settings().home / "cache" / "buildkit-clients.json"
+def probe_cache(home: Path) -> Path:
+    """Where the BuildKit probe of each docker client is remembered, under the state
+    folder ``home`` (:attr:`envbuild.settings.Settings.home`)."""
+    return home / "cache" / "buildkit-clients.json"
 
 
 @functools.lru_cache(maxsize=8)
-def find_buildkit(binary: str) -> BuildKitClient:
+def find_buildkit(binary: str, cache: Path | None = None) -> BuildKitClient:
     """Find how ``binary`` can run a BuildKit build, or say what to install.
 
-    Probing runs the client twice (~60 ms), so a positive answer is remembered
-    per client binary (path, size, mtime) under envbuild's state folder.
+    Probing runs the client twice (~60 ms), so with ``cache`` (see
+    :func:`probe_cache`; the caller names it, nothing here reads the settings)
+    a positive answer is remembered per client binary (path, size, mtime).
     """
     path = shutil.which(binary)
     if path is None:
@@ -88,9 +89,10 @@ def find_buildkit(binary: str) -> BuildKitClient:
             hint="install Docker (Debian: apt-get install docker.io) or set ENVBUILD_DOCKER "
             "to the docker CLI to use",
         )
+    if cache is None:
+        return _probe_buildkit(path)
     stat = Path(path).stat()
     key = f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}"
-    cache = _probe_cache()
     try:
         known = json.loads(cache.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -188,15 +190,18 @@ def _stream(proc: subprocess.Popen[bytes]) -> Iterator[str]:
         yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
 
 
-def build(docker_cli: str, request: BuildRequest, log: Log) -> str:
+def build(
+    docker_cli: str, request: BuildRequest, log: Log, *, probe_cache: Path | None = None
+) -> str:
     """Build ``request`` with the BuildKit of ``docker_cli``; the image ID.
 
+    ``probe_cache`` is where the client's probe is remembered (:func:`probe_cache`).
     Raises :class:`BuildError` with the failing step, its exit code and its
     last lines.
     """
     from envbuild.process import temp_prefix
 
-    client = find_buildkit(docker_cli)
+    client = find_buildkit(docker_cli, probe_cache)
     # Named after its owner: what a `kill -9` leaves, the next build removes.
     with tempfile.TemporaryDirectory(prefix=temp_prefix("iid")) as tmp:
         iidfile = Path(tmp) / "iid"

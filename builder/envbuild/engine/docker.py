@@ -36,6 +36,8 @@ from envbuild.errors import EngineError, RegistryError
 from envbuild.log import Log
 
 if TYPE_CHECKING:  # at run time, loaded on first use (see __getattr__ below)
+    from pathlib import Path
+
     from envbuild.engine.protocols import (
         BindMount,
         BuildRequest,
@@ -44,6 +46,7 @@ if TYPE_CHECKING:  # at run time, loaded on first use (see __getattr__ below)
         Engine,
         EngineInfo,
         GpuRequest,
+        ImageStore,
         Labelled,
         Owned,
         RunEngine,
@@ -60,6 +63,7 @@ _LAZY = frozenset(
         "Engine",
         "EngineInfo",
         "GpuRequest",
+        "ImageStore",
         "Labelled",
         "Owned",
         "RunEngine",
@@ -87,6 +91,7 @@ __all__ = [
     "EngineInfo",
     "GpuRequest",
     "ImageInfo",
+    "ImageStore",
     "Labelled",
     "Log",
     "Owned",
@@ -98,8 +103,11 @@ __all__ = [
 class DockerEngine:
     """The real engine: BuildKit via the CLI, images and containers via the Engine API."""
 
-    def __init__(self, docker_cli: str = "docker") -> None:
+    def __init__(self, docker_cli: str = "docker", *, state: Path | None = None) -> None:
+        """``docker_cli`` drives builds; ``state`` is envbuild's state folder, where the
+        BuildKit probe of that client is remembered (without it, each process probes)."""
         self.docker_cli = docker_cli
+        self.state = state
         self._client: Any = None
         self._run_api_cache: Api | None = None
 
@@ -248,7 +256,8 @@ class DockerEngine:
         """See :meth:`Builder.build`. Raises :class:`BuildError` with the failing step."""
         from envbuild.engine import buildkit  # the CLI channel: only builds pay its import
 
-        return buildkit.build(self.docker_cli, request, log)
+        cache = buildkit.probe_cache(self.state) if self.state is not None else None
+        return buildkit.build(self.docker_cli, request, log, probe_cache=cache)
 
     # -- containers -------------------------------------------------------------------
     def create_container(self, spec: ContainerSpec) -> str:

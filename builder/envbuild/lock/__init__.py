@@ -41,9 +41,6 @@ if TYPE_CHECKING:
         conda_resolver as conda_resolver,
     )
     from envbuild.lock.makers import (
-        conda_store as conda_store,
-    )
-    from envbuild.lock.makers import (
         fetch_conda_packages as fetch_conda_packages,
     )
     from envbuild.lock.makers import (
@@ -128,6 +125,9 @@ if TYPE_CHECKING:
         conda_specs as conda_specs,
     )
     from envbuild.lock.model import (
+        conda_store as conda_store,
+    )
+    from envbuild.lock.model import (
         current as current,
     )
     from envbuild.lock.model import (
@@ -188,7 +188,7 @@ _HOMES: dict[str, str] = {
     "conda_prefix_tar": "makers",
     "conda_resolver": "makers",
     "conda_specs": "model",
-    "conda_store": "makers",
+    "conda_store": "model",
     "current": "model",
     "explicit_urls": "model",
     "fetch_conda_packages": "makers",

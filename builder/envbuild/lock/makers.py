@@ -40,6 +40,7 @@ from envbuild.lock.model import (
     PipLock,
     conda_inputs,
     conda_specs,
+    conda_store,
     explicit_urls,
     needs_conda,
     pip_inputs,
@@ -372,23 +373,17 @@ def locked_packages(data: bytes) -> list[LockedPackage]:
     return out
 
 
-def conda_store() -> Path:
-    """Where the locked conda packages are kept (by hash) and installed prefixes cached."""
-    from envbuild.settings import load_settings
-
-    return load_settings().home / "cache" / "conda"
-
-
-def _archive_path(package: LockedPackage) -> Path:
-    return conda_store() / "pkgs" / f"{package.digest}-{package.filename}"
+def _archive_path(store: Path, package: LockedPackage) -> Path:
+    return store / "pkgs" / f"{package.digest}-{package.filename}"
 
 
 def fetch_conda_packages(
-    data: bytes, *, ca_bundle: Path | None = None, log: Log = lambda line: None
+    data: bytes, *, store: Path, ca_bundle: Path | None = None, log: Log = lambda line: None
 ) -> int:
     """Download what the lock names into the package store, each checked against its hash.
 
-    Already stored packages are skipped (they were checked when stored).
+    ``store`` is the package store (:func:`conda_store`). Already stored
+    packages are skipped (they were checked when stored).
     Returns how many were downloaded. This, in ``envbuild lock``, is the only
     place envbuild reaches a conda channel: builds install from the store, so
     a channel only the host can reach (a mirror on loopback, behind a proxy
@@ -400,7 +395,7 @@ def fetch_conda_packages(
     context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
     fetched = 0
     for package in locked_packages(data):
-        target = _archive_path(package)
+        target = _archive_path(store, package)
         if target.is_file():
             continue
         if not package.url.startswith(("http://", "https://", "file://")):
@@ -431,7 +426,7 @@ def fetch_conda_packages(
     return fetched
 
 
-def conda_prefix_tar(data: bytes, prefix: str) -> bytes:
+def conda_prefix_tar(data: bytes, prefix: str, *, store: Path) -> bytes:
     """The conda prefix the lock ``data`` describes, installed for ``prefix``, as a tar.
 
     py-rattler links the stored packages (see :func:`fetch_conda_packages`)
@@ -443,7 +438,8 @@ def conda_prefix_tar(data: bytes, prefix: str) -> bytes:
     The host paths py-rattler records in ``conda-meta/`` are replaced by the
     locked URLs, and the tar is deterministic (sorted, fixed times and
     owners): the same lock gives the same bytes, hence the same image hash.
-    It is cached in the store by the lock's digest and py-rattler's version.
+    It is cached in the store (``store``, :func:`conda_store`) by the lock's
+    digest and py-rattler's version.
     """
     import asyncio
     import platform as host
@@ -458,20 +454,21 @@ def conda_prefix_tar(data: bytes, prefix: str) -> bytes:
     rattler = _rattler()
     packages = locked_packages(data)
     key = hashlib.sha256(data + f"\0{prefix}\0{_rattler_version()}".encode()).hexdigest()
-    cached = conda_store() / "prefixes" / f"{key}.tar"
+    cached = store / "prefixes" / f"{key}.tar"
     if cached.is_file():
         return cached.read_bytes()
-    missing = [p.url for p in packages if not _archive_path(p).is_file()]
+    missing = [p.url for p in packages if not _archive_path(store, p).is_file()]
     if missing:
         raise LockError(
             f"{len(missing)} locked conda package(s) are not in envbuild's package store "
-            f"({conda_store() / 'pkgs'}), e.g. {missing[0]}",
+            f"({store / 'pkgs'}), e.g. {missing[0]}",
             hint="run `envbuild lock ENV`: it fetches them (checked against the lock's hashes)",
         )
 
     async def install(target: Path, scratch: Path) -> None:
         records = [
-            await rattler.RepoDataRecord.from_package_archive(_archive_path(p)) for p in packages
+            await rattler.RepoDataRecord.from_package_archive(_archive_path(store, p))
+            for p in packages
         ]
         await rattler.install(
             records,
@@ -847,7 +844,9 @@ def lock(
             data=solve_conda(env, ca_bundle=ca_bundle),
         )
         # Builds install from envbuild's package store, never from the channel.
-        fetch_conda_packages(conda.data, ca_bundle=ca_bundle, log=log)
+        fetch_conda_packages(
+            conda.data, store=conda_store(settings.home), ca_bundle=ca_bundle, log=log
+        )
     locks = Locks(base=base, python=python, pip=pip, conda=conda)
     files: dict[str, bytes] = {INDEX_FILE: render_index(locks).encode()}
     if pip is not None:

@@ -256,6 +256,12 @@ def conda_inputs(env: Environment) -> str:
     )
 
 
+def conda_store(home: Path) -> Path:
+    """Where the locked conda packages are kept (by hash) and installed prefixes cached,
+    under the state folder ``home`` (:attr:`envbuild.settings.Settings.home`)."""
+    return home / "cache" / "conda"
+
+
 def needs_conda(env: Environment) -> bool:
     """Whether the environment has anything for conda to install."""
     return bool(env.conda.packages) or env.python.source == "conda"

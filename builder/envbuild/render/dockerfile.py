@@ -324,6 +324,7 @@ def render(
     platform: str = DEFAULT_PLATFORM,
     base_id: str | None = None,
     drift: locking.Drift | None = None,
+    conda_store: Path | None = None,
 ) -> BuildContext:
     """Render ``env`` into its build context: the Dockerfile and every file it copies.
 
@@ -335,6 +336,9 @@ def render(
     it drifted and the build goes on anyway (``drift``, ``--base-drift=allow``):
     then by the image ID it is built on, so the hash is never the locked one.
     Every file read is noted (:mod:`envbuild.reads`) for the memo.
+    A conda-locked environment's prefix is installed from envbuild's package
+    store, ``conda_store`` (:func:`envbuild.lock.conda_store` of the settings'
+    state folder): the caller names it, rendering never reads the settings.
     """
     locks = locking.current(env, platform)
     if drift is not None and (locks is None or locks.base is None):
@@ -383,8 +387,13 @@ def render(
         # envbuild's package store (filled, hash-checked, by `envbuild lock`):
         # a deterministic function of the lock, so the build needs no conda
         # binary and no channel.
+        if conda_store is None:  # the caller's mistake: envbuild's own failure
+            raise ValueError(
+                f"{env.name}: rendering a conda-locked environment needs envbuild's package "
+                "store (render(..., conda_store=envbuild.lock.conda_store(settings.home)))"
+            )
         files[CONDA_INPUT_IN_CONTEXT] = ContextFile(
-            locking.conda_prefix_tar(locks.conda.data, CONDA_PREFIX)
+            locking.conda_prefix_tar(locks.conda.data, CONDA_PREFIX, store=conda_store)
         )
     elif data["conda_file"]:
         files["envbuild/conda-specs.txt"] = ContextFile(

@@ -303,7 +303,7 @@ def run(
     settings = settings or load_settings()
     log = log or _stderr_log
     output = output or _ConsoleOutput()
-    engine = engine or DockerEngine(settings.docker)
+    engine = engine or DockerEngine(settings.docker, state=settings.home)
     the_plan = plan(config, settings=settings, engine=engine)
     for warning in the_plan.warnings:
         log(warning)
