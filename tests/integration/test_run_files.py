@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -93,21 +92,18 @@ def src(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.fixture(autouse=True)
-def _nothing_left(docker_cli: str) -> Iterator[None]:
-    def labelled() -> set[str]:
+def _nothing_left(run_id: str) -> None:
+    """No container or network of run ``run_id`` is left (others' runs may come and go)."""
+    docker = load_settings().docker
+    for kind in (["ps", "-aq"], ["network", "ls", "-q"]):
         proc = subprocess.run(
-            [docker_cli, "ps", "-aq", "--filter", f"label={RUN_LABEL}"],
+            [docker, *kind, "--filter", f"label={RUN_LABEL}={run_id}"],
             capture_output=True,
             text=True,
             check=True,
             timeout=60,
         )
-        return set(proc.stdout.split())
-
-    before = labelled()
-    yield
-    assert not labelled() - before, "a run container survived"
+        assert not proc.stdout.split(), f"run {run_id} left {kind[0]} {proc.stdout.split()}"
 
 
 def _quiet(stream: str, data: bytes) -> None:
@@ -131,6 +127,7 @@ def test_an_azureml_script_runs_unchanged(image: str, src: Path, home: Path) -> 
         output=lambda stream, data: chunks.append(data),
         log=lambda line: None,
     )
+    _nothing_left(result.run_id)
     printed = b"".join(chunks).decode()
     assert result.exit_code == 0, printed
     assert f"run {result.run_id} python 3" in printed
@@ -172,6 +169,7 @@ def test_runs_show_json_and_the_file_commands(src: Path, home: Path, tmp_path: P
     assert done.returncode == 0, done.stderr
     assert "outside: left out: a symlink to the absolute path" in done.stderr
     run_id = done.stdout.split()[1]
+    _nothing_left(run_id)
     shown = envbuild("runs", "show", run_id, "--json")
     doc = json.loads(shown.stdout)
     assert doc["metrics"]["loss"] == [0.5, 0.4] and doc["tags"] == {"model": "cnn"}
@@ -200,6 +198,7 @@ def test_a_timed_out_run_keeps_what_it_wrote(src: Path, home: Path) -> None:
         output=_quiet,
         log=lambda line: None,
     )
+    _nothing_left(result.run_id)
     assert result.exit_code == 124 and result.status == "timed-out"
     assert result.files_dir is not None
     assert (
@@ -222,6 +221,7 @@ def test_a_plain_snapshot_run_without_the_context(src: Path, home: Path) -> None
         output=lambda stream, data: chunks.append(data),
         log=lambda line: None,
     )
+    _nothing_left(result.run_id)
     assert result.exit_code == 0 and b"no azureml" in b"".join(chunks)
     assert result.files_dir is not None and (result.files_dir / "outputs" / "o.txt").exists()
     assert dict(result.metrics) == {}
@@ -256,6 +256,7 @@ def test_every_rank_of_a_distributed_run_logs_into_one_history(src: Path, home: 
         output=_quiet,
         log=lambda line: None,
     )
+    _nothing_left(result.run_id)
     assert result.exit_code == 0, [dict(n) for n in result.nodes]
     assert sorted(result.metrics["rank"]) == [0, 1, 2, 3]
     rows = sorted(result.metrics["ranks"], key=lambda row: row["rank"])
@@ -299,6 +300,7 @@ def test_mpi_ranks_started_over_ssh_log_too(src: Path, home: Path) -> None:
         pytest.skip("curated/mpi-4.1-cpu is not built here")
     chunks: list[bytes] = []
     result = run(config, output=lambda stream, data: chunks.append(data), log=lambda line: None)
+    _nothing_left(result.run_id)
     assert result.exit_code == 0, b"".join(chunks).decode(errors="replace")
     # Ranks 2 and 3 run on node 1, started by node 0's mpirun through ssh: the
     # context reaches them only through the launcher's forwarded variables.
