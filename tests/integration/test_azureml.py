@@ -21,6 +21,7 @@ from envbuild.azureml import (
     Dataset,
     Environment,
     Experiment,
+    MpiConfiguration,
     PyTorchConfiguration,
     ScriptRunConfig,
     Workspace,
@@ -188,7 +189,6 @@ def test_the_curated_pytorch_environment(
     ws: Workspace, tmp_path: Path, docker_cli: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
     folder = curated_folder("AzureML-PyTorch-1.6-GPU")
-    assert folder is not None
     resolved = envbuild.resolve(folder, settings=ws.settings)
     held = subprocess.run(
         [docker_cli, "image", "inspect", resolved.hash_tag], capture_output=True, check=False
@@ -219,7 +219,6 @@ def test_pytorch_two_nodes_two_processes_each(
     ws: Workspace, tmp_path: Path, docker_cli: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
     folder = curated_folder("AzureML-PyTorch-1.6-GPU")
-    assert folder is not None
     _curated_image_or_skip(ws, docker_cli, folder)
     src_dir = _script(
         tmp_path / "src",
@@ -245,4 +244,35 @@ def test_pytorch_two_nodes_two_processes_each(
     out = capfd.readouterr().out
     for rank in range(4):
         assert f"rank {rank} of 4 sum 10.0" in out
+    _nothing_left(docker_cli, run.id)
+
+
+def test_mpi_two_nodes_two_processes_each_runs_four_ranks(
+    ws: Workspace, tmp_path: Path, docker_cli: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The seed's MpiConfiguration(node_count=2, process_count_per_node=2) on Azure's
+    default image, which carried Open MPI: curated/mpi-4.1-cpu here."""
+    _curated_image_or_skip(ws, docker_cli, ROOT / "curated" / "mpi-4.1-cpu")
+    src_dir = _script(
+        tmp_path / "src",
+        "import sys\n"
+        "from mpi4py import MPI\n"
+        "comm = MPI.COMM_WORLD\n"
+        "total = comm.allreduce(comm.Get_rank() + 1)\n"
+        "sys.stdout.write(f'rank {comm.Get_rank()} of {comm.Get_size()} sum {total}\\n')\n"
+        "sys.stdout.flush()\n",
+    )
+    distr_config = MpiConfiguration(node_count=2, process_count_per_node=2)
+    src = ScriptRunConfig(
+        source_directory=str(src_dir),
+        script="train.py",
+        environment=Environment("myenv"),
+        distributed_job_config=distr_config,
+    )
+    run = Experiment(ws, "mpi").submit(src)
+    details = run.wait_for_completion(show_output=True)
+    out = capfd.readouterr().out
+    for rank in range(4):
+        assert f"rank {rank} of 4 sum 10" in out
+    assert details["runDefinition"]["nodeCount"] == 2
     _nothing_left(docker_cli, run.id)

@@ -205,8 +205,9 @@ def test_curated_names_give_the_curated_folder(ws: Workspace) -> None:
     assert resolve_environment(env, None, ws).folder == CURATED / "pytorch-1.6-gpu"
     assert env.python.conda_dependencies is not None
     assert "torch==1.6.0" in list(env.python.conda_dependencies.pip_packages)
-    with pytest.raises(UsageError, match=r"AzureML-PyTorch-0\.4"):
-        Environment.get(workspace=ws, name="AzureML-PyTorch-0.4-GPU")
+    with pytest.raises(UsageError, match=r"AzureML-PyTorch-1\.7") as caught:
+        Environment.get(workspace=ws, name="AzureML-PyTorch-1.7-GPU")
+    assert "did you mean AzureML-PyTorch-1.6-GPU" in (caught.value.hint or "")
 
 
 def test_a_curated_environment_with_a_package_added_extends_it(ws: Workspace) -> None:
@@ -244,6 +245,56 @@ def test_pip_requirements(ws: Workspace, tmp_path: Path) -> None:
     requirements.write_text("six\n-r other.txt\n")
     with pytest.raises(UnsupportedAzureMLFeature, match=r"requirements.txt:2: .* -r"):
         Environment.from_pip_requirements("req", requirements)
+
+
+def test_conda_specification(
+    ws: Workspace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conda_file = tmp_path / "environment.yml"
+    conda_file.write_text(
+        "name: project_environment\n"
+        "channels:\n  - conda-forge\n"
+        "dependencies:\n"
+        "  - python=3.8\n"
+        "  - pip\n"
+        "  - pip:\n"
+        "    - azureml-defaults\n"
+        "    - six==1.16.0\n"
+        "variables:\n  MODE: fast\n"
+    )
+    env = Environment.from_conda_specification(name="condafile", file_path=str(conda_file))
+    assert env.environment_variables == {"MODE": "fast"}
+    target = resolve_environment(env, None, ws)
+    assert target.folder is not None
+    definition = load(target.folder)
+    assert definition.python.version == "3.8" and definition.pip.packages == ("six==1.16.0",)
+    assert "azureml-defaults" in capsys.readouterr().err  # said, not dropped silently
+    conda_file.write_text("dependencies: [python=3.8\n")
+    from envbuild.errors import DefinitionError
+
+    with pytest.raises(DefinitionError, match=r"environment\.yml"):
+        Environment.from_conda_specification("bad", str(conda_file))
+
+
+def test_mpi_jobs_on_the_default_image_get_open_mpi(
+    ws: Workspace, source: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def environment(env: Environment) -> str:
+        src = ScriptRunConfig(
+            str(source),
+            script="train.py",
+            environment=env,
+            distributed_job_config=MpiConfiguration(node_count=2, process_count_per_node=2),
+        )
+        return str(src.to_envbuild(ws).environment)
+
+    assert environment(Environment("mpi")) == str(CURATED / "mpi-4.1-cpu")
+    assert "which carried Open MPI" in capsys.readouterr().err
+    py38 = Environment("mpi38")
+    py38.python.conda_dependencies = CondaDependencies.create(python_version="3.8")
+    definition = load(environment(py38))
+    assert "openmpi-bin" in definition.system_packages and definition.python.version == "3.8"
+    assert dict(definition.variables)["OMPI_MCA_btl_vader_single_copy_mechanism"] == "none"
 
 
 def test_a_dockerfile_becomes_the_base(ws: Workspace, tmp_path: Path) -> None:

@@ -18,13 +18,15 @@ def test_every_name_maps_to_a_curated_environment() -> None:
     assert set(NOTES) == set(CURATED_NAMES)
     for azure_name in CURATED_NAMES:
         folder = curated_folder(azure_name)
-        assert folder is not None
         assert load(folder).name == folder.name
 
 
 def test_names_match_without_regard_to_case() -> None:
     assert curated_folder("azureml-pytorch-1.6-gpu") == ROOT / "curated" / "pytorch-1.6-gpu"
-    assert curated_folder("AzureML-PyTorch-0.4-GPU") is None
+    assert curated_folder("azureml:AzureML-sklearn-1.5:1") == ROOT / "curated" / "sklearn-1.5-cpu"
+    with pytest.raises(UsageError, match="not an Azure ML curated environment") as caught:
+        curated_folder("AzureML-PyTorch-1.7-GPU")
+    assert "did you mean AzureML-PyTorch-1.6-GPU" in (caught.value.hint or "")
 
 
 def test_docs_catalog_shows_the_table() -> None:

@@ -48,15 +48,6 @@ NOTES: Mapping[str, str] = MappingProxyType(
 )
 
 
-def curated_name(azure_name: str) -> str | None:
-    """The ``curated/`` environment replacing Azure ML's ``azure_name`` (case-insensitive)."""
-    wanted = azure_name.strip().casefold()
-    for name, folder in CURATED_NAMES.items():
-        if name.casefold() == wanted:
-            return folder
-    return None
-
-
 def catalog_root(start: Path | None = None) -> Path:
     """The ``curated/`` folder: the one beside envbuild's source, else ``start`` (cwd)'s.
 
@@ -73,9 +64,13 @@ def catalog_root(start: Path | None = None) -> Path:
     )
 
 
-def curated_folder(azure_name: str, catalog: Path | None = None) -> Path | None:
-    """The folder of the environment replacing ``azure_name``; ``None`` for an unknown name."""
-    name = curated_name(azure_name)
-    if name is None:
-        return None
+def curated_folder(azure_name: str, catalog: Path | None = None) -> Path:
+    """The folder of the environment replacing Azure ML's ``azure_name`` (any case, or a
+    reference such as ``azureml:AzureML-sklearn-1.5:1``).
+
+    Raises :class:`UsageError` for a name the table does not hold (with "did you mean").
+    """
+    from envbuild.importers.azureml import resolve_curated
+
+    _, name = resolve_curated(azure_name)
     return (catalog or catalog_root()) / name

@@ -50,6 +50,8 @@ AZURE_IMAGE_PREFIX = "mcr.microsoft.com/azureml/"
 #: Python versions with a curated environment of their own: the local default for each.
 CURATED_PYTHONS: Mapping[str, str] = {"3.8": "python-3.8", "3.11": "python-3.11"}
 DEFAULT_PYTHON = "3.11"
+#: The curated MPI environment (Python 3.11): MPI jobs on Azure ML's default image run in it.
+CURATED_MPI = "mpi-4.1-cpu"
 
 #: Azure ML's SDK packages: the run's ``azureml.core`` is envbuild's own, never installed.
 AZUREML_SDK_PACKAGES = ("azureml-defaults", "azureml-core", "azureml-sdk")
@@ -291,14 +293,14 @@ class Environment(Shim):
         registered = workspace._environments.get(name)
         if registered is not None:
             return copy.deepcopy(registered)
-        folder = curated_folder(name, workspace.catalog)
-        if folder is None:
+        try:
+            folder = curated_folder(name, workspace.catalog)
+        except UsageError as exc:
             raise UsageError(
                 f"Environment.get: no environment {name!r}: it is neither registered in this "
                 "workspace nor one of Azure ML's curated names envbuild replaces",
-                hint="see the table in docs/catalog.md, or register it first "
-                "(env.register(workspace=ws))",
-            )
+                hint=f"{exc.hint}; or register it first (env.register(workspace=ws))",
+            ) from exc
         return cls._from_curated(name, folder)
 
     @classmethod
@@ -355,13 +357,15 @@ class Environment(Shim):
 
     @classmethod
     def from_conda_specification(cls, name: str, file_path: str | os.PathLike[str]) -> Environment:
-        """An environment from a conda environment file (``environment.yml``)."""
-        unsupported(
-            "Environment.from_conda_specification",
-            "`envbuild import azureml FILE -o DIR` writes an env.toml from a conda file; "
-            "or CondaDependencies.create(...)",
-            detail="reading conda files comes with envbuild's Azure ML importer",
-        )
+        """An environment from a conda environment file (``environment.yml``).
+
+        The file is read by ``envbuild import azureml``'s reader: a malformed one is
+        a :class:`~envbuild.errors.DefinitionError` naming the file and the field;
+        what cannot be carried over (``azureml-*`` packages, ...) is said once each.
+        """
+        env = cls(name)
+        env.python.conda_dependencies, env.environment_variables = _read_conda_file(file_path)
+        return env
 
     @classmethod
     def from_dockerfile(
@@ -385,7 +389,8 @@ class Environment(Shim):
             else cls(name)
         )
         if conda_specification is not None:
-            cls.from_conda_specification(name, conda_specification)
+            env.python.conda_dependencies, variables = _read_conda_file(conda_specification)
+            env.environment_variables.update(variables)
         env.docker.base_image = None
         env.docker.base_dockerfile = text
         return env
@@ -408,7 +413,8 @@ class Environment(Shim):
             else cls(name)
         )
         if conda_specification is not None:
-            cls.from_conda_specification(name, conda_specification)
+            env.python.conda_dependencies, variables = _read_conda_file(conda_specification)
+            env.environment_variables.update(variables)
         env.docker.base_image = image
         return env
 
@@ -475,6 +481,33 @@ class LocalBuild(Shim):
         )
         self.image = result.image
         return self.image
+
+
+def _read_conda_file(path: str | os.PathLike[str]) -> tuple[CondaDependencies, dict[str, str]]:
+    """The dependencies and variables of a conda file, read as ``envbuild import azureml`` does."""
+    from envbuild.importers.azureml import from_conda_file
+
+    # The base is the local default's, so that the reading says nothing of Azure's
+    # images (the Environment's docker section decides the base) and keeps the version.
+    imported = from_conda_file(Path(path), name="conda", base_image="debian:bookworm-slim")
+    for finding in imported.warnings:
+        notice(f"conda-file:{finding.render()}", finding.render())
+    document = imported.document
+    deps = CondaDependencies()
+    python, conda, pip = (dict(document.get(k) or {}) for k in ("python", "conda", "pip"))
+    if python.get("version"):
+        deps.set_python_version(python["version"])
+    for channel in conda.get("channels", ()):
+        deps.add_channel(channel)
+    for spec in conda.get("packages", ()):
+        deps.add_conda_package(spec)
+    for spec in pip.get("packages", ()):
+        deps.add_pip_package(spec)
+    if pip.get("index_url"):
+        deps.set_pip_option(f"--index-url {pip['index_url']}")
+    for url in pip.get("extra_index_urls", ()):
+        deps.set_pip_option(f"--extra-index-url {url}")
+    return deps, {str(k): str(v) for k, v in (document.get("variables") or {}).items()}
 
 
 def _unsupported_registry() -> None:
@@ -545,10 +578,15 @@ def check_environment(env: Environment) -> None:
 
 
 def resolve_environment(
-    env: Environment, catalog: Path | None, workspace: Workspace | None = None
+    env: Environment, catalog: Path | None, workspace: Workspace | None = None, *, mpi: bool = False
 ) -> Target:
     """What envbuild runs for ``env`` (see the module's docstring); writes a generated
-    definition under ``ENVBUILD_HOME/azureml/environments/<hash>`` when one is needed."""
+    definition under ``ENVBUILD_HOME/azureml/environments/<hash>`` when one is needed.
+
+    ``mpi``: the run is an MPI job. Azure ML's default images carried Open MPI,
+    so an environment on them gets it here too: ``curated/mpi-4.1-cpu`` for
+    Python 3.11 (the default), Open MPI and ssh from apt for another curated Python.
+    """
     check_environment(env)
     deps = env.python.conda_dependencies
     unchanged = deps is None or deps == env._curated_deps
@@ -557,7 +595,7 @@ def resolve_environment(
         return Target(folder=env._curated)
     if env.python.user_managed_dependencies:
         return _user_managed(env, deps)
-    document, files = definition_document(env, catalog)
+    document, files = definition_document(env, catalog, mpi=mpi)
     if not files and set(document) - set(OWN_KEYS) == {"extends"}:
         return Target(folder=Path(document["extends"]))  # nothing added: the parent itself
     return _write_generated(document, files, workspace)
@@ -596,7 +634,7 @@ def _python_folder(version: str | None, catalog: Path | None) -> str:
 
 
 def definition_document(
-    env: Environment, catalog: Path | None
+    env: Environment, catalog: Path | None, *, mpi: bool = False
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The ``env.toml`` (as a mapping) and the extra files of ``env``'s generated definition.
 
@@ -643,11 +681,19 @@ def definition_document(
         minor = _minor(python) if python else None
         if minor is None or minor in CURATED_PYTHONS:
             folder = _python_folder(minor, catalog)
+            root = catalog or catalog_root()
+            if mpi and folder == CURATED_PYTHONS[DEFAULT_PYTHON]:
+                if (root / CURATED_MPI / "env.toml").is_file():
+                    folder = CURATED_MPI
+                    _say_mpi(f"curated/{CURATED_MPI}")
+            elif mpi:
+                _add_mpi(document)
+                _say_mpi(f"curated/{folder} with Open MPI and ssh from apt")
             if base_image is not None:
                 _say_default_image(folder)
             if minor is None:
                 _say_default_python()
-            document["extends"] = str((catalog or catalog_root()) / folder)
+            document["extends"] = str(root / folder)
         else:
             # A Python with no curated environment: uv installs it on the default base.
             document["python"] = {"version": minor, "source": "uv"}
@@ -698,6 +744,21 @@ def _curated_change(
     return env._curated
 
 
+def _add_mpi(document: dict[str, Any]) -> None:
+    """What Azure's openmpi images carried, as ``envbuild import azureml`` adds it."""
+    from envbuild.importers.azureml import MPI_PACKAGES, MPI_VARIABLES
+
+    document["system"] = {"packages": list(MPI_PACKAGES)}
+    document["variables"] = dict(MPI_VARIABLES)
+
+
+def _say_mpi(what: str) -> None:
+    notice(
+        "mpi-default",
+        f"MpiConfiguration on Azure ML's default image (which carried Open MPI): {what}",
+    )
+
+
 def _say_default_python() -> None:
     notice(
         "default-python",
@@ -715,30 +776,9 @@ def _say_default_image(folder: str) -> None:
     )
 
 
-def _toml(document: Mapping[str, Any]) -> str:
-    """``document`` as TOML (strings, integers and lists of strings; one level of tables)."""
-    import json
-
-    def value(item: Any) -> str:
-        if isinstance(item, int) and not isinstance(item, bool):
-            return str(item)
-        if isinstance(item, str):
-            # A JSON string is a TOML basic string for every character but DEL and the
-            # controls JSON leaves raw (none: json escapes U+0000-U+001F).
-            return json.dumps(item, ensure_ascii=False).replace("\x7f", "\\u007f")
-        return "[" + ", ".join(value(i) for i in item) + "]"
-
-    lines = [f"{k} = {value(v)}" for k, v in document.items() if not isinstance(v, Mapping)]
-    for key, table in document.items():
-        if isinstance(table, Mapping) and table:
-            lines += ["", f"[{key}]"]
-            lines += [f"{k} = {value(v)}" for k, v in table.items()]
-    return "\n".join(lines) + "\n"
-
-
 HEADER = (
-    "# Generated by envbuild.azureml from an Azure ML Environment: do not edit.\n"
-    "# Copy it into a folder of your own to keep it (and make `extends` relative to it).\n"
+    "Generated by envbuild.azureml from an Azure ML Environment: do not edit.\n"
+    "Copy it into a folder of your own to keep it (and make `extends` relative to it)."
 )
 
 
@@ -758,7 +798,9 @@ def render_definition(document: Mapping[str, Any], folder: Path) -> str:
     shown = dict(document)
     if "extends" in shown:
         shown["extends"] = os.path.relpath(shown["extends"], folder)
-    return HEADER + _toml(shown)
+    from envbuild.definition import writer
+
+    return writer.dumps(shown, header=HEADER)
 
 
 def _write_generated(
@@ -770,8 +812,10 @@ def _write_generated(
     root = generated_root(workspace)
     # The folder's name is the hash of what it holds, with extends as an absolute path:
     # the same environment lands in the same folder, another never does.
+    from envbuild.definition import writer
+
     digest = hashlib.sha256(
-        _toml(document).encode()
+        writer.dumps(document).encode()
         + b"".join(f"{k}\0{v}\0".encode() for k, v in sorted(files.items()))
     ).hexdigest()[:16]
     folder = root / digest

@@ -434,7 +434,10 @@ def to_run_config(src: ScriptRunConfig, workspace: Workspace | None = None) -> R
             "envbuild.RunConfig's own fields (mounts, gpus, shm_size, user, cap_add)",
         )
     target = resolve_environment(
-        rc.environment, workspace.catalog if workspace else None, workspace
+        rc.environment,
+        workspace.catalog if workspace else None,
+        workspace,
+        mpi=isinstance(rc.distributed_job_config, MpiConfiguration),
     )
     data = _Data()
     references: dict[str, str] = {}
