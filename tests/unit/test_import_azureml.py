@@ -279,6 +279,33 @@ def test_v2_inline_conda_with_conda_packages(tmp_path):
     assert doc["pip"] == {"packages": ["numpy==1.26.4"]}
 
 
+@pytest.mark.parametrize(
+    ("dependencies", "python", "conda", "pip"),
+    [
+        (["python 3.8", {"pip": ["six  # pinned later"]}], "3.8", [], ["six"]),
+        (["python=3.8.*=h1234_cpython", "python-dateutil"], "3.8", ["python-dateutil"], []),
+        (
+            ["conda-forge::python==3.11", "pip=23.1", {"pip": ["# only a comment", ""]}],
+            "3.11",
+            [],
+            [],
+        ),
+    ],
+)
+def test_conda_python_and_package_forms(dependencies, python, conda, pip):
+    result = from_conda_spec({"dependencies": dependencies}, name="x")
+    assert result.document["python"]["version"] == python
+    assert result.document["conda"].get("packages", []) == conda
+    assert result.document["pip"].get("packages", []) == pip
+    assert result.warnings == ()
+
+
+def test_a_python_range_is_a_warning():
+    result = from_conda_spec({"dependencies": ["python>=3.7,<3.9"]}, name="x")
+    assert [w.field for w in result.warnings] == ["dependencies[0]"]
+    assert result.document["python"] == {"source": "system"}
+
+
 def test_conda_spec_with_python_not_the_bases_uses_uv():
     result = from_conda_spec(
         {"dependencies": ["python=3.11", {"pip": ["six"]}]}, name="x", base_image="ubuntu:22.04"

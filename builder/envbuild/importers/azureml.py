@@ -126,8 +126,11 @@ _SYSTEM_PYTHON = {  # the base images whose python3 is known (lock.model.DISTRO_
     "debian:bookworm-slim": ("debian", "12"),
 }
 _AZUREML_PACKAGE = re.compile(r"azureml(?:[-_.][A-Za-z0-9._-]*)?(?=$|[^A-Za-z0-9._-])", re.I)
+# python, python=3.8.5, python==3.8, "python 3.8", python=3.8.*=h1234, python>=3.7 (a
+# range: group 4); never python-dateutil, which is another package.
 _PYTHON_SPEC = re.compile(
-    r"(?:[A-Za-z0-9_.-]+::)?python\s*(?:(==?)\s*(3)\.(\d{1,2})(?:\.[0-9*]+)*(?:=\S+)?|(.*))",
+    r"(?:[A-Za-z0-9_.-]+::)?python"
+    r"(?:\s*(==?|\s)\s*(3)\.(\d{1,2})(?:\.[0-9*]+)*(?:=\S+)?|\s*([=<>!~].*))?",
     re.I,
 )
 _PIP_SPEC = re.compile(r"(?:[A-Za-z0-9_.-]+::)?pip(?:\s*[=<>!~].*)?", re.I)
@@ -770,7 +773,9 @@ def _conda_python(
 
 
 def _pip_line(conv: _Converter, spec: _Conda, file: str, where: str, line: str) -> None:
-    text = line.strip()
+    text = re.sub(r"(?:^|\s+)#.*$", "", line).strip()  # a requirements-file comment
+    if not text:
+        return
     option = re.fullmatch(r"(--index-url|-i|--extra-index-url)(?:\s*=\s*|\s+)(\S+)", text)
     if option:
         url = option.group(2)
