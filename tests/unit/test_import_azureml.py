@@ -264,6 +264,17 @@ def test_v2_image_and_conda_file(tmp_path):
     assert "tags" in _fields(result.notes)
 
 
+def test_v2_as_az_ml_environment_show_prints_it(tmp_path):
+    result = import_source(str(FIXTURES / "v2" / "show.json"))
+    assert result.kind == "v2-yaml"
+    doc = _written(result, tmp_path)
+    assert (doc["name"], doc["version"]) == ("shown", 2)
+    assert doc["python"] == {"version": "3.10", "source": "system"}
+    assert doc["pip"] == {"packages": ["requests==2.32.3"]}
+    assert result.warnings == ()
+    assert {"id", "creation_context", "resourceGroup"} <= _fields(result.notes)
+
+
 def test_v2_build_context(tmp_path):
     result = from_v2_yaml(FIXTURES / "v2" / "env-build.yml")
     doc = _written(result, tmp_path)
@@ -480,6 +491,7 @@ SOURCES = [
     FIXTURES / "v2" / "env-image-conda.yml",
     FIXTURES / "v2" / "env-build.yml",
     FIXTURES / "v2" / "env-conda-packages.yml",
+    FIXTURES / "v2" / "show.json",
     FIXTURES / "project" / ".azureml" / "train.runconfig",
     FIXTURES / "project" / ".azureml" / "pytorch.runconfig",
     FIXTURES / "project" / ".azureml" / "tf.runconfig",

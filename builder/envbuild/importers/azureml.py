@@ -1349,6 +1349,18 @@ def _docker_arguments(conv: _Converter, file: str, path: str, arguments: list[st
 # --------------------------------------------------------------------------
 
 _V2_KNOWN = {"$schema", "name", "version", "description", "image", "conda_file", "build"}
+# What `az ml environment show` adds about the asset itself (no meaning for the image).
+_V2_METADATA = {
+    "tags",
+    "id",
+    "creation_context",
+    "properties",
+    "latest_version",
+    "is_anonymous",
+    "stage",
+    "auto_rebuild",
+    "resourceGroup",
+}
 _V2_MARKERS = _V2_KNOWN - {"$schema", "name", "version", "description"}  # v2, not conda
 
 
@@ -1411,8 +1423,8 @@ def from_v2_yaml(
     for key, value in root.items():
         if key in _V2_KNOWN or _empty(value):
             continue
-        if key == "tags":
-            conv.note(shown, key, "tags are not carried over")
+        if key in _V2_METADATA:
+            conv.note(shown, key, "the workspace's metadata of the asset: not carried over")
         elif key == "os_type" and str(value).lower() == "linux":
             continue
         elif key == "inference_config":
