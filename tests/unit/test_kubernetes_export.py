@@ -214,6 +214,8 @@ def test_mpi_is_an_mpijob(src: Path, tmp_path: Path) -> None:
         (["--gpus", "all"], "by count only"),
         (["-u", "me"], "numeric uid"),
         (["--name", "Train"], "not a Kubernetes job name"),
+        (["--snapshot"], "--snapshot cannot be expressed in Kubernetes"),
+        (["--azureml-context"], "--azureml-context cannot be expressed in Kubernetes"),
     ],
 )
 def test_what_cannot_be_expressed_is_a_clear_error(
@@ -332,3 +334,21 @@ def test_yaml_round_trips(document: dict[str, Any]) -> None:
         document,
         {"second": 2},
     ]
+
+
+def test_what_cannot_be_expressed_is_refused_before_a_job_image_is_built(
+    src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from envbuild.build import jobimage
+    from envbuild.engine.docker import DockerEngine
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a job image was built")
+
+    monkeypatch.setattr(jobimage, "build_and_push", refuse)
+    info = ImageInfo("sha256:1", repo_digests=(IMAGE,))
+    monkeypatch.setattr(DockerEngine, "inspect_image", lambda self, ref: info)
+    argv = ["export", "kubernetes", "-o", str(tmp_path / "o"), "--registry", "127.0.0.1:1"]
+    argv += ["--distribution", "pytorch", "--nodes", "2", "--gpus", "all", "image:x", "train.py"]
+    assert main(argv) == 125
+    assert "by count only" in capsys.readouterr().err

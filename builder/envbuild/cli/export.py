@@ -20,6 +20,8 @@ from envbuild.cli.completion import complete_env
 from envbuild.cli.registry import registry_options
 from envbuild.cli.run_options import RUN_OPTIONS, run_config
 
+# A reference by digest that stands in for the job image while the manifests are checked.
+_PLACEHOLDER = "envbuild.invalid/job@sha256:" + "0" * 64
 _REF = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_-]*)\s*\}\}")
 
 
@@ -136,6 +138,8 @@ def kubernetes(
             hint="add --distribution mpi|pytorch|tensorflow --nodes N",
         )
     name = check_job_name(config.name or _default_name(the_plan))
+    # Everything a cluster cannot express is refused before a job image is built and pushed.
+    manifests(the_plan, name=name, image_ref=image_ref or _PLACEHOLDER, volumes=volumes)
     ref = image_ref or _job_image(the_plan, name, registry, registry_ca, registry_insecure)
     documents = manifests(the_plan, name=name, image_ref=ref, volumes=volumes)
     out_dir.mkdir(parents=True, exist_ok=True)

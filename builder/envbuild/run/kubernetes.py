@@ -25,7 +25,7 @@ uses, so a rank sees the same contract on both.
   (``pvc:CLAIM[/sub/path]``); the image is referenced by digest.
 
 What cannot be expressed (a host path, a ``download`` input, a bind mount,
-``--gpus all``, a user by name) is a :class:`~envbuild.errors.RunConfigError`
+``--gpus all``, a user by name, a snapshot run) is a :class:`~envbuild.errors.RunConfigError`
 naming it, never silently dropped. Pure: no engine, no file system.
 """
 
@@ -140,6 +140,14 @@ def manifests(
         )
     if the_plan.downloads:
         raise RunConfigError("a download input cannot be expressed in Kubernetes: use pvc:CLAIM")
+    if the_plan.run_files is not None:
+        option = "--azureml-context" if the_plan.run_files.azureml_context else "--snapshot"
+        raise RunConfigError(
+            f"{option} cannot be expressed in Kubernetes: the run's kept files, logs and "
+            "metrics live on this machine",
+            hint="leave it out (the job image's copy of the source is writable) and keep "
+            "results on a volume claim: --output NAME=pvc:CLAIM[/path]",
+        )
     if isinstance(distribution, Mpi):
         return [_mpijob(the_plan, distribution, name, image_ref, volumes)]
     return [
