@@ -393,6 +393,9 @@ def test_a_plain_run_keeps_no_files(src: Path, settings: Settings) -> None:
     assert not (settings.home / "runs" / result.run_id).exists()
     with pytest.raises(HistoryError, match="kept no files"):
         kept_files(result.run_id, settings)
+    History.at(settings).start(record("running00001"))
+    with pytest.raises(HistoryError, match="still running"):
+        kept_files("running00001", settings)
 
 
 def test_a_failed_start_still_cleans_the_snapshot(src: Path, settings: Settings) -> None:

@@ -258,6 +258,11 @@ def _files_dir(run_id: str, settings: Settings | None) -> tuple[str, Path]:
 
     settings = settings or load_settings()
     record = History.at(settings).get(run_id)
+    if not record.files_dir and record.status == "running":
+        raise HistoryError(
+            f"run {record.id} is still running",
+            hint="its ./outputs and ./logs are kept when it ends",
+        )
     if not record.files_dir:
         raise HistoryError(
             f"run {record.id} kept no files",
