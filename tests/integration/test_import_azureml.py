@@ -87,7 +87,8 @@ def test_azure_openmpi_environment_runs_mpi_across_containers(
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # mpirun forwards each rank's output on node 0; lines of ranks may interleave
-    assert sorted(re.findall(r"rank (\d) of 4", proc.stdout)) == ["0", "1", "2", "3"]
+    ranks = sorted(re.findall(r"rank (\d) of 4", proc.stdout))
+    assert ranks == ["0", "1", "2", "3"], proc.stdout + proc.stderr[-2000:]
 
 
 def _envbuild_on_path(tmp_path: Path) -> Path:
