@@ -241,6 +241,16 @@ def test_mpi_is_what_the_curated_mpi_environment_has():
     assert set(MPI_VARIABLES.items()) <= set(mpi.variables)
 
 
+def test_an_azure_curated_image_names_the_curated_environment():
+    result = from_v1_definition(
+        {"name": "x", "docker": {"baseImage": "mcr.microsoft.com/azureml/curated/sklearn-1.5:3"}}
+    )
+    (warning, *_) = [w for w in result.warnings if "curated" in w.message]
+    assert warning.field == "docker.baseImage"
+    assert "`envbuild import azureml AzureML-sklearn-1.5`" in warning.message
+    assert "sklearn-1.5-cpu" in warning.message
+
+
 def test_bootstrapped_bases_are_the_ones_bases_builds():
     from envbuild.build.bases import SUPPORTED
 

@@ -825,6 +825,19 @@ def _pip_line(conv: _Converter, spec: _Conda, file: str, where: str, line: str) 
 def _azure_base(conv: _Converter, file: str, path: str, image: str) -> str:
     """The bootstrapped Ubuntu base for one of Azure's images; notes what it carried."""
     lower = image.lower()
+    curated = re.match(r"mcr\.microsoft\.com/azureml/curated/([^:@/]+)", lower)
+    if curated:
+        try:
+            azure, folder = resolve_curated(curated.group(1))
+        except UsageError:
+            pass
+        else:
+            conv.warn(
+                file,
+                path,
+                f"{image} is the image of Azure's curated {azure}: "
+                f"`envbuild import azureml {azure}` extends envbuild's curated {folder} instead",
+            )
     ubuntu = re.search(r"ubuntu(\d{2})\.?(\d{2})", lower)
     version = f"{ubuntu.group(1)}.{ubuntu.group(2)}" if ubuntu else None
     if version in _UBUNTU_BASES:
