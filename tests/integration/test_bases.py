@@ -69,16 +69,30 @@ def test_the_debian_base_from_setup_works(docker_cli: str) -> None:
 
 
 def test_a_failed_bootstrap_leaves_no_tag_and_no_temporary(
-    docker_cli: str, unique_tag: Callable[[str], str]
+    docker_cli: str, unique_tag: Callable[[str], str], tmp_path: Path
 ) -> None:
+    from tests.integration import apt_archive
+
     target = unique_tag("failboot")
     before = temporaries(docker_cli)
-    lines: list[str] = []
-    with pytest.raises(BootstrapError) as info:
+    # A mirror that answers nothing fails before mmdebstrap, saying which file it lacks.
+    with pytest.raises(BootstrapError, match="serves no Release file for bookworm"):
         bootstrap(
             "debian:bookworm-slim",
             engine=engine(docker_cli),
             mirror="http://127.0.0.1:9/debian",
+            target=target,
+        )
+    # One that serves unsigned Release files and no package fails in mmdebstrap.
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    apt_archive.write_archive(tmp_path / "archive", debs, date="x", gnupg_home=None)
+    lines: list[str] = []
+    with apt_archive.serve(tmp_path / "archive") as url, pytest.raises(BootstrapError) as info:
+        bootstrap(
+            "debian:bookworm-slim",
+            engine=engine(docker_cli),
+            mirror=f"{url}/debian",
             target=target,
             log=lines.append,
         )

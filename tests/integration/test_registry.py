@@ -419,6 +419,7 @@ def test_a_base_pinned_in_the_registry_is_pulled_by_a_machine_that_lacks_it(
             "kind": "digest",
             "id": pushed["digest"],
             "source": source,
+            "archive": None,  # not a base envbuild bootstrapped
         }
         assert f'source = "{source}"' in (folder / "env.lock.toml").read_text()
 

@@ -843,6 +843,13 @@ def test_the_lock_records_the_archive_state_of_a_bootstrapped_base(locked: Path)
     assert locking.render_index(again) == text
     # The hash does not change: the image ID already covers the archive state.
     assert resolve(locked, settings=settings, memo=False).hash == before
+    shown = makers.LockResult(locked, (), (), again).to_json()["base"]
+    assert isinstance(shown, dict) and shown["archive"] == {
+        "distribution": "debian",
+        "suite": "bookworm",
+        "mirror": SNAPSHOT,
+        "release_dates": {"bookworm": "Sat, 01 Jun"},
+    }
 
 
 def test_a_moved_archive_is_named_and_the_recorded_mirror_makes_the_base_again(

@@ -758,7 +758,14 @@ class LockResult:
             "folder": str(self.folder),
             "written": list(self.written),
             "unchanged": list(self.unchanged),
-            "base": dataclasses.asdict(base) if base else None,
+            "base": (
+                {
+                    **dataclasses.asdict(base),
+                    "archive": base.archive.to_json() if base.archive else None,
+                }
+                if base
+                else None
+            ),
             "python": self.locks.python,
             "pip": len(pip_pins(self.locks.pip.data)) if self.locks.pip else 0,
             "conda": len(explicit_urls(self.locks.conda.data)) if self.locks.conda else 0,
