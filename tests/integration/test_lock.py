@@ -298,7 +298,7 @@ def test_base_changed_since_lock(eb: Envbuild, tmp_path: Path, docker_cli: str) 
         )
         proc = eb("build", str(folder), check=False)
         assert proc.returncode == 1
-        assert "base changed since lock; run envbuild lock" in proc.stderr
+        assert "base changed since lock: " in proc.stderr
         locks = locking.read(folder)
         assert locks is not None and locks.base is not None
         moved = json.loads(eb.docker_out("image", "inspect", base))[0]["Id"]

@@ -697,7 +697,7 @@ def check_base(
     if allow_drift:
         return Drift(image=pin.image, locked=pin.id, actual=info.id)
     raise LockError(
-        f"base changed since lock; run envbuild lock: {pin.image} is now {now}, "
+        f"base changed since lock: {pin.image} is now {now}, "
         f"the lock of {where} pins {pin.id}"
         + _archive_moved(pin.archive, BaseArchive.from_labels(info.labels)),
         hint=fixes,
