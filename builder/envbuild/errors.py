@@ -228,10 +228,11 @@ class RunError(EnvbuildError):
 
 
 class RunFailed(RunError):
-    """A run submitted through ``envbuild.azureml`` failed (``run.wait_for_completion()``).
+    """A run submitted through ``envbuild.azureml`` did not complete, as
+    ``run.wait_for_completion()`` reports it (Azure ML raised there too).
 
-    Carries the run id, the script's exit code (``None`` when the script never
-    ran) and the run's status.
+    Carries the run id, the script's exit code (``None`` when envbuild itself
+    failed before the script ran) and the run's status.
     """
 
     def __init__(

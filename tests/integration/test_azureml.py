@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,25 @@ def test_metrics_and_outputs_of_the_script(
         check=True,
     ).stdout
     assert json.loads(shown)["metrics"] == {"loss": [0.5, 0.25], "accuracy": 0.9}
+    _nothing_left(docker_cli, run.id)
+
+
+def test_cancel_stops_a_running_script(ws: Workspace, tmp_path: Path, docker_cli: str) -> None:
+    src_dir = _script(
+        tmp_path / "src", "import time\nprint('started', flush=True)\ntime.sleep(300)\n"
+    )
+    src = ScriptRunConfig(
+        source_directory=str(src_dir), script="train.py", environment=Environment("myenv")
+    )
+    run = Experiment(ws, "cancel").submit(src)
+    deadline = time.monotonic() + 60
+    while not run._chunks and time.monotonic() < deadline:  # its first line: it runs
+        time.sleep(0.05)
+    started = time.monotonic()
+    run.cancel()
+    run.wait_for_completion(raise_on_error=False)
+    assert run.get_status() == "Canceled"
+    assert time.monotonic() - started < 20  # the stop, not the script's 300 s
     _nothing_left(docker_cli, run.id)
 
 

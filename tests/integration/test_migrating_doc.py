@@ -17,6 +17,7 @@ import pytest
 
 from envbuild.run.history import History
 from envbuild.settings import load_settings
+from tests.integration.test_azureml import _nothing_left
 from tests.unit.test_migrating_doc import doc_commands, doc_workspace, run_doc
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -43,7 +44,8 @@ def test_the_docs_examples_run_for_real(
     assert (work / "results" / "outputs" / "model.txt").is_file()
     runs = History.at(load_settings()).list(limit=None)
     assert runs and all(r.exit_code == 0 for r in runs), [(r.id, r.exit_code) for r in runs]
-    _nothing_left(docker_cli, [r.id for r in runs])
+    for record in runs:
+        _nothing_left(docker_cli, record.id)
 
     # The same constructs in envbuild's own terms: the page's command lines.
     bin_dir = tmp_path / "bin"
@@ -68,15 +70,5 @@ def test_the_docs_examples_run_for_real(
         if "--input data=mnist" in command:
             assert "data: ['labels.txt']" in done.stdout
     later = History.at(load_settings()).list(limit=None)
-    _nothing_left(docker_cli, [r.id for r in later])
-
-
-def _nothing_left(docker_cli: str, run_ids: list[str]) -> None:
-    for run_id in run_ids:
-        left = subprocess.run(
-            [docker_cli, "ps", "-aq", "--filter", f"label=io.envbuild.run={run_id}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        assert left == "", f"containers of run {run_id} survived"
+    for record in later:
+        _nothing_left(docker_cli, record.id)

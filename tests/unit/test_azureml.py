@@ -682,6 +682,24 @@ def test_cancel_stops_the_container(source: Path) -> None:
     assert engine.stopped and not engine.live
 
 
+def test_ctrl_c_while_waiting_stops_the_run(source: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import envbuild.azureml.experiment as experiment
+
+    engine = FakeRunEngine(frames=[out("epoch 1")], block=True).with_image()
+    run = Experiment(Workspace(engine=engine), "exp").submit(
+        ScriptRunConfig(str(source), script="train.py", environment=_image_env())
+    )
+
+    def interrupted(chunks: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "_write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run.wait_for_completion(show_output=True)
+    assert run.get_status() == "Canceled"
+    assert engine.stopped and not engine.live  # stopped, then removed by the run itself
+
+
 def test_a_run_id_given_to_envbuild_run_is_checked(source: Path) -> None:
     import envbuild
 

@@ -39,7 +39,6 @@ from envbuild.errors import UsageError
 
 if TYPE_CHECKING:
     from envbuild.azureml.workspace import Workspace
-    from envbuild.settings import Settings
 
 #: Azure ML's default images (``azureml.core.runconfig``); any ``mcr.microsoft.com/azureml/``
 #: image is one of Azure's and maps to a local default.
@@ -618,7 +617,7 @@ def _user_managed(env: Environment, deps: CondaDependencies | None) -> Target:
             "environment of the Dockerfile's python3",
         )
     if image is None or image.startswith(AZURE_IMAGE_PREFIX):
-        folder = _python_folder(None, None)
+        folder = _python_folder(None)
         notice(
             "user-managed-default",
             f"python.user_managed_dependencies = True on Azure ML's default image: runs use "
@@ -628,7 +627,7 @@ def _user_managed(env: Environment, deps: CondaDependencies | None) -> Target:
     return Target(image=image)
 
 
-def _python_folder(version: str | None, catalog: Path | None) -> str:
+def _python_folder(version: str | None) -> str:
     """The curated Python environment for ``version`` (``None``: the local default)."""
     return CURATED_PYTHONS[_minor(version) if version else DEFAULT_PYTHON]
 
@@ -680,7 +679,7 @@ def definition_document(
     else:
         minor = _minor(python) if python else None
         if minor is None or minor in CURATED_PYTHONS:
-            folder = _python_folder(minor, catalog)
+            folder = _python_folder(minor)
             root = catalog or catalog_root()
             if mpi and folder == CURATED_PYTHONS[DEFAULT_PYTHON]:
                 if (root / CURATED_MPI / "env.toml").is_file():
@@ -839,12 +838,3 @@ def _write_generated(
                 shutil.rmtree(staging, ignore_errors=True)
     load(folder)  # validated now: a bad package spec is an error before any run
     return Target(folder=folder, env_toml=text)
-
-
-def load_settings_for(workspace: Workspace | None) -> Settings:
-    """The settings of ``workspace``, else :func:`envbuild.load_settings`'s."""
-    if workspace is not None:
-        return workspace.settings
-    from envbuild.settings import load_settings
-
-    return load_settings()

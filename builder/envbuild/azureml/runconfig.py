@@ -456,9 +456,6 @@ def to_run_config(src: ScriptRunConfig, workspace: Workspace | None = None) -> R
             raise UsageError(f"run_config.data[{name!r}]: expected dataset.as_named_input(...)")
         data.dataset(DatasetConsumptionConfig(name, consumption.dataset, consumption.mode))
     arguments = [_argument(item, data, references) for item in rc.arguments]
-    for ref in [a for a in rc.arguments if isinstance(a, DataReference)]:
-        references.setdefault(str(ref), data.reference(ref))
-    arguments = [references.get(a, a) for a in arguments]
     command: tuple[str, ...] | None = None
     if rc.command is not None:
         command = ("sh", "-c", rc.command) if isinstance(rc.command, str) else tuple(rc.command)
