@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,16 @@ def test_non_finite_numbers_stay_json(tmp_path: Path) -> None:
     found = read(write(tmp_path, '{"v": 1, "kind": "log", "name": "x", "value": NaN}\n'))
     assert found.metrics == {"x": "nan"}
     json.dumps(found.metrics, allow_nan=False)
+
+
+def test_a_symlink_or_a_fifo_in_its_place_is_never_followed(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text(line("log", "stolen", 1))
+    link = tmp_path / "metrics.jsonl"
+    link.symlink_to(secret)
+    found = read(link)
+    assert found.metrics == {} and "symlink" in found.warnings[0]
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    found = read(fifo)  # returns at once: opened without blocking
+    assert found.metrics == {} and "not a file" in found.warnings[0]

@@ -28,8 +28,11 @@ line (the script was killed mid-write) is dropped quietly.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
+import os
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,14 +168,22 @@ def read(path: Path, log: Log | None = None, *, limit: int = MAX_METRICS_BYTES) 
     ``log`` (and returned in ``warnings``), the rest is kept.
     """
     warnings: list[str] = []
+    # The script could have left a symlink (to a file of yours) or a FIFO (which
+    # would block) in its place: never followed, never waited on.
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
     try:
-        with path.open("rb") as handle:
-            data = handle.read(limit + 1)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         return Metrics()
     except OSError as exc:
-        warnings.append(f"warning: cannot read the run's metrics {path}: {exc.strerror or exc}")
+        why = "a symlink" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+        warnings.append(f"warning: the run's metrics {path} were not read ({why})")
         return _done(Metrics(warnings=tuple(warnings)), log)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            warnings.append(f"warning: the run's metrics {path} were not read (not a file)")
+            return _done(Metrics(warnings=tuple(warnings)), log)
+        data = handle.read(limit + 1)
     if len(data) > limit:
         data = data[:limit]
         warnings.append(
