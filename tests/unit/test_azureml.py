@@ -375,6 +375,20 @@ def test_script_arguments_and_compute_target(
     assert "compute target 'gpu-cluster'" in capsys.readouterr().err
 
 
+def test_a_compute_target_with_gpus(ws: Workspace, source: Path) -> None:
+    from envbuild.azureml import ComputeTarget
+
+    plain = ScriptRunConfig(
+        str(source), script="train.py", compute_target="gpu-cluster", environment=Environment("e")
+    )
+    assert plain.to_envbuild(ws).gpus is None  # hidden unless asked
+    gpu_target = ComputeTarget(ws, "gpu-cluster", gpus="all")
+    src = ScriptRunConfig(
+        str(source), script="train.py", compute_target=gpu_target, environment=Environment("e")
+    )
+    assert src.to_envbuild(ws).gpus == "all"
+
+
 def test_run_config_changes_reach_the_run(ws: Workspace, source: Path) -> None:
     src = ScriptRunConfig(str(source), script="train.py", environment=Environment("e"))
     src.run_config.environment_variables["B"] = "2"

@@ -44,7 +44,7 @@ from envbuild.azureml.environment import (
     DEFAULT_GPU_IMAGE as DEFAULT_GPU_IMAGE,
 )
 from envbuild.azureml.environment import Environment, Target, resolve_environment
-from envbuild.azureml.workspace import say_compute_target
+from envbuild.azureml.workspace import ComputeTarget, say_compute_target
 from envbuild.errors import UsageError
 
 if TYPE_CHECKING:
@@ -475,6 +475,7 @@ def to_run_config(src: ScriptRunConfig, workspace: Workspace | None = None) -> R
         inputs=tuple(data.inputs),
         mounts=tuple(data.mounts),
         shm_size=rc.docker.shm_size or rc.environment.docker.shm_size,
+        gpus=rc.target.gpus if isinstance(rc.target, ComputeTarget) else None,
         timeout=float(rc.max_run_duration_seconds) if rc.max_run_duration_seconds else None,
         distribution=distribution_for(rc.distributed_job_config, target, rc.node_count),
         # Azure ML's run conventions: a writable snapshot, ./outputs and ./logs kept,

@@ -178,12 +178,20 @@ def _config_candidates(path: str | os.PathLike[str] | None, file_name: str | Non
 
 
 class ComputeTarget(Shim):
-    """Azure ML's ``ComputeTarget``: any name resolves to the local engine (said once)."""
+    """Azure ML's ``ComputeTarget``: any name resolves to the local engine (said once).
 
-    def __init__(self, workspace: Workspace | None = None, name: str = "local") -> None:
+    ``gpus`` (envbuild's own argument) gives the runs on it this machine's GPUs,
+    as ``envbuild run --gpus`` does: ``"all"``, a count ``"2"`` or device IDs
+    ``"0,1"``; ``None`` (the default) hides every GPU.
+    """
+
+    def __init__(
+        self, workspace: Workspace | None = None, name: str = "local", *, gpus: str | None = None
+    ) -> None:
         say_compute_target(name)
         self.workspace = workspace
         self.name = name
+        self.gpus = gpus
 
     def __repr__(self) -> str:
         return f"ComputeTarget(name={self.name!r}, engine='local')"
