@@ -131,8 +131,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serve(root: Path) -> Iterator[str]:
-    """Serve ``root`` over http on 127.0.0.1; yield the channel URL; stop it afterwards."""
+def serve(root: Path, *, probe: str = "noarch/repodata.json") -> Iterator[str]:
+    """Serve ``root`` over http on 127.0.0.1; yield its URL once ``probe`` answers (the
+    channel's repodata; another folder names its own); stop the server afterwards."""
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
@@ -144,7 +145,7 @@ def serve(root: Path) -> Iterator[str]:
         deadline = time.monotonic() + 10
         while True:
             try:
-                with urllib.request.urlopen(f"{url}/noarch/repodata.json", timeout=2):
+                with urllib.request.urlopen(f"{url}/{probe}", timeout=2):
                     break
             except OSError:
                 if time.monotonic() > deadline:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.registry import LoopbackRegistry
-from tests.integration.test_registry import Session
+from tests.integration.test_registry import Session, docker_build
 
 pytestmark = pytest.mark.docker
 
@@ -145,15 +145,11 @@ def test_relock_proposes_the_fix_of_a_moved_base_and_committing_it_is_green(
     base = f"envbuild-test-base-{session.namespace}:1"
 
     def make_base(label: str) -> str:
-        subprocess.run(
-            [session.docker, "build", "-q", "-t", base, "-"],
-            input=f"FROM debian:bookworm-slim\nLABEL io.envbuild.test={label}\n",
-            text=True,
-            capture_output=True,
-            check=True,
-            timeout=120,
+        made.append(
+            docker_build(
+                session.docker, base, f"FROM debian:bookworm-slim\nLABEL io.envbuild.test={label}\n"
+            )
         )
-        made.append(session.docker_out("image", "inspect", "--format", "{{.Id}}", base).strip())
         return made[-1]
 
     made: list[str] = []

@@ -111,6 +111,25 @@ def session(docker_cli: str, home: Path) -> Iterator[Session]:
             )
 
 
+def docker_build(docker: str, tag: str, dockerfile: str) -> str:
+    """Build ``dockerfile`` (no context) as ``tag`` with the engine's own builder; its ID."""
+    subprocess.run(
+        [docker, "build", "-q", "-t", tag, "-"],
+        input=dockerfile,
+        text=True,
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    return subprocess.run(
+        [docker, "image", "inspect", "--format", "{{.Id}}", tag],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+
+
 def small_env(tmp_path: Path, version: int = 1, message: str = "hi") -> Path:
     """An environment of its own name (its own hash and image), sharing cached layers."""
     name = f"reg-{uuid.uuid4().hex[:8]}"
@@ -190,14 +209,7 @@ def test_a_tampered_registry_image_is_refused_and_nothing_is_tagged(
     built = json.loads(eb("build", "--json", "-q", str(folder)).stdout)
     # Under the hash tag, an image whose hash label says something else.
     fake = f"{target}/{folder.name}:{built['hash'][:12]}"
-    subprocess.run(
-        [eb.docker, "build", "-q", "-t", fake, "-"],
-        input=f"FROM {built['image']}\nLABEL io.envbuild.hash={'0' * 64}\n",
-        text=True,
-        capture_output=True,
-        check=True,
-        timeout=120,
-    )
+    docker_build(eb.docker, fake, f"FROM {built['image']}\nLABEL io.envbuild.hash={'0' * 64}\n")
     eb.docker_out("push", fake)
     fake_id = eb.docker_out("image", "inspect", "--format", "{{.Id}}", fake).strip()
     eb.docker_out("rmi", fake)
@@ -389,13 +401,8 @@ def test_a_base_pinned_in_the_registry_is_pulled_by_a_machine_that_lacks_it(
 ) -> None:
     # A base of this test's own (debian's layers, its own config), as a bootstrap makes one.
     base = f"envbuild-test-base-{eb.namespace}:v1"
-    subprocess.run(
-        [eb.docker, "build", "-q", "-t", base, "-"],
-        input=f"FROM debian:bookworm-slim\nLABEL io.envbuild.test={eb.namespace}\n",
-        text=True,
-        capture_output=True,
-        check=True,
-        timeout=120,
+    docker_build(
+        eb.docker, base, f"FROM debian:bookworm-slim\nLABEL io.envbuild.test={eb.namespace}\n"
     )
     try:
         target = f"{registry.host}/{eb.namespace}"
@@ -440,13 +447,8 @@ def test_base_pull_gives_a_machine_the_image_id_its_lock_pins_and_drift_is_never
     eb: Session, registry: LoopbackRegistry, tmp_path: Path
 ) -> None:
     base = f"envbuild-test-base-{eb.namespace}:v1"
-    subprocess.run(
-        [eb.docker, "build", "-q", "-t", base, "-"],
-        input=f"FROM debian:bookworm-slim\nLABEL io.envbuild.test={eb.namespace}\n",
-        text=True,
-        capture_output=True,
-        check=True,
-        timeout=120,
+    docker_build(
+        eb.docker, base, f"FROM debian:bookworm-slim\nLABEL io.envbuild.test={eb.namespace}\n"
     )
     target = f"{registry.host}/{eb.namespace}"
     try:
@@ -469,14 +471,7 @@ def test_base_pull_gives_a_machine_the_image_id_its_lock_pins_and_drift_is_never
         assert "base_drift" not in built
 
         # The base moves on: a drifted image is built when allowed, and never pushed.
-        subprocess.run(
-            [eb.docker, "build", "-q", "-t", base, "-"],
-            input=f"FROM {base_id}\nLABEL moved=yes\n",
-            text=True,
-            capture_output=True,
-            check=True,
-            timeout=120,
-        )
+        docker_build(eb.docker, base, f"FROM {base_id}\nLABEL moved=yes\n")
         eb.docker_out("rmi", built["image"])
         refused = eb(
             "build", "--base-drift=allow", "--push", "--registry", target, str(folder), check=False

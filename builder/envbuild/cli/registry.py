@@ -17,6 +17,7 @@ from envbuild.cli.completion import complete_env
 
 if TYPE_CHECKING:
     from envbuild.build.travel import Remote
+    from envbuild.engine.docker import DockerEngine
     from envbuild.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -226,6 +227,25 @@ def pull(
     report(result, as_json=as_json, quiet=quiet)
 
 
+def _base_session(
+    registry: str | None, registry_ca: Path | None, registry_insecure: bool, quiet: bool
+) -> tuple[DockerEngine, Remote, Callable[[str], None]]:
+    """The engine, the registry (required) and the progress log of ``base push``/``pull``."""
+    from envbuild.engine.docker import DockerEngine
+    from envbuild.settings import load_settings
+
+    settings = load_settings()
+    engine = DockerEngine(settings.docker, state=settings.home)
+    remote = open_remote(settings, registry, registry_ca, registry_insecure, required=True)
+    assert remote is not None
+
+    def log(line: str) -> None:
+        if not quiet:
+            click.echo(line, err=True)
+
+    return engine, remote, log
+
+
 @click.command(name="push")
 @click.argument("ref")
 @registry_options
@@ -247,19 +267,9 @@ def base_push(
     R/debian:bookworm-slim) and is verified like `envbuild push`.
     """
     from envbuild.build import travel
-    from envbuild.engine.docker import DockerEngine
-    from envbuild.settings import load_settings
 
-    settings = load_settings()
-    engine = DockerEngine(settings.docker, state=settings.home)
-    remote = open_remote(settings, registry, registry_ca, registry_insecure, required=True)
-    assert remote is not None
-    result = travel.push_base(
-        ref,
-        remote=remote,
-        engine=engine,
-        log=(lambda line: None) if quiet else (lambda line: click.echo(line, err=True)),
-    )
+    engine, remote, log = _base_session(registry, registry_ca, registry_insecure, quiet)
+    result = travel.push_base(ref, remote=remote, engine=engine, log=log)
     if as_json:
         _emit_json(result.to_json())
         return
@@ -289,19 +299,9 @@ def base_pull(
     lock that pins that base is satisfied on this machine too.
     """
     from envbuild.build import travel
-    from envbuild.engine.docker import DockerEngine
-    from envbuild.settings import load_settings
 
-    settings = load_settings()
-    engine = DockerEngine(settings.docker, state=settings.home)
-    remote = open_remote(settings, registry, registry_ca, registry_insecure, required=True)
-    assert remote is not None
-    result = travel.pull_base(
-        ref,
-        remote=remote,
-        engine=engine,
-        log=(lambda line: None) if quiet else (lambda line: click.echo(line, err=True)),
-    )
+    engine, remote, log = _base_session(registry, registry_ca, registry_insecure, quiet)
+    result = travel.pull_base(ref, remote=remote, engine=engine, log=log)
     if as_json:
         _emit_json(result.to_json())
         return
