@@ -19,9 +19,13 @@ alternates), medians compared:
   build cache holds the layers) labelled with ENV's hash; before every run
   the engine's copy is removed, so each run downloads the whole layer.
 
-Registries come from tests/integration/registry.py (Debian's docker-registry,
-which scripts/setup installs). envbuild runs under its own image prefix and
-state folder; every image and registry the benchmark made is removed at the end.
+The environment is a locked copy of envs/hello (`envbuild lock`, made in the
+benchmark's own folder): unlocked, its hash follows whatever image
+`debian:bookworm-slim` names at the moment, and on a shared engine a test may
+re-tag it mid-run. Registries come from tests/integration/registry.py
+(Debian's docker-registry, which scripts/setup installs). envbuild runs under
+its own image prefix and state folder; every image and registry the benchmark
+made is removed at the end.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from _common import ROOT, Stats, describe_commit, docker_versions, git_state, sa
 sys.path.insert(0, str(ROOT))
 from tests.integration import registry as registries  # importable once ROOT is on the path
 
-HELLO = ROOT / "envs" / "hello"
+HELLO = ROOT / "envs" / "hello"  # copied and locked into the work folder
 REPUSH_TARGET_S = 0.100
 
 
@@ -121,7 +125,10 @@ def main() -> int:
     env = {**os.environ, "ENVBUILD_PREFIX": prefix, "ENVBUILD_HOME": str(work / "home")}
     made_tags: list[str] = []
     try:
-        built = json.loads(_run([*envbuild, "build", "--json", "-q", str(HELLO)], env))
+        hello = work / "hello"
+        shutil.copytree(HELLO, hello)
+        _run([*envbuild, "lock", "-q", str(hello)], env)
+        built = json.loads(_run([*envbuild, "build", "--json", "-q", str(hello)], env))
         image, version_tag = built["image"], f"{prefix}/hello:1"
         made_tags += [image, version_tag]
         size_mb = int(json.loads(_run([docker, "image", "inspect", image]))[0]["Size"]) / 1e6
@@ -133,7 +140,7 @@ def main() -> int:
             try:
                 if ours:
                     return _timed(
-                        [*envbuild, "push", "-q", "--registry", reg.host, str(HELLO)], env
+                        [*envbuild, "push", "-q", "--registry", reg.host, str(hello)], env
                     )
                 refs = [f"{reg.host}/hello:{built['hash'][:12]}", f"{reg.host}/hello:1"]
                 for ref in refs:
@@ -161,7 +168,7 @@ def main() -> int:
         own_work: list[float] = []  # what `push --json` reports: its work without the start
 
         def repush_once(host: str) -> float:
-            argv = [*envbuild, "push", "--json", "-q", "--registry", host, str(HELLO)]
+            argv = [*envbuild, "push", "--json", "-q", "--registry", host, str(hello)]
             started = time.perf_counter()
             out = _run(argv, env)
             seconds = time.perf_counter() - started
@@ -173,7 +180,7 @@ def main() -> int:
 
         reg = registries.start(work / "registry")
         try:
-            _run([*envbuild, "push", "-q", "--registry", reg.host, str(HELLO)], env)
+            _run([*envbuild, "push", "-q", "--registry", reg.host, str(hello)], env)
             hash_ref = f"{reg.host}/hello:{built['hash'][:12]}"
             repush = _rounds(
                 {
@@ -293,7 +300,7 @@ def _registry_hit(
     def ours() -> float:
         forget()
         seconds = _timed(
-            [*envbuild, "build", "--json", "-q", "--registry", reg.host, str(HELLO)], env
+            [*envbuild, "build", "--json", "-q", "--registry", reg.host, str(work / "hello")], env
         )
         got = _run([docker, "image", "inspect", "--format", "{{.Id}}", f"{prefix}/hello:1"]).strip()
         if got != image_id:
