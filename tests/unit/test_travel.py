@@ -14,6 +14,7 @@ from envbuild.build.builder import HASH_LABEL, Resolved, build, resolve
 from envbuild.engine.protocols import BuildRequest, ImageInfo
 from envbuild.engine.registry import Registry, image_path
 from envbuild.errors import RegistryError
+from envbuild.identity import BASE_DRIFT_LOCKED_LABEL
 from envbuild.lock import makers
 from envbuild.lock.model import LockError, Locks, render_index
 from envbuild.settings import load_settings
@@ -196,13 +197,23 @@ def test_a_repush_answers_without_click_like_the_full_command_line(
     monkeypatch.setattr(
         RegistryClient, "manifest_digest", lambda self, name, ref: fake.manifest_digest(name, ref)
     )
-    argv = ["push", str(HELLO), "--registry", "127.0.0.1:5000/team", "--json"]
+    argv = ["push", str(HELLO), "--registry", "127.0.0.1:5000/team", "--json", "-q"]
     assert pushed_already(argv) is None  # no memo yet: the full command line
-    build(HELLO, settings=settings, engine=fake)
-    assert pushed_already(argv) is None  # the registry lacks it: the full command line pushes
-    assert main(argv) == 0
+    result = build(HELLO, settings=settings, engine=fake)
+    # An image built on a drifted base: the full command line, which refuses it.
+    info = fake.images[result.image]
+    drifted = info._replace(labels={**info.labels, BASE_DRIFT_LOCKED_LABEL: "x"})
+    fake.images[result.image] = drifted
+    assert pushed_already(argv) is None
+    assert fake.registry == {}
+    fake.images[result.image] = info
+    # The registry lacks it: pushed here, as the full path pushes (hash tag first).
+    fake.calls.clear()
+    assert pushed_already(argv) == 0
     pushed = json.loads(capsys.readouterr().out)
     assert pushed["pushed"] is True
+    assert [ref for kind, ref in fake.calls if kind == "push"] == list(pushed["refs"])
+    assert pushed["digest"] == fake.manifest_digest("hello", "1")
     fake.calls.clear()
     assert pushed_already(argv) == 0
     assert [kind for kind, _ in fake.calls] == ["inspect", "inspect", "head", "head"]

@@ -185,8 +185,36 @@ def push(resolved: Resolved, *, remote: Remote, engine: Engine, log: Log) -> Pus
         )
     if done is not None:
         return done
+    return push_tags(
+        remote,
+        engine,
+        info,
+        name=name,
+        version=resolved.env.version,
+        digest_hex=digest_hex,
+        local_tag=resolved.hash_tag,
+        log=log,
+        started=started,
+    )
+
+
+def push_tags(
+    remote: Remote,
+    engine: Engine,
+    info: ImageInfo,
+    *,
+    name: str,
+    version: int,
+    digest_hex: str,
+    local_tag: str,
+    log: Log,
+    started: float,
+) -> PushResult:
+    """The pushing part of :func:`push`, for the engine's image ``info`` of ``digest_hex``
+    (checked to be that hash's, and not drifted): the hash tag, verified, then the version
+    tag, verified; on any failure the registry tags made here are removed again."""
     hash_ref = remote.ref(name, digest_hex[:12])
-    version_ref = remote.ref(name, str(resolved.env.version))
+    version_ref = remote.ref(name, str(version))
     refs = (hash_ref, version_ref)
     made = [ref for ref in refs if ref not in info.tags]
     try:
@@ -202,13 +230,13 @@ def push(resolved: Resolved, *, remote: Remote, engine: Engine, log: Log) -> Pus
                 f"the push of {version_ref} reported {version_digest or 'no digest'}, "
                 f"not the {digest} of {hash_ref}"
             )
-        _verify(remote, name, str(resolved.env.version), digest)
+        _verify(remote, name, str(version), digest)
     except BaseException:
         for ref in made:  # nothing half-tagged: the local registry tags go again
             with contextlib.suppress(Exception):
                 engine.remove_image(ref)
         raise
-    return PushResult(resolved.hash_tag, digest_hex, refs, digest, True, time.monotonic() - started)
+    return PushResult(local_tag, digest_hex, refs, digest, True, time.monotonic() - started)
 
 
 @dataclass(frozen=True)

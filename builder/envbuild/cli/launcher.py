@@ -304,17 +304,22 @@ def _parse_plain_push(argv: Sequence[str]) -> tuple[str, str | None, set[str]] |
 
 
 def pushed_already(argv: Sequence[str]) -> int | None:
-    """Answer a plain ``push`` of an image the registry already holds; ``None`` means
-    "use the full CLI" (which pushes, or reports the error).
+    """Answer a plain ``push`` of an image the memo names and the engine holds; ``None``
+    means "use the full CLI" (which reports what this path does not handle).
 
-    The main path's own check (:func:`envbuild.build.travel.already_pushed`: one
-    inspect, two manifest HEADs) on the hash the memo names, without click or
-    the definition model: a re-push costs what the registry needs to say so.
+    The main path's own steps on the hash the memo names, without click or the
+    definition model: :func:`envbuild.build.travel.already_pushed` (one
+    inspect, two manifest HEADs: a re-push costs what the registry needs to say
+    so), else :func:`envbuild.build.travel.push_tags`. An image built on a
+    drifted base, a private CA or anything odd goes to the full path; a
+    registry's refusal is reported as the full path reports it.
     """
     parsed = _parse_plain_push(argv)
     if parsed is None:
         return None
     env, registry, flags = parsed
+    from envbuild.errors import RegistryError  # light: the settings import it anyway
+
     try:
         import time
 
@@ -329,12 +334,13 @@ def pushed_already(argv: Sequence[str]) -> int | None:
         found = _recall(env, settings, engine)
         if found is None:
             return None
+        from envbuild import identity
         from envbuild.build import travel
         from envbuild.engine.registry import registry_from
 
         remote = travel.Remote.open(registry_from(registry))
         started = time.monotonic()  # as the full path counts: the check, not the start-up
-        _, done = travel.already_pushed(
+        info, done = travel.already_pushed(
             remote,
             engine,
             prefix=settings.prefix,
@@ -343,8 +349,25 @@ def pushed_already(argv: Sequence[str]) -> int | None:
             digest=found.hash,
             started=started,
         )
-        if done is None:
+        if info is None or identity.is_drifted(info):
             return None
+        if done is None:
+            quiet = "quiet" in flags
+            done = travel.push_tags(  # its RegistryError is the full path's: reported as is
+                remote,
+                engine,
+                info,
+                name=found.name,
+                version=found.version,
+                digest_hex=found.hash,
+                local_tag=identity.hash_tag(settings.prefix, found.name, found.hash),
+                log=(lambda line: None) if quiet else (lambda line: print(line, file=sys.stderr)),
+                started=started,
+            )
+    except (RegistryError, KeyboardInterrupt) as exc:
+        from envbuild.cli.exits import report as report_error
+
+        return report_error(exc)
     except Exception:  # the full CLI redoes this and reports the error properly
         return None
     travel.report_push(done, as_json="json" in flags)
