@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,7 @@ IMAGES = ("envbuild/python-3.11:3", "envbuild/python-3.8:3", "envbuild/pytorch-1
 
 TRAIN = """\
 import os
+import signal
 import sys
 from azureml.core import Run
 from azureml.core.run import Run as SameRun
@@ -229,6 +231,7 @@ def test_a_plain_snapshot_run_without_the_context(src: Path, home: Path) -> None
 
 RANKS = """\
 import os
+import signal
 from azureml.core import Run
 rank = int(os.environ["RANK"])
 run = Run.get_context()
@@ -272,6 +275,7 @@ MPI_ENV = Path(__file__).resolve().parents[2] / "curated" / "mpi-4.1-cpu"
 
 MPI_RANKS = """\
 import os
+import signal
 from azureml.core import Run
 from mpi4py import MPI
 rank = MPI.COMM_WORLD.Get_rank()
@@ -308,3 +312,44 @@ def test_mpi_ranks_started_over_ssh_log_too(src: Path, home: Path) -> None:
     assert result.files_dir is not None
     kept = sorted(p.name for p in (result.files_dir / "outputs").iterdir())
     assert kept == ["rank-0.txt", "rank-1.txt", "rank-2.txt", "rank-3.txt"]
+
+
+def test_ctrl_c_keeps_what_the_run_wrote(src: Path, home: Path) -> None:
+    ref = _image(IMAGES[0])
+    (src / "waits.py").write_text(
+        "import os, time\nos.makedirs('outputs')\nopen('outputs/partial.txt', 'w').write('p')\n"
+        "from azureml.core import Run\nRun.get_context().log('step', 1)\n"
+        "print('ready', flush=True)\ntime.sleep(120)\n"
+    )
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "envbuild", "run", "--azureml-context"),
+            *("--source-dir", str(src), f"image:{ref}", "waits.py"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "ENVBUILD_HOME": str(home)},
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"ready\n"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode(errors="replace")
+    (run_id,) = [p.name for p in (home / "runs").iterdir() if p.is_dir()]
+    _nothing_left(run_id)
+    assert sorted(p.name for p in (home / "runs" / run_id).iterdir()) == ["files"]
+    assert (home / "runs" / run_id / "files" / "outputs" / "partial.txt").read_text() == "p"
+    shown = subprocess.run(
+        [sys.executable, "-m", "envbuild", "runs", "show", run_id, "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ENVBUILD_HOME": str(home)},
+        timeout=60,
+        check=True,
+    )
+    doc = json.loads(shown.stdout)
+    assert (doc["status"], doc["metrics"], doc["files"]) == (
+        "interrupted",
+        {"step": 1},
+        ["outputs/partial.txt"],
+    )
