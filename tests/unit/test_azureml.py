@@ -714,6 +714,33 @@ def test_ctrl_c_while_waiting_stops_the_run(source: Path, monkeypatch: pytest.Mo
     assert engine.stopped and not engine.live  # stopped, then removed by the run itself
 
 
+def test_sigterm_while_waiting_stops_the_run(source: Path) -> None:
+    import os
+    import signal
+    import threading
+
+    from envbuild.errors import Interrupted
+
+    engine = FakeRunEngine(block=True).with_image()
+    run = Experiment(Workspace(engine=engine), "exp").submit(
+        ScriptRunConfig(str(source), script="train.py", environment=_image_env())
+    )
+    before = signal.getsignal(signal.SIGTERM)
+
+    def terminate() -> None:
+        deadline = time.monotonic() + 10
+        while not engine.live and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=terminate, daemon=True).start()
+    with pytest.raises(Interrupted) as caught:
+        run.wait_for_completion()
+    assert caught.value.signum == signal.SIGTERM
+    assert run.get_status() == "Canceled" and engine.stopped and not engine.live
+    assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
+
+
 def test_a_run_id_given_to_envbuild_run_is_checked(source: Path) -> None:
     import envbuild
 

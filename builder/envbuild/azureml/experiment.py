@@ -20,16 +20,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from envbuild.azureml._common import Shim, unsupported
 from envbuild.azureml.runconfig import ScriptRunConfig, to_run_config
-from envbuild.errors import EnvbuildError, RunFailed, UsageError
+from envbuild.errors import EnvbuildError, Interrupted, RunFailed, UsageError
 
 if TYPE_CHECKING:
     from envbuild.azureml.workspace import Workspace
@@ -208,19 +210,10 @@ class Run(Shim):
                 f"run {self.id} runs in another process: it cannot be waited for here",
                 hint=f"envbuild runs show {self.id}",
             )
-        shown = 0
         try:
-            while True:
-                with self._cond:
-                    while len(self._chunks) == shown and self._status not in TERMINAL:
-                        self._cond.wait(timeout=0.5)
-                    chunks, shown = self._chunks[shown:], len(self._chunks)
-                    done = self._status in TERMINAL
-                if show_output:
-                    _write(chunks)
-                if done:
-                    break
-        except KeyboardInterrupt:
+            with _terminations_interrupt():
+                self._follow(show_output)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP (Interrupted): stop the run
             self.cancel()
             if self._thread is not None:
                 self._thread.join(timeout=30)
@@ -230,6 +223,20 @@ class Run(Shim):
         if raise_on_error:
             self._raise_failure()
         return self.get_details()
+
+    def _follow(self, show_output: bool) -> None:
+        """Wait for the run's end, writing its output as it comes with ``show_output``."""
+        shown = 0
+        while True:
+            with self._cond:
+                while len(self._chunks) == shown and self._status not in TERMINAL:
+                    self._cond.wait(timeout=0.5)
+                chunks, shown = self._chunks[shown:], len(self._chunks)
+                done = self._status in TERMINAL
+            if show_output:
+                _write(chunks)
+            if done:
+                return
 
     def _raise_failure(self) -> None:
         if self._error is not None:
@@ -451,6 +458,26 @@ class Run(Shim):
             "call it in the training script: runs started by envbuild.azureml give the "
             "script its own azureml.core",
         )
+
+
+@contextlib.contextmanager
+def _terminations_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`~envbuild.errors.Interrupted` (a KeyboardInterrupt)
+    while the main thread waits, so that the run is stopped as on Ctrl-C, not left running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    wanted = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    previous = {signum: signal.signal(signum, interrupt) for signum in wanted}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _node_count(config: RunConfig | None) -> int:

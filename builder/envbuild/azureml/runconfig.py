@@ -470,7 +470,8 @@ def to_run_config(src: ScriptRunConfig, workspace: Workspace | None = None) -> R
         script=rc.script if command is None else None,
         arguments=tuple(arguments),
         command=command,
-        source_directory=Path(src.source_directory),
+        # Absolute now: the run starts in the background, after the caller may have moved.
+        source_directory=Path(src.source_directory).absolute(),
         environment_variables={str(k): str(v) for k, v in variables.items()},
         inputs=tuple(data.inputs),
         mounts=tuple(data.mounts),
