@@ -552,6 +552,9 @@ def test_the_runs_commands(
     target = tmp_path / "got" / "m.txt"
     assert main(["runs", "download", run_id, "outputs/model.txt", "-o", str(target)]) == 0
     assert target.read_text() == "weights"
+    folder = tmp_path / "new-folder"
+    assert main(["runs", "download", run_id, "outputs/model.txt", "-o", f"{folder}/"]) == 0
+    assert (folder / "model.txt").read_text() == "weights"
     capsys.readouterr()
     assert main(["runs", "download", run_id, "--prefix", "logs/", "-o", str(tmp_path / "all")]) == 0
     assert (tmp_path / "all" / "logs" / "x.log").read_text() == "log"

@@ -276,7 +276,8 @@ def runs_files(run_id: str, as_json: bool) -> None:
     "--output",
     "destination",
     metavar="PATH",
-    help="Where to: a folder (made if missing), or a file name for one NAME. "
+    help="Where to: a folder (made if missing; end it with / for one NAME), or a file "
+    "name for one NAME. "
     "Default: the current folder.",
 )
 @click.option(
@@ -299,7 +300,7 @@ def runs_download(
     if not names:
         copies = fetch_all(record.id, target, prefix)
     else:
-        if len(names) > 1 or target.is_dir() or destination is None:
+        if len(names) > 1 or target.is_dir() or destination is None or destination.endswith("/"):
             target.mkdir(parents=True, exist_ok=True)
         copies = [fetch(record.id, name, target) for name in names]
     for copy in copies:
