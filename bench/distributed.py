@@ -1,6 +1,6 @@
 """What `envbuild run --distribution pytorch` costs on top of the same job started by hand.
 
-    python3 bench/distributed.py [--runs 9] [--image envbuild/pytorch-1.6-gpu:5]
+    python3 bench/distributed.py [--runs 9] [--image REF] [--light]
 
 Two cases, interleaved round by round after a warm-up round, medians compared:
 
@@ -53,12 +53,14 @@ from _envbuild import MEASURED_PATHS, envbuild_package, envbuild_settings
 TARGET_S = 0.5
 
 
-def _by_hand(docker: str, image_id: str, source: Path, name: str) -> list[str]:
+def _by_hand(
+    docker: str, image_id: str, source: Path, name: str, distribution: object
+) -> list[str]:
     """One bash command line: the two nodes envbuild would run, started by hand.
 
     ``name`` names the network and, with ``-0``/``-1``, the containers.
     """
-    from envbuild.run.config import PyTorch, RunConfig
+    from envbuild.run.config import RunConfig
     from envbuild.run.planning import plan
 
     the_plan = plan(
@@ -66,7 +68,7 @@ def _by_hand(docker: str, image_id: str, source: Path, name: str) -> list[str]:
             f"image:{image_id}",
             "noop.py",
             source_directory=source,
-            distribution=PyTorch(2, 2, "gloo", "launch"),
+            distribution=distribution,  # type: ignore[arg-type]
             name=name,
         )
     )
@@ -113,16 +115,33 @@ def _by_hand(docker: str, image_id: str, source: Path, name: str) -> list[str]:
 
 def main() -> int:
     def extra(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--image", default="envbuild/pytorch-1.6-gpu:5")
+        parser.add_argument("--image", help="default: envbuild/pytorch-1.6-gpu:5")
+        parser.add_argument(
+            "--light",
+            action="store_true",
+            help="a job of 2 one-process nodes (--distribution tensorflow, no framework "
+            "imported) in envbuild/python-3.11:3: the executor's own cost, less noise",
+        )
 
     args = cli(__doc__, default_runs=9, add_arguments=extra)
+    from envbuild.run.config import PyTorch, TensorFlow
+
+    if args.light:
+        image = args.image or "envbuild/python-3.11:3"
+        distribution: object = TensorFlow(2)
+        job = ["--distribution", "tensorflow", "--nodes", "2"]
+    else:
+        image = args.image or "envbuild/pytorch-1.6-gpu:5"
+        distribution = PyTorch(2, 2, "gloo", "launch")
+        job = ["--distribution", "pytorch", "--nodes", "2", "--procs-per-node", "2"]
+        job += ["--torch-launcher", "launch"]
     docker, _ = envbuild_settings()
     docker = shutil.which(docker) or docker
     package = envbuild_package()
     compile_bytecode(package)
-    found = run_quiet([docker, "image", "inspect", "--format", "{{.Id}}", args.image])
+    found = run_quiet([docker, "image", "inspect", "--format", "{{.Id}}", image])
     if found.returncode != 0:
-        sys.exit(f"no image {args.image}: build curated/pytorch-1.6-gpu first")
+        sys.exit(f"no image {image}: build it first (envbuild build curated/...)")
     image_id = found.stdout.strip()
     envbuild = interpreter_script("envbuild")
     if not Path(envbuild).exists():
@@ -138,14 +157,7 @@ def main() -> int:
         ours = [
             *([envbuild] if envbuild else [sys.executable, "-m", "envbuild"]),
             "run",
-            "--distribution",
-            "pytorch",
-            "--nodes",
-            "2",
-            "--procs-per-node",
-            "2",
-            "--torch-launcher",
-            "launch",
+            *job,
             "--source-dir",
             str(source),
             f"image:{image_id}",
@@ -153,7 +165,11 @@ def main() -> int:
         ]
         name = "envbuild-bench-" + os.urandom(4).hex()
         cases = [
-            Case("docker run x2, by hand", _by_hand(docker, image_id, source, name), env=env),
+            Case(
+                "docker run x2, by hand",
+                _by_hand(docker, image_id, source, name, distribution),
+                env=env,
+            ),
             Case("envbuild run --distribution", ours, env=env),
         ]
         try:
@@ -184,6 +200,7 @@ def main() -> int:
         {
             "docker": {"cli": docker, **docker_versions(docker)},
             "image": image_id,
+            "job": job,
             "target_s": TARGET_S,
             "overhead_s": round(delta, 3),
             "paired_overhead_s": round(paired, 3),
