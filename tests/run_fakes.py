@@ -138,6 +138,11 @@ class FakeRunEngine(FakeEngine, RunEngine):
         self.networks[name] = dict(labels)
         return f"net-{name}"
 
+    def remove_network(self, network_id: str) -> None:
+        self._op("remove_network")
+        for name in [n for n in self.networks if f"net-{n}" == network_id]:
+            del self.networks[name]
+
     def list_labelled(self, label: str) -> Labelled:
         return Labelled(
             containers=tuple(

@@ -200,7 +200,7 @@ def go(
 def assert_nothing_left(engine: NodeEngine, result: RunResult) -> None:
     assert not engine.live
     assert not engine.networks
-    assert ("remove_labelled") in engine.ops or not engine.specs
+    assert {"remove_network", "remove_labelled"} & set(engine.ops)
     assert all(s.labels[RUN_LABEL] == result.run_id for s in engine.specs.values())
 
 
@@ -239,6 +239,8 @@ def test_pytorch_2x2_start_order_prefixes_logs_and_history(settings: Settings, s
         assert RANK_SHIM in spec.argv and any(m.target == RANK_SHIM for m in spec.mounts)
         assert OWNER_LABEL in spec.labels
     assert_nothing_left(engine, result)
+    # every container went with its node: the network goes in one request, no sweep
+    assert engine.ops[-1] == "remove_network" and "remove_labelled" not in engine.ops
     record = History.at(settings).get(result.run_id)
     assert record.status == "exited" and record.exit_code == 0
     assert [(n["index"], n["exit_code"], n["ranks"]) for n in record.nodes] == [
@@ -371,6 +373,7 @@ def test_a_node_the_engine_cannot_create_fails_the_job(settings: Settings, src: 
     with pytest.raises(EngineError, match=r"node 1 .*already in use"):
         go(engine, settings, src, PyTorch(2, 1))
     assert not engine.live and not engine.networks
+    assert "remove_labelled" in engine.ops  # a node's run failed: the run's label is swept
     (record,) = History.at(settings).list()
     assert (record.status, record.exit_code) == ("failed", 125)
 

@@ -350,6 +350,12 @@ class DockerEngine:
         check(status, body, f"create the network {name}")
         return str(json.loads(body)["Id"])
 
+    def remove_network(self, network_id: str) -> None:
+        """See :meth:`ContainerRuntime.remove_network`."""
+        status, body = self._run_api().call("DELETE", f"/networks/{network_id}")
+        if status != 404:
+            check(status, body, f"remove the network {network_id[:12]}")
+
     def list_labelled(self, label: str) -> Labelled:
         """See :meth:`ContainerRuntime.list_labelled`."""
         from envbuild.engine.protocols import Labelled

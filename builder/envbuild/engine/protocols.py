@@ -227,6 +227,9 @@ class ContainerRuntime(Protocol):
         """Create a bridge network ``name`` with ``labels`` (its containers find each other
         by container name); return its ID. :meth:`remove_labelled` removes it."""
 
+    def remove_network(self, network_id: str) -> None:
+        """Remove a network that has no container left (gone is not an error)."""
+
     def list_labelled(self, label: str) -> Labelled:
         """Containers, networks and volumes carrying ``label`` (``key`` or ``key=value``)."""
 

@@ -53,7 +53,6 @@ import contextlib
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -119,6 +118,7 @@ class _Node:
     joined: bool = False
     done: bool = False
     exit_code: int | None = None
+    clean: bool = False  # its container was removed by its own run (no sweep needed)
     ranks: dict[int, int] = field(default_factory=dict)
 
     def where(self) -> str:
@@ -364,6 +364,8 @@ def ssh_key_folder(user: str) -> Iterator[str]:
     ``authorized_keys`` holds its public half. The files belong to the run's
     user when envbuild runs as root and the run does not.
     """
+    import subprocess  # only MPI runs pay for it
+
     keygen = shutil.which("ssh-keygen")
     if keygen is None:
         raise RunError(
@@ -547,6 +549,7 @@ def _supervise(
     label = f"{RUN_LABEL}={run_id}"
     network = the_plan.container_name(run_id)
     threads: list[threading.Thread] = []
+    network_id: list[str] = []
 
     def drive(node: _Node) -> None:
         drain = _NodeOutput(job, node)
@@ -565,6 +568,7 @@ def _supervise(
                 output_limit=0,  # the log files keep it all
             )
         except _Interrupted:
+            node.clean = True  # never started; run_to_completion removed it
             job.ended(node, None)
         except EngineError as exc:
             job.ended(node, None, exc.message)
@@ -573,6 +577,7 @@ def _supervise(
         else:
             if done.missing is not None:
                 log(f"envbuild: node {node.index}: {done.missing}{_torchrun_hint(distribution)}")
+            node.clean = True  # run_to_completion returned: its container is removed
             job.ended(node, done.exit_code)
 
     def cleanup() -> None:
@@ -580,14 +585,21 @@ def _supervise(
         for thread in threads:
             thread.join()
         job.join_threads(config.stop_timeout + 30)
-        engine.remove_labelled(label)
+        if network_id and all(n.done and n.clean for n in nodes):
+            # Every container is gone already (each node's own removal): one request.
+            with contextlib.suppress(EngineError):
+                engine.remove_network(network_id[0])
+                return
+        engine.remove_labelled(label)  # whatever is left, found by the run's label
 
     try:
         with supervisor.installed(handle_signals):
             try:
                 supervisor.check()
-                engine.create_network(
-                    network, {RUN_LABEL: run_id, OWNER_LABEL: current_owner().label()}
+                network_id.append(
+                    engine.create_network(
+                        network, {RUN_LABEL: run_id, OWNER_LABEL: current_owner().label()}
+                    )
                 )
                 supervisor.container_id = network  # signals now stop the nodes
                 supervisor.resend()
