@@ -353,3 +353,28 @@ def test_ctrl_c_keeps_what_the_run_wrote(src: Path, home: Path) -> None:
         {"step": 1},
         ["outputs/partial.txt"],
     )
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="a run as another user writes its snapshot only as root"
+)
+def test_a_run_as_another_user_writes_its_snapshot(src: Path, home: Path) -> None:
+    ref = _image(IMAGES[0])
+    chunks: list[bytes] = []
+    result = run(
+        RunConfig(
+            environment=f"image:{ref}",
+            script="train.py",
+            source_directory=src,
+            azureml_context=True,
+            user="1000:1000",
+        ),
+        output=lambda stream, data: chunks.append(data),
+        log=lambda line: None,
+    )
+    _nothing_left(result.run_id)
+    assert result.exit_code == 0, b"".join(chunks).decode(errors="replace")
+    assert result.metrics["loss"] == [0.5, 0.4]
+    assert result.files_dir is not None
+    model = result.files_dir / "outputs" / "model.txt"
+    assert model.read_text() == "weights" and model.stat().st_uid == 1000

@@ -561,3 +561,26 @@ def test_the_runs_commands(
     assert not (tmp_path / "all" / "outputs").exists()
     assert main(["runs", "download", run_id, "../secret"]) == 2
     assert "kept no file '../secret'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another user needs root")
+def test_as_root_the_snapshot_is_given_to_the_runs_user(src: Path, settings: Settings) -> None:
+    files = RunFiles(
+        home=settings.home, source=str(src), target="/workspace", azureml_context=True, user="1234"
+    )
+    (src / "link").symlink_to("train.py")
+    messages: list[str] = []
+    Prepared.make(files, "r5", messages.append)
+    snapshot = files.snapshot_dir("r5")
+    owners = {(p.lstat().st_uid, p.lstat().st_gid) for p in [snapshot, *snapshot.rglob("*")]}
+    assert owners == {(1234, 1234)}
+    assert (files.metrics_file("r5").stat().st_uid, messages) == (1234, [])
+    assert (src / "train.py").stat().st_uid == 0  # the user's own folder is never changed
+
+
+def test_a_user_name_keeps_the_snapshot_yours_and_says_so(src: Path, settings: Settings) -> None:
+    files = RunFiles(home=settings.home, source=str(src), target="/workspace", user="nobody")
+    messages: list[str] = []
+    Prepared.make(files, "r6", messages.append)
+    assert files.snapshot_dir("r6").stat().st_uid == os.geteuid()
+    assert messages and "not writable by that user" in messages[0]

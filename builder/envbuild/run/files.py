@@ -78,7 +78,7 @@ class RunFiles:
     target: str
     azureml_context: bool = False
     pythonpath: str | None = None
-    other_user: bool = False  # the run's user is not the caller
+    user: str | None = None  # the run's user, when it is not the caller
 
     def snapshot_dir(self, run_id: str) -> Path:
         """Where the run's copy of the source folder is made."""
@@ -145,6 +145,21 @@ class Kept:
         return {"files_dir": self.files_dir, "metrics": self.metrics, "tags": self.tags}
 
 
+def _give(path: Path, user: str) -> bool:
+    """Give ``path`` and all below it to the run's user (``uid[:gid]``), as root can;
+    ``False`` (nothing changed) when envbuild is not root or the user is a name."""
+    from envbuild.run.local import _owner  # the rule download inputs are owned by
+
+    if os.geteuid() != 0 or not user.partition(":")[0].isdigit():
+        return False
+    uid, gid = _owner(user)
+    os.lchown(path, uid, gid)
+    for folder, folders, names in os.walk(path):  # never into a symlink
+        for name in (*folders, *names):
+            os.lchown(Path(folder) / name, uid, gid)
+    return True
+
+
 class Prepared:
     """A run's snapshot (and metrics file), made; :meth:`finish` keeps and cleans up."""
 
@@ -165,12 +180,18 @@ class Prepared:
         folder.mkdir(parents=True)
         try:
             copy_tree(Path(files.source), files.snapshot_dir(run_id), avoid=(files.home,), log=log)
+            given = files.user is not None and _give(files.snapshot_dir(run_id), files.user)
             if files.azureml_context:
                 metrics = files.metrics_file(run_id)
                 metrics.parent.mkdir()
                 metrics.touch(mode=0o600)
-                if files.other_user:  # the run's user appends to it (and cannot create it)
-                    metrics.chmod(0o666)
+                if files.user is not None and not _give(metrics, files.user):
+                    metrics.chmod(0o666)  # the run's user appends to it (and cannot create it)
+            if files.user is not None and not given:
+                log(
+                    f"warning: run {run_id} runs as {files.user}: its snapshot is yours, "
+                    "readable as your folder was but not writable by that user"
+                )
         except BaseException:
             remove_tree(folder)
             raise

@@ -523,7 +523,7 @@ def plan(
             target=source.target,
             azureml_context=config.azureml_context,
             pythonpath=merged.get("PYTHONPATH", defined.get("PYTHONPATH")),
-            other_user=user != f"{os.getuid()}:{os.getgid()}",
+            user=None if user == f"{os.getuid()}:{os.getgid()}" else user,
         )
     return RunPlan(
         config=config,
