@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,10 +38,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def ws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Workspace:
+def ws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, docker_cli: str) -> Iterator[Workspace]:
+    """A workspace of the test's own ENVBUILD_HOME; afterwards, no run of it left a container."""
     monkeypatch.setenv("ENVBUILD_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
-    return Workspace.from_config()
+    workspace = Workspace.from_config()
+    yield workspace
+    if (tmp_path / "home" / "runs.db").exists():
+        for record in History.at(workspace.settings).list(limit=None):
+            _nothing_left(docker_cli, record.id)
 
 
 def _nothing_left(docker_cli: str, run_id: str) -> None:
