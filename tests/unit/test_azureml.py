@@ -150,7 +150,8 @@ def test_conda_dependencies_become_a_generated_definition(
 ) -> None:
     env = Environment("My Env")
     env.python.conda_dependencies = CondaDependencies.create(
-        pip_packages=["azureml-defaults", "six==1.16.0"], python_version="3.8.13"
+        pip_packages=["azureml-defaults", "azureml-core[notebooks]==1.48", "six==1.16.0"],
+        python_version="3.8.13",
     )
     target = resolve_environment(env, None, ws)
     assert target.folder is not None and target.env_toml is not None
@@ -162,7 +163,9 @@ def test_conda_dependencies_become_a_generated_definition(
     assert definition.name == "azureml-my-env"
     assert definition.python.version == "3.8"
     assert definition.pip.packages == ("six==1.16.0",)  # azureml-defaults left out
-    assert "not installed: azureml-defaults" in capsys.readouterr().err
+    assert "not installed: azureml-defaults, azureml-core[notebooks]==1.48" in (
+        capsys.readouterr().err
+    )
     # Content-addressed: the same environment, the same folder; another, another.
     assert resolve_environment(env, None, ws).folder == target.folder
     env.python.conda_dependencies.add_pip_package("packaging==24.1")

@@ -52,9 +52,6 @@ DEFAULT_PYTHON = "3.11"
 #: The curated MPI environment (Python 3.11): MPI jobs on Azure ML's default image run in it.
 CURATED_MPI = "mpi-4.1-cpu"
 
-#: Azure ML's SDK packages: the run's ``azureml.core`` is envbuild's own, never installed.
-AZUREML_SDK_PACKAGES = ("azureml-defaults", "azureml-core", "azureml-sdk")
-
 GENERATED_FOLDER = "azureml/environments"  # under ENVBUILD_HOME
 OWN_KEYS = ("schema", "name", "version", "description")  # what every generated definition has
 NAME_PREFIX = "azureml-"  # generated environments never take a curated name (or its tags)
@@ -593,14 +590,14 @@ def resolve_environment(
     if env._curated is not None and unchanged and no_base:
         return Target(folder=env._curated)
     if env.python.user_managed_dependencies:
-        return _user_managed(env, deps)
+        return _user_managed(env, deps, catalog)
     document, files = definition_document(env, catalog, mpi=mpi)
     if not files and set(document) - set(OWN_KEYS) == {"extends"}:
         return Target(folder=Path(document["extends"]))  # nothing added: the parent itself
     return _write_generated(document, files, workspace)
 
 
-def _user_managed(env: Environment, deps: CondaDependencies | None) -> Target:
+def _user_managed(env: Environment, deps: CondaDependencies | None, catalog: Path | None) -> Target:
     if deps is not None and (list(deps.pip_packages) or list(deps.conda_packages)):
         notice(
             "user-managed-deps",
@@ -623,7 +620,7 @@ def _user_managed(env: Environment, deps: CondaDependencies | None) -> Target:
             f"python.user_managed_dependencies = True on Azure ML's default image: runs use "
             f"curated/{folder} as it is",
         )
-        return Target(folder=catalog_root() / folder)
+        return Target(folder=(catalog or catalog_root()) / folder)
     return Target(image=image)
 
 
@@ -640,9 +637,11 @@ def definition_document(
     Pure but for reading the curated catalog's location; the mapping's
     ``extends`` is an absolute path, made relative when written.
     """
+    from envbuild.importers.azureml import is_azureml_package
+
     deps = env.python.conda_dependencies or CondaDependencies()
-    pip = [p for p in deps.pip_packages if _requirement_name(p) not in AZUREML_SDK_PACKAGES]
-    dropped = [p for p in deps.pip_packages if _requirement_name(p) in AZUREML_SDK_PACKAGES]
+    pip = [p for p in deps.pip_packages if not is_azureml_package(p)]
+    dropped = [p for p in deps.pip_packages if is_azureml_package(p)]
     if dropped:
         notice(
             "azureml-sdk",

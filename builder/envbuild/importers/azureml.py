@@ -88,6 +88,7 @@ __all__ = [
     "from_v1_directory",
     "from_v2_yaml",
     "import_source",
+    "is_azureml_package",
     "resolve_curated",
 ]
 
@@ -126,6 +127,14 @@ _SYSTEM_PYTHON = {  # the base images whose python3 is known (lock.model.DISTRO_
     "debian:bookworm-slim": ("debian", "12"),
 }
 _AZUREML_PACKAGE = re.compile(r"azureml(?:[-_.][A-Za-z0-9._-]*)?(?=$|[^A-Za-z0-9._-])", re.I)
+
+
+def is_azureml_package(requirement: str) -> bool:
+    """Whether the pip requirement ``requirement`` is one of the Azure ML SDK's packages
+    (``azureml-defaults``, ``azureml-core[...]==1.x``, ...), which talk to a workspace."""
+    return bool(_AZUREML_PACKAGE.match(requirement.strip()))
+
+
 # python, python=3.8.5, python==3.8, "python 3.8", python=3.8.*=h1234, python>=3.7 (a
 # range: group 4); never python-dateutil, which is another package.
 _PYTHON_SPEC = re.compile(
