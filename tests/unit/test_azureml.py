@@ -731,10 +731,14 @@ def test_sigterm_while_waiting_stops_the_run(source: Path) -> None:
     before = signal.getsignal(signal.SIGTERM)
 
     def terminate() -> None:
+        # Only once the container runs and the wait has taken SIGTERM over: before,
+        # the signal's default action would end the test process itself.
         deadline = time.monotonic() + 10
-        while not engine.live and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            if engine.live and signal.getsignal(signal.SIGTERM) is not before:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
             time.sleep(0.01)
-        os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=terminate, daemon=True).start()
     with pytest.raises(Interrupted) as caught:
