@@ -51,7 +51,12 @@ def test_memo_names_the_hash_a_render_gives(folder: Path) -> None:
         settings.home, folder, settings.platform, base_id=lambda ref: engine.images[ref].id
     )
     parents = tuple(str(p.resolve()) for p in fresh.env.parents)
-    assert found == memo.Memo(fresh.hash, fresh.env.name, fresh.env.version, parents)
+    run: dict[str, str | None] = {
+        "workdir": fresh.env.run.workdir,
+        "shm_size": fresh.env.run.shm_size,
+        "cuda": fresh.env.gpu.cuda,
+    }
+    assert found == memo.Memo(fresh.hash, fresh.env.name, fresh.env.version, parents, run)
 
 
 def _copy(tmp_path: Path, name: str) -> Path:
@@ -187,7 +192,8 @@ def test_the_unlocked_base_is_part_of_the_record(write_env) -> None:
     folder = write_env('schema = 1\nname = "u"\n')
     settings = load_settings()
     first = resolve(folder, settings=settings, engine=FakeEngine())
-    assert _recall(settings, folder) == memo.Memo(first.hash, "u", 1)
+    found = _recall(settings, folder)
+    assert found is not None and found[:3] == (first.hash, "u", 1)
     assert _recall(settings, folder, base_id="sha256:" + "9" * 64) is None  # retagged
     assert memo.recall(settings.home, folder, settings.platform) is None  # nobody to ask
     moved = FakeEngine(images={BASE: ImageInfo(id="sha256:" + "9" * 64)})

@@ -144,6 +144,11 @@ def resolve(
             version=environment.version,
             base=(environment.base.image, base_id) if environment.base.image and base_id else None,
             parents=[str(parent.resolve()) for parent in environment.parents],
+            run={
+                "workdir": environment.run.workdir,
+                "shm_size": environment.run.shm_size,
+                "cuda": environment.gpu.cuda,
+            },
         )
     elif memo:
         memo_mod.forget(settings.home, folder, platform)

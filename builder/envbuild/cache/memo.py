@@ -30,7 +30,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from envbuild import __version__
 
@@ -44,6 +44,8 @@ RENDERING_SOURCES = ("__init__.py", "files.py", "reads.py", "cache", "definition
 # A file changed this recently may change again within its mtime's
 # granularity: its stat is not trusted, its content is compared every time.
 RACY_NS = 2_000_000_000
+# The keys of a record's run defaults (see Memo.run).
+RUN_DEFAULTS = ("workdir", "shm_size", "cuda")
 _PACKAGE = Path(__file__).resolve().parent.parent  # the envbuild package
 
 
@@ -70,6 +72,9 @@ class Memo(NamedTuple):
     name: str
     version: int
     parents: tuple[str, ...] = ()  # the folders the definition extends, resolved, nearest first
+    # What a run of the environment needs of its definition (workdir, shm_size, cuda):
+    # a cache hit of `envbuild run` plans without loading the definition.
+    run: dict[str, str | None] | None = None
 
 
 BaseLookup = Callable[[str], "str | None"]  # image reference -> the engine's image ID
@@ -131,6 +136,7 @@ def recall(
             str(data["name"]),
             int(data["version"]),
             tuple(str(parent) for parent in data["parents"]),
+            _run_defaults(data.get("run")),
         )
         files = data["files"]
         base = data["base"]
@@ -147,6 +153,34 @@ def recall(
     if restat:  # e.g. after a checkout: the next hit need not read the files again
         _refresh_stats(home, folder, platform, data)
     return found
+
+
+def _run_defaults(value: object) -> dict[str, str | None] | None:
+    if not isinstance(value, dict) or set(value) != set(RUN_DEFAULTS):
+        return None
+    if not all(v is None or isinstance(v, str) for v in value.values()):
+        return None
+    return dict(value)
+
+
+class _Store(Protocol):
+    def inspect_image(self, ref: str) -> _Identified | None: ...
+
+
+class _Identified(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+def recall_with(store: _Store, home: Path, folder: Path, platform: str) -> Memo | None:
+    """:func:`recall`, the image ID of an unlocked base asked of ``store`` (one inspect):
+    what the console script's fast paths and a run's plan use."""
+
+    def base_id(ref: str) -> str | None:
+        info = store.inspect_image(ref)
+        return info.id if info is not None else None
+
+    return recall(home, folder, platform, base_id=base_id)
 
 
 def _stat_key(stat: os.stat_result) -> list[int]:
@@ -222,11 +256,13 @@ def remember(
     version: int,
     base: tuple[str, str] | None = None,
     parents: Iterable[str] = (),
+    run: dict[str, str | None] | None = None,
 ) -> bool:
     """Record that a render of ``folder``, which read ``files`` (path, sha256 or
     ``None`` if absent) and, for an unlocked base, saw ``base`` (reference, image
     ID), found ``digest``, ``name`` and ``version``; ``parents`` are the folders
-    the definition extends (what a catalog's build order needs).
+    the definition extends (what a catalog's build order needs), ``run`` the
+    run defaults of :data:`RUN_DEFAULTS` (what a run's plan needs).
 
     Each file is read again now: if one no longer has the digest the render
     saw, nothing is recorded (a later render records it). Answers whether a
@@ -258,6 +294,7 @@ def remember(
         "version": version,
         "base": {"image": base[0], "id": base[1]} if base else None,
         "parents": list(parents),
+        "run": run,
         "files": entries,
     }
     return _write(target, record)

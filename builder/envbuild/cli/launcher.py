@@ -65,16 +65,13 @@ def _recall(env: str, settings: Settings, engine: DockerEngine) -> Memo | None:
     """What the memo knows of ``env``: the hash an earlier render found, if still true.
 
     The base's image ID (part of an unlocked environment's hash) is asked of
-    ``engine``; the fast paths below share this, and ``build`` uses the same
-    :func:`envbuild.cache.memo.recall`.
+    ``engine``; the fast paths below share this, ``build`` uses the same
+    :func:`envbuild.cache.memo.recall`, and a run's plan the same
+    :func:`envbuild.cache.memo.recall_with`.
     """
     from envbuild.cache import memo
 
-    def base_id(ref: str) -> str | None:
-        info = engine.inspect_image(ref)
-        return info.id if info is not None else None
-
-    return memo.recall(settings.home, memo.env_folder(env), settings.platform, base_id=base_id)
+    return memo.recall_with(engine, settings.home, memo.env_folder(env), settings.platform)
 
 
 def cached_build(argv: Sequence[str]) -> int | None:

@@ -233,6 +233,24 @@ def _download_tar(downloads: Sequence[tuple[Path, str]], user: str) -> Iterator[
         raise RunError(f"cannot copy the download inputs into the container: {failure[0]}")
 
 
+def _recalled_image(
+    the_plan: RunPlan, settings: Settings, engine: RunEngine
+) -> tuple[str, str] | None:
+    """The image (reference, ID) of a plan the memo answered, by the lookup ``build`` makes
+    on a cache hit (:func:`envbuild.cache.lookup.lookup`: the hit rule, the version tag
+    moved); ``None`` when the plan was not recalled or the image is not there."""
+    found = the_plan.recalled
+    if found is None or found.run is None:
+        return None
+    from envbuild.cache.lookup import lookup
+
+    _check_gpu_driver(the_plan, found.run["cuda"])  # as before a build
+    hit = lookup(
+        engine, prefix=settings.prefix, name=found.name, version=found.version, digest=found.hash
+    )
+    return (hit.image, hit.id) if hit is not None else None
+
+
 def _check_gpu_driver(the_plan: RunPlan, cuda: str | None) -> None:
     """With ``--gpus``, refuse a CUDA image the host's driver cannot serve, before it starts.
 
@@ -304,11 +322,16 @@ def run(
     log = log or _stderr_log
     output = output or _ConsoleOutput()
     engine = engine or DockerEngine(settings.docker, state=settings.home)
-    the_plan = plan(config, settings=settings, engine=engine)
+    the_plan = plan(config, settings=settings, engine=engine, recall=True)
     for warning in the_plan.warnings:
         log(warning)
 
-    if the_plan.resolved is not None:
+    recalled = _recalled_image(the_plan, settings, engine)
+    if recalled is None and the_plan.recalled is not None:  # not in the engine: plan it whole
+        the_plan = plan(config, settings=settings, engine=engine)
+    if recalled is not None:
+        image, image_id = recalled
+    elif the_plan.resolved is not None:
         from envbuild.build.builder import build
 
         _check_gpu_driver(the_plan, the_plan.resolved.env.gpu.cuda)  # before a build, too

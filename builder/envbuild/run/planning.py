@@ -22,7 +22,7 @@ from envbuild.errors import (
     ScriptNotExecutableError,
     ScriptNotFoundError,
 )
-from envbuild.identity import NODE_LABEL
+from envbuild.identity import NODE_LABEL, hash_tag
 from envbuild.process import OWNER_LABEL
 from envbuild.render.dockerfile import image_variables
 from envbuild.run.config import (
@@ -63,6 +63,7 @@ from envbuild.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from envbuild.build.builder import Resolved
+    from envbuild.cache.memo import Memo
     from envbuild.run.files import RunFiles
 
 
@@ -153,6 +154,9 @@ class RunPlan:
     resolved: Resolved | None = None
     # A snapshot run's copy of the source, and the azureml context (envbuild.run.files).
     run_files: RunFiles | None = None
+    # plan(..., recall=True) of a folder the memo still answers: its record, in place
+    # of ``resolved`` (the image is looked up, not built; a miss plans again).
+    recalled: Memo | None = None
 
     def container_spec(self, image_id: str, run_id: str) -> ContainerSpec:
         """The container this plan runs as, for run ``run_id``."""
@@ -359,8 +363,18 @@ def _script_argv(source: Path, target: str, script: str) -> tuple[str, ...]:
     return (container_path,)
 
 
-def _environment(config: RunConfig, settings: Settings, engine: Engine | None) -> dict[str, Any]:
-    """Image reference and run defaults of ``config.environment`` (no engine call)."""
+def _environment(
+    config: RunConfig, settings: Settings, engine: Engine | None, *, recall: bool = False
+) -> dict[str, Any]:
+    """Image reference and run defaults of ``config.environment`` (no engine call but an
+    unlocked base's inspect).
+
+    With ``recall``, an environment folder whose memo still holds
+    (:func:`envbuild.cache.memo.recall_with`, the rule ``build`` uses) is answered
+    from it, without loading the definition: its hash, name, version and run
+    defaults (``"recalled"``); the caller then looks the image up, and plans
+    again without ``recall`` on a miss.
+    """
     env = config.environment
     if isinstance(env, str) and env.startswith(IMAGE_PREFIX):
         ref = env[len(IMAGE_PREFIX) :]
@@ -372,6 +386,19 @@ def _environment(config: RunConfig, settings: Settings, engine: Engine | None) -
             "shm_size": DEFAULT_SHM_SIZE,
             "resolved": None,
         }
+    if recall and engine is not None and not config.snapshot and config.distribution is None:
+        from envbuild.cache import memo
+
+        folder = memo.env_folder(env)
+        found = memo.recall_with(engine, settings.home, folder, settings.platform)
+        if found is not None and found.run is not None:
+            return {
+                "image": hash_tag(settings.prefix, found.name, found.hash),
+                "workdir": found.run["workdir"],
+                "shm_size": found.run["shm_size"],
+                "resolved": None,
+                "recalled": (found, folder),
+            }
     from envbuild.build.builder import resolve  # the build side is imported only for a folder
 
     resolved = resolve(Path(env), settings=settings, engine=engine)
@@ -384,13 +411,18 @@ def _environment(config: RunConfig, settings: Settings, engine: Engine | None) -
 
 
 def plan(
-    config: RunConfig, *, settings: Settings | None = None, engine: Engine | None = None
+    config: RunConfig,
+    *,
+    settings: Settings | None = None,
+    engine: Engine | None = None,
+    recall: bool = False,
 ) -> RunPlan:
     """Resolve and check ``config``; raise before anything starts.
 
     Nothing touches the engine but the one inspect of an environment folder's
     unlocked base image (part of its hash), through ``engine`` (default: the
-    settings' engine).
+    settings' engine). With ``recall`` (``envbuild run``'s own use), a folder
+    the memo still answers is planned from it (see :attr:`RunPlan.recalled`).
 
     Raises :class:`RunConfigError` (bad option, mount policy, placeholder),
     :class:`ScriptNotFoundError` (127) or :class:`ScriptNotExecutableError` (126),
@@ -401,7 +433,7 @@ def plan(
         check_distribution(config.distribution)
     if (config.script is None) == (config.command is None):
         raise RunConfigError("give exactly one of a script and a command")
-    env = _environment(config, settings, engine)
+    env = _environment(config, settings, engine, recall=recall)
     warnings: list[str] = []
     allow = config.allow_dangerous_mount
     source_target: str = env["workdir"]
@@ -507,6 +539,7 @@ def plan(
     cap_drop, no_new_privileges = parse_capabilities(config.privileges, config.cap_add)
 
     resolved = env["resolved"]
+    recalled = env.get("recalled")
     run_files = None
     if config.snapshot:
         if source is None:
@@ -542,13 +575,14 @@ def plan(
         gpus=gpus,
         cap_drop=cap_drop,
         no_new_privileges=no_new_privileges,
-        env_name=resolved.env.name if resolved else None,
-        env_version=resolved.env.version if resolved else None,
-        env_hash=resolved.hash if resolved else None,
-        env_path=resolved.env.path if resolved else None,
+        env_name=resolved.env.name if resolved else recalled[0].name if recalled else None,
+        env_version=resolved.env.version if resolved else recalled[0].version if recalled else None,
+        env_hash=resolved.hash if resolved else recalled[0].hash if recalled else None,
+        env_path=resolved.env.path if resolved else recalled[1] if recalled else None,
         warnings=tuple(warnings),
         resolved=resolved,
         run_files=run_files,
+        recalled=recalled[0] if recalled else None,
     )
 
 
