@@ -748,6 +748,56 @@ def test_sigterm_while_waiting_stops_the_run(source: Path) -> None:
     assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
 
 
+EXIT_SCRIPT = """
+import atexit, sys
+from pathlib import Path
+from envbuild.azureml import Environment, Experiment, ScriptRunConfig, Workspace
+from tests.run_fakes import FakeRunEngine, out
+
+engine = FakeRunEngine(frames=[out("hello")], block=sys.argv[2] == "block").with_image()
+# Registered first, so it runs last: after envbuild.azureml's own exit handler.
+atexit.register(lambda: print("stopped", bool(engine.stopped), "live", len(engine.live)))
+env = Environment.from_docker_image("img", "example:1")
+env.python.user_managed_dependencies = True
+run = Experiment(Workspace(engine=engine), "exit").submit(
+    ScriptRunConfig(sys.argv[1], script="train.py", environment=env)
+)
+print("submitted", run.id, flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["quick", "block"])
+def test_a_run_nobody_waited_for_is_waited_for_at_exit(
+    source: Path, tmp_path: Path, mode: str
+) -> None:
+    import os
+    import signal
+
+    script = tmp_path / "submit.py"
+    script.write_text(EXIT_SCRIPT)
+    environ = {**os.environ, "PYTHONPATH": f"{ROOT / 'builder'}{os.pathsep}{ROOT}"}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(source), mode],
+        cwd=ROOT,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    if mode == "block":  # Ctrl-C while the program waits at its exit
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 30
+        while "waiting for run" not in proc.stderr.readline():
+            assert time.monotonic() < deadline
+        proc.send_signal(signal.SIGINT)
+    out_text, err_text = proc.communicate(timeout=60)
+    assert "submitted" in out_text
+    if mode == "quick":
+        assert proc.returncode == 0 and "stopped False live 0" in out_text
+    else:  # the interrupt stopped the run's container: nothing left running
+        assert "stopped True live 0" in out_text, err_text
+
+
 def test_a_run_id_given_to_envbuild_run_is_checked(source: Path) -> None:
     import envbuild
 

@@ -11,12 +11,14 @@ the run's container (as ``envbuild run`` does) and raises
 ``KeyboardInterrupt``. ``run.id`` is envbuild's run id from the start:
 ``envbuild runs show ID`` shows the run.
 
-A run that is never waited for still runs to its end: the interpreter waits
-for it before it exits.
+A run that is never waited for still runs to its end: when the program is
+done, envbuild says so and waits for it (Ctrl-C, SIGTERM or SIGHUP there stop
+it, as while waiting), so that no container outlives its program unnoticed.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import os
@@ -146,7 +148,10 @@ class Run(Shim):
         workspace = experiment.workspace
         plan(config, settings=workspace.settings, engine=workspace.engine)  # raises here, at once
         run = cls(experiment, new_run_id(), config, tags)
-        run._thread = threading.Thread(target=run._work, name=f"envbuild-run-{run.id}")
+        # A daemon thread, waited for at exit by _wait_at_exit (where Ctrl-C stops the run),
+        # never by the interpreter's own join, which an interrupt would abandon.
+        run._thread = threading.Thread(target=run._work, name=f"envbuild-run-{run.id}", daemon=True)
+        _pending(run)
         run._thread.start()
         return run
 
@@ -181,6 +186,9 @@ class Run(Shim):
             else:
                 self._status = FAILED
             self._cond.notify_all()
+        with _PENDING_LOCK:  # ended: nothing to wait for at exit
+            if self in _PENDING:
+                _PENDING.remove(self)
 
     def _output(self, stream: str, data: bytes) -> None:
         with self._cond:
@@ -458,6 +466,36 @@ class Run(Shim):
             "call it in the training script: runs started by envbuild.azureml give the "
             "script its own azureml.core",
         )
+
+
+_PENDING: list[Run] = []
+_PENDING_LOCK = threading.Lock()
+
+
+def _pending(run: Run) -> None:
+    """Remember ``run`` for :func:`_wait_at_exit` (registered with the first run)."""
+    with _PENDING_LOCK:
+        if not _PENDING:
+            atexit.register(_wait_at_exit)
+        _PENDING.append(run)
+
+
+def _wait_at_exit() -> None:
+    """At interpreter exit: wait for the runs nobody waited for; an interrupt stops them."""
+    with _PENDING_LOCK:
+        running = [run for run in _PENDING if run.get_status() not in TERMINAL]
+        _PENDING.clear()
+    try:
+        for run in running:
+            print(
+                f"envbuild.azureml: waiting for run {run.id} to end (Ctrl-C stops it)",
+                file=sys.stderr,
+                flush=True,
+            )
+            run.wait_for_completion(raise_on_error=False)  # an interrupt stops this one
+    except KeyboardInterrupt:
+        for run in running:  # and the others
+            run.cancel()
 
 
 @contextlib.contextmanager
