@@ -69,11 +69,19 @@ def source(tmp_path: Path) -> Path:
 # --------------------------------------------------------------------------
 
 
-def test_the_workspace_is_the_local_engine_said_once(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_workspace_is_the_local_engine_said_once(
+    capsys: pytest.CaptureFixture[str], source: Path
+) -> None:
+    from envbuild.azureml import ComputeTarget
+
     first = Workspace.from_config()
     Workspace(subscription_id="sub", resource_group="rg", workspace_name="ws1")
+    ComputeTarget(first, "gpu-cluster")
+    ScriptRunConfig(
+        str(source), script="train.py", compute_target="cpu", environment=Environment("e")
+    ).to_envbuild(first)
     err = capsys.readouterr().err
-    assert err.count("runs go to the local Docker engine") == 1
+    assert err.count("envbuild.azureml: the Azure ML workspace and its compute targets") == 1
     assert first.name == "local"
 
 
@@ -375,7 +383,7 @@ def test_script_arguments_and_compute_target(
     assert config.script == "train.py" and config.source_directory == source
     assert config.arguments == ("--lr", "0.01", "--epochs", "3", "--flag")
     assert config.timeout == 600.0 and config.distribution is None
-    assert "compute target 'gpu-cluster'" in capsys.readouterr().err
+    assert "runs go to the local Docker engine" not in capsys.readouterr().err  # said: the ws
 
 
 def test_a_compute_target_with_gpus(ws: Workspace, source: Path) -> None:

@@ -20,12 +20,14 @@ DATASTORES_FOLDER = "azureml/datastores"  # under ENVBUILD_HOME
 CONFIG_FILE = "config.json"
 
 
+LOCAL_NOTICE = (
+    "the Azure ML workspace and its compute targets are this machine: runs go to the "
+    "local Docker engine, nothing is sent to Azure (docs/migrating-from-azureml.md)"
+)
+
+
 def _say_local() -> None:
-    notice(
-        "workspace",
-        "the Azure ML workspace is this machine: runs go to the local Docker engine, "
-        "nothing is sent to Azure (docs/migrating-from-azureml.md)",
-    )
+    notice("local-engine", LOCAL_NOTICE)  # one notice for the workspace and every target
 
 
 class Workspace(Shim):
@@ -210,10 +212,5 @@ class ComputeTarget(Shim):
 
 
 def say_compute_target(name: object) -> None:
-    """Say once that compute target ``name`` is the local engine."""
-    shown = getattr(name, "name", name)
-    notice(
-        "compute-target",
-        f"compute target {shown!r}: runs go to the local Docker engine "
-        "(`envbuild export kubernetes` hands a distributed run to a cluster)",
-    )
+    """Say once that compute targets (``name`` among them) are the local engine."""
+    _say_local()
