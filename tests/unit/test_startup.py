@@ -139,3 +139,15 @@ def test_other_config_files_still_go_through_tomllib(
     config.write_text(text)
     with pytest.raises(UsageError, match=message):
         load_settings({"ENVBUILD_CONFIG": str(config)})
+
+
+def test_the_run_executor_loads_no_definition_or_rendering() -> None:
+    """A run planned from the memo (envbuild.run.planning, recall) needs neither: the
+    definition model and rendering are loaded only when a plan resolves a folder."""
+    code = (
+        "import sys, envbuild.run.local, envbuild.cli.run_fast\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('envbuild.definition', "
+        "'envbuild.render', 'envbuild.build.builder', 'envbuild.lock'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -24,7 +24,6 @@ from envbuild.errors import (
 )
 from envbuild.identity import NODE_LABEL, hash_tag
 from envbuild.process import OWNER_LABEL
-from envbuild.render.dockerfile import image_variables
 from envbuild.run.config import (
     _CONTAINER_NAME,
     _CONTROL,
@@ -205,6 +204,9 @@ class RunPlan:
         sorted: the run's (:meth:`variable_names`), and those the image sets
         (:func:`~envbuild.render.dockerfile.image_variables`; for an
         ``image:REF`` run, whose variables envbuild does not know, ``PATH``)."""
+        # Imported here: a plain run (planned from the memo) loads no rendering.
+        from envbuild.render.dockerfile import image_variables
+
         image = image_variables(self.resolved.env) if self.resolved else ("PATH",)
         return tuple(sorted({*self.variable_names(), *image}))
 
