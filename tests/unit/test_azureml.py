@@ -308,6 +308,34 @@ def test_mpi_jobs_on_the_default_image_get_open_mpi(
     assert dict(definition.variables)["OMPI_MCA_btl_vader_single_copy_mechanism"] == "none"
 
 
+def test_save_to_directory_is_what_envbuild_import_azureml_reads(
+    tmp_path: Path, ws: Workspace
+) -> None:
+    from envbuild.importers.azureml import from_v1_directory
+
+    env = Environment("saved")
+    deps = CondaDependencies.create(
+        pip_packages=["six==1.16.0"], python_version="3.8", pip_indexurl="https://pypi.org/simple"
+    )
+    env.python.conda_dependencies = deps
+    env.environment_variables = {"MESSAGE": "Hello"}
+    env.save_to_directory(str(tmp_path / "saved"))
+    with pytest.raises(UsageError, match="holds a saved environment") as caught:
+        env.save_to_directory(str(tmp_path / "saved"))
+    assert "overwrite=True" in (caught.value.hint or "")
+    imported = from_v1_directory(tmp_path / "saved")
+    definition = load(imported.write(tmp_path / "env"))
+    assert definition.name == "saved" and definition.python.version == "3.8"
+    assert definition.pip.packages == ("six==1.16.0",)
+    assert definition.pip.index_url == "https://pypi.org/simple"
+    assert dict(definition.variables)["MESSAGE"] == "Hello"
+    dockerfile = Environment.from_dockerfile("dock", "FROM debian:bookworm-slim\n")
+    dockerfile.save_to_directory(str(tmp_path / "dock"))
+    definition = load(from_v1_directory(tmp_path / "dock").write(tmp_path / "dock-env"))
+    assert definition.base.dockerfile_text is not None
+    assert definition.base.dockerfile_text.startswith("FROM debian:bookworm-slim")
+
+
 def test_a_dockerfile_becomes_the_base(ws: Workspace, tmp_path: Path) -> None:
     dockerfile = "FROM debian:bookworm-slim\nRUN apt-get update\n"
     env = Environment.from_dockerfile("dock", dockerfile)

@@ -439,6 +439,50 @@ class Environment(Shim):
         workspace._environments[self.name] = copy.deepcopy(self)
         return self
 
+    def save_to_directory(self, path: str | os.PathLike[str], overwrite: bool = False) -> None:
+        """Write the environment as Azure ML's SDK v1 did: ``azureml_environment.json``,
+        ``conda_dependencies.yml`` and, for a Dockerfile, ``BaseDockerfile``.
+
+        ``envbuild import azureml PATH -o DIR`` turns the folder into an
+        ``env.toml`` of your own (with Azure's base images mapped as it maps them).
+        """
+        import json
+
+        from envbuild.importers.azureml import (
+            V1_BASE_DOCKERFILES,
+            V1_CONDA_FILE,
+            V1_DEFINITION_FILE,
+        )
+
+        folder = Path(path)
+        names = (V1_DEFINITION_FILE, V1_CONDA_FILE, V1_BASE_DOCKERFILES[0])
+        if not overwrite and any((folder / name).exists() for name in names):
+            raise UsageError(
+                f"Environment.save_to_directory: {folder} holds a saved environment already",
+                hint="pass overwrite=True, or another folder",
+            )
+        deps = self.python.conda_dependencies
+        definition: dict[str, Any] = {
+            "name": self.name,
+            "version": self.version,
+            "environmentVariables": dict(self.environment_variables),
+            "python": {
+                "userManagedDependencies": self.python.user_managed_dependencies,
+                "interpreterPath": self.python.interpreter_path,
+            },
+            "docker": {"baseImage": self.docker.base_image, "shmSize": self.docker.shm_size},
+        }
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / V1_DEFINITION_FILE).write_text(
+            json.dumps(definition, indent=4) + "\n", encoding="utf-8"
+        )
+        if deps is not None:
+            (folder / V1_CONDA_FILE).write_text(deps.serialize_to_string(), encoding="utf-8")
+        if self.docker.base_dockerfile is not None:
+            (folder / V1_BASE_DOCKERFILES[0]).write_text(
+                self.docker.base_dockerfile, encoding="utf-8"
+            )
+
     def build(self, workspace: Workspace, image_build_compute: object = None) -> LocalBuild:
         """Build the environment's image on the local engine (a cache hit when it exists)."""
         if image_build_compute is not None:
