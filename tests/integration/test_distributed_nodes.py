@@ -1,6 +1,7 @@
 """Each node's contract, run by hand on the real engine with real frameworks.
 
-There is no local executor for distributed runs yet; these tests drive the
+Below the local executor (envbuild.run.multi, tested in
+test_distributed_run.py and test_distributed_mpi.py), these tests drive the
 engine's own steps (a network labelled with the run, one container per
 :meth:`RunPlan.node_specs`, start node 0 first, wait, remove everything
 labelled) to prove that the per-node commands and variables envbuild computes

@@ -3,7 +3,10 @@
 Modules: :mod:`.config` (what a user asks for; parsing the CLI's strings),
 :mod:`.policy` (which host paths may be mounted), :mod:`.planning` (a config
 resolved without the engine), :mod:`.local` (one container on the local
-engine), :mod:`.history` (the SQLite run history).
+engine), :mod:`.multi` (a distributed job: one container per node, on a
+network of its own; :mod:`.distributed` gives each node its contract,
+:mod:`.rank` is the PyTorch rank shim), :mod:`.history` (the SQLite run
+history).
 
 May import: build, engine. The names below are importable from the package
 itself (``from envbuild.run import RunConfig, run``), loaded on first use.
