@@ -334,6 +334,9 @@ def test_mpi_launcher_starts_once_every_sshd_listens(settings: Settings, src: Pa
     )
     assert {"stop 1", "stop 2"} <= set(engine.events)  # their sshd serve until stopped
     assert captured.text() == "[node 0] sum 6\n"
+    # the workers' sshd logs are kept, not shown
+    assert captured.text("stderr") == ""
+    assert result.log_path is not None and "[node 1] noise\n" in result.log_path.read_text()
     assert folders and not any(os.path.exists(f) for f in folders)  # the key is gone
     assert_nothing_left(engine, result)
     history_files = list(settings.home.glob("runs.db*"))
@@ -442,3 +445,15 @@ def test_a_second_sigterm_kills_every_node(settings: Settings, src: Path) -> Non
     assert {"kill 0", "kill 1"} <= set(engine.events)
     assert [n["exit_code"] for n in result.nodes] == [137, 137]
     assert_nothing_left(engine, result)
+
+
+def test_a_failing_mpi_worker_quotes_its_sshd(settings: Settings, src: Path) -> None:
+    said = (STDERR, b"sshd: no hostkeys available -- exiting.\n")
+    engine = NodeEngine(nodes={1: Node([said], exit_code=1)})
+    result, captured = go(engine, settings, src, Mpi(2, 1))
+    assert (result.exit_code, result.status) == (1, "exited")
+    (message,) = [m for m in captured.messages if "node 1" in m]
+    assert message.endswith(
+        "exited 1; stopping the job\nits last lines:\n  sshd: no hostkeys available -- exiting."
+    )
+    assert captured.text("stderr") == ""

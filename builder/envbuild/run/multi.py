@@ -35,9 +35,10 @@ Output
     Each node's output goes out line by line with a ``[node I]`` prefix
     (torch's launcher and ``mpirun`` give every rank of a node the same
     stdout, so a line cannot be told apart by rank; an MPI job's output all
-    comes through node 0's ``mpirun``). The job log (``runs/ID.log``) holds
-    the prefixed lines as they came; ``runs/ID/node-I.log`` each node's output
-    unprefixed.
+    comes through node 0's ``mpirun``). An MPI worker's own output is its
+    sshd's log: kept in the logs, not shown, its last lines quoted if it
+    fails. The job log (``runs/ID.log``) holds the prefixed lines as they
+    came; ``runs/ID/node-I.log`` each node's output unprefixed.
 Cleanup
     The network carries the run's label and the owner label; each container
     is removed as it ends, the network and anything else labelled with the
@@ -49,6 +50,7 @@ Cleanup
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import re
@@ -113,6 +115,10 @@ class _Node:
     after: tuple[int, ...]  # nodes that must have joined before this one starts
     ready_line: bytes | None  # what its output says once it joined (None: running is enough)
     log: _RunLog
+    # An MPI worker's sshd: its own log lines go to the logs, not the console;
+    # its last lines are kept for the message if it fails.
+    quiet: bool = False
+    tail: collections.deque[bytes] = field(default_factory=lambda: collections.deque(maxlen=10))
     container_id: str | None = None
     started: bool = False
     joined: bool = False
@@ -148,6 +154,7 @@ class _Failure:
     status: str  # exited | timed-out | failed
     message: str
     engine: bool = False  # the engine failed: raised as EngineError once all is gone
+    detail: str = ""  # lines shown after the message (a failed sshd's last words)
 
 
 class _Job:
@@ -159,7 +166,7 @@ class _Job:
         nodes: list[_Node],
         stop_timeout: float,
         log: Log,
-        emit: Callable[[int, bytes], None],
+        emit: Callable[[int, bytes, bool], None],
     ) -> None:
         self.engine = engine
         self.nodes = nodes
@@ -221,7 +228,9 @@ class _Job:
             if problem is not None:
                 self.fail(_Failure(125, "failed", f"{name}: {problem}", engine=True))
             elif code != 0:
-                self.fail(_Failure(code or 0, "exited", f"{name} exited {code}"))
+                said = b"".join(b"\n  " + line for line in node.tail).decode(errors="replace")
+                detail = f"\nits last lines:{said}" if node.quiet and said else ""
+                self.fail(_Failure(code or 0, "exited", f"{name} exited {code}", detail=detail))
             elif all(n.done and n.exit_code == 0 for n in self.nodes if n.essential):
                 self.stop_all()  # what is left serves the others (sshd, parameter servers)
 
@@ -233,7 +242,7 @@ class _Job:
             if self.stopping:
                 return
             self.failure = failure
-        self.log(f"envbuild: {failure.message}; stopping the job")
+        self.log(f"envbuild: {failure.message}; stopping the job{failure.detail}")
         self.stop_all()
 
     def stop_all(self, *, kill: bool = False) -> None:
@@ -312,11 +321,12 @@ class _NodeOutput:
         self._out(kind, lines)
 
     def _out(self, kind: int, lines: list[bytes]) -> None:
-        shown = [
-            self.prefix + line + b"\n" for line in lines if self.job.line(self.node, kind, line)
-        ]
+        shown = [line for line in lines if self.job.line(self.node, kind, line)]
+        if self.node.quiet:
+            self.node.tail.extend(shown)
         if shown:
-            self.job.emit(kind, b"".join(shown))
+            data = b"".join(self.prefix + line + b"\n" for line in shown)
+            self.job.emit(kind, data, not self.node.quiet)
 
     def finish(self) -> None:
         """Send what is left of an unterminated last line; close the node's log."""
@@ -530,15 +540,17 @@ def _supervise(
                 after,
                 ready_line,
                 _RunLog(node_logs / f"node-{index}.log", log),
+                quiet=ready_line is not None,
             )
         )
     write_lock = threading.Lock()
     last_flush = [time.monotonic()]
 
-    def emit(kind: int, data: bytes) -> None:
+    def emit(kind: int, data: bytes, console: bool) -> None:
         with write_lock:
             job_log.write(data)
-            output("stderr" if kind == STDERR else "stdout", data)
+            if console:
+                output("stderr" if kind == STDERR else "stdout", data)
             now = time.monotonic()
             if now - last_flush[0] > 0.5:  # `envbuild logs ID` elsewhere sees progress
                 job_log.flush()
