@@ -107,6 +107,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5, help="measured rounds (>= 3)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--pull-mb", type=int, default=100, help="size of the pulled layer")
+    parser.add_argument(
+        "--skip-push",
+        action="store_true",
+        help="leave out the push comparison (minutes); re-push and registry hit only",
+    )
     args = parser.parse_args()
     if args.runs < 3:
         parser.error("--runs must be at least 3")
@@ -154,14 +159,18 @@ def main() -> int:
                 _untag_registry(docker, reg.host)
                 shutil.rmtree(root, ignore_errors=True)
 
-        push = _rounds(
-            {
-                "docker push (2 tags)": lambda: fresh_push(False),
-                "envbuild push": lambda: fresh_push(True),
-            },
-            args.runs,
-            args.warmup,
-            "push",
+        push = (
+            []
+            if args.skip_push
+            else _rounds(
+                {
+                    "docker push (2 tags)": lambda: fresh_push(False),
+                    "envbuild push": lambda: fresh_push(True),
+                },
+                args.runs,
+                args.warmup,
+                "push",
+            )
         )
 
         # -- re-push and the registry hit, on one registry --------------------------------
@@ -216,8 +225,9 @@ def main() -> int:
         ]
 
     headers = ["case", "median", "min-max", "ratio"]
-    print(f"### Push ({size_mb:.0f} MB image, envs/hello, to an empty registry each run)\n")
-    print(table(headers, rows(push)))
+    if push:
+        print(f"### Push ({size_mb:.0f} MB image, envs/hello, to an empty registry each run)\n")
+        print(table(headers, rows(push)))
     print("\n### Re-push of the unchanged image\n")
     print(table(headers, rows(repush)))
     repush_ours = statistics.median(repush[1].times)
