@@ -242,7 +242,7 @@ CLI = (
     "2",
     "--procs-per-node",
     "2",
-    "--torch-launcher",
+    "--launcher",  # --torch-launcher's short name
     "launch",
 )
 

@@ -319,6 +319,13 @@ def test_dry_run_from_the_command_line(
     text = capsys.readouterr().out
     assert "distribution pytorch: 1 nodes, world size 1" in text
     assert "node 0       envbuild-RUNID-0 (master)" in text
+    # --launcher is --torch-launcher's short name
+    for option in ("--torch-launcher", "--launcher"):
+        argv = ["run", "--dry-run", "--json", "--distribution", "pytorch", option, "launch"]
+        assert main([*argv, "image:x", "train.py"]) == 0
+        doc = json.loads(capsys.readouterr().out)["distribution"]
+        assert doc["launcher"] == "launch"
+        assert doc["containers"][0]["argv"][:3] == ["python", "-m", "torch.distributed.launch"]
 
 
 # --------------------------------------------------------------------------

@@ -147,7 +147,7 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         metavar="gloo|nccl|mpi",
     ),
     RunOption(
-        ("--torch-launcher",),
+        ("--torch-launcher", "--launcher"),
         "torch_launcher",
         "With --distribution pytorch: torchrun (torch >= 1.10, the default) "
         "or launch (python -m torch.distributed.launch).",
