@@ -26,7 +26,7 @@ import envbuild
 from envbuild.engine.docker import DockerEngine
 from envbuild.errors import EngineError
 from envbuild.identity import RUN_LABEL
-from envbuild.run.config import PyTorch, RunConfig, RunResult, TensorFlow
+from envbuild.run.config import Mpi, PyTorch, RunConfig, RunResult, TensorFlow
 from envbuild.run.history import History
 from envbuild.settings import load_settings
 
@@ -34,6 +34,7 @@ pytestmark = pytest.mark.docker
 
 TORCH_IMAGE = "envbuild/pytorch-1.6-gpu:5"
 TF_IMAGE = "envbuild/tensorflow-2.16-cpu:5"
+MPI_IMAGE = "envbuild/mpi-4.1-cpu:1"
 
 # Every rank: rendezvous, all-reduce its rank, one JSON line (one write: a
 # node's two processes share its stdout). FAIL_RANK=R makes rank R exit 7
@@ -319,3 +320,34 @@ def test_tensorflow_multi_worker_strategy_over_tf_config(
     _nothing_left(engine, result.run_id)
     record = History(home / "runs.db").get(result.run_id)
     assert [(n["role"], n["exit_code"]) for n in record.nodes] == [("chief", 0), ("worker", 0)]
+
+
+MPI_ALLREDUCE = """\
+import json, os
+from mpi4py import MPI
+comm = MPI.COMM_WORLD
+total = comm.allreduce(comm.Get_rank())
+os.write(1, json.dumps({"rank": comm.Get_rank(), "size": comm.Get_size(),
+                        "sum": total}).encode() + b"\\n")
+"""
+
+
+def test_mpi_from_an_image_reference(tmp_path: Path, home: Path, engine: DockerEngine) -> None:
+    # image:REF: envbuild knows the image's variables (PYTHONPATH for Debian's
+    # mpi4py, the venv on PATH) only from the engine; ranks started through ssh
+    # need them forwarded. (The environment folder's runs: test_distributed_mpi.py.)
+    _need(engine, MPI_IMAGE)
+    src = _source(tmp_path, "allreduce.py", MPI_ALLREDUCE)
+    config = RunConfig(
+        f"image:{MPI_IMAGE}",
+        "allreduce.py",
+        source_directory=src,
+        distribution=Mpi(2, 2, rendezvous_timeout=60),
+        stop_timeout=5.0,
+    )
+    result, captured = _go(config)
+    assert (result.exit_code, result.status) == (0, "exited"), captured.lines()
+    ranks = _ranks(captured.lines())
+    assert sorted(ranks) == [0, 1, 2, 3]
+    assert all(p == "[node 0]" and (d["size"], d["sum"]) == (4, 6) for p, d in ranks.values())
+    _nothing_left(engine, result.run_id)

@@ -457,3 +457,16 @@ def test_a_failing_mpi_worker_quotes_its_sshd(settings: Settings, src: Path) -> 
         "exited 1; stopping the job\nits last lines:\n  sshd: no hostkeys available -- exiting."
     )
     assert captured.text("stderr") == ""
+
+
+def test_an_image_ref_mpi_run_forwards_what_the_image_sets(settings: Settings, src: Path) -> None:
+    from envbuild.engine.protocols import ImageInfo
+    from tests.run_fakes import IMAGE_ID
+
+    engine = NodeEngine(nodes={1: Node([LISTENING], serve=True)})
+    engine.images[IMAGE_ID] = ImageInfo(id=IMAGE_ID, variables=("PATH", "PYTHONPATH"))
+    result, _ = go(engine, settings, src, Mpi(2, 1))
+    assert result.exit_code == 0
+    launcher = next(s for s in engine.specs.values() if s.labels[NODE_LABEL] == "0")
+    forwarded = [launcher.argv[i + 1] for i, a in enumerate(launcher.argv) if a == "-x"]
+    assert {"PATH", "PYTHONPATH", "ENVBUILD_RUN_ID"} <= set(forwarded)

@@ -54,6 +54,7 @@ def to_info(data: Mapping[str, Any]) -> ImageInfo:
         size=int(data.get("Size") or 0),
         created=str(data.get("Created") or ""),
         repo_digests=tuple(data.get("RepoDigests") or ()),
+        variables=tuple(str(e).partition("=")[0] for e in config.get("Env") or ()),
     )
 
 

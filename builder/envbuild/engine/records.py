@@ -28,6 +28,7 @@ class ImageInfo(NamedTuple):
     size: int = 0
     created: str = ""
     repo_digests: tuple[str, ...] = ()  # "repo@sha256:..." the image has in registries
+    variables: tuple[str, ...] = ()  # the names of the variables the image sets (Config.Env)
 
 
 __all__ = ["STDERR", "STDOUT", "ImageInfo"]

@@ -526,8 +526,14 @@ def _supervise(
 ) -> tuple[str, int, _Failure | None, list[_Node]]:
     """Create the network and the nodes, supervise them to their end, remove everything."""
     config = the_plan.config
-    specs = the_plan.node_specs(image_id, run_id, ssh_dir=ssh_dir)
-    plans = the_plan.nodes(run_id)
+    known: tuple[str, ...] = ()
+    if isinstance(distribution, Mpi) and the_plan.resolved is None:
+        # An image:REF run: what the image sets is known from the engine only (its
+        # ranks started through ssh need it forwarded: PYTHONPATH, a venv...).
+        info = engine.inspect_image(image_id)
+        known = info.variables if info is not None else ()
+    specs = the_plan.node_specs(image_id, run_id, ssh_dir=ssh_dir, image_variables=known)
+    plans = the_plan.nodes(run_id, known)
     nodes = []
     for index, (spec, node_plan) in enumerate(zip(specs, plans, strict=True)):
         essential, after, ready_line = _shape(distribution, index, len(specs))

@@ -184,8 +184,13 @@ class RunPlan:
         """The container's name (a distributed run's node ``i`` adds ``-i``)."""
         return self.config.name or f"envbuild-{run_id}"
 
-    def nodes(self, run_id: str) -> tuple[NodePlan, ...]:
-        """Every node of a distributed run, named after ``run_id``; ``()`` for one container."""
+    def nodes(self, run_id: str, image_variables: Sequence[str] = ()) -> tuple[NodePlan, ...]:
+        """Every node of a distributed run, named after ``run_id``; ``()`` for one container.
+
+        ``image_variables``: the names of the variables the image sets, as the
+        engine reports them (an ``image:REF`` run's, which envbuild cannot
+        know from a definition), forwarded to MPI ranks too.
+        """
         distribution = self.config.distribution
         if distribution is None:
             return ()
@@ -195,23 +200,29 @@ class RunPlan:
             hosts,
             self.argv,
             root=is_root(self.user),
-            forward=self.forwarded_variables(),
+            forward=self.forwarded_variables(image_variables),
             rank_shim=RANK_SHIM if isinstance(distribution, PyTorch) else None,
         )
 
-    def forwarded_variables(self) -> tuple[str, ...]:
+    def forwarded_variables(self, image_variables: Sequence[str] = ()) -> tuple[str, ...]:
         """The variables an MPI launcher passes on to every rank (``mpirun -x``),
         sorted: the run's (:meth:`variable_names`), and those the image sets
         (:func:`~envbuild.render.dockerfile.image_variables`; for an
-        ``image:REF`` run, whose variables envbuild does not know, ``PATH``)."""
+        ``image:REF`` run, ``PATH`` and the ``image_variables`` the engine
+        reports, when given)."""
         # Imported here: a plain run (planned from the memo) loads no rendering.
-        from envbuild.render.dockerfile import image_variables
+        from envbuild.render.dockerfile import image_variables as defined
 
-        image = image_variables(self.resolved.env) if self.resolved else ("PATH",)
-        return tuple(sorted({*self.variable_names(), *image}))
+        image = defined(self.resolved.env) if self.resolved else ("PATH",)
+        return tuple(sorted({*self.variable_names(), *image, *image_variables}))
 
     def node_specs(
-        self, image_id: str, run_id: str, *, ssh_dir: str | None = None
+        self,
+        image_id: str,
+        run_id: str,
+        *,
+        ssh_dir: str | None = None,
+        image_variables: Sequence[str] = (),
     ) -> tuple[ContainerSpec, ...]:
         """The containers of a distributed run ``run_id``, node 0 first.
 
@@ -226,7 +237,8 @@ class RunPlan:
         user's group or others can read). A node that needs a capability back
         (:attr:`NodePlan.capabilities`: an MPI worker's root sshd) gets it.
         A PyTorch node also gets envbuild's rank shim, read-only at
-        :data:`~envbuild.run.distributed.RANK_SHIM`.
+        :data:`~envbuild.run.distributed.RANK_SHIM`. ``image_variables``: see
+        :meth:`nodes`.
         """
         base = self.container_spec(image_id, run_id)
         distribution = self.config.distribution
@@ -248,7 +260,7 @@ class RunPlan:
                 mounts=mounts,
                 cap_drop=tuple(c for c in base.cap_drop if c not in node.capabilities),
             )
-            for node in self.nodes(run_id)
+            for node in self.nodes(run_id, image_variables)
         )
 
     def variable_names(self) -> list[str]:
