@@ -137,13 +137,13 @@ def test_a_file_rewritten_unchanged_is_read_once(
     path.unlink()
     path.write_bytes(content)  # another inode and ctime, the same content
     reads: list[str] = []
-    digest = memo._file_digest
+    digest = memo.file_digest
 
     def counted(name: str) -> str | None:
         reads.append(name)
         return digest(name)
 
-    monkeypatch.setattr(memo, "_file_digest", counted)
+    monkeypatch.setattr(memo, "file_digest", counted)
     assert _recall(settings, folder) is not None
     assert str(path) in reads  # compared by content
     reads.clear()

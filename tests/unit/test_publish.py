@@ -348,3 +348,131 @@ def test_with_images_finds_the_image_of_an_unlocked_environment(write_env, tmp_p
     # Without the base in the engine there is no image built on it: skipped, not an error.
     del engine.images["debian:bookworm-slim"]
     assert pub.image_reader(engine, settings)(built.env, doc["hash"]) is None
+
+
+def _no_render(*args: object, **kwargs: object) -> Any:
+    raise AssertionError("the check rendered")
+
+
+def _edit_published(catalog: Path, out: Path) -> None:
+    path = out / "torchy/2/Dockerfile"
+    path.write_bytes(path.read_bytes().replace(b"FROM", b"FROM  ", 1))
+
+
+def _chmod_published(catalog: Path, out: Path) -> None:
+    (out / "torchy/2/packages.json").chmod(0o755)
+
+
+def _remove_published(catalog: Path, out: Path) -> None:
+    (out / "base-py/1/manifest.json").unlink()
+
+
+def _extra_published(catalog: Path, out: Path) -> None:
+    (out / "torchy/2/notes.txt").write_text("?")
+
+
+def _edit_history(catalog: Path, out: Path) -> None:
+    path = out / "torchy/1/Dockerfile"
+    path.write_bytes(path.read_bytes() + b"# tampered\n")
+
+
+def _edit_definition(catalog: Path, out: Path) -> None:
+    set_child(catalog, version=2, extra='\n[run]\nworkdir = "/srv"\n')
+
+
+def _edit_parent(catalog: Path, out: Path) -> None:
+    path = catalog / "base-py" / "env.toml"
+    path.write_text(path.read_text().replace("ca-certificates", "curl"), encoding="utf-8")
+
+
+def _new_environment(catalog: Path, out: Path) -> None:
+    (catalog / "other").mkdir()
+    text = PARENT.replace('"base-py"', '"other"')
+    (catalog / "other" / "env.toml").write_text(text, encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        _edit_published,
+        _chmod_published,
+        _remove_published,
+        _extra_published,
+        _edit_history,
+        _edit_definition,
+        _edit_parent,
+        _new_environment,
+    ],
+)
+def test_a_remembered_check_still_sees_every_change(
+    catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: Any
+) -> None:
+    out, home = tmp_path / "published", tmp_path / "home"
+    pub.publish(catalog, out, platform=PLATFORM)
+    set_child(catalog, version=2)  # torchy 1 is history, checked against its own manifest
+    pub.publish(catalog, out, platform=PLATFORM)
+    assert pub.check(catalog, out, platform=PLATFORM, home=home) == []
+    assert list((home / "cache" / "publish-check").iterdir())  # recorded
+
+    with monkeypatch.context() as patched:  # the record answers: nothing is rendered
+        patched.setattr(pub, "render_catalog", _no_render)
+        assert pub.check(catalog, out, platform=PLATFORM, home=home) == []
+
+    change(catalog, out)
+    fresh = pub.check(catalog, out, platform=PLATFORM)
+    assert fresh  # every change above is a drift
+    assert pub.check(catalog, out, platform=PLATFORM, home=home) == fresh
+
+
+def test_a_remembered_check_sees_an_edited_template(
+    catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from envbuild.render import dockerfile as render_mod
+
+    templates = tmp_path / "templates"
+    shutil.copytree(render_mod.templates_dir(), templates)
+    monkeypatch.setattr(render_mod, "templates_dir", lambda: templates)
+    render_mod._jinja_env.cache_clear()
+    out, home = tmp_path / "published", tmp_path / "home"
+    pub.publish(catalog, out, platform=PLATFORM)
+    assert pub.check(catalog, out, platform=PLATFORM, home=home) == []
+    template = templates / "Dockerfile.j2"
+    template.write_text(template.read_text() + "# one more line\n", encoding="utf-8")
+    render_mod._jinja_env.cache_clear()
+    try:
+        drift = pub.check(catalog, out, platform=PLATFORM, home=home)
+    finally:
+        render_mod._jinja_env.cache_clear()
+    assert ("changed", "torchy/1/Dockerfile") in {(d.kind, d.path) for d in drift}
+
+
+def test_a_check_that_found_drift_is_not_remembered(catalog: Path, tmp_path: Path) -> None:
+    out, home = tmp_path / "published", tmp_path / "home"
+    pub.publish(catalog, out, platform=PLATFORM)
+    (out / "torchy/1/Dockerfile").write_text("FROM scratch\n")
+    assert pub.check(catalog, out, platform=PLATFORM, home=home)
+    assert not (home / "cache" / "publish-check").exists()
+    assert pub.check(catalog, out, platform=PLATFORM, home=home)
+
+
+def test_a_new_file_in_an_environment_folder_renders_again(
+    catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, home = tmp_path / "published", tmp_path / "home"
+    pub.publish(catalog, out, platform=PLATFORM)
+    assert pub.check(catalog, out, platform=PLATFORM, home=home) == []
+    renders: list[Path] = []
+    real = pub.render_catalog
+
+    def counted(where: Path, **kwargs: Any) -> list[pub.Rendered]:
+        renders.append(where)
+        return real(where, **kwargs)
+
+    monkeypatch.setattr(pub, "render_catalog", counted)
+    assert pub.check(catalog, out, platform=PLATFORM, home=home) == []
+    assert renders == []
+    (catalog / "torchy" / "notes.md").write_text("a file no render reads (yet)\n")
+    assert pub.check(catalog, out, platform=PLATFORM, home=home) == []
+    assert renders == [catalog]

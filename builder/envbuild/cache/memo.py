@@ -95,7 +95,7 @@ def _identity(folder: Path, platform: str) -> str:
     return f"{MEMO_FORMAT}\0{folder}\0{platform}\0{sys.executable}"
 
 
-def _file_digest(path: str) -> str | None:
+def file_digest(path: str) -> str | None:
     """The sha256 of a regular file, read through :mod:`envbuild.files` (bounded,
     never blocking on a FIFO or device a recorded path was replaced by); else ``None``."""
     import hashlib  # only when a stat differs or a record is written: not on a plain hit
@@ -109,13 +109,13 @@ def _file_digest(path: str) -> str | None:
     return hashlib.sha256(data).hexdigest()
 
 
-def _module_files() -> dict[str, str | None]:
-    """Every source file of :data:`RENDERING_SOURCES`, with its digest."""
+def _module_files(sources: Iterable[str] = RENDERING_SOURCES) -> dict[str, str | None]:
+    """Every source file of ``sources`` (default :data:`RENDERING_SOURCES`), with its digest."""
     files: dict[str, str | None] = {}
-    for name in RENDERING_SOURCES:
+    for name in sources:
         path = _PACKAGE / name
         for source in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            files[str(source)] = _file_digest(str(source))
+            files[str(source)] = file_digest(str(source))
     return files
 
 
@@ -142,12 +142,9 @@ def recall(
         base = data["base"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    restat = False
-    for entry in files:
-        state = _unchanged(entry)
-        if state is None:
-            return None
-        restat = restat or state is not _SAME_STAT
+    restat = unchanged(files)
+    if restat is None:
+        return None
     if base is not None and (base_id is None or base_id(str(base["image"])) != base["id"]):
         return None
     if restat:  # e.g. after a checkout: the next hit need not read the files again
@@ -193,6 +190,22 @@ _SAME_STAT = "stat"  # unchanged, by its stat
 _SAME_CONTENT = "content"  # unchanged, by its content (the stat differed or was not kept)
 
 
+def unchanged(entries: object) -> bool | None:
+    """Whether every recorded file ``[path, sha256 | None, stat | None]`` of ``entries``
+    (what :func:`file_entries` made) still is as recorded: ``None`` when one
+    changed (or ``entries`` is malformed), else whether one had to be compared
+    by content (its stat differs: the record's stats are worth refreshing)."""
+    if not isinstance(entries, list):
+        return None
+    restat = False
+    for entry in entries:
+        state = _unchanged(entry)
+        if state is None:
+            return None
+        restat = restat or state is not _SAME_STAT
+    return restat
+
+
 def _unchanged(entry: object) -> str | None:
     """Whether one recorded file ``[path, sha256 | None, stat | None]`` still is as recorded:
     :data:`_SAME_STAT`, :data:`_SAME_CONTENT` (the stat differs or was not
@@ -214,7 +227,7 @@ def _unchanged(entry: object) -> str | None:
         return None  # a file that was absent now exists
     if stat is not None and stat == _stat_key(now):
         return _SAME_STAT
-    return _SAME_CONTENT if _file_digest(str(path)) == digest else None
+    return _SAME_CONTENT if file_digest(str(path)) == digest else None
 
 
 def _trusted(stat: os.stat_result) -> bool:
@@ -239,7 +252,7 @@ def _refresh_stats(home: Path, folder: Path, platform: str, data: dict[str, obje
             if now is None:
                 stat = None
             elif stat != _stat_key(now):
-                same = _trusted(now) and _file_digest(str(path)) == digest
+                same = _trusted(now) and file_digest(str(path)) == digest
                 stat = _stat_key(now) if same else None
         entries.append([path, digest, stat])
     _write(record_path(home, folder, platform), {**data, "files": entries})
@@ -269,22 +282,9 @@ def remember(
     record was written.
     """
     target = record_path(home, folder, platform)
-    wanted = dict(files)
-    wanted.update(_module_files())
-    entries: list[list[object]] = []
-    for path, want in sorted(wanted.items()):
-        try:
-            stat = os.stat(path)  # noqa: PTH116
-        except FileNotFoundError:
-            if want is not None:
-                return False
-            entries.append([path, None, None])
-            continue
-        except OSError:
-            return False
-        if want is None or _file_digest(path) != want:
-            return False
-        entries.append([path, want, _stat_key(stat) if _trusted(stat) else None])
+    entries = file_entries(files)
+    if entries is None:
+        return False
     record = {
         "memo": MEMO_FORMAT,
         "for": _identity(folder, platform),
@@ -297,6 +297,38 @@ def remember(
         "run": run,
         "files": entries,
     }
+    return _write(target, record)
+
+
+def file_entries(
+    files: Iterable[tuple[str, str | None]], sources: Iterable[str] = RENDERING_SOURCES
+) -> list[list[object]] | None:
+    """The record of ``files`` (path, sha256 or ``None`` if absent) and of every
+    source file of envbuild's ``sources`` (package-relative, as
+    :data:`RENDERING_SOURCES`): ``[path, sha256 | None, stat | None]`` each, for
+    :func:`unchanged`. Each file is read again now: ``None`` if one no longer has
+    the digest given (what was seen has already changed: record nothing)."""
+    wanted = dict(files)
+    wanted.update(_module_files(sources))
+    entries: list[list[object]] = []
+    for path, want in sorted(wanted.items()):
+        try:
+            stat = os.stat(path)  # noqa: PTH116
+        except FileNotFoundError:
+            if want is not None:
+                return None
+            entries.append([path, None, None])
+            continue
+        except OSError:
+            return None
+        if want is None or file_digest(path) != want:
+            return None
+        entries.append([path, want, _stat_key(stat) if _trusted(stat) else None])
+    return entries
+
+
+def write_record(target: Path, record: dict[str, object]) -> bool:
+    """Write ``record`` (JSON) to ``target`` atomically; whether it was written."""
     return _write(target, record)
 
 

@@ -401,6 +401,7 @@ def run_ci(
             published,
             platform=settings.platform,
             conda_store=conda_store(settings.home),
+            home=settings.home,
         )
         status = FAILED if drift else PASSED
         message = (

@@ -742,16 +742,31 @@ def image_sbom(doc: Mapping[str, Any], env: Environment) -> str:
 
 
 def check(
-    catalog: Path, out: Path, *, platform: str, conda_store: Path | None = None
+    catalog: Path,
+    out: Path,
+    *,
+    platform: str,
+    conda_store: Path | None = None,
+    home: Path | None = None,
 ) -> list[Drift]:
     """How ``out`` differs from what :func:`publish` would write now (empty: no drift).
 
     Compares every deterministic file byte for byte (and its executable bit);
     ``image.json`` files are not compared. Older releases are checked against
     their own ``manifest.json``.
+
+    With ``home`` (envbuild's state folder), a check that found no drift is
+    remembered with every file it depended on (see :func:`_recall_check`), and
+    a later check of unchanged files answers from that record without
+    rendering.
     """
+    from envbuild import reads
+
     guard_out(out)
-    result = plan(catalog, out, platform=platform, conda_store=conda_store)
+    if home is not None and _recall_check(home, catalog, out, platform, conda_store):
+        return []
+    with reads.recording() as seen:
+        result = plan(catalog, out, platform=platform, conda_store=conda_store)
     drift: list[Drift] = list(result.problems)
     present = _files_under(out) if out.is_dir() else {}
     for rel, item in result.files.items():
@@ -765,4 +780,118 @@ def check(
     for rel in present:
         if rel not in result.files and not _IMAGE_DOC.fullmatch(rel):
             drift.append(Drift("extra", rel))
+    if home is not None and not drift and seen.refused is None:
+        _remember_check(home, catalog, out, platform, conda_store, result, seen.files, present)
     return sorted(drift, key=lambda d: (d.path, d.kind))
+
+
+# --------------------------------------------------------------------------
+# The check's record: a clean check of unchanged files need not render again
+# --------------------------------------------------------------------------
+
+# The envbuild source that decides what publish writes: rendering's (what the
+# hash memo records) and the catalog's (this module, the package lists, ...).
+CHECK_SOURCES = ("catalog",)
+CHECK_FORMAT = 1
+
+
+def _check_identity(
+    catalog: Path, out: Path, platform: str, conda_store: Path | None
+) -> tuple[str, Path]:
+    """The record's identity and the part of its path under the state folder."""
+    import sys
+
+    from envbuild import __version__
+
+    ident = "\0".join(
+        [
+            str(CHECK_FORMAT),
+            __version__,
+            str(catalog.absolute()),
+            str(out.absolute()),
+            platform,
+            str(conda_store),
+            sys.executable,
+        ]
+    )
+    name = hashlib.sha256(ident.encode()).hexdigest()[:32]
+    return ident, Path("cache") / "publish-check" / f"{name}.json"
+
+
+def _folder_listing(folder: Path) -> dict[str, bool]:
+    """Every file under ``folder``: relative path -> whether it is executable."""
+    return {rel: _is_executable(path) for rel, path in _files_under(folder).items()}
+
+
+def _remember_check(
+    home: Path,
+    catalog: Path,
+    out: Path,
+    platform: str,
+    conda_store: Path | None,
+    result: Plan,
+    read: Mapping[str, str | None],
+    present: Mapping[str, Path],
+) -> None:
+    """Record a check that found no drift, with everything it depended on.
+
+    The files: each one the renders read (:mod:`envbuild.reads`: the
+    definitions with their parents, locks, base Dockerfiles, templates), every
+    file of every environment folder, every published file (its digest is the
+    one the check compared equal), and envbuild's rendering and catalog source;
+    the listings: the catalog's environment folders, the files of each, and of
+    the published folder, with their executable bits. Nothing is recorded when
+    a file already differs from what the check saw.
+    """
+    from envbuild.cache import memo
+
+    wanted: dict[str, str | None] = dict(read)
+    folders = {str(item.env.path): _folder_listing(item.env.path) for item in result.current}
+    for folder, listing in folders.items():
+        for rel in listing:
+            path = str(Path(folder) / rel)
+            if path not in wanted:
+                wanted[path] = memo.file_digest(path)
+    for file in present.values():
+        wanted[str(file.absolute())] = hashlib.sha256(_read(file, out)).hexdigest()
+    entries = memo.file_entries(wanted.items(), sources=(*memo.RENDERING_SOURCES, *CHECK_SOURCES))
+    if entries is None:
+        return
+    ident, where = _check_identity(catalog, out, platform, conda_store)
+    memo.write_record(
+        home / where,
+        {
+            "for": ident,
+            "catalog": [str(folder) for folder in discover(catalog)],
+            "folders": folders,
+            "published": _folder_listing(out) if out.is_dir() else {},
+            "files": entries,
+        },
+    )
+
+
+def _recall_check(
+    home: Path, catalog: Path, out: Path, platform: str, conda_store: Path | None
+) -> bool:
+    """Whether a recorded clean check still holds: the same environment folders in
+    ``catalog``, the same files (and executable bits) in each and in ``out``, and
+    every recorded file with its recorded content (:func:`envbuild.cache.memo.unchanged`).
+    Anything unreadable or different is a miss: the check renders.
+    """
+    from envbuild.cache import memo
+
+    ident, where = _check_identity(catalog, out, platform, conda_store)
+    try:
+        data = json.loads((home / where).read_bytes())
+        if data["for"] != ident:
+            return False
+        if data["catalog"] != [str(folder) for folder in discover(catalog)]:
+            return False
+        for folder, listing in data["folders"].items():
+            if _folder_listing(Path(folder)) != listing:
+                return False
+        if (_folder_listing(out) if out.is_dir() else {}) != data["published"]:
+            return False
+        return memo.unchanged(data["files"]) is not None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EnvbuildError):
+        return False

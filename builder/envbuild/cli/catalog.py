@@ -135,7 +135,11 @@ def publish(catalog: Path, out: Path | None, check_only: bool, with_images: bool
     shown = _shown(out)
     if check_only:
         drift = pub.check(
-            catalog, out, platform=settings.platform, conda_store=conda_store(settings.home)
+            catalog,
+            out,
+            platform=settings.platform,
+            conda_store=conda_store(settings.home),
+            home=settings.home,
         )
         if not drift:
             click.echo(f"envbuild: {shown}/ is up to date with {_shown(catalog)}/", err=True)
