@@ -114,3 +114,29 @@ def test_keyboard_interrupt(docker_cli: str, labelled: Callable[..., ContainerSp
         assert time.monotonic() - started < 30
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_output_arrives_once_under_load(
+    docker_cli: str, labelled: Callable[..., ContainerSpec]
+) -> None:
+    """Containers that speak the moment they start, many at once: every line once.
+
+    Under load the engine's replay of a stored log overlapped its live stream and
+    a line written in between came twice; the runner attaches to the live
+    streams only (before start, so nothing is missed either).
+    """
+    engine = DockerEngine(docker_cli)
+    specs = [labelled("/bin/sh", "-c", f"echo first {i}; echo second {i} >&2") for i in range(16)]
+    outputs: dict[int, bytes] = {}
+
+    def one(i: int) -> None:
+        outputs[i] = run_to_completion(engine, specs[i], timeout=120).output
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(specs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(180)
+    for i, output in outputs.items():
+        assert sorted(output.decode().splitlines()) == [f"first {i}", f"second {i}"]
+    assert len(outputs) == len(specs)

@@ -123,3 +123,43 @@ def test_the_probe_is_remembered_where_the_caller_says(
     engine = DockerEngine(client, state=tmp_path / "mine")
     engine.build(BuildRequest(tmp_path), lambda line: None)
     assert seen == [buildkit.probe_cache(tmp_path / "mine")]
+
+
+def test_attach_asks_for_the_live_streams_only(tmp_path: Path) -> None:
+    """A replayed log on top of the live streams would repeat what the container
+    wrote between the two: the attach request must never ask for ``logs``."""
+    import socket
+    import threading
+
+    from envbuild.engine.api import RawApi
+
+    path = str(tmp_path / "engine.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    seen: list[bytes] = []
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            seen.append(request)
+            # One stdout frame, then the engine hangs up (the container ended).
+            conn.sendall(b"HTTP/1.1 101 UPGRADED\r\n\r\n" + b"\x01\0\0\0\0\0\0\x03hi\n")
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    try:
+        stream = RawApi(path).attach("abc")
+        frames = list(stream)
+        stream.close()
+    finally:
+        thread.join(10)
+        server.close()
+    line = seen[0].split(b"\r\n", 1)[0].decode()
+    assert line.startswith("POST /") and "/containers/abc/attach?" in line
+    assert "stream=1" in line and "stdout=1" in line and "stderr=1" in line
+    assert "logs" not in line
+    assert frames == [(1, b"hi\n")]

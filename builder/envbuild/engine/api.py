@@ -124,6 +124,14 @@ def check(status: int, body: bytes, what: str) -> None:
     raise EngineError(f"cannot {what}: the engine answered {status}: {message.strip()[:500]}")
 
 
+# The attach request: the container's live streams only, never its stored log.
+# Every caller attaches before it starts the container, and the engine hooks
+# the streams up before it answers the attach, so nothing is missed. Asking for
+# ``logs`` as well makes the engine replay the log file *after* hooking up the
+# streams: a line written between the two arrives twice (seen under load).
+ATTACH_QUERY = {"stream": "1", "stdout": "1", "stderr": "1"}
+
+
 class Api(Protocol):
     """One Engine API request per call, and the attach stream."""
 
@@ -252,9 +260,8 @@ class RawApi:
                 raise engine_down(f"{self.path}: {exc.strerror or exc}") from exc
 
     def attach(self, container_id: str) -> ContainerStream:
-        query = {"logs": "1", "stream": "1", "stdout": "1", "stderr": "1"}
         request = (
-            f"POST {_url(f'/containers/{container_id}/attach', query)} HTTP/1.1\r\n"
+            f"POST {_url(f'/containers/{container_id}/attach', ATTACH_QUERY)} HTTP/1.1\r\n"
             "Host: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n"
         ).encode()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -339,9 +346,8 @@ class SdkApi:
     def attach(self, container_id: str) -> ContainerStream:
         from docker.utils.socket import read
 
-        params = {"logs": 1, "stream": 1, "stdout": 1, "stderr": 1}
         try:
-            sock = self.owner.client.api.attach_socket(container_id, params=params)
+            sock = self.owner.client.api.attach_socket(container_id, params=dict(ATTACH_QUERY))
         except self._errors() as exc:
             raise EngineError(f"cannot attach to the container: {exc}") from exc
 
