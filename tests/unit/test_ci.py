@@ -311,3 +311,39 @@ def test_relock_proposes_the_fix_of_a_moved_base_in_the_working_tree(
         ["git", "-C", str(catalog), "log", "--oneline"], capture_output=True, text=True
     ).stdout
     assert len(log.splitlines()) == 1  # nothing committed
+
+
+def test_each_definition_is_loaded_once(
+    catalog: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from envbuild.catalog import check as check_mod
+    from envbuild.catalog import order as order_mod
+
+    loads: list[Path] = []
+
+    def counted(real: object) -> object:
+        def load_counted(folder: Path) -> object:
+            loads.append(Path(folder).resolve())
+            return real(folder)  # type: ignore[operator]
+
+        return load_counted
+
+    monkeypatch.setattr(order_mod, "load", counted(load))
+    monkeypatch.setattr(check_mod, "load", counted(load))
+    report = run_ci(catalog, settings=load_settings(), engine=engine)
+    assert report.stages["version"].status == PASSED
+    for folder in ("child", "broken"):  # extended by none: loaded by validate only
+        assert loads.count((catalog / folder).resolve()) == 1
+
+
+def test_the_publish_stage_sees_a_change_after_a_clean_run(
+    catalog: Path, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENVBUILD_HOME", str(tmp_path / "home"))
+    settings = load_settings()
+    assert run_ci(catalog, settings=settings, engine=engine).stages["publish"].status == PASSED
+    assert run_ci(catalog, settings=settings, engine=engine).stages["publish"].status == PASSED
+    index = pub.default_out(catalog) / "index.md"
+    index.write_text(index.read_text(encoding="utf-8") + "edited\n", encoding="utf-8")
+    stage = run_ci(catalog, settings=settings, engine=engine).stages["publish"]
+    assert stage.status == FAILED and "changed  index.md" in stage.message

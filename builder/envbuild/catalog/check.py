@@ -288,11 +288,25 @@ def _shown(path: Path, base: Path | None) -> str:
         return str(path)
 
 
+def _known(loaded: Mapping[Path, Environment], folder: Path) -> Environment | None:
+    env = loaded.get(folder)
+    return env if env is not None and env.path == folder else None
+
+
 def check_catalog(
-    catalog: Path, *, published: Path | None = None, since: str | None = None
+    catalog: Path,
+    *,
+    published: Path | None = None,
+    since: str | None = None,
+    loaded: Mapping[Path, Environment] | None = None,
 ) -> tuple[Baseline, list[Finding]]:
-    """Judge every environment of ``catalog`` against git ``since`` or the ``published`` index."""
-    envs = [load(folder) for folder in discover(catalog)]
+    """Judge every environment of ``catalog`` against git ``since`` or the ``published`` index.
+
+    ``loaded``: environments the caller already loaded, by folder as :func:`discover`
+    names it (any other folder, or one loaded from another path, is loaded here).
+    """
+    known = loaded or {}
+    envs = [_known(known, folder) or load(folder) for folder in discover(catalog)]
     if since is not None:
         with tempfile.TemporaryDirectory(prefix="envbuild-check-") as tmp:
             baseline = git_baseline(catalog, since, envs, Path(tmp))

@@ -355,8 +355,8 @@ def run_ci(
         envs[folder] = entry
         report.envs.append(entry)
     log(f"envbuild ci: {len(folders)} environments in {catalog}")
-    _version_guard(report, catalog, since=since, published=published, envs=envs)
     good = {f: e for f, e in loaded.items() if not isinstance(e, DefinitionError)}
+    _version_guard(report, catalog, since=since, published=published, envs=envs, loaded=good)
     for folder, env in list(good.items()):
         entry = envs[folder]
         entry.stages["locks"] = _timed("locks", partial(_locks, env, settings))
@@ -425,13 +425,17 @@ def _version_guard(
     since: str | None,
     published: Path,
     envs: dict[Path, EnvReport],
+    loaded: dict[Path, Environment],
 ) -> None:
-    """``envbuild check``: each environment's verdict, and the baseline as a catalog stage."""
+    """``envbuild check``: each environment's verdict, and the baseline as a catalog stage.
+
+    ``loaded``: the definitions the validate stage loaded (not loaded again).
+    """
     from envbuild.catalog.check import check_catalog
 
     started = time.monotonic()
     try:
-        baseline, findings = check_catalog(catalog, published=published, since=since)
+        baseline, findings = check_catalog(catalog, published=published, since=since, loaded=loaded)
     except EnvbuildError as exc:
         report.stages["version"] = Stage(
             "version", FAILED, time.monotonic() - started, exc.render()
@@ -548,7 +552,7 @@ def _build(
         built[by_path[env.path]] = (resolved, result)
         return result
 
-    for outcome in build_all(list(good), build_one, log=log):
+    for outcome in build_all(list(good), build_one, log=log, loaded=good):
         entry = envs[Path(outcome.env)]
         if outcome.ok:
             _, result = built[Path(outcome.env)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -130,11 +130,14 @@ def build_order(
     A parent outside ``folders`` is not added: it is built as part of its child.
     Each folder is loaded once; with ``loaded``, the environment (or the
     definition error, for a folder that does not load) is left there by
-    folder as given, so a caller need not load it again.
+    folder as given, so a caller need not load it again, and a folder it
+    already holds is not loaded again.
     """
     folders = list(folders)
     envs: dict[Path, Environment | DefinitionError] = {} if loaded is None else loaded
     for given in folders:
+        if loaded is not None and given in loaded:
+            continue
         try:
             envs[given] = load(given.resolve())
         except DefinitionError as exc:
@@ -165,6 +168,7 @@ def in_order(
     *,
     log: Log = lambda line: None,
     verb: str = "",
+    loaded: Mapping[Path, Environment | DefinitionError] | None = None,
 ) -> list[Attempt[T]]:
     """Run ``step`` on each environment of ``folders``, parents first, past failures.
 
@@ -172,8 +176,9 @@ def in_order(
     ``ci``): a failure (an :class:`EnvbuildError`, a definition that does not
     load among them) is recorded and the next environment goes on; the caller
     reports every attempt at the end. ``verb`` prefixes the progress line.
+    ``loaded`` holds environments the caller already loaded (by folder as given).
     """
-    loaded: dict[Path, Environment | DefinitionError] = {}
+    loaded = dict(loaded or {})
     attempts: list[Attempt[T]] = []
     for folder in build_order(folders, loaded):
         started = time.monotonic()
@@ -196,6 +201,7 @@ def build_all(
     build_one: Callable[[Environment], BuildResult],
     *,
     log: Log = lambda line: None,
+    loaded: Mapping[Path, Environment | DefinitionError] | None = None,
 ) -> list[CatalogResult]:
     """Build ``folders`` parents first with ``build_one``; go on past failures.
 
@@ -203,10 +209,10 @@ def build_all(
     or raises an :class:`EnvbuildError`. A definition that does not load is a
     failed result like any other. A child whose parent failed is still
     attempted: a parent is built again as part of its child, and says why it
-    fails there.
+    fails there. ``loaded``: as :func:`in_order`'s.
     """
     results: list[CatalogResult] = []
-    for attempt in in_order(folders, build_one, log=log):
+    for attempt in in_order(folders, build_one, log=log, loaded=loaded):
         env, seconds = str(attempt.folder), attempt.seconds
         if attempt.error is not None:
             error = attempt.error
