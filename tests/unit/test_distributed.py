@@ -180,6 +180,7 @@ def test_mpi_2x2(root: bool) -> None:
         "mpirun",
         "-np",
         "4",
+        "--tag-output",
         "--host",
         "envbuild-abc-0:2,envbuild-abc-1:2",
         "--mca",
@@ -224,7 +225,7 @@ def test_mpi_launcher_retries_ssh_for_the_rendezvous_timeout() -> None:
 
 def test_mpi_under_an_operator_gets_no_host_list() -> None:
     launcher = node_plan(Mpi(2, 2), None, ARGV, 0, root=True)
-    assert "--host" not in launcher.argv and launcher.argv[:3] == ("mpirun", "-np", "4")
+    assert "--host" not in launcher.argv and launcher.argv[:4] == ("mpirun", "-np", "4", "--tag-output")
 
 
 def test_tensorflow_2_workers_1_ps() -> None:
@@ -314,7 +315,14 @@ def test_dry_run_from_the_command_line(
     assert main([*argv, "--procs-per-node", "2", "--name", "job", "image:x", "train.py"]) == 0
     doc = json.loads(capsys.readouterr().out)["distribution"]
     assert [c["container"] for c in doc["containers"]] == ["job-0", "job-1"]
-    assert doc["containers"][0]["argv"][:5] == ["mpirun", "-np", "4", "--host", "job-0:2,job-1:2"]
+    assert doc["containers"][0]["argv"][:6] == [
+        "mpirun",
+        "-np",
+        "4",
+        "--tag-output",
+        "--host",
+        "job-0:2,job-1:2",
+    ]
     assert main(["run", "--dry-run", "--distribution", "pytorch", "image:x", "train.py"]) == 0
     text = capsys.readouterr().out
     assert "distribution pytorch: 1 nodes, world size 1" in text

@@ -207,8 +207,15 @@ def assert_nothing_left(engine: NodeEngine, result: RunResult) -> None:
 def test_pytorch_2x2_start_order_prefixes_logs_and_history(settings: Settings, src: Path) -> None:
     engine = NodeEngine(
         nodes={
-            0: Node([(STDOUT, b"rank 0\nrank 1\n"), rank_exit(0, 0), rank_exit(1, 0)]),
-            1: Node([(STDOUT, b"rank 2\nran"), (STDOUT, b"k 3\n"), (STDERR, b"warn")]),
+            # each rank's lines as the rank shim tags them: [NODE/RANK]
+            0: Node([(STDOUT, b"[0/0] rank 0\n[0/1] rank 1\n"), rank_exit(0, 0), rank_exit(1, 0)]),
+            1: Node(
+                [
+                    (STDOUT, b"[1/2] rank 2\n[1/3] ran"),
+                    (STDOUT, b"k 3\n[1/2] again\n"),
+                    (STDERR, b"[1/3] oops\nwarn"),
+                ]
+            ),
         }
     )
     result, captured = go(engine, settings, src, PyTorch(2, 2, launcher="launch"))
@@ -218,19 +225,31 @@ def test_pytorch_2x2_start_order_prefixes_logs_and_history(settings: Settings, s
     assert engine.networks == {} and engine.ops[0] == "network"
     out = captured.text().splitlines()
     assert sorted(out) == [
-        "[node 0] rank 0",
-        "[node 0] rank 1",
-        "[node 1] rank 2",
-        "[node 1] rank 3",
+        "[0/0] rank 0",
+        "[0/1] rank 1",
+        "[1/2] again",
+        "[1/2] rank 2",
+        "[1/3] rank 3",
     ]
-    assert captured.text("stderr") == "[node 1] warn\n"  # the unterminated last line, ended
+    # a line of no rank (the launcher's) has its node's prefix; the unterminated last line, ended
+    assert captured.text("stderr") == "[1/3] oops\n[node 1] warn\n"
     assert "envbuild: rank" not in captured.text("stderr")  # the shim's reports are read, not shown
-    # the job log holds the prefixed lines; each node's log its own bytes
+    # the job log holds the prefixed lines; each node's log its own bytes; each rank's
+    # log its lines without the prefix
     assert result.log_path is not None
     job_log = result.log_path.read_text()
-    assert "[node 1] rank 3\n" in job_log and "[node 0] rank 0\n" in job_log
-    node_1 = (result.log_path.parent / result.run_id / "node-1.log").read_bytes()
-    assert node_1 == b"rank 2\nrank 3\nwarn"
+    assert "[1/3] rank 3\n" in job_log and "[0/0] rank 0\n" in job_log
+    assert "[node 1] warn\n" in job_log
+    folder = result.log_path.parent / result.run_id
+    node_1 = (folder / "node-1.log").read_bytes()
+    assert node_1 == b"[1/2] rank 2\n[1/3] rank 3\n[1/2] again\n[1/3] oops\nwarn"
+    ranks = {p.name: p.read_bytes() for p in folder.glob("rank-*.log")}
+    assert ranks == {
+        "rank-0.log": b"rank 0\n",
+        "rank-1.log": b"rank 1\n",
+        "rank-2.log": b"rank 2\nagain\n",
+        "rank-3.log": b"rank 3\noops\n",
+    }
     # every container of the run is its node, on the run's network, with the rank shim
     specs = sorted(engine.specs.values(), key=lambda s: s.labels[NODE_LABEL])
     assert [s.name for s in specs] == [f"envbuild-{result.run_id}-{i}" for i in (0, 1)]
@@ -298,10 +317,19 @@ def test_tensorflow_parameter_servers_are_stopped_when_the_workers_are_done(
     settings: Settings, src: Path
 ) -> None:
     engine = NodeEngine(
-        nodes={0: Node(after_start_of=2), 1: Node(after_start_of=2), 2: Node(serve=True)}
+        nodes={
+            0: Node([(STDOUT, b"task 0\n")], after_start_of=2),
+            1: Node([(STDOUT, b"task 1\n")], after_start_of=2),
+            2: Node(serve=True),
+        }
     )
-    result, _ = go(engine, settings, src, TensorFlow(2, 1))
+    result, captured = go(engine, settings, src, TensorFlow(2, 1))
     assert (result.exit_code, result.status) == (0, "exited")
+    # one task per node: its rank is the node's index
+    assert sorted(captured.text().splitlines()) == ["[0/0] task 0", "[1/1] task 1"]
+    assert result.log_path is not None
+    rank_1 = result.log_path.parent / result.run_id / "rank-1.log"
+    assert rank_1.read_bytes() == b"task 1\n"
     assert "stop 2" in engine.events and "stop 0" not in engine.events
     assert [n["role"] for n in result.nodes] == ["chief", "worker", "ps"]
     assert [n["exit_code"] for n in result.nodes] == [0, 0, 143]
@@ -312,7 +340,14 @@ def test_mpi_launcher_starts_once_every_sshd_listens(settings: Settings, src: Pa
     folders: list[str] = []
     engine = NodeEngine(
         nodes={
-            0: Node([(STDOUT, b"sum 6\n")]),
+            # mpirun --tag-output: [JOBID,RANK]<stream>:; with 2 slots a host, rank 3 is on node 1
+            0: Node(
+                [
+                    (STDOUT, b"[1,0]<stdout>:sum 6\n[1,3]<stdout>:[x] "),
+                    (STDOUT, b"mine\nmpirun says\n"),
+                    (STDERR, b"[1,5]<stderr>:late\n"),
+                ]
+            ),
             1: Node([(STDERR, b"noise\n"), LISTENING], serve=True),
             2: Node([LISTENING], serve=True),
         }
@@ -333,9 +368,16 @@ def test_mpi_launcher_starts_once_every_sshd_listens(settings: Settings, src: Pa
         engine.events.index("start 1"), engine.events.index("start 2")
     )
     assert {"stop 1", "stop 2"} <= set(engine.events)  # their sshd serve until stopped
-    assert captured.text() == "[node 0] sum 6\n"
+    assert captured.text() == "[0/0] sum 6\n[1/3] [x] mine\n[node 0] mpirun says\n"
     # the workers' sshd logs are kept, not shown
-    assert captured.text("stderr") == ""
+    assert captured.text("stderr") == "[2/5] late\n"
+    folder = settings.home / "runs" / result.run_id
+    assert (folder / "rank-3.log").read_bytes() == b"[x] mine\n"
+    assert sorted(p.name for p in folder.glob("rank-*.log")) == [
+        "rank-0.log",
+        "rank-3.log",
+        "rank-5.log",
+    ]
     assert result.log_path is not None and "[node 1] noise\n" in result.log_path.read_text()
     assert folders and not any(os.path.exists(f) for f in folders)  # the key is gone
     assert_nothing_left(engine, result)

@@ -37,7 +37,11 @@ MPI (:class:`~envbuild.run.config.Mpi`)
     needs nothing when it is not root; as root, sshd needs its privilege
     separation folder (``/run/sshd``, made first) and ``SYS_CHROOT``
     (:data:`SSHD_ROOT_CAPABILITIES`, given back to that node only). Open MPI
-    sets ``OMPI_COMM_WORLD_*`` for each rank.
+    sets ``OMPI_COMM_WORLD_*`` for each rank. ``--tag-output`` starts each
+    line of a rank's output with ``[JOBID,RANK]<stdout>:`` (``<stderr>:``):
+    the local executor shows it as ``[NODE/RANK]``, where ``--host
+    HOST0:M,...`` places rank R on node R // M (Open MPI fills each host's
+    slots in order).
 TensorFlow (:class:`~envbuild.run.config.TensorFlow`)
     One task per node: workers first, then parameter servers. Each runs the
     script with ``TF_CONFIG`` = ``{"cluster": {"worker": [...], "ps": [...]},
@@ -291,7 +295,8 @@ def _mpi(
         f"-p {SSH_PORT} -i {SSH_KEY} -o StrictHostKeyChecking=no "
         f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectionAttempts={attempts}"
     )
-    command: list[str] = ["mpirun", "-np", str(distribution.nodes * per_node)]
+    # --tag-output: each rank's line starts "[JOBID,RANK]<stdout>:", so a reader can file it.
+    command: list[str] = ["mpirun", "-np", str(distribution.nodes * per_node), "--tag-output"]
     if hosts is not None:
         command += ["--host", ",".join(f"{h}:{per_node}" for h in hosts)]
     command += [

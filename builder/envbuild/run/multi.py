@@ -97,6 +97,10 @@ from envbuild.settings import Settings
 
 #: What a rank's line says through the rank shim (envbuild/run/rank.py).
 RANK_EXIT = re.compile(rb"envbuild: rank (\d+) exited (\d+)")
+#: A PyTorch rank's line, tagged by the rank shim: ``[NODE/RANK] `` (envbuild/run/rank.py).
+SHIM_TAG = re.compile(rb"\[(\d+)/(\d+)\] ")
+#: A rank's line through ``mpirun --tag-output``: ``[JOBID,RANK]<stdout>:`` (or ``<stderr>:``).
+MPI_TAG = re.compile(rb"\[\d+,(\d+)\]<(?:stdout|stderr)>:")
 #: What an MPI worker's ``sshd -D -e`` says once it accepts connections.
 SSHD_LISTENING = b"Server listening on"
 #: A partial line longer than this goes out without waiting for its end.
@@ -167,13 +171,16 @@ class _Job:
         stop_timeout: float,
         log: Log,
         emit: Callable[[int, bytes, bool], None],
+        open_rank_log: Callable[[int], _RunLog],
     ) -> None:
         self.engine = engine
         self.nodes = nodes
         self.stop_timeout = stop_timeout
         self.log = log
         self.emit = emit
+        self.open_rank_log = open_rank_log
         self.cond = threading.Condition(threading.RLock())
+        self.rank_logs: dict[int, _RunLog] = {}
         self.stopping = False
         self.failure: _Failure | None = None
         self._threads: list[threading.Thread] = []
@@ -233,6 +240,20 @@ class _Job:
                 self.fail(_Failure(code or 0, "exited", f"{name} exited {code}", detail=detail))
             elif all(n.done and n.exit_code == 0 for n in self.nodes if n.essential):
                 self.stop_all()  # what is left serves the others (sshd, parameter servers)
+
+    def rank_line(self, rank: int, line: bytes) -> None:
+        """Append one of ``rank``'s lines (unprefixed) to its log, ``rank-R.log``."""
+        with self.cond:
+            rank_log = self.rank_logs.get(rank)
+            if rank_log is None:
+                rank_log = self.rank_logs[rank] = self.open_rank_log(rank)
+            rank_log.write(line + b"\n")
+
+    def close_rank_logs(self) -> None:
+        """Close every rank's log (once every node's output is in)."""
+        with self.cond:
+            for rank_log in self.rank_logs.values():
+                rank_log.close()
 
     # Anyone ------------------------------------------------------------------
 
@@ -302,13 +323,53 @@ class _JobSupervisor(_Supervisor):
         self.job.stop_all(kill=True)
 
 
-class _NodeOutput:
-    """One node's frames: to its own log as they are, and out line by line with its prefix."""
+def _tagger(distribution: Distribution, index: int) -> Callable[[bytes], tuple[bytes, int | None]]:
+    """How node ``index`` tells a line's rank: ``line -> (line shown, rank or None)``.
 
-    def __init__(self, job: _Job, node: _Node) -> None:
+    A line of no rank (a launcher's own, an sshd's) is shown as ``[node I] LINE``.
+    """
+    node_prefix = f"[node {index}] ".encode()
+    if isinstance(distribution, PyTorch):
+
+        def tag(line: bytes) -> tuple[bytes, int | None]:
+            match = SHIM_TAG.match(line)  # the shim tagged it already: shown as it came
+            return (line, int(match.group(2))) if match else (node_prefix + line, None)
+
+    elif isinstance(distribution, Mpi):
+        per_node = distribution.processes_per_node
+
+        def tag(line: bytes) -> tuple[bytes, int | None]:
+            match = MPI_TAG.match(line)
+            if match is None:
+                return node_prefix + line, None
+            # --host a:M,b:M fills each host's M slots in order: rank R runs on node R // M.
+            rank = int(match.group(1))
+            return f"[{rank // per_node}/{rank}] ".encode() + line[match.end() :], rank
+
+    else:  # TensorFlow: one task per node, its rank the node's index
+        rank_prefix = f"[{index}/{index}] ".encode()
+
+        def tag(line: bytes) -> tuple[bytes, int | None]:
+            return rank_prefix + line, index
+
+    return tag
+
+
+def _unprefixed(shown: bytes) -> bytes:
+    """``shown`` without its leading ``[...] `` prefix."""
+    return shown.partition(b"] ")[2]
+
+
+class _NodeOutput:
+    """One node's frames: to its own log as they are, and out line by line, each with its
+    ``[node/rank]`` prefix (``[node I]`` for a line of no rank) and into its rank's log."""
+
+    def __init__(
+        self, job: _Job, node: _Node, tag: Callable[[bytes], tuple[bytes, int | None]]
+    ) -> None:
         self.job = job
         self.node = node
-        self.prefix = f"[node {node.index}] ".encode()
+        self.tag = tag
         self.pending: dict[int, bytes] = {STDOUT: b"", STDERR: b""}
 
     def __call__(self, kind: int, data: bytes) -> None:
@@ -325,7 +386,11 @@ class _NodeOutput:
         if self.node.quiet:
             self.node.tail.extend(shown)
         if shown:
-            data = b"".join(self.prefix + line + b"\n" for line in shown)
+            tagged = [self.tag(line) for line in shown]
+            for line, rank in tagged:
+                if rank is not None:
+                    self.job.rank_line(rank, _unprefixed(line))
+            data = b"".join(line + b"\n" for line, _ in tagged)
             self.job.emit(kind, data, not self.node.quiet)
 
     def finish(self) -> None:
@@ -562,7 +627,14 @@ def _supervise(
                 job_log.flush()
                 last_flush[0] = now
 
-    job = _Job(engine, nodes, config.stop_timeout, log, emit)
+    job = _Job(
+        engine,
+        nodes,
+        config.stop_timeout,
+        log,
+        emit,
+        lambda rank: _RunLog(node_logs / f"rank-{rank}.log", log),
+    )
     supervisor = _JobSupervisor(job, engine, config.stop_timeout, log)
     label = f"{RUN_LABEL}={run_id}"
     network = the_plan.container_name(run_id)
@@ -570,7 +642,7 @@ def _supervise(
     network_id: list[str] = []
 
     def drive(node: _Node) -> None:
-        drain = _NodeOutput(job, node)
+        drain = _NodeOutput(job, node, _tagger(distribution, node.index))
         copy_in = None
         if the_plan.downloads:
             copy_in = ("/", _download_tar(the_plan.downloads, the_plan.user))
@@ -603,6 +675,7 @@ def _supervise(
         for thread in threads:
             thread.join()
         job.join_threads(config.stop_timeout + 30)
+        job.close_rank_logs()
         if network_id and all(n.done and n.clean for n in nodes):
             # Every container is gone already (each node's own removal): one request.
             with contextlib.suppress(EngineError):

@@ -12,6 +12,15 @@ process, ``__main__``, ``sys.argv`` and ``sys.path[0]``), then writes one line
 rank's exit code on (``torch.distributed.launch`` raises on the first process
 *in order*, ``torchrun`` exits 1); the executor reads the line instead.
 
+While the script runs, its fds 1 and 2 are pipes: each line it (or a child
+that inherits them) writes goes out on the same stream with ``[NODE/RANK] ``
+in front (``NODE_RANK`` and ``RANK`` from the launcher's environment), one
+``os.write`` per line, as soon as the line ends; a last line without its end
+goes out, ended, when the script is done. The executor files each line under
+its rank by that prefix. The exit report is written after the last line,
+untagged. A traceback or a ``sys.exit("message")`` is printed while the
+streams are still tagged.
+
 It runs in the image's Python (3.6 and later), so it imports nothing of
 envbuild and uses no newer syntax.
 """
@@ -20,9 +29,13 @@ import contextlib
 import os
 import runpy
 import sys
+import threading
+import traceback
 
 LOCAL_RANK = "--local_rank="
 MARKER = "envbuild: rank {rank} exited {code}\n"
+#: How long the exit report waits for the rank's last lines (a child process may hold them).
+DRAIN_SECONDS = 5.0
 
 
 def _code(value: object) -> int:
@@ -34,11 +47,74 @@ def _code(value: object) -> int:
     return 1
 
 
-def _report(code: int) -> None:
-    line = MARKER.format(rank=os.environ.get("RANK", "?"), code=code).encode()
-    for stream in (sys.stdout, sys.stderr):  # the script's last lines come first
+def prefix() -> bytes:
+    """``[NODE/RANK] ``: what each of this rank's lines starts with."""
+    node, rank = os.environ.get("NODE_RANK", "?"), os.environ.get("RANK", "?")
+    return "[{}/{}] ".format(node, rank).encode()
+
+
+class Tagged:
+    """fds 1 and 2 replaced by pipes whose complete lines go out with ``tag`` in front.
+
+    One thread per pipe writes each line with one ``os.write`` to the stream
+    it came from (the node's other ranks share it); a last line without its
+    end goes out, ended, when the pipe closes.
+    """
+
+    def __init__(self, tag: bytes) -> None:
+        self.tag = tag
+        self.saved = {}  # type: dict[int, int]
+        self.threads = []  # type: list[threading.Thread]
+        for fd in (1, 2):
+            read, write = os.pipe()
+            self.saved[fd] = os.dup(fd)
+            os.dup2(write, fd)
+            os.close(write)
+            thread = threading.Thread(target=self._pump, args=(read, self.saved[fd]))
+            thread.daemon = True
+            thread.start()
+            self.threads.append(thread)
+
+    def _pump(self, read: int, out: int) -> None:
+        pending = b""
+        while True:
+            try:
+                data = os.read(read, 65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            *lines, pending = (pending + data).split(b"\n")
+            for line in lines:
+                self._write(out, self.tag + line + b"\n")
+        if pending:
+            self._write(out, self.tag + pending + b"\n")
+        os.close(read)
+
+    @staticmethod
+    def _write(fd: int, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            while data:
+                data = data[os.write(fd, data) :]
+
+    def close(self) -> None:
+        """Give fds 1 and 2 back and wait (a while) for the last lines to go out."""
+        _flush()
+        for fd, saved in self.saved.items():
+            os.dup2(saved, fd)  # the pipe's write end closes: its thread sees the end
+        for thread in self.threads:
+            thread.join(DRAIN_SECONDS)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed stream: the raw write still goes
             stream.flush()
+
+
+def _report(code: int) -> None:
+    line = MARKER.format(rank=os.environ.get("RANK", "?"), code=code).encode()
+    _flush()  # the script's last lines come first
     with contextlib.suppress(OSError):
         os.write(2, line)  # one write: the node's other ranks share this stderr
 
@@ -52,17 +128,26 @@ def main(argv: "list[str]") -> None:  # a string: the image's Python may predate
     script = rest[0]
     sys.argv = [script, *local, *rest[1:]]
     sys.path[0] = os.path.dirname(os.path.abspath(script))  # noqa: PTH100, PTH120
+    tagged = Tagged(prefix())
     code = 1
     try:
-        runpy.run_path(script, run_name="__main__")
-        code = 0
-    except SystemExit as exc:
-        code = _code(exc.code)
-        raise
-    except KeyboardInterrupt:
-        code = 130
-        raise
+        try:
+            runpy.run_path(script, run_name="__main__")
+            code = 0
+        except SystemExit as exc:
+            code = _code(exc.code)
+            if exc.code is not None and code == 1 and not isinstance(exc.code, int):
+                print(exc.code, file=sys.stderr)  # what Python would print, still tagged
+                raise SystemExit(1) from None
+            raise
+        except KeyboardInterrupt:
+            code = 130
+            raise
+        except BaseException:
+            traceback.print_exc()  # what Python would print, still tagged
+            raise SystemExit(1) from None
     finally:
+        tagged.close()
         _report(code)
 
 
