@@ -118,10 +118,18 @@ def test_mpi4py_allreduce_2_nodes_2_processes(settings: Settings, src: Path, use
     )
     result, out = _run(settings, config)
     assert (result.status, result.exit_code) == ("exited", 0), out
-    # Every rank's line comes through node 0's mpirun, prefixed with the node.
-    ranks = [json.loads(line.partition("] ")[2]) for line in out.splitlines() if "] {" in line]
+    # Every rank's line comes through node 0's mpirun, prefixed [node/rank] (--tag-output).
+    tagged = [line.partition("] ") for line in out.splitlines() if "] {" in line]
+    ranks = [json.loads(doc) for _, _, doc in tagged]
     assert sorted(r["rank"] for r in ranks) == [0, 1, 2, 3], out
+    assert [p for p, _, _ in tagged] == [f"[{r['rank'] // 2}/{r['rank']}" for r in ranks], out
     assert len({r["host"] for r in ranks}) == 2
+    hosts = {r["rank"]: r["host"] for r in ranks}  # the node a prefix names is where it ran
+    assert hosts[0] == hosts[1] != hosts[2] == hosts[3]
+    folder = settings.home / "runs" / result.run_id
+    for rank in range(4):
+        (line,) = (folder / f"rank-{rank}.log").read_text().splitlines()
+        assert json.loads(line)["rank"] == rank
     for r in ranks:
         assert (r["size"], r["sum"], r["uid"]) == (4, 10, int(user.partition(":")[0]))
         assert (r["args"], r["greeting"], r["local"]) == (

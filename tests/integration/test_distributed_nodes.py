@@ -14,9 +14,11 @@ absent, they skip and say so.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -170,6 +172,16 @@ def _source(tmp_path: Path, name: str, text: str) -> Path:
     return src
 
 
+def _tagged(out: str, tag: str) -> list[tuple[int, dict[str, Any]]]:
+    """``(rank in the tag, JSON)`` of each JSON line of ``out`` tagged as ``tag`` matches."""
+    found = []
+    for line in out.splitlines():
+        match = re.match(tag + r"(\{.*)", line)
+        if match is not None:
+            found.append((int(match.group(1)), json.loads(match.group(2))))
+    return found
+
+
 def test_pytorch_1_6_two_nodes_two_processes_gloo(tmp_path: Path) -> None:
     engine = DockerEngine(load_settings().docker)
     image_id = _image_id(engine, TORCH_IMAGE)
@@ -185,7 +197,10 @@ def test_pytorch_1_6_two_nodes_two_processes_gloo(tmp_path: Path) -> None:
     results = _run_nodes(engine, the_plan, image_id)
     assert [code for code, _ in results] == [0, 0], results
     # The launcher prints its OMP_NUM_THREADS notice on stdout too.
-    ranks = [json.loads(line) for _, out in results for line in out.splitlines() if line[:1] == "{"]
+    # The rank shim tags each rank's line [NODE_RANK/RANK].
+    tagged = [(node, _tagged(out, rf"\[{node}/(\d+)\] ")) for node, (_, out) in enumerate(results)]
+    assert all(rank == r["rank"] and rank // 2 == node for node, t in tagged for rank, r in t)
+    ranks = [r for _, t in tagged for _, r in t]
     assert sorted(r["rank"] for r in ranks) == [0, 1, 2, 3]
     for r in ranks:
         assert (r["world"], r["sum"], r["WORLD_SIZE"], r["LOCAL_WORLD_SIZE"]) == (4, 6.0, "4", "2")
@@ -254,7 +269,10 @@ def test_mpi_two_nodes_two_processes_over_ssh(tmp_path: Path, user: str) -> None
         results = _run_nodes(engine, the_plan, image_id, ssh_dir=ssh_dir, launcher_only=True)
     assert results[0][0] == 0, results
     # mpirun prints every rank's output, the remote ones' too, on node 0.
-    ranks = [json.loads(line) for line in results[0][1].splitlines() if line[:1] == "{"]
+    # (--tag-output: each line starts [JOBID,RANK]<stdout>:)
+    tagged = _tagged(results[0][1], r"\[\d+,(\d+)\]<stdout>:")
+    assert all(rank == r["rank"] for rank, r in tagged)
+    ranks = [r for _, r in tagged]
     assert sorted(r["rank"] for r in ranks) == [0, 1, 2, 3], results
     assert len({r["host"] for r in ranks}) == 2  # two containers, two ranks each
     for r in ranks:

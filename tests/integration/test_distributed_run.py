@@ -152,14 +152,18 @@ def test_pytorch_2x2_through_the_api(tmp_path: Path, home: Path, engine: DockerE
     ranks = _ranks(captured.lines())
     assert sorted(ranks) == [0, 1, 2, 3]
     for rank, (prefix, doc) in ranks.items():
-        assert prefix == f"[node {rank // 2}]"
+        assert prefix == f"[{rank // 2}/{rank}]"  # [node/rank]
         assert (doc["world"], doc["sum"], doc["local_rank_arg"]) == (4, 6.0, rank % 2)
     _nothing_left(engine, result.run_id)
-    # the job log, each node's log, and the history with every rank's exit code
+    # the job log, each node's and each rank's log, and the history with every rank's exit code
     assert result.log_path is not None
-    assert "[node 1] {" in result.log_path.read_text()
-    node_log = (home / "runs" / result.run_id / "node-0.log").read_text()
-    assert '"rank": 0' in node_log and "[node" not in node_log
+    assert "[1/3] {" in result.log_path.read_text()
+    folder = home / "runs" / result.run_id
+    node_log = (folder / "node-0.log").read_text()
+    assert '[0/0] {"rank": 0' in node_log and "[node" not in node_log
+    for rank in range(4):
+        (line,) = (folder / f"rank-{rank}.log").read_text().splitlines()
+        assert json.loads(line)["rank"] == rank
     record = History(home / "runs.db").get(result.run_id)
     assert (record.status, record.exit_code) == ("exited", 0)
     assert [(n["exit_code"], n["ranks"]) for n in record.nodes] == [
@@ -259,7 +263,7 @@ def test_pytorch_2x2_through_the_command_line(
     ranks = _ranks(out.decode().splitlines())
     assert sorted(ranks) == [0, 1, 2, 3]
     assert all(d["world"] == 4 and d["sum"] == 6.0 for _, d in ranks.values())
-    assert all(p == f"[node {r // 2}]" for r, (p, _) in ranks.items())
+    assert all(p == f"[{r // 2}/{r}]" for r, (p, _) in ranks.items())
     (record,) = History(home / "runs.db").list()
     _nothing_left(engine, record.id)
 
@@ -314,7 +318,7 @@ def test_tensorflow_multi_worker_strategy_over_tf_config(
         if rest.startswith('{"'):
             docs[prefix + "]"] = json.loads(rest)
     assert docs == {
-        f"[node {i}]": {"task": {"type": "worker", "index": i}, "replicas": 2, "sum": 3.0}
+        f"[{i}/{i}]": {"task": {"type": "worker", "index": i}, "replicas": 2, "sum": 3.0}
         for i in (0, 1)
     }
     _nothing_left(engine, result.run_id)
@@ -349,5 +353,10 @@ def test_mpi_from_an_image_reference(tmp_path: Path, home: Path, engine: DockerE
     assert (result.exit_code, result.status) == (0, "exited"), captured.lines()
     ranks = _ranks(captured.lines())
     assert sorted(ranks) == [0, 1, 2, 3]
-    assert all(p == "[node 0]" and (d["size"], d["sum"]) == (4, 6) for p, d in ranks.values())
+    # mpirun --tag-output: each rank's line is filed under its node (2 slots a host) and rank
+    assert all(p == f"[{r // 2}/{r}]" for r, (p, _) in ranks.items())
+    assert all((d["size"], d["sum"]) == (4, 6) for _, d in ranks.values())
+    for rank in range(4):
+        (line,) = (home / "runs" / result.run_id / f"rank-{rank}.log").read_text().splitlines()
+        assert json.loads(line)["rank"] == rank
     _nothing_left(engine, result.run_id)

@@ -225,7 +225,12 @@ def test_mpi_launcher_retries_ssh_for_the_rendezvous_timeout() -> None:
 
 def test_mpi_under_an_operator_gets_no_host_list() -> None:
     launcher = node_plan(Mpi(2, 2), None, ARGV, 0, root=True)
-    assert "--host" not in launcher.argv and launcher.argv[:4] == ("mpirun", "-np", "4", "--tag-output")
+    assert "--host" not in launcher.argv and launcher.argv[:4] == (
+        "mpirun",
+        "-np",
+        "4",
+        "--tag-output",
+    )
 
 
 def test_tensorflow_2_workers_1_ps() -> None:

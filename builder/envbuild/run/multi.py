@@ -32,13 +32,18 @@ Failure
     the MPI launcher (node 0; the workers' ``sshd`` are then stopped), the
     TensorFlow workers (parameter servers serve until stopped).
 Output
-    Each node's output goes out line by line with a ``[node I]`` prefix
-    (torch's launcher and ``mpirun`` give every rank of a node the same
-    stdout, so a line cannot be told apart by rank; an MPI job's output all
-    comes through node 0's ``mpirun``). An MPI worker's own output is its
+    Each rank's line goes out as it ends with a ``[node/rank]`` prefix
+    (:func:`_tagger`). A node's ranks share its stdout, so the rank is told
+    inside: a PyTorch rank's lines come tagged ``[NODE/RANK] `` by the rank
+    shim and go out as they came; ``mpirun --tag-output`` (node 0) starts a
+    rank's line with ``[JOBID,RANK]<stdout>:``, shown as ``[R // M/R]``
+    (``--host HOST0:M,...`` fills each host's M slots in order); a
+    TensorFlow task's rank is its node's index. A line of no rank (the
+    launcher's own) gets ``[node I]``. An MPI worker's own output is its
     sshd's log: kept in the logs, not shown, its last lines quoted if it
     fails. The job log (``runs/ID.log``) holds the prefixed lines as they
-    came; ``runs/ID/node-I.log`` each node's output unprefixed.
+    came; ``runs/ID/rank-R.log`` each rank's lines without the prefix;
+    ``runs/ID/node-I.log`` each node's output as the engine gave it.
 Cleanup
     The network carries the run's label and the owner label; each container
     is removed as it ends, the network and anything else labelled with the

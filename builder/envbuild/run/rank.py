@@ -50,7 +50,7 @@ def _code(value: object) -> int:
 def prefix() -> bytes:
     """``[NODE/RANK] ``: what each of this rank's lines starts with."""
     node, rank = os.environ.get("NODE_RANK", "?"), os.environ.get("RANK", "?")
-    return "[{}/{}] ".format(node, rank).encode()
+    return f"[{node}/{rank}] ".encode()
 
 
 class Tagged:
