@@ -476,3 +476,22 @@ def test_a_new_file_in_an_environment_folder_renders_again(
     (catalog / "torchy" / "notes.md").write_text("a file no render reads (yet)\n")
     assert pub.check(catalog, out, platform=PLATFORM, home=home) == []
     assert renders == [catalog]
+
+
+def test_a_remembered_check_sees_a_new_lock_of_a_parent_outside_the_catalog(
+    tmp_path: Path,
+) -> None:
+    outside = tmp_path / "outside" / "base-py"
+    outside.mkdir(parents=True)
+    (outside / "env.toml").write_text(PARENT, encoding="utf-8")
+    catalog = tmp_path / "cat"
+    (catalog / "torchy").mkdir(parents=True)
+    text = CHILD.format(version=1).replace("../base-py", "../../outside/base-py")
+    (catalog / "torchy" / "env.toml").write_text(text, encoding="utf-8")
+    out, home = tmp_path / "published", tmp_path / "home"
+    pub.publish(catalog, out, platform=PLATFORM)
+    assert pub.check(catalog, out, platform=PLATFORM, home=home) == []
+    (outside / "extra.lock").write_text("pinned\n")  # a lock file: part of the definition digest
+    fresh = pub.check(catalog, out, platform=PLATFORM)
+    assert ("changed", "torchy/1/manifest.json") in {(d.kind, d.path) for d in fresh}
+    assert pub.check(catalog, out, platform=PLATFORM, home=home) == fresh

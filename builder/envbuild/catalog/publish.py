@@ -837,7 +837,8 @@ def _remember_check(
 
     The files: each one the renders read (:mod:`envbuild.reads`: the
     definitions with their parents, locks, base Dockerfiles, templates), every
-    file of every environment folder, every published file (its digest is the
+    file of every environment folder and of the folders they extend, every
+    published file (its digest is the
     one the check compared equal), and envbuild's rendering and catalog source;
     the listings: the catalog's environment folders, the files of each, and of
     the published folder, with their executable bits. Nothing is recorded when
@@ -846,7 +847,11 @@ def _remember_check(
     from envbuild.cache import memo
 
     wanted: dict[str, str | None] = dict(read)
-    folders = {str(item.env.path): _folder_listing(item.env.path) for item in result.current}
+    folders = {  # the parents too: one outside the catalog is listed nowhere else
+        str(folder): _folder_listing(folder)
+        for item in result.current
+        for folder in (item.env.path, *item.env.parents)
+    }
     for folder, listing in folders.items():
         for rel in listing:
             path = str(Path(folder) / rel)
