@@ -495,3 +495,21 @@ def test_a_remembered_check_sees_a_new_lock_of_a_parent_outside_the_catalog(
     fresh = pub.check(catalog, out, platform=PLATFORM)
     assert ("changed", "torchy/1/manifest.json") in {(d.kind, d.path) for d in fresh}
     assert pub.check(catalog, out, platform=PLATFORM, home=home) == fresh
+
+
+def test_a_published_file_changed_during_the_check_is_not_remembered_as_clean(
+    catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, home = tmp_path / "published", tmp_path / "home"
+    pub.publish(catalog, out, platform=PLATFORM)
+    real = pub._remember_check
+
+    def edited_meanwhile(*args: Any, **kwargs: Any) -> None:
+        (out / "torchy/1/Dockerfile").write_text("FROM scratch\n")  # after the comparison
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(pub, "_remember_check", edited_meanwhile)
+    assert pub.check(catalog, out, platform=PLATFORM, home=home) == []
+    monkeypatch.setattr(pub, "_remember_check", real)
+    drift = pub.check(catalog, out, platform=PLATFORM, home=home)
+    assert [(d.kind, d.path) for d in drift] == [("changed", "torchy/1/Dockerfile")]

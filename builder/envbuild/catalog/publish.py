@@ -857,8 +857,10 @@ def _remember_check(
             path = str(Path(folder) / rel)
             if path not in wanted:
                 wanted[path] = memo.file_digest(path)
-    for file in present.values():
-        wanted[str(file.absolute())] = hashlib.sha256(_read(file, out)).hexdigest()
+    for rel, file in present.items():
+        planned = result.files.get(rel)  # what the check compared the file with, if it did
+        data = planned.data if planned is not None else _read(file, out)  # image.json
+        wanted[str(file.absolute())] = hashlib.sha256(data).hexdigest()
     entries = memo.file_entries(wanted.items(), sources=(*memo.RENDERING_SOURCES, *CHECK_SOURCES))
     if entries is None:
         return
