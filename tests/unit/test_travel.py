@@ -325,3 +325,15 @@ def test_a_registry_hit_answers_without_click_like_the_full_command_line(
     assert "refused" in capsys.readouterr().err
     assert resolved.hash_tag not in tampered.images
     assert resolved.version_tag not in tampered.images
+
+
+def test_a_failed_base_push_leaves_no_registry_tag() -> None:
+    """Bases, job images and environments share one push-and-verify step."""
+    base = "debian:bookworm-slim"
+    engine = FakeEngine(images={base: ImageInfo(id="sha256:" + "b" * 64, tags=(base,))})
+    engine.images[engine.images[base].id] = engine.images[base]
+    engine.refuse = "denied: requested access to the resource is denied"
+    with pytest.raises(RegistryError, match="denied"):
+        travel.push_base(base, remote=_remote(engine), engine=engine, log=lambda line: None)
+    assert not [ref for ref in engine.images if ref.startswith(REGISTRY)]
+    assert engine.registry == {}

@@ -10,16 +10,15 @@ Every user string reaches the Dockerfile through the render quoting helpers
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from envbuild.build.travel import Remote
+from envbuild.build.travel import Remote, push_verified
 from envbuild.engine.protocols import BuildRequest, Engine
-from envbuild.errors import RegistryError, UsageError
+from envbuild.errors import UsageError
 from envbuild.log import Log
 from envbuild.render.quoting import imageref, path
 
@@ -72,7 +71,6 @@ def build_and_push(
     if not source.is_dir():
         raise UsageError(f"--source-dir: {source} is not a folder")
     name = job_name(env_name)
-    ref = remote.ref(name, tag)
     with tempfile.TemporaryDirectory(prefix="envbuild-job-") as folder:
         context = Path(folder)
         (context / "Dockerfile").write_text(dockerfile(base, workdir), encoding="utf-8")
@@ -80,22 +78,5 @@ def build_and_push(
         image_id = engine.build(
             BuildRequest(context_dir=context, labels={JOB_BASE_LABEL: base_id}), log
         )
-    made = ref not in getattr(engine.inspect_image(image_id), "tags", ())
-    try:
-        engine.tag(image_id, ref)
-        digest = engine.push_image(ref, remote.auth, log)
-        if not digest:
-            raise RegistryError(f"the push of {ref} reported no digest")
-        served = remote.client.manifest_digest(name, tag)
-        if served != digest:
-            raise RegistryError(
-                f"the push of {ref} reported {digest}, but the registry serves "
-                f"{served or 'nothing'} under that tag",
-                hint="another push may have raced this one; export again",
-            )
-    except BaseException:
-        if made:  # nothing half-tagged
-            with contextlib.suppress(Exception):
-                engine.remove_image(ref)
-        raise
+    digest = push_verified(engine, remote, image_id, name, tag, log)
     return JobImage(image_id, remote.digest_ref(name, digest), digest, time.monotonic() - started)

@@ -110,6 +110,33 @@ def _verify(remote: Remote, name: str, tag: str, digest: str) -> None:
         )
 
 
+def push_verified(
+    engine: Engine, remote: Remote, image_id: str, name: str, tag: str, log: Log
+) -> str:
+    """Tag ``image_id`` as ``<registry>/<name>:<tag>``, push it, and return the digest the
+    push reported once the registry serves exactly that digest under the tag.
+
+    The one push-and-verify step of every push (environments, bases, job images):
+    a push without a digest, or a registry serving another one, is a
+    :class:`RegistryError`, and a registry tag made here is removed again.
+    """
+    ref = remote.ref(name, tag)
+    info = engine.inspect_image(image_id)
+    made = info is None or ref not in info.tags
+    try:
+        engine.tag(image_id, ref)
+        digest = engine.push_image(ref, remote.auth, log)
+        if not digest:
+            raise RegistryError(f"the push of {ref} reported no digest")
+        _verify(remote, name, tag, digest)
+    except BaseException:
+        if made:  # nothing half-tagged
+            with contextlib.suppress(Exception):
+                engine.remove_image(ref)
+        raise
+    return digest
+
+
 def already_pushed(
     remote: Remote,
     engine: Engine,
@@ -283,24 +310,7 @@ def push_base(ref: str, *, remote: Remote, engine: Engine, log: Log) -> BasePush
     held = remote.client.manifest_digest(path, tag)
     if held is not None and f"{dest.rpartition(':')[0]}@{held}" in info.repo_digests:
         return BasePushResult(ref, dest, held, False, time.monotonic() - started)
-    made = dest not in info.tags
-    try:
-        engine.tag(info.id, dest)
-        digest = engine.push_image(dest, remote.auth, log)
-        if not digest:
-            raise RegistryError(f"the push of {dest} reported no digest")
-        served = remote.client.manifest_digest(path, tag)
-        if served != digest:
-            raise RegistryError(
-                f"the push of {dest} reported {digest}, but the registry serves "
-                f"{served or 'nothing'} under that tag",
-                hint="another push may have raced this one; push again",
-            )
-    except BaseException:
-        if made:
-            with contextlib.suppress(Exception):
-                engine.remove_image(dest)
-        raise
+    digest = push_verified(engine, remote, info.id, path, tag, log)
     return BasePushResult(ref, dest, digest, True, time.monotonic() - started)
 
 
