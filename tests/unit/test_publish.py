@@ -513,3 +513,25 @@ def test_a_published_file_changed_during_the_check_is_not_remembered_as_clean(
     monkeypatch.setattr(pub, "_remember_check", real)
     drift = pub.check(catalog, out, platform=PLATFORM, home=home)
     assert [(d.kind, d.path) for d in drift] == [("changed", "torchy/1/Dockerfile")]
+
+
+@pytest.mark.parametrize("change", [_new_environment, _chmod_published, _extra_published])
+def test_a_change_made_while_rendering_is_not_remembered_as_clean(
+    catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: Any
+) -> None:
+    out, home = tmp_path / "published", tmp_path / "home"
+    set_child(catalog, version=2)
+    pub.publish(catalog, out, platform=PLATFORM)
+    real = pub.render_catalog
+
+    def changed_meanwhile(where: Path, **kwargs: Any) -> list[pub.Rendered]:
+        rendered = real(where, **kwargs)
+        change(catalog, out)  # after the render read the catalog
+        return rendered
+
+    monkeypatch.setattr(pub, "render_catalog", changed_meanwhile)
+    pub.check(catalog, out, platform=PLATFORM, home=home)
+    monkeypatch.setattr(pub, "render_catalog", real)
+    fresh = pub.check(catalog, out, platform=PLATFORM)
+    assert fresh
+    assert pub.check(catalog, out, platform=PLATFORM, home=home) == fresh

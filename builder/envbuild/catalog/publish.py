@@ -765,6 +765,8 @@ def check(
     guard_out(out)
     if home is not None and _recall_check(home, catalog, out, platform, conda_store):
         return []
+    # Listed before rendering: a file or folder added meanwhile makes the record miss.
+    listed = {str(f): _folder_listing(f) for f in discover(catalog)} if home is not None else {}
     with reads.recording() as seen:
         result = plan(catalog, out, platform=platform, conda_store=conda_store)
     drift: list[Drift] = list(result.problems)
@@ -781,7 +783,9 @@ def check(
         if rel not in result.files and not _IMAGE_DOC.fullmatch(rel):
             drift.append(Drift("extra", rel))
     if home is not None and not drift and seen.refused is None:
-        _remember_check(home, catalog, out, platform, conda_store, result, seen.files, present)
+        _remember_check(
+            home, catalog, out, platform, conda_store, result, seen.files, present, listed
+        )
     return sorted(drift, key=lambda d: (d.path, d.kind))
 
 
@@ -832,6 +836,7 @@ def _remember_check(
     result: Plan,
     read: Mapping[str, str | None],
     present: Mapping[str, Path],
+    listed: Mapping[str, dict[str, bool]],
 ) -> None:
     """Record a check that found no drift, with everything it depended on.
 
@@ -842,19 +847,23 @@ def _remember_check(
     one the check compared equal), and envbuild's rendering and catalog source;
     the listings: the catalog's environment folders, the files of each, and of
     the published folder, with their executable bits. Nothing is recorded when
-    a file already differs from what the check saw.
+    a file already differs from what the check saw. ``listed``: the catalog's
+    folders and their files as listed before rendering; the published folder
+    is recorded as the check compared it (``present``).
     """
     from envbuild.cache import memo
 
+    if [str(folder) for folder in discover(catalog)] != list(listed):
+        return  # an environment came or went while the check ran
     wanted: dict[str, str | None] = dict(read)
-    folders = {  # the parents too: one outside the catalog is listed nowhere else
-        str(folder): _folder_listing(folder)
-        for item in result.current
-        for folder in (item.env.path, *item.env.parents)
-    }
-    for folder, listing in folders.items():
+    folders = dict(listed)
+    for item in result.current:  # the parents too: one outside the catalog is listed nowhere else
+        for parent in item.env.parents:
+            if str(parent) not in folders:
+                folders[str(parent)] = _folder_listing(parent)
+    for folder_name, listing in folders.items():
         for rel in listing:
-            path = str(Path(folder) / rel)
+            path = str(Path(folder_name) / rel)
             if path not in wanted:
                 wanted[path] = memo.file_digest(path)
     for rel, file in present.items():
@@ -869,9 +878,12 @@ def _remember_check(
         home / where,
         {
             "for": ident,
-            "catalog": [str(folder) for folder in discover(catalog)],
+            "catalog": list(listed),
             "folders": folders,
-            "published": _folder_listing(out) if out.is_dir() else {},
+            "published": {  # the bits the check compared equal (image docs: as read now)
+                rel: result.files[rel].executable if rel in result.files else _is_executable(file)
+                for rel, file in present.items()
+            },
             "files": entries,
         },
     )
