@@ -50,11 +50,12 @@ class FileMissing(UnsafeRead):
     """The file does not exist (or a folder on its way does not)."""
 
 
-def _kind(mode: int) -> str:
+def kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words ("a FIFO", ...), from its mode."""
     if stat.S_ISDIR(mode):
         return "a folder"
     if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
+        return "a FIFO"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "a device"
     if stat.S_ISSOCK(mode):
@@ -133,7 +134,7 @@ def _read_bytes(path: Path, *, inside: Path | None, limit: int) -> bytes:
         if not stat.S_ISREG(info.st_mode):
             raise UnsafeRead(
                 Path(path),
-                f"is {_kind(info.st_mode)}, not a regular file",
+                f"is {kind(info.st_mode)}, not a regular file",
                 "name a plain file",
             )
         if info.st_size > limit:

@@ -10,6 +10,7 @@ host path is refused, since no cluster can see it. Failures are reported by
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -18,28 +19,12 @@ import click
 
 from envbuild.cli.completion import complete_env
 from envbuild.cli.registry import registry_options
-from envbuild.cli.run_options import RUN_OPTIONS, run_config
+from envbuild.cli.run import declare_run_options
+from envbuild.cli.run_options import run_config
 
 # A reference by digest that stands in for the job image while the manifests are checked.
 _PLACEHOLDER = "envbuild.invalid/job@sha256:" + "0" * 64
 _REF = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_-]*)\s*\}\}")
-
-
-def _declare_run_options(command: Any) -> Any:
-    for option in reversed(RUN_OPTIONS):
-        if not option.config:
-            continue
-        command = click.option(
-            *option.names,
-            option.dest,
-            is_flag=option.flag,
-            multiple=option.multiple,
-            default=option.initial,
-            show_default=option.show_default,
-            metavar=option.metavar,
-            help=option.help,
-        )(command)
-    return command
 
 
 @click.group("export")
@@ -68,7 +53,7 @@ def export() -> None:
     help="The job's image by digest, used as it is (it must hold the script at the workdir).",
 )
 @registry_options
-@_declare_run_options
+@functools.partial(declare_run_options, config_only=True)
 def kubernetes(
     env: str,
     script: str,

@@ -60,9 +60,12 @@ class _RunCommand(click.Command):
             raise
 
 
-def _declare_options(command: Any) -> Any:
-    """Add :data:`~envbuild.cli.run_options.RUN_OPTIONS` to ``command``, in their order."""
+def declare_run_options(command: Any, *, config_only: bool = False) -> Any:
+    """Add :data:`~envbuild.cli.run_options.RUN_OPTIONS` to ``command``, in their order
+    (with ``config_only``, only those that become part of the run's configuration)."""
     for option in reversed(RUN_OPTIONS):
+        if config_only and not option.config:
+            continue
         command = click.option(
             *option.names,
             option.dest,
@@ -88,7 +91,7 @@ def _declare_options(command: Any) -> Any:
 @click.argument("env", shell_complete=complete_env)
 @click.argument("script")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@_declare_options
+@declare_run_options
 def run(env: str, script: str, args: tuple[str, ...], **options: Any) -> None:
     """Run SCRIPT with ARGS in the environment ENV (a folder, or image:REF).
 

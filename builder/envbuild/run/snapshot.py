@@ -82,16 +82,6 @@ def limits(environ: Mapping[str, str] | None = None) -> tuple[int, int]:
     return values[0], values[1]
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
-
-
 def _translate(pattern: str) -> str:
     """One gitignore pattern (no ``!``, no trailing ``/``) as a regular expression."""
     out: list[str] = []
@@ -273,7 +263,7 @@ class _Copier:
             elif stat.S_ISREG(mode):
                 self.file(Path(entry.path), target, name)
             else:
-                self.skip(name, f"left out: {_kind(mode)}")
+                self.skip(name, f"left out: {safe_files.kind(mode)}")
 
     def link(self, source: Path, target: Path, name: str) -> None:
         pointed = str(source.readlink())
@@ -300,7 +290,7 @@ class _Copier:
         with os.fdopen(fd, "rb") as handle:
             info = os.fstat(handle.fileno())
             if not stat.S_ISREG(info.st_mode):
-                self.skip(name, f"left out: {_kind(info.st_mode)}")
+                self.skip(name, f"left out: {safe_files.kind(info.st_mode)}")
                 return
             self.count(info.st_size, name)
             with target.open("xb") as out:
