@@ -266,7 +266,57 @@ def machine() -> dict[str, object]:
         "os": os_name,
         "kernel": platform.release(),
         "python": sys.version.split()[0],
+        "interpreter": interpreter(),
         "load_avg": os.getloadavg(),
+    }
+
+
+def startup_hooks(folders: Sequence[str] | None = None) -> list[str]:
+    """The ``.pth`` files in ``folders`` (default: this interpreter's site
+    folders) that run code at every start.
+
+    A ``.pth`` line that starts with ``import`` is executed by ``site`` before
+    any program runs, so a hook installed into the interpreter's site-packages
+    (a CA injector, a coverage or profiler shim) is part of every start-up a
+    benchmark times. A virtual environment made without
+    ``--system-site-packages`` does not run the base interpreter's hooks.
+    """
+    if folders is None:
+        import site
+
+        folders = [*site.getsitepackages(), site.getusersitepackages()]
+    found = []
+    for folder in dict.fromkeys(folders):
+        try:
+            names = sorted(n for n in os.listdir(folder) if n.endswith(".pth"))
+        except OSError:
+            continue
+        for name in names:
+            try:
+                text = Path(folder, name).read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            if any(line.startswith(("import ", "import\t")) for line in text.splitlines()):
+                found.append(str(Path(folder, name)))
+    return found
+
+
+def interpreter() -> dict[str, object]:
+    """Which Python runs envbuild here, and what its bare start costs.
+
+    ``start_ms`` is the median of seven ``python -c pass``: the floor under
+    every envbuild command timed with this interpreter.
+    """
+    times = []
+    for _ in range(7):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        times.append((time.perf_counter() - started) * 1000)
+    return {
+        "executable": sys.executable,
+        "virtualenv": sys.prefix != sys.base_prefix,
+        "startup_hooks": startup_hooks(),
+        "start_ms": round(statistics.median(times), 2),
     }
 
 

@@ -52,3 +52,29 @@ def test_a_cached_run_step_stops_a_cold_benchmark(build_cold: ModuleType) -> Non
     log = build_cold.BuildLog()
     with pytest.raises(RuntimeError, match=r"hit the cache: \[3/3\] RUN apt-get update"):
         log(_log(cached="6"))
+
+
+@pytest.fixture
+def common() -> Iterator[ModuleType]:
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield importlib.import_module("_common")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_startup_hooks_are_the_pth_files_that_run_code(common: ModuleType, tmp_path: Path) -> None:
+    # site runs a .pth line that starts with "import"; other lines only extend sys.path.
+    (tmp_path / "hook.pth").write_text("import os; os.getpid()\n")
+    (tmp_path / "tabbed.pth").write_text("/some/path\nimport\tsys\n")
+    (tmp_path / "paths.pth").write_text("/some/path\n# import nothing\n")
+    (tmp_path / "notes.txt").write_text("import os\n")
+    found = common.startup_hooks([str(tmp_path), str(tmp_path / "missing")])
+    assert found == [str(tmp_path / "hook.pth"), str(tmp_path / "tabbed.pth")]
+
+
+def test_the_interpreter_facts_name_this_interpreter(common: ModuleType) -> None:
+    facts = common.interpreter()
+    assert facts["executable"] == sys.executable
+    assert facts["virtualenv"] == (sys.prefix != sys.base_prefix)
+    assert isinstance(facts["start_ms"], float) and facts["start_ms"] > 0
