@@ -1,0 +1,116 @@
+"""The console script's fast paths end the process without the interpreter's teardown,
+and only when nothing is left for the teardown to do."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+# An object whose finaliser prints: it runs only if the interpreter tears down.
+PROLOGUE = """
+import sys
+from envbuild.cli.launcher import exit_now
+
+class Noisy:
+    def __del__(self):
+        print("teardown", flush=True)
+
+noisy = Noisy()
+"""
+
+
+def _child(body: str, stdout: int = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
+    code = PROLOGUE + textwrap.dedent(body)
+    # Unbuffered output (as these tests are often run) would fail at the write, not the flush.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+
+
+def test_a_finished_fast_path_ends_at_once_with_its_output_and_code() -> None:
+    done = _child(
+        """
+        sys.stdout.write("x" * 100_000)  # buffered: must be flushed before the end
+        print("to stderr", file=sys.stderr)
+        exit_now(3)
+        print("not reached")
+        """
+    )
+    assert done.returncode == 3
+    assert done.stdout == "x" * 100_000  # no "teardown": the interpreter did not tear down
+    assert done.stderr == "to stderr\n"
+
+
+def test_exit_handlers_run_before_it_ends() -> None:
+    done = _child(
+        """
+        import atexit, weakref
+        atexit.register(print, "exit handler")
+        weakref.finalize(noisy, print, "finalizer")
+        exit_now(4)
+        """
+    )
+    assert done.returncode == 4
+    assert done.stdout.splitlines() == ["finalizer", "exit handler"]  # as the usual exit: LIFO
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        "import threading, time; threading.Thread(target=time.sleep, args=(0.2,)).start()",
+        "CODE = 256",
+    ],
+    ids=["thread", "code"],
+)
+def test_the_usual_exit_is_kept_when_it_would_do_more(setup: str) -> None:
+    done = _child(
+        f"""
+        CODE = 0
+        {setup}
+        exit_now(CODE)
+        print("returned", flush=True)
+        """
+    )
+    assert done.returncode == 0
+    assert done.stdout == "returned\nteardown\n"
+
+
+def test_a_daemon_thread_does_not_keep_the_usual_exit() -> None:
+    done = _child(
+        """
+        import threading, time
+        threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+        exit_now(0)
+        print("returned")
+        """
+    )
+    assert (done.returncode, done.stdout) == (0, "")
+
+
+def test_output_that_cannot_be_flushed_exits_as_python_does() -> None:
+    """A closed pipe: Python's own exit (its message, status 120), not a silent 0."""
+    body = """
+        sys.stdout.write("x" * 10)
+        {call}
+        """
+    statuses = []
+    for call in ("exit_now(0)", "pass"):
+        read, write = os.pipe()
+        os.close(read)  # the reader is gone: flushing stdout fails with EPIPE
+        try:
+            done = _child(body.format(call=call), stdout=write)
+        finally:
+            os.close(write)
+        statuses.append((done.returncode, "BrokenPipeError" in done.stderr))
+    assert statuses[0] == statuses[1]
+    assert statuses[0][1]
