@@ -29,15 +29,23 @@ comment), JSON and JUnit XML.
 
 from __future__ import annotations
 
-import re
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
+from envbuild.catalog.ci_report import (
+    CATALOG_STAGES,
+    ENV_STAGES,
+    FAILED,
+    PASSED,
+    SKIPPED,
+    CiReport,
+    EnvReport,
+    Relock,
+    Stage,
+)
 from envbuild.errors import DefinitionError, EnvbuildError, UsageError
 from envbuild.log import Log
 
@@ -45,255 +53,22 @@ if TYPE_CHECKING:
     from envbuild.build.builder import Resolved
     from envbuild.build.result import BuildResult
     from envbuild.build.travel import Remote
-    from envbuild.catalog.test import TestReport
     from envbuild.definition.model import Environment
     from envbuild.engine.protocols import RunEngine
     from envbuild.settings import Settings
 
-PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
-# The stages of one environment, in the order they run (and the report's columns).
-ENV_STAGES = ("validate", "version", "locks", "base", "build", "tests", "push")
-CATALOG_STAGES = ("version", "publish")
-
-
-@dataclass
-class Stage:
-    """One stage's outcome: ``passed``, ``failed`` or ``skipped``, with why."""
-
-    name: str
-    status: str
-    seconds: float = 0.0
-    message: str = ""
-
-    def to_json(self) -> dict[str, object]:
-        """A JSON-ready mapping."""
-        return {
-            "name": self.name,
-            "status": self.status,
-            "seconds": round(self.seconds, 3),
-            "message": self.message,
-        }
-
-
-@dataclass
-class EnvReport:
-    """Everything the job found about one environment."""
-
-    folder: str
-    name: str
-    version: int | None = None
-    stages: dict[str, Stage] = field(default_factory=dict)
-    tier: str = ""  # who answered the build: local, registry or built
-    image: str = ""
-    hash: str = ""
-    digest: str = ""  # the registry digest (pulled or pushed)
-    tests: TestReport | None = None
-    relock: Relock | None = None  # the fix proposed for a drifted base (--relock)
-
-    @property
-    def ok(self) -> bool:
-        """True when no stage failed."""
-        return all(s.status != FAILED for s in self.stages.values())
-
-    @property
-    def seconds(self) -> float:
-        """The time all of this environment's stages took."""
-        return sum(s.seconds for s in self.stages.values())
-
-    def failed_before(self, stage: str) -> list[str]:
-        """The stages before ``stage`` that failed."""
-        names = ENV_STAGES[: ENV_STAGES.index(stage)]
-        return [n for n in names if n in self.stages and self.stages[n].status == FAILED]
-
-    def to_json(self) -> dict[str, object]:
-        """A JSON-ready mapping."""
-        return {
-            "folder": self.folder,
-            "name": self.name,
-            "version": self.version,
-            "ok": self.ok,
-            "tier": self.tier,
-            "image": self.image,
-            "hash": self.hash,
-            "digest": self.digest,
-            "seconds": round(self.seconds, 3),
-            "stages": {n: s.to_json() for n, s in self.stages.items()},
-            "tests": self.tests.to_json() if self.tests is not None else None,
-            "relock": self.relock.to_json() if self.relock is not None else None,
-        }
-
-
-@dataclass(frozen=True)
-class Relock:
-    """The fix ``--relock`` wrote to the working tree for a drifted base (not committed)."""
-
-    files: tuple[str, ...]  # the paths written: the lock files, and env.toml when bumped
-    version: tuple[int, int]  # the version before and after
-
-    def to_json(self) -> dict[str, object]:
-        """A JSON-ready mapping."""
-        return {"files": list(self.files), "version": list(self.version)}
-
-    def describe(self) -> str:
-        """The lines the base stage and the summary show."""
-        old, new = self.version
-        bumped = f"; version {old} -> {new}" if new != old else ""
-        return (
-            "proposed fix written to the working tree for review (not committed)"
-            + bumped
-            + ":\n"
-            + "\n".join(f"  {path}" for path in self.files)
-        )
-
-
-@dataclass
-class CiReport:
-    """The job's report: catalog-wide stages and one :class:`EnvReport` per environment."""
-
-    catalog: str
-    registry: str = ""
-    since: str | None = None
-    push: bool = False
-    stages: dict[str, Stage] = field(default_factory=dict)
-    envs: list[EnvReport] = field(default_factory=list)
-    seconds: float = 0.0
-    relock: bool = False
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing failed."""
-        return all(s.status != FAILED for s in self.stages.values()) and all(
-            e.ok for e in self.envs
-        )
-
-    def failures(self) -> list[tuple[str, Stage]]:
-        """``(where, stage)`` for every failed stage: the catalog's, then each environment's."""
-        out = [("catalog", s) for s in self.stages.values() if s.status == FAILED]
-        for env in self.envs:
-            out.extend((env.name, s) for s in env.stages.values() if s.status == FAILED)
-        return out
-
-    def to_json(self) -> dict[str, object]:
-        """The ``report.json`` shape."""
-        return {
-            "catalog": self.catalog,
-            "registry": self.registry,
-            "since": self.since,
-            "push": self.push,
-            "relock": self.relock,
-            "ok": self.ok,
-            "seconds": round(self.seconds, 3),
-            "stages": {n: s.to_json() for n, s in self.stages.items()},
-            "environments": [e.to_json() for e in self.envs],
-        }
-
-    def markdown(self) -> str:
-        """The summary for a pull-request comment: a table per environment, then the failures."""
-        mark = {PASSED: "ok", FAILED: "**FAIL**", SKIPPED: "-"}
-        verdict = "passed" if self.ok else f"failed ({len(self.failures())} failures)"
-        where = f" against `{self.registry}`" if self.registry else " (no registry)"
-        lines = [
-            f"## envbuild ci: {verdict}",
-            "",
-            f"Catalog `{self.catalog}`{where}"
-            + (f", version guard since `{self.since}`" if self.since else "")
-            + f", {self.seconds:.1f}s.",
-            "",
-            "| Environment | Version | "
-            + " | ".join(s.capitalize() for s in ENV_STAGES)
-            + " | Tier | Digest | Time |",
-            "|---|---|" + "---|" * len(ENV_STAGES) + "---|---|---:|",
-        ]
-        for env in self.envs:
-            cells = []
-            for name in ENV_STAGES:
-                stage = env.stages.get(name)
-                cell = mark[stage.status] if stage else ""
-                if name == "tests" and env.tests is not None and env.tests.results:
-                    good = sum(1 for r in env.tests.results if r.passed)
-                    cell += f" {good}/{len(env.tests.results)}"
-                cells.append(cell)
-            digest = f"`{env.digest[:19]}`" if env.digest else ""
-            lines.append(
-                f"| `{env.name}` | {env.version if env.version is not None else ''} | "
-                + " | ".join(cells)
-                + f" | {env.tier} | {digest} | {env.seconds:.1f}s |"
-            )
-        lines.append("")
-        lines.append(
-            "Catalog: "
-            + ", ".join(f"{name} {mark[s.status]}" for name, s in self.stages.items())
-            + "."
-        )
-        proposals = [env for env in self.envs if env.relock is not None]
-        if proposals:
-            lines += [
-                "",
-                "### Proposed fixes (`--relock`: in the working tree, not committed)",
-                "",
-            ]
-            for env in proposals:
-                assert env.relock is not None
-                old, new = env.relock.version
-                lines.append(
-                    f"- `{env.name}`: version {old} \u2192 {new}, relocked on the base at hand:"
-                )
-                lines.extend(f"  - `{path}`" for path in env.relock.files)
-        failures = self.failures()
-        if failures:
-            lines += ["", "### Failures", ""]
-            for where, stage in failures:
-                lines.append(f"**{where}**, {stage.name}:")
-                text = stage.message.strip() or "(no message)"
-                fence = "`" * max([3, *(len(run) + 1 for run in re.findall("`+", text))])
-                lines += ["", fence, text, fence, ""]
-        return "\n".join(lines).rstrip("\n") + "\n"
-
-    def junit(self) -> str:
-        """JUnit XML: one testcase per environment per stage (and per catalog stage)."""
-        cases: list[tuple[str, Stage]] = [("catalog", s) for s in self.stages.values()]
-        for env in self.envs:
-            cases.extend((env.name, s) for s in env.stages.values())
-        suite = ET.Element(
-            "testsuite",
-            name="envbuild ci",
-            tests=str(len(cases)),
-            failures=str(sum(1 for _, s in cases if s.status == FAILED)),
-            errors="0",
-            skipped=str(sum(1 for _, s in cases if s.status == SKIPPED)),
-            time=f"{self.seconds:.3f}",
-        )
-        for where, stage in cases:
-            case = ET.SubElement(
-                suite, "testcase", classname=where, name=stage.name, time=f"{stage.seconds:.3f}"
-            )
-            if stage.status == FAILED:
-                first = (stage.message.strip().splitlines() or ["failed"])[0]
-                failure = ET.SubElement(case, "failure", message=first, type=stage.name)
-                failure.text = stage.message
-            elif stage.status == SKIPPED:
-                ET.SubElement(case, "skipped", message=stage.message)
-        root = ET.Element("testsuites", name="envbuild ci")
-        root.append(suite)
-        ET.indent(root)
-        return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, "unicode") + "\n"
-
-    def write(self, folder: Path) -> list[Path]:
-        """Write ``summary.md``, ``report.json`` and ``junit.xml`` into ``folder``."""
-        import json
-
-        folder.mkdir(parents=True, exist_ok=True)
-        out = {
-            "summary.md": self.markdown(),
-            "report.json": json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n",
-            "junit.xml": self.junit(),
-        }
-        written = []
-        for name, text in out.items():
-            path = folder / name
-            path.write_text(text, encoding="utf-8")
-            written.append(path)
-        return written
+__all__ = [
+    "CATALOG_STAGES",
+    "ENV_STAGES",
+    "FAILED",
+    "PASSED",
+    "SKIPPED",
+    "CiReport",
+    "EnvReport",
+    "Relock",
+    "Stage",
+    "run_ci",
+]
 
 
 def _timed(name: str, work: Callable[[], tuple[str, str]]) -> Stage:
@@ -331,12 +106,24 @@ def run_ci(
             "--push needs a registry, and none is named",
             hint="name it with --registry HOST[:PORT][/NAMESPACE] or the registry setting",
         )
+    from envbuild.catalog import ci_record
     from envbuild.catalog import publish as pub
     from envbuild.catalog.order import build_order, discover
     from envbuild.definition.model import load
 
-    started = time.monotonic()
+    started, started_ns = time.monotonic(), time.time_ns()
+    commit = ci_record.since_commit(catalog, since) if since is not None else None
     published = published if published is not None else pub.default_out(catalog)
+    watched = _Watched(engine)
+    engine = cast("RunEngine", watched)  # every stage asks the engine through it
+    lines: list[str] = []
+    shown = log
+
+    def logged(line: str) -> None:  # every line is also the record's (see _remember)
+        lines.append(line)
+        shown(line)
+
+    log = logged
     report = CiReport(
         str(catalog), remote.registry.prefix if remote is not None else "", since, push
     )
@@ -415,6 +202,18 @@ def run_ci(
         status, message = FAILED, exc.render()
     report.stages["publish"] = Stage("publish", status, time.monotonic() - publish_started, message)
     report.seconds = time.monotonic() - started
+    ident = ci_record.identity(
+        catalog=catalog,
+        published=published,
+        registry=report.registry,
+        since=since,
+        push=push,
+        relock=relock,
+        settings=settings,
+    )
+    job = _Job(catalog, published, settings, remote, push, relock, commit, started_ns, ident)
+    if watched.changed or not _remember(job, report, built, engine, lines) or watched.changed:
+        ci_record.forget(settings.home, ident)
     return report
 
 
@@ -581,13 +380,14 @@ def _tests(
     if not tests:
         return SKIPPED, "no [[tests]]"
     log(f"envbuild ci: testing {result.image} ({len(tests)} checks)")
-    entry.tests = run_tests(
+    tested = run_tests(
         engine, image=result.image, image_id=result.id, tests=tests, home=settings.home, log=log
     )
-    bad = [r for r in entry.tests.results if not r.passed]
+    entry.tests = tested
+    bad = [r for r in tested.results if not r.passed]
     summary = f"{len(tests) - len(bad)}/{len(tests)} checks passed"
     if not bad:
-        return PASSED, summary + (" (recorded)" if entry.tests.reused else "")
+        return PASSED, summary + (" (recorded)" if tested.reused else "")
     details = []
     for r in bad:
         details.append(f"{r.name}: {r.reason}")
@@ -605,3 +405,137 @@ def _push(
     entry.digest = pushed.digest
     what = "pushed" if pushed.pushed else "already in the registry"
     return PASSED, f"{pushed.refs[0]}@{pushed.digest} ({what})"
+
+
+class _Watched:
+    """The engine as a job asks it, noting whether anything but a question was asked
+    (a build, a pull, a push, a tag, a container): a job that changed nothing is
+    remembered (:mod:`envbuild.catalog.ci_record`), one that did is not."""
+
+    QUESTIONS = frozenset(
+        {"inspect_image", "inspect_images", "list_images", "list_labelled", "list_owned"}
+    )
+
+    def __init__(self, engine: RunEngine) -> None:
+        self.engine = engine
+        self.changed = False
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self.QUESTIONS:
+            self.changed = True
+        return getattr(self.engine, name)
+
+
+class _Job(NamedTuple):
+    """What selected a job, as :func:`_remember` needs it."""
+
+    catalog: Path
+    published: Path
+    settings: Settings
+    remote: Remote | None
+    push: bool
+    relock: bool
+    commit: str | None  # the commit --since named when the job started
+    started_ns: int
+    ident: str
+
+
+def _remember(
+    job: _Job,
+    report: CiReport,
+    built: dict[Path, tuple[Resolved, BuildResult]],
+    engine: RunEngine,
+    lines: list[str],
+) -> bool:
+    """Record a green job that changed nothing (:mod:`envbuild.catalog.ci_record`):
+    every build answered by the engine, every test result reused, every push found
+    in the registry already, no relock; whether it was recorded."""
+    import os
+
+    import envbuild.lock as locking
+    from envbuild.cache import memo
+    from envbuild.catalog import ci_record
+    from envbuild.catalog import publish as pub
+    from envbuild.catalog.test import record_path
+    from envbuild.lock.model import conda_store
+
+    settings, remote = job.settings, job.remote
+    if not report.ok or job.relock or len(built) != len(report.envs):
+        return False
+    by_folder = {Path(entry.folder): entry for entry in report.envs}
+    for entry in report.envs:
+        tests, pushed = entry.stages["tests"], entry.stages["push"]
+        if entry.tier != "local" or entry.relock is not None:
+            return False
+        if tests.status != SKIPPED and (
+            entry.tests is None or entry.tests.to_json().get("reused") is not True
+        ):
+            return False
+        if job.push and not (
+            pushed.status == PASSED and pushed.message.endswith("(already in the registry)")
+        ):
+            return False
+    if job.commit != (ci_record.since_commit(job.catalog, report.since) if report.since else None):
+        return False  # --since moved while the job ran
+    listings = pub.check_record(
+        settings.home, job.catalog, job.published, settings.platform, conda_store(settings.home)
+    )
+    if listings is None:
+        return False
+    images: dict[str, str] = {}
+    repo_digests: dict[str, list[str]] = {}
+    heads: list[tuple[str, str, str]] = []
+    depends: list[Path] = []
+    for folder, (resolved, result) in built.items():
+        env, entry = resolved.env, by_folder[folder]
+        depends.append(memo.record_path(settings.home, env.path, settings.platform))
+        if env.tests:
+            depends.append(record_path(settings.home, result.id, env.tests))
+        for tag in (resolved.hash_tag, resolved.version_tag):
+            info = engine.inspect_image(tag)
+            if info is None or info.id != result.id:
+                return False  # moved while the job ran
+            images[tag] = info.id
+        if resolved.base_id is not None and env.base.image:
+            images[env.base.image] = resolved.base_id
+        locks = locking.read(env.path)
+        if locks is not None and locks.base is not None:
+            pin = locks.base
+            ref = pin.from_ref if pin.kind == "digest" else pin.image
+            try:
+                if locking.check_base(pin, engine, env_path=env.path) is not None:
+                    return False
+            except EnvbuildError:
+                return False
+            info = engine.inspect_image(ref)
+            if info is None:
+                return False
+            images[ref] = info.id
+        if job.push:
+            assert remote is not None
+            repo_digests[resolved.hash_tag] = [remote.digest_ref(env.name, entry.digest)]
+            heads.append((env.name, resolved.hash[:12], entry.digest))
+            heads.append((env.name, str(env.version), entry.digest))
+    wanted = {
+        str(path): memo.file_digest(str(path)) if os.path.lexists(path) else None
+        for path in depends
+    }
+    if any(wanted[str(path)] is None and os.path.lexists(path) for path in depends):
+        return False
+    records = memo.file_entries(wanted.items(), sources=())  # envbuild's own records
+    sources = memo.file_entries((), sources=ci_record.SOURCES)
+    if records is None or sources is None:
+        return False
+    return ci_record.remember(
+        settings.home,
+        job.ident,
+        report=report.to_json(),
+        log=lines,
+        listings=listings,
+        inputs=[*listings["files"], *sources],
+        records=records,
+        engine=ci_record.Engine(images, repo_digests),
+        registry=heads,
+        since=job.commit,
+        started_ns=job.started_ns,
+    )

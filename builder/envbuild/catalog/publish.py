@@ -37,6 +37,11 @@ from typing import TYPE_CHECKING, Any
 
 from envbuild import files as safe_files
 from envbuild.cache.hashing import canonical_json, content_hash, manifest
+from envbuild.catalog.listing import default_out as default_out  # re-exported
+from envbuild.catalog.listing import files_under as _files_under
+from envbuild.catalog.listing import folder_listing as _folder_listing
+from envbuild.catalog.listing import is_executable as _is_executable
+from envbuild.catalog.listing import listings_hold
 from envbuild.catalog.order import (
     definition_digest,
     definition_file_digests,
@@ -178,13 +183,6 @@ class PublishReport:
     unchanged: int = 0
     images: tuple[str, ...] = ()  # releases whose image.json was written
     warnings: tuple[str, ...] = field(default_factory=tuple)
-
-
-def default_out(catalog: Path) -> Path:
-    """The published folder beside ``catalog``: ``curated`` -> ``published``."""
-    if catalog.name in ("", ".", ".."):  # "." or "..": name the real parent
-        return catalog.resolve().parent / "published"
-    return catalog.parent / "published"
 
 
 def guard_out(out: Path) -> None:
@@ -368,20 +366,6 @@ def render_catalog(
 # --------------------------------------------------------------------------
 # Reading what is published (history)
 # --------------------------------------------------------------------------
-
-
-def _is_executable(path: Path) -> bool:
-    return bool(path.stat().st_mode & 0o111)
-
-
-def _files_under(folder: Path) -> dict[str, Path]:
-    """Every file under ``folder`` by POSIX path relative to it (hidden files too)."""
-    found: dict[str, Path] = {}
-    for root, _, names in os.walk(folder):  # never descends into a symlinked folder
-        for name in names:
-            path = Path(root) / name
-            found[path.relative_to(folder).as_posix()] = path
-    return dict(sorted(found.items()))
 
 
 def version_folders(out: Path) -> dict[tuple[str, int], Path]:
@@ -822,11 +806,6 @@ def _check_identity(
     return ident, Path("cache") / "publish-check" / f"{name}.json"
 
 
-def _folder_listing(folder: Path) -> dict[str, bool]:
-    """Every file under ``folder``: relative path -> whether it is executable."""
-    return {rel: _is_executable(path) for rel, path in _files_under(folder).items()}
-
-
 def _remember_check(
     home: Path,
     catalog: Path,
@@ -902,15 +881,25 @@ def _recall_check(
     ident, where = _check_identity(catalog, out, platform, conda_store)
     try:
         data = json.loads((home / where).read_bytes())
-        if data["for"] != ident:
-            return False
-        if data["catalog"] != [str(folder) for folder in discover(catalog)]:
-            return False
-        for folder, listing in data["folders"].items():
-            if _folder_listing(Path(folder)) != listing:
-                return False
-        if (_folder_listing(out) if out.is_dir() else {}) != data["published"]:
+        if data["for"] != ident or not listings_hold(data, catalog, out):
             return False
         return memo.unchanged(data["files"]) is not None
     except (OSError, ValueError, KeyError, TypeError, AttributeError, EnvbuildError):
         return False
+
+
+def check_record(
+    home: Path, catalog: Path, out: Path, platform: str, conda_store: Path | None
+) -> dict[str, Any] | None:
+    """The record of a clean check of ``catalog`` against ``out`` (what
+    :func:`_remember_check` wrote) while it still holds (:func:`_recall_check`), else
+    ``None``: what a green ``ci`` job's record (:mod:`envbuild.catalog.ci_record`) builds on.
+    """
+    if not _recall_check(home, catalog, out, platform, conda_store):
+        return None
+    _, where = _check_identity(catalog, out, platform, conda_store)
+    try:
+        data: dict[str, Any] = json.loads((home / where).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data

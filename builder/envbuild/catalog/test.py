@@ -117,7 +117,7 @@ def _checks_digest(tests: Sequence[TestSpec]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def _record_path(home: Path, image_id: str, tests: Sequence[TestSpec]) -> Path:
+def record_path(home: Path, image_id: str, tests: Sequence[TestSpec]) -> Path:
     key = hashlib.sha256(f"{image_id}\0{_checks_digest(tests)}".encode()).hexdigest()
     return home / "test-results" / f"{key}.json"
 
@@ -163,7 +163,7 @@ def run_tests(
     log: Log = lambda line: None,
 ) -> TestReport:
     """Run every check of ``tests`` in ``image`` (or reuse the recorded results)."""
-    record = _record_path(home, image_id, tests)
+    record = record_path(home, image_id, tests)
     if not force and record.is_file():
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             data = json.loads(record.read_text(encoding="utf-8"))

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # annotations only: the fast paths import lazily
     from envbuild.build.result import BuildResult
     from envbuild.cache.memo import Memo
+    from envbuild.catalog.ci_report import CiReport
     from envbuild.engine.docker import DockerEngine
     from envbuild.engine.records import ImageInfo
     from envbuild.settings import Settings
@@ -406,6 +407,155 @@ def exit_now(code: int) -> None:
     os._exit(code)
 
 
+_CI_OPTIONS = {"--registry", "--since", "--report", "--published"}
+_CI_FLAGS = {"--push": "push", "--json": "json", "-q": "quiet", "--quiet": "quiet"}
+
+
+def _parse_ci(argv: Sequence[str]) -> tuple[str, dict[str, str], set[str]] | None:
+    """``(CATALOG, options, flags)`` for ``ci CATALOG [--registry R] [--since REF]
+    [--published DIR] [--report DIR] [--push] [--json] [-q]``, else ``None``."""
+    if len(argv) < 2 or argv[0] != "ci":
+        return None
+    catalog: str | None = None
+    options: dict[str, str] = {}
+    flags: set[str] = set()
+    rest = iter(argv[1:])
+    for arg in rest:
+        if arg in _CI_OPTIONS:
+            value = next(rest, None)
+            if arg in options or not value or value.startswith("-"):
+                return None  # repeated, missing or odd: the full command line says
+            options[arg] = value
+        elif arg in _CI_FLAGS:
+            flags.add(_CI_FLAGS[arg])
+        elif arg.startswith("-") or catalog is not None or not arg:
+            return None  # --relock, --registry-ca, --x=y, a second CATALOG ...
+        else:
+            catalog = arg
+    return (catalog, options, flags) if catalog else None
+
+
+def _trace(line: str) -> None:
+    """A line on stderr when ``ENVBUILD_TRACE`` is set: which way a fast path went."""
+    import os
+
+    if os.environ.get("ENVBUILD_TRACE"):
+        sys.stderr.write(f"envbuild: trace: {line}\n")
+
+
+def ci_recorded(argv: Sequence[str]) -> int | None:
+    """Answer ``ci`` from the record of the same job, green and changing nothing, when
+    everything it depended on is as recorded; ``None`` means "use the full CLI".
+
+    :mod:`envbuild.catalog.ci_record` keeps the report of such a job with every file,
+    image and registry digest it depended on and checks them again: the files by
+    stat, the engine in one batch of inspects, the registry in one batch of manifest
+    HEADs (as the push stage asks them, with the same credentials:
+    :func:`envbuild.engine.registry.registry_from`), git once for ``--since``. The
+    report is printed as the full path prints it (:class:`envbuild.catalog.ci_report.CiReport`,
+    the same log lines, ``--report`` files and exit code), with this run's timings.
+    Any other option (``--relock``, ``--registry-ca``, ``--registry-insecure``), a
+    CA setting, anything that differs or cannot be checked: the full job runs.
+    ``ENVBUILD_TRACE=1`` says on stderr which way it went.
+    """
+    parsed = _parse_ci(argv)
+    if parsed is None:
+        return None
+    catalog_text, options, flags = parsed
+    try:
+        import time
+        from pathlib import Path
+
+        started = time.monotonic()
+        from envbuild.catalog import ci_record
+        from envbuild.catalog.listing import default_out
+        from envbuild.engine.docker import DockerEngine
+        from envbuild.settings import load_settings
+
+        settings = load_settings()
+        registry_text, source = options.get("--registry"), "--registry"
+        if not registry_text and settings.registry:
+            registry_text, source = settings.registry, "the registry setting"
+        if settings.registry_ca or ("push" in flags and not registry_text):
+            return None
+        catalog = Path(catalog_text)
+        published = Path(options["--published"]) if "--published" in options else None
+        client = None
+        prefix = ""
+        if registry_text:  # checked and its credentials found as the full path does
+            from envbuild.engine.registry import RegistryClient, registry_from
+
+            registry = registry_from(registry_text, source=source)
+            client, prefix = RegistryClient(registry), registry.prefix
+        ident = ci_record.identity(
+            catalog=catalog,
+            published=published if published is not None else default_out(catalog),
+            registry=prefix,
+            since=options.get("--since"),
+            push="push" in flags,
+            relock=False,
+            settings=settings,
+        )
+        found = ci_record.recall(
+            settings.home,
+            ident,
+            catalog=catalog,
+            published=published if published is not None else default_out(catalog),
+            since=options.get("--since"),
+            inspect=DockerEngine(settings.docker).inspect_images,
+            heads=client.manifest_digests if client is not None else None,
+        )
+        if isinstance(found, str):
+            _trace(f"ci runs the whole job: {found}")
+            return None
+        from envbuild.catalog.ci_report import CiReport
+
+        report = CiReport.from_json(found.report)
+        _retime(report, found.spent, time.monotonic() - started)
+        written = report.write(Path(options["--report"])) if "--report" in options else []
+    except Exception:  # the full CLI redoes this and reports the error properly
+        return None
+    import json
+
+    _trace(f"ci answered from the record {ci_record.record_path(settings.home, ident)}")
+    if "quiet" not in flags:
+        for line in found.log:
+            sys.stderr.write(line + "\n")
+    for path in written:
+        sys.stderr.write(f"envbuild ci: wrote {path}\n")
+    if "json" in flags:
+        sys.stdout.write(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(report.markdown())
+    sys.stdout.flush()
+    return 0 if report.ok else 1
+
+
+def _retime(report: CiReport, spent: dict[str, float], total: float) -> None:
+    """Give ``report`` (rebuilt from a record) the timings of this run: what each
+    kind of check took, shared among the stages it stands for; a stage the job
+    timed at zero stays at zero."""
+    stands_for = {
+        "files": "validate version locks tests publish",
+        "engine": "base build",
+        "registry": "push",
+        "git": "version",
+    }
+    share: dict[str, float] = {}
+    for kind, names in stands_for.items():
+        for name in names.split():
+            share[name] = share.get(name, 0.0) + spent.get(kind, 0.0) / len(names.split())
+    count = max(len(report.envs), 1)
+    for stage in report.stages.values():
+        if stage.seconds:
+            stage.seconds = share.get(stage.name, 0.0)
+    for env in report.envs:
+        for stage in env.stages.values():
+            if stage.seconds:
+                stage.seconds = share.get(stage.name, 0.0) / count
+    report.seconds = total
+
+
 def entry() -> None:
     """The console script ``envbuild``."""
     code = cached_build(sys.argv[1:])
@@ -413,6 +563,8 @@ def entry() -> None:
         code = cached_catalog(sys.argv[1:])
     if code is None and sys.argv[1:2] == ["push"]:
         code = pushed_already(sys.argv[1:])
+    if code is None and sys.argv[1:2] == ["ci"]:
+        code = ci_recorded(sys.argv[1:])
     if code is None and sys.argv[1:2] == ["run"]:
         from envbuild.cli.run_fast import fast_run  # plain `run` forms, also without click
 

@@ -30,7 +30,7 @@ import json
 import os
 import re
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -297,16 +297,19 @@ class RegistryClient:
     # -- transport ------------------------------------------------------------------
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
-            if self.registry.scheme == "https":
-                context = ssl.create_default_context(
-                    cafile=str(self.registry.ca_file) if self.registry.ca_file else None
-                )
-                self._conn = http.client.HTTPSConnection(
-                    self.registry.host, timeout=self.timeout, context=context
-                )
-            else:
-                self._conn = http.client.HTTPConnection(self.registry.host, timeout=self.timeout)
+            self._conn = self._connect()
         return self._conn
+
+    def _connect(self) -> http.client.HTTPConnection:
+        """A new connection to the registry (not yet open)."""
+        if self.registry.scheme == "https":
+            context = ssl.create_default_context(
+                cafile=str(self.registry.ca_file) if self.registry.ca_file else None
+            )
+            return http.client.HTTPSConnection(
+                self.registry.host, timeout=self.timeout, context=context
+            )
+        return http.client.HTTPConnection(self.registry.host, timeout=self.timeout)
 
     def close(self) -> None:
         """Close the connection (a later request opens another)."""
@@ -451,13 +454,12 @@ class RegistryClient:
         """The digest the registry holds for ``name:reference`` (a tag or a digest), or
         ``None`` when it holds none: one ``HEAD`` (a ``GET`` only if the registry sends
         no ``Docker-Content-Digest``)."""
-        repo = self.registry.path(name)
-        path = f"/v2/{repo}/manifests/{reference}"
-        headers = {"Accept": ", ".join(MANIFEST_TYPES)}
-        scope = f"repository:{repo}:pull"
+        path, headers, scope = self._manifest_head(name, reference)
         status, reply, _ = self.request("HEAD", path, headers, scope)
-        if status == 404:
-            return None
+        settled, digest = _settled(status, reply.get("Docker-Content-Digest", ""))
+        if settled:
+            return digest
+        repo = self.registry.path(name)
         if status == 403:
             raise self._fail(
                 f"the registry {self.registry.host} denies access to {repo}",
@@ -476,6 +478,56 @@ class RegistryClient:
                 )
             digest = "sha256:" + hashlib.sha256(body).hexdigest()
         return digest
+
+    def _manifest_head(self, name: str, reference: str) -> tuple[str, dict[str, str], str]:
+        """The path, headers and auth scope of the manifest HEAD of ``name:reference``."""
+        repo = self.registry.path(name)
+        headers = {"Accept": ", ".join(MANIFEST_TYPES)}
+        return f"/v2/{repo}/manifests/{reference}", headers, f"repository:{repo}:pull"
+
+    def manifest_digests(self, wanted: Sequence[tuple[str, str]]) -> list[str | None]:
+        """:meth:`manifest_digest` of each ``(name, reference)``, the HEADs in flight together.
+
+        Each HEAD goes on a connection of its own, all sent before the first answer
+        is read. An answer other than a digest or "not here" (an auth challenge, an
+        error, no digest header) and a connection that fails are asked again by
+        :meth:`manifest_digest`, which answers or raises as it always does.
+        """
+        answers: list[str | None] = []
+        conns: list[http.client.HTTPConnection] = []
+        try:
+            try:
+                for name, reference in wanted:
+                    path, headers, scope = self._manifest_head(name, reference)
+                    headers = {"User-Agent": "envbuild", **headers}
+                    if scope in self._auth:
+                        headers["Authorization"] = self._auth[scope]
+                    conns.append(self._connect())
+                    conns[-1].request("HEAD", path, headers=headers)
+                replies = []
+                for conn in conns:
+                    response = conn.getresponse()
+                    response.read()
+                    replies.append((response.status, response.headers))
+            except (http.client.HTTPException, OSError):
+                return [self.manifest_digest(name, reference) for name, reference in wanted]
+        finally:
+            for conn in conns:
+                conn.close()
+        for (name, reference), (status, reply) in zip(wanted, replies, strict=True):
+            settled, digest = _settled(status, reply.get("Docker-Content-Digest", ""))
+            answers.append(digest if settled else self.manifest_digest(name, reference))
+        return answers
+
+
+def _settled(status: int, digest: str) -> tuple[bool, str | None]:
+    """What a manifest HEAD's answer settles: ``(True, digest)`` for a 200 with a digest,
+    ``(True, None)`` for a 404 (no such tag); ``(False, None)`` for anything else."""
+    if status == 404:
+        return True, None
+    if status == 200 and _DIGEST_RE.fullmatch(digest):
+        return True, digest
+    return False, None
 
 
 # --------------------------------------------------------------------------
