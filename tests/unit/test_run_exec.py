@@ -331,3 +331,77 @@ def test_an_output_folder_that_cannot_be_made_is_a_clear_error(
     with pytest.raises(RunConfigError, match="cannot create the folder"):
         go(engine, settings, src, outputs=[Output("model", tmp_path / "out" / "model")])
     assert engine.ops == []  # nothing started
+
+
+def test_bookkeeping_waits_until_the_container_runs(
+    settings: Settings, src: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The history row and the reap of dead envbuilds' leftovers start once the container
+    runs, never before (they would hold the interpreter while create and start are sent),
+    and are complete when run() returns."""
+    import envbuild.run.local as local
+
+    engine = FakeRunEngine(frames=[out("x\n")]).with_image()
+    seen: dict[str, list[str]] = {}
+    from envbuild.run.reaper import reap
+
+    record_start = local._record_start
+
+    def recording(*args: object) -> object:
+        seen["history"] = list(engine.ops)
+        return record_start(*args)  # type: ignore[arg-type]
+
+    def reaping(*args: object) -> object:
+        seen["reap"] = list(engine.ops)
+        return reap(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(local, "_record_start", recording)
+    monkeypatch.setattr(local, "reap", reaping)
+    result, _ = go(engine, settings, src)
+    assert seen["history"][:3] == seen["reap"][:3] == ["create", "attach", "start"]
+    assert History.at(settings).get(result.run_id).status == "exited"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("when", ["while created", "right after start"])
+def test_an_interrupted_run_still_gets_its_history_row(
+    settings: Settings, src: Path, when: str
+) -> None:
+    """Ctrl-C before the bookkeeping threads were started (the container never ran) or as
+    they start: the row is written, and completed as interrupted, before run() returns."""
+    engine = FakeRunEngine(frames=[out("x\n")], block=True).with_image()
+    step = engine.create_container if when == "while created" else engine.start_container
+
+    def interrupted(*args: object) -> object:
+        answer = step(*args)  # type: ignore[arg-type]
+        os.kill(os.getpid(), signal.SIGINT)
+        return answer
+
+    if when == "while created":
+        engine.create_container = interrupted  # type: ignore[method-assign, assignment]
+    else:
+        engine.start_container = interrupted  # type: ignore[method-assign, assignment]
+    result, _ = go(engine, settings, src)
+    assert result.exit_code == 130 and result.status == "interrupted"  # type: ignore[attr-defined]
+    assert not engine.live
+    record = History.at(settings).get(result.run_id)  # type: ignore[attr-defined]
+    assert (record.status, record.exit_code) == ("interrupted", 130)
+
+
+def test_a_failing_history_row_is_reported_once(
+    settings: Settings, src: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure in the background work is a warning, never lost and never the run's."""
+    import envbuild.run.local as local
+
+    def broken(*args: object) -> object:
+        raise OSError(28, "No space left on device", "runs.db")
+
+    monkeypatch.setattr(local, "_record_start", broken)
+    engine = FakeRunEngine(frames=[out("x\n")], exit_code=5).with_image()
+    result, captured = go(engine, settings, src)
+    assert result.exit_code == 5 and result.status == "exited"  # type: ignore[attr-defined]
+    warnings = [m for m in captured.messages if m.startswith("warning:")]
+    assert warnings == [
+        f"warning: could not record run {result.run_id} in the history: "  # type: ignore[attr-defined]
+        "runs.db: No space left on device"
+    ]

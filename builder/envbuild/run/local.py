@@ -381,17 +381,21 @@ def run(
         from envbuild.run.files import Prepared
 
         prepared = Prepared.make(the_plan.run_files, run_id, log)
-    # What an earlier envbuild left when it was killed is removed meanwhile.
-    reaper = _Background(lambda: reap(engine, settings.home, log))
+    # envbuild's own bookkeeping (removing what an earlier envbuild left when it
+    # was killed, the history row) is done by threads started once the container
+    # runs, not before: their imports and requests would hold the interpreter
+    # while the main thread sends create, attach and start (~4 ms measured), and
+    # nothing on the way to a running container depends on them. They are done
+    # (or started, on a run that never got that far) before this returns.
+    reaper = _Background(lambda: reap(engine, settings.home, log), start=False)
     # envbuild's own records (the log file, the history) are never worth the
     # user's job: a full disk or a broken state folder is reported once each,
     # and the run goes on (its outputs are on the host already).
     run_log = _RunLog(settings.home / "runs" / f"{run_id}.log", log)
     started, clock = time.time(), time.monotonic()
-    # The history row is written while the engine creates the container: a
-    # SQLite commit costs as much as an engine request, and nothing depends on it.
     recorder = _Background(
-        lambda: _record_start(settings, the_plan, run_id, image, image_id, run_log.path, started)
+        lambda: _record_start(settings, the_plan, run_id, image, image_id, run_log.path, started),
+        start=False,
     )
 
     supervisor = _Supervisor(engine, config.stop_timeout, log)
@@ -409,6 +413,8 @@ def run(
     def running(container_id: str) -> None:
         supervisor.resend()
         supervisor.start_timer(config.timeout)
+        recorder.start()  # the main thread now only waits for the container's output
+        reaper.start()
 
     def finishing() -> None:
         supervisor.finishing = True
@@ -603,9 +609,10 @@ class _RunLog:
 
 
 class _Background(Generic[T]):
-    """Call ``work`` in a thread now; :meth:`result` waits, returns its value or raises."""
+    """Call ``work`` in a thread, now or from :meth:`start`; :meth:`result` waits (starting
+    it if nothing did), returns its value or raises what it raised."""
 
-    def __init__(self, work: Callable[[], T]) -> None:
+    def __init__(self, work: Callable[[], T], *, start: bool = True) -> None:
         self._error: BaseException | None = None
         self._value: list[T] = []
 
@@ -616,10 +623,19 @@ class _Background(Generic[T]):
                 self._error = exc
 
         self._thread = threading.Thread(target=target, daemon=True)
-        self._thread.start()
+        self._started = False
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start the work (once; later calls do nothing)."""
+        if not self._started:
+            self._thread.start()
+            self._started = True
 
     def result(self) -> T:
         """Wait for the work; return its value, or raise what it raised."""
+        self.start()
         self._thread.join()
         if self._error is not None:
             raise self._error
