@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.request
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -203,3 +205,67 @@ def test_relock_proposes_the_fix_of_a_moved_base_and_committing_it_is_green(
             subprocess.run(
                 [session.docker, "rmi", "--force", image], capture_output=True, check=False
             )
+
+
+def _without_seconds(data: object) -> object:
+    if isinstance(data, dict):
+        return {k: _without_seconds(v) for k, v in data.items() if k != "seconds"}
+    if isinstance(data, list):
+        return [_without_seconds(v) for v in data]
+    return data
+
+
+def test_a_green_no_op_job_is_answered_from_its_record_until_the_registry_changes(
+    session: Session, registry: LoopbackRegistry, tmp_path: Path
+) -> None:
+    token = uuid.uuid4().hex[:8]
+    name = f"ci-record-{token}"
+    catalog = tmp_path / "catalog"
+    (catalog / "env").mkdir(parents=True)
+    (catalog / "env" / "env.toml").write_text(
+        f'schema = 1\nname = "{name}"\nversion = 1\n[base]\nimage = "debian:bookworm-slim"\n'
+        '[[tests]]\nrun = ["true"]\n',
+        encoding="utf-8",
+    )
+    session("lock", "-q", str(catalog / "env"))
+    session("publish", "--catalog", str(catalog))
+    target = f"{registry.host}/{session.namespace}"
+    argv = ("ci", str(catalog), "--registry", target, "--push", "--json")
+    session.env["ENVBUILD_TRACE"] = "1"
+
+    def ci() -> tuple[dict[str, Any], str]:
+        proc = session(*argv)
+        return json.loads(proc.stdout), proc.stderr
+
+    first, err = ci()  # builds, tests and pushes: not a no-op
+    assert first["ok"] is True and "(pushed)" in json.dumps(first)
+    assert "ci runs the whole job: no record of this job" in err
+    second, err = ci()  # the same job, changing nothing: recorded
+    assert "ci runs the whole job: no record of this job" in err
+    (env,) = second["environments"]
+    assert (
+        env["tier"] == "local" and "(already in the registry)" in env["stages"]["push"]["message"]
+    )
+    third, err = ci()
+    assert "ci answered from the record" in err
+    assert _without_seconds(third) == _without_seconds(second)
+    assert err.replace("envbuild: trace: ci answered", "").count("envbuild: trace") == 0
+
+    # The registry loses the image: the record no longer holds; the whole job pushes again.
+    request = urllib.request.Request(
+        f"{registry.url}/v2/{session.namespace}/{name}/manifests/{env['digest']}",
+        method="DELETE",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 202
+    assert registry.manifest_digest(f"{session.namespace}/{name}", "1") is None
+    fourth, err = ci()
+    assert "ci runs the whole job: the registry's" in err
+    (pushed,) = fourth["environments"]
+    assert fourth["ok"] is True and "(pushed)" in pushed["stages"]["push"]["message"]
+    assert registry.manifest_digest(f"{session.namespace}/{name}", "1") == pushed["digest"]
+    _, err = ci()  # that job pushed: nothing was recorded; this one is recorded again
+    assert "no record of this job" in err
+    sixth, err = ci()
+    assert "ci answered from the record" in err
+    assert sixth["environments"][0]["digest"] == pushed["digest"]
