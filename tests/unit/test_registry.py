@@ -309,3 +309,39 @@ def test_check_access_takes_a_token_without_a_scope(token_registry: str) -> None
     wrong = RegistryClient(Registry(token_registry, "ns", Credentials("u", "wrong")))
     with pytest.raises(RegistryError, match="refused the credentials of user 'u'"):
         wrong.check_access()
+
+
+def test_manifest_heads_in_one_batch_answer_as_one_by_one(token_registry: str) -> None:
+    expected = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
+    client = RegistryClient(Registry(token_registry, "ns", Credentials("u", SECRET)))
+    # The first batch meets the challenge: each HEAD is asked again, with the token.
+    wanted = [("x", "1"), ("x", "2"), ("x", "1")]
+    assert client.manifest_digests(wanted) == [expected, None, expected]
+    _TokenRegistry.seen = []
+    # The token known: one HEAD each, all on plain sockets, no challenge again.
+    assert client.manifest_digests(wanted) == [expected, None, expected]
+    assert sorted(s["path"] for s in _TokenRegistry.seen) == sorted(
+        f"/v2/ns/x/manifests/{tag}" for _, tag in wanted
+    )
+    heads = _TokenRegistry.seen
+    assert all(h["Authorization"] == "Bearer tok" for h in heads)
+    assert all(set(MANIFEST_TYPES) <= set(h["Accept"].split(", ")) for h in heads)
+
+
+def test_a_batch_without_a_digest_header_is_hashed_and_errors_are_raised(
+    token_registry: str,
+) -> None:
+    _TokenRegistry.send_digest = False
+    client = RegistryClient(Registry(token_registry, "ns", Credentials("u", SECRET)))
+    expected = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
+    assert client.manifest_digests([("x", "1"), ("x", "3")]) == [expected, None]
+    wrong = RegistryClient(Registry(token_registry, "ns", Credentials("u", "wrong")))
+    with pytest.raises(RegistryError, match="refused the credentials of user 'u'"):
+        wrong.manifest_digests([("x", "1")])
+    from tests.integration.registry import free_port
+
+    down = RegistryClient(Registry(f"127.0.0.1:{free_port()}", "ns", Credentials("u", SECRET)))
+    with pytest.raises(RegistryError) as error:
+        down.manifest_digests([("x", "1"), ("x", "2")])
+    assert "cannot reach the registry" in error.value.message
+    assert SECRET not in error.value.render()

@@ -23,21 +23,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import http.client
-import ipaddress
 import json
 import os
 import re
-import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
 from envbuild.errors import RegistryError, UsageError
 from envbuild.log import Log
+
+if TYPE_CHECKING:  # http.client, ssl and hashlib are imported where a request needs them:
+    import http.client  # the console script's ci fast path asks HEADs on plain sockets
 
 USERNAME_VAR = "ENVBUILD_REGISTRY_USERNAME"
 PASSWORD_VAR = "ENVBUILD_REGISTRY_PASSWORD"  # noqa: S105 - the variable's name
@@ -118,6 +117,8 @@ def is_loopback(host: str) -> bool:
         name = host.split(":", 1)[0]
     if name == "localhost":
         return True
+    import ipaddress
+
     try:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
@@ -302,7 +303,11 @@ class RegistryClient:
 
     def _connect(self) -> http.client.HTTPConnection:
         """A new connection to the registry (not yet open)."""
+        import http.client
+
         if self.registry.scheme == "https":
+            import ssl
+
             context = ssl.create_default_context(
                 cafile=str(self.registry.ca_file) if self.registry.ca_file else None
             )
@@ -323,6 +328,9 @@ class RegistryClient:
     def _send(
         self, method: str, path: str, headers: Mapping[str, str]
     ) -> tuple[int, http.client.HTTPMessage, bytes]:
+        import http.client
+        import ssl
+
         for attempt in (1, 2):  # a kept-alive connection the server closed: once more
             conn = self._connection()
             try:
@@ -350,6 +358,9 @@ class RegistryClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _token(self, params: Mapping[str, str]) -> str:
+        import http.client
+        import ssl
+
         realm = params.get("realm", "")
         parts = urlsplit(realm)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -476,6 +487,8 @@ class RegistryClient:
                 raise self._fail(
                     f"the registry {self.registry.host} answered {status} for {repo}:{reference}"
                 )
+            import hashlib
+
             digest = "sha256:" + hashlib.sha256(body).hexdigest()
         return digest
 
@@ -489,35 +502,92 @@ class RegistryClient:
         """:meth:`manifest_digest` of each ``(name, reference)``, the HEADs in flight together.
 
         Each HEAD goes on a connection of its own, all sent before the first answer
-        is read. An answer other than a digest or "not here" (an auth challenge, an
-        error, no digest header) and a connection that fails are asked again by
+        is read (on plain http, on sockets: no ``http.client`` to import). An answer
+        other than a digest or "not here" (an auth challenge, an error, no digest
+        header), and any connection that fails, is asked again by
         :meth:`manifest_digest`, which answers or raises as it always does.
         """
-        answers: list[str | None] = []
+        heads = []
+        for name, reference in wanted:
+            path, headers, scope = self._manifest_head(name, reference)
+            headers = {"User-Agent": "envbuild", **headers}
+            if scope in self._auth:
+                headers["Authorization"] = self._auth[scope]
+            heads.append((path, headers))
+        try:
+            answers = self._plain_heads(heads) if self.registry.scheme == "http" else None
+            if answers is None:
+                answers = self._heads(heads)
+        except (OSError, ValueError, LookupError):
+            answers = [(0, "")] * len(wanted)  # asked again, one by one
+        found: list[str | None] = []
+        for (name, reference), (status, digest) in zip(wanted, answers, strict=True):
+            settled, value = _settled(status, digest)
+            found.append(value if settled else self.manifest_digest(name, reference))
+        return found
+
+    def _heads(self, heads: Sequence[tuple[str, Mapping[str, str]]]) -> list[tuple[int, str]]:
+        """``(status, Docker-Content-Digest)`` of each HEAD, on ``http.client`` connections."""
+        import http.client
+
         conns: list[http.client.HTTPConnection] = []
         try:
-            try:
-                for name, reference in wanted:
-                    path, headers, scope = self._manifest_head(name, reference)
-                    headers = {"User-Agent": "envbuild", **headers}
-                    if scope in self._auth:
-                        headers["Authorization"] = self._auth[scope]
-                    conns.append(self._connect())
-                    conns[-1].request("HEAD", path, headers=headers)
-                replies = []
-                for conn in conns:
-                    response = conn.getresponse()
-                    response.read()
-                    replies.append((response.status, response.headers))
-            except (http.client.HTTPException, OSError):
-                return [self.manifest_digest(name, reference) for name, reference in wanted]
+            for path, headers in heads:
+                conns.append(self._connect())
+                conns[-1].request("HEAD", path, headers=dict(headers))
+            answers = []
+            for conn in conns:
+                response = conn.getresponse()
+                response.read()
+                answers.append((response.status, response.headers.get("Docker-Content-Digest", "")))
+            return answers
+        except http.client.HTTPException as exc:
+            raise ValueError(str(exc)) from None
         finally:
             for conn in conns:
                 conn.close()
-        for (name, reference), (status, reply) in zip(wanted, replies, strict=True):
-            settled, digest = _settled(status, reply.get("Docker-Content-Digest", ""))
-            answers.append(digest if settled else self.manifest_digest(name, reference))
-        return answers
+
+    def _plain_heads(self, heads: Sequence[tuple[str, Mapping[str, str]]]) -> list[tuple[int, str]]:
+        """``(status, Docker-Content-Digest)`` of each HEAD over plain http, on sockets."""
+        import socket
+        from urllib.parse import urlsplit
+
+        where = urlsplit(f"http://{self.registry.host}")
+        address = (where.hostname or "", where.port or 80)
+        socks: list[socket.socket] = []
+        try:
+            for path, headers in heads:
+                sock = socket.create_connection(address, timeout=self.timeout)
+                socks.append(sock)
+                lines = [f"HEAD {path} HTTP/1.1", f"Host: {self.registry.host}"]
+                lines += [f"{key}: {value}" for key, value in headers.items()]
+                lines += ["Connection: close", "", ""]
+                sock.sendall("\r\n".join(lines).encode("latin-1"))
+            return [_read_head(sock) for sock in socks]
+        finally:
+            for sock in socks:
+                sock.close()
+
+
+def _read_head(sock: Any) -> tuple[int, str]:
+    """The status and ``Docker-Content-Digest`` of the answer to a HEAD on ``sock``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, ended, _ = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if not ended or len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise ValueError(f"not an HTTP answer: {lines[0][:80]!r}")
+    digest = ""
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "docker-content-digest":
+            digest = value.strip()
+    return int(parts[1]), digest
 
 
 def _settled(status: int, digest: str) -> tuple[bool, str | None]:
