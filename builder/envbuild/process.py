@@ -19,10 +19,8 @@ import contextlib
 import functools
 import os
 import re
-import shutil
 import signal
 import socket
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -165,6 +163,9 @@ def sweep_temp(kinds: Sequence[str], folder: Path | None = None) -> list[Path]:
     What a ``kill -9`` of a build leaves in the temporary folder is removed by
     the next build, never anything a live process still uses.
     """
+    import shutil  # here: a run's start-up does not sweep, and these cost ~1.5 ms to import
+    import tempfile
+
     base = folder or Path(tempfile.gettempdir())
     removed: list[Path] = []
     uid = os.getuid()

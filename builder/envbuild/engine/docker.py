@@ -15,7 +15,6 @@ and importable from here too.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -209,6 +208,8 @@ class DockerEngine:
         self, path: str, query: dict[str, str], auth: Mapping[str, str] | None, what: str
     ) -> list[dict[str, Any]]:
         # The engine wants the auth document base64url-encoded JSON; "{}" when there is none.
+        import base64  # registry requests only: not on the run path
+
         encoded = base64.urlsafe_b64encode(json.dumps(dict(auth or {})).encode()).decode()
         status, body = self._run_api().call(
             "POST", path, query=query, headers={"X-Registry-Auth": encoded}, timeout=None
