@@ -442,3 +442,45 @@ def test_the_record_is_kept_per_job(tmp_path: Path) -> None:
         assert ident != base
         paths.add(ci_record.record_path(settings.home, ident))
     assert len(paths) == len(others) + 1
+
+
+def test_a_file_rewritten_unchanged_is_compared_by_content_then_by_its_new_stat(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(memo, "RACY_NS", 0)  # every stat may stand for its content
+    argv = _recorded(repo, capsys)
+    path = repo / "catalog" / "child" / "env.toml"
+    path.write_bytes(path.read_bytes())  # as a checkout does: the same bytes, another stat
+    (record,) = (load_settings().home / "cache" / "ci").glob("*.json")
+
+    def stat_of() -> object:
+        entries = json.loads(record.read_text("utf-8"))["files"]
+        return next(stat for p, _, stat in entries if p == str(path))
+
+    before = stat_of()
+    assert _fast(argv, capsys)[0] == 0  # the content is the same
+    after = stat_of()
+    assert after != before and after is not None  # the next run trusts the new stat
+    assert _fast(argv, capsys)[0] == 0
+
+
+def test_an_input_changed_while_the_job_ran_is_not_recorded(tmp_path: Path) -> None:
+    import time
+
+    started = time.time_ns()
+    changed = tmp_path / "env.toml"
+    changed.write_text("edited while the job ran\n")
+    entries = memo.file_entries([(str(changed), memo.file_digest(str(changed)))], sources=())
+    assert entries is not None
+    listings: dict[str, object] = {"catalog": [], "folders": {}, "published": {}}
+    common: dict[str, Any] = dict(
+        report={}, log=[], listings=listings, records=[], registry=[], since=None
+    )
+    engine = ci_record.Engine({}, {})
+    home = tmp_path / "home"
+    assert not ci_record.remember(
+        home, "job", inputs=entries, engine=engine, started_ns=started, **common
+    )
+    assert ci_record.remember(
+        home, "job", inputs=entries, engine=engine, started_ns=time.time_ns(), **common
+    )

@@ -238,11 +238,17 @@ def _trusted(stat: os.stat_result) -> bool:
 
 def _refresh_stats(home: Path, folder: Path, platform: str, data: dict[str, object]) -> None:
     """Rewrite the record ``data`` with the current stats of the files whose content
-    :func:`recall` just found unchanged (a checkout rewrites files without
-    changing them). A file that changed since is left without a stat, so the
-    next recall compares its content and misses."""
-    entries: list[list[object]] = []
-    for entry in data["files"]:  # type: ignore[attr-defined]
+    :func:`recall` just found unchanged (see :func:`refreshed`)."""
+    _write(record_path(home, folder, platform), {**data, "files": refreshed(data["files"])})
+
+
+def refreshed(entries: object) -> list[list[object]]:
+    """``entries`` (as :func:`file_entries` made them, just found :func:`unchanged` by
+    content) with each file's current stat, so the next check need not read them
+    (a checkout rewrites files without changing them). A file that changed since is
+    left without a stat: the next check compares its content, and misses."""
+    fresh: list[list[object]] = []
+    for entry in entries:  # type: ignore[attr-defined]
         path, digest, stat = entry
         if digest is not None:
             try:
@@ -254,8 +260,8 @@ def _refresh_stats(home: Path, folder: Path, platform: str, data: dict[str, obje
             elif stat != _stat_key(now):
                 same = _trusted(now) and file_digest(str(path)) == digest
                 stat = _stat_key(now) if same else None
-        entries.append([path, digest, stat])
-    _write(record_path(home, folder, platform), {**data, "files": entries})
+        fresh.append([path, digest, stat])
+    return fresh
 
 
 def remember(

@@ -233,7 +233,8 @@ def recall(
             return (
                 "an environment folder, or a file in one or in the published folder, came or went"
             )
-        if memo.unchanged(data["files"]) is None:
+        restat = memo.unchanged(data["files"])
+        if restat is None:
             return "a file the job depended on changed"
         spent["files"] = time.monotonic() - clock
         clock = time.monotonic()
@@ -270,6 +271,10 @@ def recall(
         report, log = data["report"], data["log"]
         if not isinstance(report, dict) or not isinstance(log, list):
             return "the record is malformed"
+        if restat:  # e.g. after a checkout: the next run need not read the files again
+            memo.write_record(
+                record_path(home, ident), {**data, "files": memo.refreshed(data["files"])}
+            )
         return Recalled(report, [str(line) for line in log], spent)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         return f"the record is malformed: {type(exc).__name__}"

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from envbuild.catalog.results import discover
+from envbuild.errors import EnvbuildError
 
 
 def default_out(catalog: Path) -> Path:
@@ -62,5 +63,5 @@ def listings_hold(data: Mapping[str, object], catalog: Path, out: Path) -> bool:
             if folder_listing(Path(folder)) != listing:
                 return False
         return (folder_listing(out) if out.is_dir() else {}) == data["published"]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EnvbuildError):
         return False
