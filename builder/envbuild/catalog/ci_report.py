@@ -4,17 +4,17 @@ Its stages and outcomes, and the three forms it is rendered in: Markdown (a
 pull-request comment), JSON (``report.json``) and JUnit XML. A report is
 rebuilt from its JSON (:meth:`CiReport.from_json`): the console script answers a
 green no-op job from a record of it without running the stages
-(:mod:`envbuild.catalog.ci_record`). Standard library only; XML is imported
-only to write JUnit.
+(:mod:`envbuild.catalog.ci_record`). Standard library only, and not
+:mod:`dataclasses` (whose import alone costs a sixth of that answer); XML is
+imported only to write JUnit.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 # The stages of one environment, in the order they run (and the report's columns).
@@ -59,14 +59,31 @@ class RecordedTests:
         return dict(self.data)
 
 
-@dataclass
-class Stage:
+class _Fields:
+    """Value equality and a ``repr`` over ``__slots__``: what a dataclass gives."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(
+            getattr(self, name) == getattr(other, name) for name in self.__slots__
+        )
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({shown})"
+
+
+class Stage(_Fields):
     """One stage's outcome: ``passed``, ``failed`` or ``skipped``, with why."""
 
-    name: str
-    status: str
-    seconds: float = 0.0
-    message: str = ""
+    __slots__ = ("message", "name", "seconds", "status")
+
+    def __init__(self, name: str, status: str, seconds: float = 0.0, message: str = "") -> None:
+        self.name = name
+        self.status = status
+        self.seconds = seconds
+        self.message = message
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready mapping."""
@@ -85,20 +102,45 @@ class Stage:
         )
 
 
-@dataclass
-class EnvReport:
+class EnvReport(_Fields):
     """Everything the job found about one environment."""
 
-    folder: str
-    name: str
-    version: int | None = None
-    stages: dict[str, Stage] = field(default_factory=dict)
-    tier: str = ""  # who answered the build: local, registry or built
-    image: str = ""
-    hash: str = ""
-    digest: str = ""  # the registry digest (pulled or pushed)
-    tests: Tests | None = None
-    relock: Relock | None = None  # the fix proposed for a drifted base (--relock)
+    __slots__ = (
+        "digest",
+        "folder",
+        "hash",
+        "image",
+        "name",
+        "relock",
+        "stages",
+        "tests",
+        "tier",
+        "version",
+    )
+
+    def __init__(
+        self,
+        folder: str,
+        name: str,
+        version: int | None = None,
+        stages: dict[str, Stage] | None = None,
+        tier: str = "",
+        image: str = "",
+        hash: str = "",
+        digest: str = "",
+        tests: Tests | None = None,
+        relock: Relock | None = None,
+    ) -> None:
+        self.folder = folder
+        self.name = name
+        self.version = version
+        self.stages: dict[str, Stage] = stages if stages is not None else {}
+        self.tier = tier  # who answered the build: local, registry or built
+        self.image = image
+        self.hash = hash
+        self.digest = digest  # the registry digest (pulled or pushed)
+        self.tests = tests
+        self.relock = relock  # the fix proposed for a drifted base (--relock)
 
     @property
     def ok(self) -> bool:
@@ -151,8 +193,7 @@ class EnvReport:
         )
 
 
-@dataclass(frozen=True)
-class Relock:
+class Relock(NamedTuple):
     """The fix ``--relock`` wrote to the working tree for a drifted base (not committed)."""
 
     files: tuple[str, ...]  # the paths written: the lock files, and env.toml when bumped
@@ -180,18 +221,30 @@ class Relock:
         )
 
 
-@dataclass
-class CiReport:
+class CiReport(_Fields):
     """The job's report: catalog-wide stages and one :class:`EnvReport` per environment."""
 
-    catalog: str
-    registry: str = ""
-    since: str | None = None
-    push: bool = False
-    stages: dict[str, Stage] = field(default_factory=dict)
-    envs: list[EnvReport] = field(default_factory=list)
-    seconds: float = 0.0
-    relock: bool = False
+    __slots__ = ("catalog", "envs", "push", "registry", "relock", "seconds", "since", "stages")
+
+    def __init__(
+        self,
+        catalog: str,
+        registry: str = "",
+        since: str | None = None,
+        push: bool = False,
+        stages: dict[str, Stage] | None = None,
+        envs: list[EnvReport] | None = None,
+        seconds: float = 0.0,
+        relock: bool = False,
+    ) -> None:
+        self.catalog = catalog
+        self.registry = registry
+        self.since = since
+        self.push = push
+        self.stages: dict[str, Stage] = stages if stages is not None else {}
+        self.envs: list[EnvReport] = envs if envs is not None else []
+        self.seconds = seconds
+        self.relock = relock
 
     @property
     def ok(self) -> bool:

@@ -27,7 +27,6 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode, urlsplit
@@ -59,28 +58,80 @@ _NAMESPACE_RE = re.compile(
 _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-@dataclass(frozen=True)
-class Credentials:
+class _Frozen:
+    """An immutable value: equality, hash, and a ``repr`` without the fields named in
+    ``_HIDDEN`` (a frozen dataclass, without importing :mod:`dataclasses`, which costs
+    more than the console script's fast paths that read the registry settings)."""
+
+    __slots__: tuple[str, ...] = ()
+    _HIDDEN: frozenset[str] = frozenset()
+
+    def _set(self, **values: object) -> None:
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{name}={getattr(self, name)!r}" for name in self.__slots__ if name not in self._HIDDEN
+        )
+        return f"{type(self).__name__}({shown})"
+
+
+class Credentials(_Frozen):
     """A registry user and password; the password is never shown by ``repr``."""
 
+    __slots__ = ("password", "source", "username")
+    _HIDDEN = frozenset({"password"})
     username: str
-    password: str = field(repr=False)
-    source: str = ""  # where they came from, for messages: "ENVBUILD_REGISTRY_*", a file
+    password: str
+    source: str  # where they came from, for messages: "ENVBUILD_REGISTRY_*", a file
+
+    def __init__(self, username: str, password: str, source: str = "") -> None:
+        self._set(username=username, password=password, source=source)
 
     def auth_config(self, host: str) -> dict[str, str]:
         """The engine's ``X-Registry-Auth`` document for ``host``."""
         return {"username": self.username, "password": self.password, "serveraddress": host}
 
 
-@dataclass(frozen=True)
-class Registry:
+class Registry(_Frozen):
     """A registry and the namespace in it that envbuild's images go to."""
 
+    __slots__ = ("ca_file", "credentials", "host", "insecure", "namespace")
+    _HIDDEN = frozenset({"credentials"})
     host: str  # "host[:port]"
-    namespace: str = ""  # "" or "team/sub"
-    credentials: Credentials | None = field(default=None, repr=False)
-    ca_file: Path | None = None
-    insecure: bool = False  # plain http allowed for a host that is not loopback
+    namespace: str  # "" or "team/sub"
+    credentials: Credentials | None
+    ca_file: Path | None
+    insecure: bool  # plain http allowed for a host that is not loopback
+
+    def __init__(
+        self,
+        host: str,
+        namespace: str = "",
+        credentials: Credentials | None = None,
+        ca_file: Path | None = None,
+        insecure: bool = False,
+    ) -> None:
+        self._set(
+            host=host,
+            namespace=namespace,
+            credentials=credentials,
+            ca_file=ca_file,
+            insecure=insecure,
+        )
 
     @property
     def prefix(self) -> str:
