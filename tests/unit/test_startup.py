@@ -171,3 +171,44 @@ def test_the_run_path_imports_only_what_starting_a_container_needs() -> None:
         [sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True, env=env
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_a_ci_answered_from_its_record_imports_nothing_heavy(tmp_path: Path) -> None:
+    """The console script's ``ci`` fast path, run to its end in a fresh interpreter (the
+    record's checks answered here): no click, definition model, dataclasses, http.client."""
+    heavy = (*HEAVY, "http.client", "ssl", "envbuild.definition.model", "xml.etree.ElementTree")
+    report: dict[str, object] = {
+        "catalog": "curated",
+        "registry": "127.0.0.1:5000/ns",
+        "since": None,
+        "push": True,
+        "relock": False,
+        "ok": True,
+        "seconds": 0.1,
+        "stages": {"publish": {"name": "publish", "status": "passed", "seconds": 0.01,
+                               "message": "up to date"}},
+        "environments": [],
+    }  # fmt: skip
+    code = (
+        "from envbuild.cli import launcher\n"
+        "from envbuild.catalog import ci_record\n"
+        f"ci_record.recall = lambda *a, **k: ci_record.Recalled({report!r}, ['a line'], {{}})\n"
+        "args = ['ci', 'curated', '--registry', '127.0.0.1:5000/ns', '--push', '--json']\n"
+        "assert launcher.ci_recorded(args) == 0\n"
+    )
+    env = {**_clean_env(), "ENVBUILD_HOME": str(tmp_path)}
+    probe = (
+        f"{code}\nimport sys\n"
+        f"print('loaded:', *(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)"
+    )
+
+    def loaded(source: str) -> set[str]:
+        out = subprocess.run(
+            [sys.executable, "-c", source], capture_output=True, text=True, check=True, env=env
+        )
+        return set(out.stderr.splitlines()[-1].split()[1:])
+
+    before = loaded(
+        f"import sys\nprint('loaded:', *(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)"
+    )
+    assert loaded(probe) == before
