@@ -532,7 +532,7 @@ def _remember(
         report=report.to_json(),
         log=lines,
         listings=listings,
-        inputs=[*listings["files"], *sources],
+        inputs=list({entry[0]: entry for entry in [*listings["files"], *sources]}.values()),
         records=records,
         engine=ci_record.Engine(images, repo_digests),
         registry=heads,
