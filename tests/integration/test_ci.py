@@ -269,3 +269,44 @@ def test_a_green_no_op_job_is_answered_from_its_record_until_the_registry_change
     sixth, err = ci()
     assert "ci answered from the record" in err
     assert sixth["environments"][0]["digest"] == pushed["digest"]
+
+
+def test_a_recorded_job_asks_a_registry_with_credentials_as_the_full_job_does(
+    session: Session, auth_registry: LoopbackRegistry, tmp_path: Path
+) -> None:
+    from tests.integration.conftest import CANARY_PASSWORD, REGISTRY_USER
+
+    token = uuid.uuid4().hex[:8]
+    catalog = tmp_path / "catalog"
+    (catalog / "env").mkdir(parents=True)
+    (catalog / "env" / "env.toml").write_text(
+        f'schema = 1\nname = "ci-auth-{token}"\nversion = 1\n'
+        '[base]\nimage = "debian:bookworm-slim"\n',
+        encoding="utf-8",
+    )
+    session("lock", "-q", str(catalog / "env"))
+    session("publish", "--catalog", str(catalog))
+    session.env.update(
+        ENVBUILD_TRACE="1",
+        DOCKER_CONFIG=str(tmp_path / "empty-docker-config"),
+        ENVBUILD_REGISTRY_USERNAME=REGISTRY_USER,
+        ENVBUILD_REGISTRY_PASSWORD=CANARY_PASSWORD,
+    )
+    target = f"{auth_registry.host}/{session.namespace}"
+    argv = ("ci", str(catalog), "--registry", target, "--push", "--json", "-q")
+    session(*argv)  # built and pushed
+    second = session(*argv)  # recorded
+    third = session(*argv)
+    assert "ci answered from the record" in third.stderr
+    assert _without_seconds(json.loads(third.stdout)) == _without_seconds(json.loads(second.stdout))
+    # A wrong password: the registry refuses the record's HEADs, and the whole job
+    # reports it (red), as it would have without a record.
+    session.env["ENVBUILD_REGISTRY_PASSWORD"] = "wrong-" + CANARY_PASSWORD
+    red = session(*argv, check=False)
+    assert red.returncode == 1, red.stderr
+    assert "ci runs the whole job: the registry did not answer: RegistryError" in red.stderr
+    (env,) = json.loads(red.stdout)["environments"]
+    assert env["stages"]["push"]["status"] == "failed"
+    assert f"refused the credentials of user {REGISTRY_USER!r}" in env["stages"]["push"]["message"]
+    assert "no record of this job" in session(*argv, check=False).stderr  # red: dropped
+    session.assert_no_canary()
