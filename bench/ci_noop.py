@@ -13,7 +13,9 @@ start it) is started empty and `envbuild push --all` fills it, so the timed
 `ci --push` finds every image in the engine and in the registry (each push is
 the manifest HEADs that prove it). `ci` keeps its state (the recorded
 `[[tests]]` results) in a folder of its own, which the untimed warm-up round
-fills, as a CI cache would. Everything the benchmark made is removed at the
+fills, as a CI cache would; that round's job, green and changing nothing, is
+the one `ci` records (docs/ci.md), so the timed runs are answered from that
+record after checking it again. Everything the benchmark made is removed at the
 end: the registry, its storage, the registry tags it added, the baseline's
 tags; the catalog's own images stay.
 
