@@ -484,3 +484,19 @@ def test_an_input_changed_while_the_job_ran_is_not_recorded(tmp_path: Path) -> N
     assert ci_record.remember(
         home, "job", inputs=entries, engine=engine, started_ns=time.time_ns(), **common
     )
+
+
+def test_an_interrupted_check_exits_as_an_interrupted_command(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from envbuild.cli.exits import report
+
+    argv = _recorded(repo, capsys)
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ci_record, "recall", interrupted)
+    code, out, err = _fast(argv, capsys)
+    assert code == report(KeyboardInterrupt()) and code != 0
+    assert out == "" and "Traceback" not in err

@@ -513,6 +513,10 @@ def ci_recorded(argv: Sequence[str]) -> int | None:
         report = CiReport.from_json(found.report)
         _retime(report, found.spent, time.monotonic() - started)
         written = report.write(Path(options["--report"])) if "--report" in options else []
+    except KeyboardInterrupt as exc:  # nothing to undo: the checks only read
+        from envbuild.cli.exits import report as report_error
+
+        return report_error(exc)
     except Exception:  # the full CLI redoes this and reports the error properly
         return None
     import json
