@@ -25,6 +25,13 @@ any environment, never pushed, and the report lists the files it wrote.
 A failure is recorded in its stage and the job goes on, so one report lists
 every problem: :class:`CiReport` renders it as Markdown (a pull-request
 comment), JSON and JUnit XML.
+
+A green job that changed nothing (the engine asked only questions, every
+build answered locally, every test result reused, every push found in the
+registry) is remembered with everything it depended on
+(:mod:`envbuild.catalog.ci_record`); the console script answers the same job
+from that record while all of it still holds
+(:func:`envbuild.cli.launcher.ci_recorded`).
 """
 
 from __future__ import annotations
