@@ -405,3 +405,40 @@ def test_a_failing_history_row_is_reported_once(
         f"warning: could not record run {result.run_id} in the history: "  # type: ignore[attr-defined]
         "runs.db: No space left on device"
     ]
+
+
+def test_a_job_that_has_shown_output_is_in_the_history(
+    settings: Settings, src: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The history row is written before the first line of the job is shown: a run
+    killed (kill -9) once its output appeared always has a row for the reaper to mark
+    lost, however slow the row's thread is."""
+    import threading
+
+    import envbuild.run.local as local
+
+    record_start = local._record_start
+    slow = threading.Event()
+
+    def slow_row(*args: object) -> object:
+        slow.wait(0.3)  # a loaded machine: the row's thread is late
+        return record_start(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(local, "_record_start", slow_row)
+    engine = FakeRunEngine(frames=[out("first\n"), out("second\n")]).with_image()
+    rows_when_shown: list[list[str]] = []
+    captured = Captured()
+
+    def output(stream: str, data: bytes) -> None:
+        rows_when_shown.append([r.status for r in History.at(settings).list(limit=10)])
+        captured.output(stream, data)
+
+    result = run(
+        RunConfig(environment="image:example:1", script="train.py", source_directory=src),
+        settings=settings,
+        engine=engine,
+        output=output,
+        log=captured.log,
+    )
+    assert rows_when_shown[0] == ["running"]
+    assert History.at(settings).get(result.run_id).status == "exited"

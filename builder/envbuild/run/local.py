@@ -385,8 +385,9 @@ def run(
     # was killed, the history row) is done by threads started once the container
     # runs, not before: their imports and requests would hold the interpreter
     # while the main thread sends create, attach and start (~4 ms measured), and
-    # nothing on the way to a running container depends on them. They are done
-    # (or started, on a run that never got that far) before this returns.
+    # nothing on the way to a running container depends on them. The row is
+    # written before the job's first output is shown, and both are done (or
+    # started, on a run that never got that far) before this returns.
     reaper = _Background(lambda: reap(engine, settings.home, log), start=False)
     # envbuild's own records (the log file, the history) are never worth the
     # user's job: a full disk or a broken state folder is reported once each,
@@ -427,7 +428,9 @@ def run(
                     engine,
                     spec,
                     copy_in=copy_in,
-                    on_output=_Drain(output, run_log),
+                    # A job that has shown output is in the history: killed after
+                    # that (kill -9), its row is there for the reaper to mark lost.
+                    on_output=_Drain(output, run_log, first=recorder.wait),
                     on_created=created,
                     on_started=running,
                     on_finishing=finishing,
@@ -633,24 +636,36 @@ class _Background(Generic[T]):
             self._thread.start()
             self._started = True
 
-    def result(self) -> T:
-        """Wait for the work; return its value, or raise what it raised."""
+    def wait(self) -> None:
+        """Wait for the work (starting it if nothing did); what it raised waits for
+        :meth:`result`."""
         self.start()
         self._thread.join()
+
+    def result(self) -> T:
+        """Wait for the work; return its value, or raise what it raised."""
+        self.wait()
         if self._error is not None:
             raise self._error
         return self._value[0]
 
 
 class _Drain:
-    """Each frame to the output and the log file, as it arrives."""
+    """Each frame to the output and the log file, as it arrives; ``first`` is called
+    once, before the first frame is shown."""
 
-    def __init__(self, output: Output_, log_file: _RunLog) -> None:
+    def __init__(
+        self, output: Output_, log_file: _RunLog, first: Callable[[], None] = lambda: None
+    ) -> None:
         self.output = output
         self.log_file = log_file
         self.last_flush = time.monotonic()
+        self.first: Callable[[], None] | None = first
 
     def __call__(self, kind: int, data: bytes) -> None:
+        if self.first is not None:
+            first, self.first = self.first, None
+            first()
         self.log_file.write(data)
         self.output("stderr" if kind == STDERR else "stdout", data)
         now = time.monotonic()
