@@ -216,3 +216,28 @@ def interruptible() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
+
+
+# Every signal envbuild's commands handle (Ctrl-C, `kill`, a closed terminal).
+HANDLED_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+def start_thread(thread: threading.Thread) -> None:
+    """Start ``thread`` with :data:`HANDLED_SIGNALS` blocked in it.
+
+    Python runs signal handlers in the main thread, but POSIX lets the kernel
+    deliver a signal sent to the process to any thread that does not block it.
+    One that lands in a helper thread only marks the handler as due: a main
+    thread waiting in a system call (a container's output stream, silent for
+    hours) is not woken, and Ctrl-C goes unanswered. A thread inherits the
+    signal mask of the thread that creates it, so the mask is set around the
+    start; a signal that arrives meanwhile waits, and is delivered when the
+    mask is restored.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -72,3 +72,41 @@ def test_interruptible_leaves_a_callers_handler_alone() -> None:
         assert caught == [signal.SIGTERM]
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_helper_threads_leave_the_handled_signals_to_the_main_thread() -> None:
+    """A signal the kernel may hand to any thread that does not block it must reach the
+    main thread, where Python runs handlers and where a run waits on the output stream."""
+    import threading
+
+    seen: list[set[int]] = []
+    thread = threading.Thread(
+        target=lambda: seen.append(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    )
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    process.start_thread(thread)
+    thread.join()
+    assert set(process.HANDLED_SIGNALS) <= seen[0]
+    assert {signal.SIGINT, signal.SIGTERM} <= seen[0]
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before  # the caller's mask is back
+
+
+def test_a_signal_sent_while_a_thread_starts_is_delivered_afterwards() -> None:
+    """The mask is held only around the start: a signal that arrives meanwhile waits and
+    is handled by the main thread once the start returns."""
+    import threading
+
+    got: list[int] = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: got.append(signum))
+    held = (*process.HANDLED_SIGNALS, signal.SIGUSR1)
+    try:
+        original = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        os.kill(os.getpid(), signal.SIGUSR1)  # pending while blocked, as during a start
+        assert got == []
+        thread = threading.Thread(target=lambda: None)
+        process.start_thread(thread)
+        thread.join()
+        signal.pthread_sigmask(signal.SIG_SETMASK, original)
+        assert got == [signal.SIGUSR1]
+    finally:
+        signal.signal(signal.SIGUSR1, previous)

@@ -789,7 +789,7 @@ def _archive_chunks(layer: Path, config: bytes, tag: str, diff_id: str) -> Itera
             failure.append(exc)
 
     thread = threading.Thread(target=produce, name="envbuild-archive", daemon=True)
-    thread.start()
+    process.start_thread(thread)
     try:
         with os.fdopen(read_fd, "rb", buffering=0) as pipe:
             while chunk := pipe.read(1 << 20):

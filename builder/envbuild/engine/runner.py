@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from envbuild import identity
 from envbuild.engine.protocols import STDOUT, ContainerRuntime, ContainerSpec
 from envbuild.errors import EngineError
-from envbuild.process import OWNER_LABEL, interruptible
+from envbuild.process import OWNER_LABEL, interruptible, start_thread
 from envbuild.process import current as current_owner
 
 #: The label of every container :func:`run_to_completion` creates (value: unique per container).
@@ -90,7 +90,7 @@ def shielded(work: Callable[[], None]) -> None:
             failure.append(exc)
 
     thread = threading.Thread(target=target, name="envbuild-cleanup", daemon=True)
-    thread.start()
+    start_thread(thread)
     interrupted = False
     while thread.is_alive():
         try:
@@ -233,7 +233,7 @@ def _run(
 
                 timer = threading.Timer(timeout, expire)
                 timer.daemon = True
-                timer.start()
+                start_thread(timer)
             if on_started is not None:
                 on_started(container_id)
             for kind, data in stream:

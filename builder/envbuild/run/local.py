@@ -26,6 +26,7 @@ from envbuild.errors import (
 )
 from envbuild.identity import CUDA_LABEL
 from envbuild.log import Log
+from envbuild.process import HANDLED_SIGNALS, start_thread
 from envbuild.process import current as current_owner
 from envbuild.run.config import EXIT_TIMEOUT, Output_, RunConfig, RunResult
 from envbuild.run.planning import RunPlan, plan
@@ -84,9 +85,7 @@ class _Supervisor:
     which ends when the container does.
     """
 
-    SIGNALS = tuple(
-        getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
-    )
+    SIGNALS = HANDLED_SIGNALS
 
     def __init__(self, engine: RunEngine, stop_timeout: float, log: Log) -> None:
         self.engine = engine
@@ -147,7 +146,7 @@ class _Supervisor:
 
         self._timer = threading.Timer(timeout, expire)
         self._timer.daemon = True
-        self._timer.start()
+        start_thread(self._timer)
 
     def check(self) -> None:
         """Raise :class:`_Interrupted` if a signal came before the container ran."""
@@ -162,7 +161,7 @@ class _Supervisor:
     def _spawn(self, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, daemon=True)
         self._threads.append(thread)
-        thread.start()
+        start_thread(thread)
 
     def stop(self) -> None:
         """Gracefully stop the container (errors are reported, not raised)."""
@@ -222,7 +221,7 @@ def _download_tar(downloads: Sequence[tuple[Path, str]], user: str) -> Iterator[
             failure.append(exc)
 
     thread = threading.Thread(target=produce, daemon=True)
-    thread.start()
+    start_thread(thread)
     try:
         with os.fdopen(read_fd, "rb", buffering=0) as pipe:
             while chunk := pipe.read(1 << 20):
@@ -633,7 +632,7 @@ class _Background(Generic[T]):
     def start(self) -> None:
         """Start the work (once; later calls do nothing)."""
         if not self._started:
-            self._thread.start()
+            start_thread(self._thread)
             self._started = True
 
     def wait(self) -> None:

@@ -73,7 +73,7 @@ from envbuild.engine.protocols import STDERR, STDOUT, ContainerSpec, RunEngine
 from envbuild.engine.runner import run_to_completion, shielded
 from envbuild.errors import EngineError, RunError
 from envbuild.log import Log
-from envbuild.process import OWNER_LABEL, sweep_temp, temp_prefix
+from envbuild.process import OWNER_LABEL, start_thread, sweep_temp, temp_prefix
 from envbuild.process import current as current_owner
 from envbuild.run.config import (
     EXIT_TIMEOUT,
@@ -302,7 +302,7 @@ class _Job:
         thread = threading.Thread(target=target, daemon=True)
         with self.cond:
             self._threads.append(thread)
-        thread.start()
+        start_thread(thread)
 
     def join_threads(self, timeout: float) -> None:
         """Wait for the stop and kill requests in flight."""
@@ -706,7 +706,7 @@ def _supervise(
                         target=drive, args=(node,), name=f"envbuild-node-{node.index}", daemon=True
                     )
                     threads.append(thread)
-                    thread.start()
+                    start_thread(thread)
                 _wait(job, deadline, distribution.rendezvous_timeout)
                 supervisor.finishing = True
             except _Interrupted:
