@@ -9,6 +9,7 @@ after a recorded job and expects the full job to run.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -28,7 +29,7 @@ from envbuild.cli.main import main
 from envbuild.definition.model import load
 from envbuild.engine.protocols import ImageInfo
 from envbuild.engine.registry import RegistryClient
-from envbuild.errors import RegistryError
+from envbuild.errors import EnvbuildError, RegistryError
 from envbuild.settings import load_settings
 from tests.fakes import BASE
 from tests.unit.test_ci import CHILD, PARENT, Engine, _answer
@@ -500,3 +501,52 @@ def test_an_interrupted_check_exits_as_an_interrupted_command(
     code, out, err = _fast(argv, capsys)
     assert code == report(KeyboardInterrupt()) and code != 0
     assert out == "" and "Traceback" not in err
+
+
+def _linked_out(path: Path, tmp_path: Path) -> None:
+    """``path`` replaced by a symlink to a copy of it outside its folder (same bytes)."""
+    copy = tmp_path / f"outside-{path.name}"
+    shutil.copy2(path, copy)
+    path.unlink()
+    path.symlink_to(copy)
+
+
+def _linked_folder(path: Path, tmp_path: Path) -> None:
+    """A symlinked folder beside ``path``'s (os.walk does not descend into it)."""
+    target = tmp_path / "elsewhere"
+    target.mkdir(exist_ok=True)
+    (path.parent / "linked").symlink_to(target, target_is_directory=True)
+
+
+LINKS: dict[str, Callable[[Path, Path], object]] = {
+    "a published file": lambda repo, tmp: _linked_out(_published(repo), tmp),
+    "a lock file": lambda repo, tmp: _linked_out(repo / "catalog" / "child" / "env.lock.toml", tmp),
+    "a folder in the published folder": lambda repo, tmp: _linked_folder(_published(repo), tmp),
+    "a FIFO in the published folder": lambda repo, tmp: os.mkfifo(_published(repo).parent / "fifo"),
+}
+
+
+@pytest.mark.parametrize("where", list(LINKS))
+def test_a_symlink_or_fifo_with_the_same_bytes_runs_the_whole_job_which_is_red(
+    repo: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    where: str,
+) -> None:
+    """A file replaced by a symlink to the same bytes (or a symlinked folder, a FIFO)
+    leaves every listed name and every content as recorded; the full job refuses it
+    (publish follows no symlink; a definition's files stay inside its folder)."""
+    argv = _recorded(repo, capsys)
+    LINKS[where](repo, tmp_path)
+    monkeypatch.setenv("ENVBUILD_TRACE", "1")
+    code, out, err = _fast(argv, capsys)
+    assert (code, out) == (None, ""), err
+    assert _full(argv, capsys)[0] != 0
+    with pytest.raises(EnvbuildError):  # publish --check's own record: a miss too
+        pub.check(
+            repo / "catalog",
+            pub.default_out(repo / "catalog"),
+            platform=load_settings().platform,
+            home=load_settings().home,
+        )

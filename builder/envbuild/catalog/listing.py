@@ -12,6 +12,7 @@ script's ``ci`` fast path uses it without the definition model.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -43,15 +44,46 @@ def files_under(folder: Path) -> dict[str, Path]:
 
 def folder_listing(folder: Path) -> dict[str, bool]:
     """Every file under ``folder``: relative path -> whether it is executable."""
-    return {rel: is_executable(path) for rel, path in files_under(folder).items()}
+    return _walk(folder)[0]
+
+
+def unfollowed(folder: Path) -> list[str]:
+    """Every entry under ``folder`` that is neither a folder nor a regular file (a
+    symlink, a FIFO, a device, a socket), as ``"PATH (a symlink)"`` or ``"PATH (not a
+    regular file)"``: what publish refuses in its output folder, and what a recorded
+    check never stands for (a symlink may lead out of its folder)."""
+    return _walk(folder)[1]
+
+
+def _walk(folder: Path) -> tuple[dict[str, bool], list[str]]:
+    """:func:`folder_listing` and :func:`unfollowed` of ``folder``, in one walk."""
+    found: dict[str, bool] = {}
+    odd: list[str] = []
+    for root, dirs, names in os.walk(folder):  # never descends into a symlinked folder
+        for name in dirs:
+            path = Path(root) / name
+            if path.is_symlink():
+                odd.append(f"{path} (a symlink)")
+        for name in names:
+            path = Path(root) / name
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                odd.append(f"{path} (a symlink)")
+                mode = path.stat().st_mode  # listed as its target's bits
+            elif not stat.S_ISREG(mode):
+                odd.append(f"{path} (not a regular file)")
+            found[path.relative_to(folder).as_posix()] = bool(mode & 0o111)
+    return dict(sorted(found.items())), odd
 
 
 def listings_hold(data: Mapping[str, object], catalog: Path, out: Path) -> bool:
     """Whether the listings a record holds are still true: the same environment folders
     in ``catalog`` (``data["catalog"]``), the same files and executable bits in each
     folder of ``data["folders"]`` and in the published folder ``out``
-    (``data["published"]``). Anything unreadable is ``False``; the recorded files'
-    contents are :func:`envbuild.cache.memo.unchanged`'s to check.
+    (``data["published"]``), none of them holding a symlink or anything but folders
+    and regular files (:func:`unfollowed`: the full check decides about those).
+    Anything unreadable is ``False``; the recorded files' contents are
+    :func:`envbuild.cache.memo.unchanged`'s to check.
     """
     try:
         if data["catalog"] != [str(folder) for folder in discover(catalog)]:
@@ -60,8 +92,10 @@ def listings_hold(data: Mapping[str, object], catalog: Path, out: Path) -> bool:
         if not isinstance(folders, dict):
             return False
         for folder, listing in folders.items():
-            if folder_listing(Path(folder)) != listing:
+            if _walk(Path(folder)) != (listing, []):
                 return False
-        return (folder_listing(out) if out.is_dir() else {}) == data["published"]
+        if out.is_symlink():
+            return False
+        return (_walk(out) if out.is_dir() else ({}, [])) == (data["published"], [])
     except (OSError, ValueError, KeyError, TypeError, AttributeError, EnvbuildError):
         return False

@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import re
-import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,7 +40,7 @@ from envbuild.catalog.listing import default_out as default_out  # re-exported
 from envbuild.catalog.listing import files_under as _files_under
 from envbuild.catalog.listing import folder_listing as _folder_listing
 from envbuild.catalog.listing import is_executable as _is_executable
-from envbuild.catalog.listing import listings_hold
+from envbuild.catalog.listing import listings_hold, unfollowed
 from envbuild.catalog.order import (
     definition_digest,
     definition_file_digests,
@@ -214,15 +213,7 @@ def guard_out(out: Path) -> None:
             f"{out}: is neither empty nor a published folder (it has no {INDEX_JSON})",
             hint="publish into a new or empty folder, or the one `envbuild publish` wrote",
         )
-    bad: list[str] = []
-    for root, dirs, names in os.walk(out):  # never descends into a symlinked folder
-        for name in (*dirs, *names):
-            path = Path(root) / name
-            mode = path.lstat().st_mode
-            if stat.S_ISLNK(mode):
-                bad.append(f"{path} (a symlink)")
-            elif not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
-                bad.append(f"{path} (not a regular file)")
+    bad = unfollowed(out)
     if bad:
         raise UsageError(
             f"{out}: holds entries publish does not follow: "
