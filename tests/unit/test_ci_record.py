@@ -550,3 +550,33 @@ def test_a_symlink_or_fifo_with_the_same_bytes_runs_the_whole_job_which_is_red(
             platform=load_settings().platform,
             home=load_settings().home,
         )
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_record_replaced_by_a_fifo_or_a_folder_is_a_miss_without_blocking(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    import signal
+
+    argv = _recorded(repo, capsys)
+    (record,) = (load_settings().home / "cache" / "ci").glob("*.json")
+    record.unlink()
+    if kind == "fifo":
+        os.mkfifo(record)  # nobody writes it: reading it would block forever
+    else:
+        record.mkdir()
+
+    def stuck(signum: int, frame: object) -> None:
+        raise AssertionError("the fast path blocked on the record")
+
+    previous = signal.signal(signal.SIGALRM, stuck)
+    signal.alarm(10)
+    try:
+        monkeypatch.setenv("ENVBUILD_TRACE", "1")
+        code, out, err = _fast(argv, capsys)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert (code, out) == (None, "") and "the record cannot be read: " in err
+    assert _full(argv, capsys)[0] == 0  # the record cannot be written there: nothing left over
+    assert sorted(p.name for p in record.parent.iterdir()) == [record.name]

@@ -325,3 +325,17 @@ def test_an_edited_rendering_module_is_a_miss(
     target = package / module
     target.write_text(target.read_text() + "\n# edited\n")
     assert _recall(settings, folder) is None
+
+
+def test_a_record_replaced_by_a_fifo_is_a_miss_without_blocking(tmp_path: Path) -> None:
+    settings = load_settings()
+    folder = tmp_path / "python-3.11"
+    shutil.copytree(ROOT / "curated" / "python-3.11", folder)
+    resolve(folder, settings=settings, engine=FakeEngine(images=with_base()))
+    record = memo.record_path(settings.home, folder.absolute(), settings.platform)
+    assert _recall(settings, folder) is not None
+    record.unlink()
+    os.mkfifo(record)  # nobody writes it: reading it would block forever
+    with pytest.raises(OSError, match="not a regular file"):
+        memo.read_record(record)
+    assert _recall(settings, folder) is None

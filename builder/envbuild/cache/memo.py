@@ -128,7 +128,7 @@ def recall(
     inspect); without it, a record that names such a base is a miss.
     """
     try:
-        data = json.loads(record_path(home, folder, platform).read_bytes())
+        data = json.loads(read_record(record_path(home, folder, platform)))
         if data["for"] != _identity(folder, platform) or data["envbuild"] != __version__:
             return None
         found = Memo(
@@ -333,6 +333,19 @@ def file_entries(
     return entries
 
 
+def read_record(target: Path) -> bytes:
+    """The bytes of the record file ``target``: ``FileNotFoundError`` when there is none,
+    another ``OSError`` when it cannot be read or is not a regular file (a FIFO or a
+    device put in its place is never read: it could block forever)."""
+    import stat
+
+    fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as handle:  # noqa: PTH123 - an open descriptor
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{target}: not a regular file")
+        return handle.read()
+
+
 def write_record(target: Path, record: dict[str, object]) -> bool:
     """Write ``record`` (JSON) to ``target`` atomically; whether it was written."""
     return _write(target, record)
@@ -340,12 +353,14 @@ def write_record(target: Path, record: dict[str, object]) -> bool:
 
 def _write(target: Path, record: dict[str, object]) -> bool:
     """Write ``record`` to ``target`` atomically; whether it was written."""
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
     with contextlib.suppress(OSError):
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(record), "utf-8")
         tmp.replace(target)
         return True
+    with contextlib.suppress(OSError):  # e.g. a folder where the record goes: no litter
+        tmp.unlink()
     return False
 
 

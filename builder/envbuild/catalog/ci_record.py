@@ -221,7 +221,7 @@ def recall(
     spent: dict[str, float] = {}
     clock = time.monotonic()
     try:
-        data = json.loads(record_path(home, ident).read_bytes())
+        data = json.loads(memo.read_record(record_path(home, ident)))
     except FileNotFoundError:
         return "no record of this job"
     except (OSError, ValueError) as exc:

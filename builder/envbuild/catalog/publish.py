@@ -871,7 +871,7 @@ def _recall_check(
 
     ident, where = _check_identity(catalog, out, platform, conda_store)
     try:
-        data = json.loads((home / where).read_bytes())
+        data = json.loads(memo.read_record(home / where))
         if data["for"] != ident or not listings_hold(data, catalog, out):
             return False
         return memo.unchanged(data["files"]) is not None
@@ -888,9 +888,11 @@ def check_record(
     """
     if not _recall_check(home, catalog, out, platform, conda_store):
         return None
+    from envbuild.cache import memo
+
     _, where = _check_identity(catalog, out, platform, conda_store)
     try:
-        data: dict[str, Any] = json.loads((home / where).read_bytes())
+        data: dict[str, Any] = json.loads(memo.read_record(home / where))
     except (OSError, ValueError):
         return None
     return data
