@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -114,3 +115,33 @@ def test_output_that_cannot_be_flushed_exits_as_python_does() -> None:
         statuses.append((done.returncode, "BrokenPipeError" in done.stderr))
     assert statuses[0] == statuses[1]
     assert statuses[0][1]
+
+
+@pytest.mark.parametrize("command", ["build", "ci", "run"])
+def test_an_answer_stdout_no_longer_takes_is_reported_as_the_full_path_reports_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """``envbuild ci CATALOG | head -0``: the fast path's write fails with EPIPE; the
+    error is reported in one line with the full path's exit code, not a traceback."""
+    from envbuild.cli import exits, launcher, run_fast
+
+    def answers(which: str) -> Callable[[Sequence[str]], int | None]:
+        def fast_path(argv: Sequence[str]) -> int | None:
+            if argv[0] == which:  # it answered, and writing the answer failed
+                raise BrokenPipeError(32, "Broken pipe")
+            return None
+
+        return fast_path
+
+    monkeypatch.setattr(launcher, "cached_build", answers("build"))
+    monkeypatch.setattr(launcher, "cached_catalog", answers("none"))
+    monkeypatch.setattr(launcher, "ci_recorded", answers("ci"))
+    monkeypatch.setattr(run_fast, "fast_run", answers("run"))
+    monkeypatch.setattr(launcher, "exit_now", lambda code: None)  # not in this process
+    monkeypatch.setattr(sys, "argv", ["envbuild", command, "x"])
+    with pytest.raises(SystemExit) as exited:
+        launcher.entry()
+    err = capsys.readouterr().err
+    run = command == "run"
+    assert exited.value.code == exits.report(BrokenPipeError(32, "Broken pipe"), run=run)
+    assert "Traceback" not in err and "Broken pipe" in err

@@ -560,19 +560,30 @@ def _retime(report: CiReport, spent: dict[str, float], total: float) -> None:
     report.seconds = total
 
 
-def entry() -> None:
-    """The console script ``envbuild``."""
-    code = cached_build(sys.argv[1:])
-    if code is None and sys.argv[1:2] == ["build"]:
-        code = cached_catalog(sys.argv[1:])
-    if code is None and sys.argv[1:2] == ["push"]:
-        code = pushed_already(sys.argv[1:])
-    if code is None and sys.argv[1:2] == ["ci"]:
-        code = ci_recorded(sys.argv[1:])
-    if code is None and sys.argv[1:2] == ["run"]:
+def _fast_paths(argv: Sequence[str]) -> int | None:
+    """The exit code of the fast path that answers ``argv``; ``None``: the full CLI."""
+    code = cached_build(argv)
+    if code is None and argv[:1] == ["build"]:
+        code = cached_catalog(argv)
+    if code is None and argv[:1] == ["push"]:
+        code = pushed_already(argv)
+    if code is None and argv[:1] == ["ci"]:
+        code = ci_recorded(argv)
+    if code is None and argv[:1] == ["run"]:
         from envbuild.cli.run_fast import fast_run  # plain `run` forms, also without click
 
-        code = fast_run(sys.argv[1:])
+        code = fast_run(argv)
+    return code
+
+
+def entry() -> None:
+    """The console script ``envbuild``."""
+    try:
+        code = _fast_paths(sys.argv[1:])
+    except (Exception, KeyboardInterrupt) as exc:  # e.g. an answer stdout no longer takes
+        from envbuild.cli.exits import report
+
+        code = report(exc, run=sys.argv[1:2] == ["run"])  # as the full command line does
     if code is not None:  # a fast path answered: its work is done
         exit_now(code)
     if code is None:
