@@ -345,3 +345,101 @@ def test_a_batch_without_a_digest_header_is_hashed_and_errors_are_raised(
         down.manifest_digests([("x", "1"), ("x", "2")])
     assert "cannot reach the registry" in error.value.message
     assert SECRET not in error.value.render()
+
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+class _RawRegistry:
+    """A loopback server answering each connection's request with fixed bytes (``None``:
+    reads the request and never answers), for the plain-socket HEADs of a batch."""
+
+    def __init__(self, answer: bytes | None) -> None:
+        import socket
+
+        self.answer = answer
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self.server.getsockname()[1]}"
+        self.held: list[Any] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            if self.answer is None:
+                self.held.append(conn)  # accepted, never answered
+                continue
+            conn.sendall(self.answer)
+            conn.close()
+
+    def close(self) -> None:
+        self.server.close()
+        for conn in self.held:
+            conn.close()
+
+
+ANSWERS = {
+    "LF line ends": (f"HTTP/1.1 200 OK\nDocker-Content-Digest: {DIGEST}\n\n".encode(), DIGEST),
+    "header case and spaces": (
+        f"HTTP/1.0 200 OK\r\ndocker-content-DIGEST:   {DIGEST}\r\n\r\n".encode(),
+        DIGEST,
+    ),
+    "a 404": (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", None),
+    # No digest: the manifest is fetched (GET, here empty) and hashed.
+    "a status line only": (b"HTTP/1.1 200\r\n\r\n", "sha256:" + hashlib.sha256(b"").hexdigest()),
+    "a redirect": (b"HTTP/1.1 307 Temporary Redirect\r\nLocation: /elsewhere\r\n\r\n", "raises"),
+    "not HTTP": (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "raises"),
+    "an interim 100": (
+        f"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nDocker-Content-Digest: {DIGEST}"
+        "\r\n\r\n".encode(),
+        DIGEST,
+    ),
+    "a closed connection": (b"", "raises"),
+}
+
+
+@pytest.mark.parametrize("case", list(ANSWERS))
+def test_a_batch_of_heads_answers_what_one_head_answers(case: str) -> None:
+    """Whatever a plain-http registry sends, the batch of HEADs on plain sockets
+    answers (or raises) as :meth:`RegistryClient.manifest_digest` does on http.client."""
+    answer, expected = ANSWERS[case]
+    server = _RawRegistry(answer)
+    try:
+        client = RegistryClient(Registry(server.host, "ns"), timeout=5)
+        one: object
+        try:
+            one = client.manifest_digest("x", "1")
+        except RegistryError:
+            one = "raises"
+        assert one == expected
+        batch: object
+        try:
+            batch = client.manifest_digests([("x", "1"), ("x", "2")])
+        except RegistryError:
+            batch = "raises"
+        assert batch == ("raises" if one == "raises" else [one, one])
+    finally:
+        server.close()
+
+
+def test_a_registry_that_never_answers_a_batch_times_out() -> None:
+    import time
+
+    server = _RawRegistry(None)
+    try:
+        client = RegistryClient(Registry(server.host, "ns"), timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(RegistryError, match="cannot reach the registry"):
+            client.manifest_digests([("x", str(n)) for n in range(8)])
+        assert time.monotonic() - started < 0.5 * 4  # not a timeout per HEAD
+    finally:
+        server.close()
