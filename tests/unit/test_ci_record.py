@@ -263,7 +263,51 @@ CHANGES: dict[str, tuple[Callable[[Path, CiEngine, pytest.MonkeyPatch], object],
         lambda repo, engine, mp: _registry_down(mp),
         "the registry did not answer: RegistryError",
     ),
+    "a test result record deleted": (
+        lambda repo, engine, mp: next(
+            (Path(load_settings().home) / "test-results").glob("*.json")
+        ).unlink(),
+        "file the job depended on changed",
+    ),
+    "a parent's lock file": (
+        lambda repo, engine, mp: _edit(repo / "catalog" / "parent" / "env.lock.toml"),
+        "file the job depended on changed",
+    ),
+    "the record truncated": (
+        lambda repo, engine, mp: _truncate(_record()),
+        "the record cannot be read: JSONDecodeError",
+    ),
+    "the record of another job in its place": (
+        lambda repo, engine, mp: _record().write_text(
+            json.dumps({**json.loads(_record().read_text("utf-8")), "for": "another"})
+        ),
+        "the record is another job's",
+    ),
+    "another platform": (
+        lambda repo, engine, mp: mp.setenv("ENVBUILD_PLATFORM", "linux/arm64"),
+        "no record of this job",
+    ),
+    "another engine CLI": (
+        lambda repo, engine, mp: mp.setenv("ENVBUILD_DOCKER", "/usr/local/bin/docker"),
+        "no record of this job",
+    ),
+    "a file in the catalog folder beside the environments (a catalog of one)": (
+        lambda repo, engine, mp: shutil.copy(
+            repo / "catalog" / "child" / "env.toml", repo / "catalog" / "env.toml"
+        ),
+        "came or went",
+    ),
 }
+
+
+def _record() -> Path:
+    (record,) = (load_settings().home / "cache" / "ci").glob("*.json")
+    return record
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
 
 
 @pytest.mark.parametrize("change", list(CHANGES))
@@ -580,3 +624,22 @@ def test_a_record_replaced_by_a_fifo_or_a_folder_is_a_miss_without_blocking(
     assert (code, out) == (None, "") and "the record cannot be read: " in err
     assert _full(argv, capsys)[0] == 0  # the record cannot be written there: nothing left over
     assert sorted(p.name for p in record.parent.iterdir()) == [record.name]
+
+
+def test_the_same_catalog_text_from_another_folder_is_another_job(
+    repo: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(repo, other, symlinks=True)
+    _edit(other / "catalog" / "child" / "env.toml")  # changed, not bumped: red
+    monkeypatch.chdir(repo)
+    argv = ["ci", "catalog", "--registry", REGISTRY, "--push"]
+    for _ in range(2):
+        assert _full(argv, capsys)[0] == 0
+    assert _fast(argv, capsys)[0] == 0
+    monkeypatch.chdir(other)
+    assert _fast(argv, capsys)[0] is None
+    assert _full(argv, capsys)[0] == 1
