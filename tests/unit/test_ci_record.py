@@ -643,3 +643,20 @@ def test_the_same_catalog_text_from_another_folder_is_another_job(
     monkeypatch.chdir(other)
     assert _fast(argv, capsys)[0] is None
     assert _full(argv, capsys)[0] == 1
+
+
+def test_a_report_folder_that_cannot_be_written_is_the_full_paths_to_report(
+    repo: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    argv = _recorded(repo, capsys)
+    afile = tmp_path / "a-file"
+    afile.write_text("not a folder\n")
+    code, out, _ = _fast([*argv, "--report", str(afile)], capsys)
+    assert (code, out) == (None, "")
+    assert afile.read_text() == "not a folder\n"
+    code, _, err = _full([*argv, "--report", str(afile)], capsys)
+    assert code == 2 and "is a file" in err
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "junit.xml").mkdir()  # the last of the three cannot be written
+    assert _fast([*argv, "--report", str(blocked)], capsys)[:2] == (None, "")
