@@ -234,7 +234,9 @@ def start_thread(thread: threading.Thread) -> None:
     hours) is not woken, and Ctrl-C goes unanswered. A thread inherits the
     signal mask of the thread that creates it, so the mask is set around the
     start; a signal that arrives meanwhile waits, and is delivered when the
-    mask is restored.
+    mask is restored. A process started from such a thread inherits the mask
+    (``exec`` keeps it): it would ignore ``kill`` and Ctrl-C, so such threads
+    start no processes.
     """
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     try:
