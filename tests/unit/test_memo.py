@@ -339,3 +339,24 @@ def test_a_record_replaced_by_a_fifo_is_a_miss_without_blocking(tmp_path: Path) 
     with pytest.raises(OSError, match="not a regular file"):
         memo.read_record(record)
     assert _recall(settings, folder) is None
+
+
+def test_a_file_replaced_by_a_symlink_to_the_same_bytes_is_a_miss(tmp_path: Path) -> None:
+    """A lock file that now leads out of its folder: the full render refuses it, so
+    the memo (the console script's cached build) must not answer it."""
+    from envbuild.errors import EnvbuildError
+
+    settings = load_settings()
+    folder = tmp_path / "python-3.11"
+    shutil.copytree(ROOT / "curated" / "python-3.11", folder)
+    engine = FakeEngine(images=with_base())
+    resolve(folder, settings=settings, engine=engine)
+    assert _recall(settings, folder) is not None
+    lock = folder / "env.lock.toml"
+    outside = tmp_path / "outside.lock.toml"
+    shutil.copy2(lock, outside)
+    lock.unlink()
+    lock.symlink_to(outside)
+    assert _recall(settings, folder) is None
+    with pytest.raises(EnvbuildError, match="outside"):
+        resolve(folder, settings=settings, engine=engine)

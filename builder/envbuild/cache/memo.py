@@ -212,19 +212,21 @@ def _unchanged(entry: object) -> str | None:
     recorded, the content's digest is the same) or ``None`` (changed).
 
     The stat (size, mtime, ctime, inode) answers when it is recorded and equal;
-    otherwise the content's digest does.
+    otherwise the content's digest does. A symlink is always a change: whether
+    it may be followed (one that leads out of its folder may not) is the full
+    command's to say.
     """
     if not isinstance(entry, list) or len(entry) != 3:
         return None
     path, digest, stat = entry
     try:
-        now = os.stat(path)  # noqa: PTH116 - no Path object on the hit path
+        now = os.lstat(path)  # not a Path object: the hit path
     except FileNotFoundError:
         return _SAME_STAT if digest is None else None
     except (OSError, TypeError, ValueError):
         return None
-    if digest is None:
-        return None  # a file that was absent now exists
+    if digest is None or now.st_mode & 0o170000 == 0o120000:  # S_IFLNK: no stat import
+        return None  # a file that was absent now exists; a symlink
     if stat is not None and stat == _stat_key(now):
         return _SAME_STAT
     return _SAME_CONTENT if file_digest(str(path)) == digest else None
