@@ -660,3 +660,35 @@ def test_a_report_folder_that_cannot_be_written_is_the_full_paths_to_report(
     blocked.mkdir()
     (blocked / "junit.xml").mkdir()  # the last of the three cannot be written
     assert _fast([*argv, "--report", str(blocked)], capsys)[:2] == (None, "")
+
+
+def test_another_installation_of_the_same_version_is_another_job(
+    repo: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A record lists the sources of the envbuild that wrote it: another checkout (here
+    a copy of the package whose ci module differs) must not answer from it."""
+    argv = _recorded(repo, capsys)
+    copy = tmp_path / "other-checkout" / "envbuild"
+    shutil.copytree(
+        Path(memo.__file__).resolve().parents[1],
+        copy,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    _edit(copy / "catalog" / "ci.py")
+    original = memo._PACKAGE
+    monkeypatch.setattr(memo, "_PACKAGE", copy)
+    monkeypatch.setenv("ENVBUILD_TRACE", "1")
+    code, _, err = _fast(argv, capsys)
+    assert code is None and "no record of this job" in err
+    from envbuild.lock.model import conda_store
+
+    settings = load_settings()
+    catalog = repo / "catalog"
+    out, store = pub.default_out(catalog), conda_store(settings.home)
+    assert pub.check_record(settings.home, catalog, out, settings.platform, store) is None
+    monkeypatch.setattr(memo, "_PACKAGE", original)  # the one that wrote them: both answer
+    assert pub.check_record(settings.home, catalog, out, settings.platform, store) is not None
+    assert _fast(argv, capsys)[0] == 0

@@ -360,3 +360,15 @@ def test_a_file_replaced_by_a_symlink_to_the_same_bytes_is_a_miss(tmp_path: Path
     assert _recall(settings, folder) is None
     with pytest.raises(EnvbuildError, match="outside"):
         resolve(folder, settings=settings, engine=engine)
+
+
+def test_another_installation_of_the_same_version_has_its_own_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings()
+    folder = tmp_path / "python-3.11"
+    shutil.copytree(ROOT / "curated" / "python-3.11", folder)
+    resolve(folder, settings=settings, engine=FakeEngine(images=with_base()))
+    assert _recall(settings, folder) is not None
+    monkeypatch.setattr(memo, "_PACKAGE", tmp_path / "other-checkout" / "envbuild")
+    assert _recall(settings, folder) is None

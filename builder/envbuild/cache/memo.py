@@ -91,8 +91,17 @@ def record_path(home: Path, folder: Path, platform: str) -> Path:
     return home / "cache" / "memo" / f"{zlib.crc32(ident):08x}{zlib.adler32(ident):08x}.json"
 
 
+def installation() -> str:
+    """This envbuild installation, as a record's identity names it: the interpreter
+    and the package folder. A record lists the source files of the installation
+    that wrote it; another checkout of the same version (another worktree on the
+    same ``PYTHONPATH`` habit, a second virtual environment) must not answer from
+    a record whose sources are not its own."""
+    return f"{sys.executable}\0{_PACKAGE}"
+
+
 def _identity(folder: Path, platform: str) -> str:
-    return f"{MEMO_FORMAT}\0{folder}\0{platform}\0{sys.executable}"
+    return f"{MEMO_FORMAT}\0{folder}\0{platform}\0{installation()}"
 
 
 def file_digest(path: str) -> str | None:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -79,12 +78,12 @@ def identity(
 ) -> str:
     """What selects a job: the catalog and published folder (as named, and where they
     are), the registry, ``since``, ``push``, ``relock``, the settings that change a
-    result, and this envbuild (version and interpreter)."""
+    result, and this envbuild (version, interpreter and package folder)."""
     return "\0".join(
         [
             str(RECORD_FORMAT),
             __version__,
-            sys.executable,
+            memo.installation(),
             os.getcwd(),  # noqa: PTH109 - no Path on the fast path's way
             str(catalog),
             os.path.realpath(catalog),

@@ -778,9 +778,8 @@ def _check_identity(
     catalog: Path, out: Path, platform: str, conda_store: Path | None
 ) -> tuple[str, Path]:
     """The record's identity and the part of its path under the state folder."""
-    import sys
-
     from envbuild import __version__
+    from envbuild.cache import memo
 
     ident = "\0".join(
         [
@@ -790,7 +789,7 @@ def _check_identity(
             str(out.absolute()),
             platform,
             str(conda_store),
-            sys.executable,
+            memo.installation(),
         ]
     )
     name = hashlib.sha256(ident.encode()).hexdigest()[:32]
