@@ -135,8 +135,9 @@ def test_a_release_folder_that_is_a_symlink_is_refused(
         lambda d: (d / "Dockerfile").symlink_to("/dev/zero"),
         lambda d: (d / "stolen").symlink_to("/etc/hostname"),
         lambda d: os.mkfifo(d / "pipe"),
+        lambda d: (d / "dangling").symlink_to(d / "nothing-here"),
     ],
-    ids=["dev-zero", "etc-hostname", "fifo"],
+    ids=["dev-zero", "etc-hostname", "fifo", "dangling"],
 )
 def test_links_and_fifos_in_older_releases_are_refused(published: tuple[Path, Path], make) -> None:
     catalog, out = published

@@ -69,7 +69,10 @@ def _walk(folder: Path) -> tuple[dict[str, bool], list[str]]:
             mode = path.lstat().st_mode
             if stat.S_ISLNK(mode):
                 odd.append(f"{path} (a symlink)")
-                mode = path.stat().st_mode  # listed as its target's bits
+                try:
+                    mode = path.stat().st_mode  # listed with its target's bits
+                except OSError:  # a dangling link: named in ``odd`` all the same
+                    mode = 0
             elif not stat.S_ISREG(mode):
                 odd.append(f"{path} (not a regular file)")
             found[path.relative_to(folder).as_posix()] = bool(mode & 0o111)
