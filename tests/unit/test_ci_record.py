@@ -692,3 +692,31 @@ def test_another_installation_of_the_same_version_is_another_job(
     monkeypatch.setattr(memo, "_PACKAGE", original)  # the one that wrote them: both answer
     assert pub.check_record(settings.home, catalog, out, settings.platform, store) is not None
     assert _fast(argv, capsys)[0] == 0
+
+
+def test_a_symlinked_catalog_pointed_elsewhere_is_another_job(
+    repo: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    link = tmp_path / "links" / "catalog"  # the name the published index was made with
+    link.parent.mkdir()
+    link.symlink_to(repo / "catalog", target_is_directory=True)
+    argv = [
+        "ci",
+        str(link),
+        "--registry",
+        REGISTRY,
+        "--push",
+        "--published",
+        str(repo / "published"),
+    ]
+    for _ in range(2):
+        code, out, err = _full(argv, capsys)
+        assert code == 0, out + err
+    assert _fast(argv, capsys)[0] == 0
+    other = tmp_path / "other-catalog"
+    shutil.copytree(repo / "catalog", other)
+    _edit(other / "child" / "env.toml")  # changed, not bumped: red
+    link.unlink()
+    link.symlink_to(other, target_is_directory=True)
+    assert _fast(argv, capsys)[0] is None
+    assert _full(argv, capsys)[0] == 1
