@@ -440,6 +440,6 @@ def test_a_registry_that_never_answers_a_batch_times_out() -> None:
         started = time.monotonic()
         with pytest.raises(RegistryError, match="cannot reach the registry"):
             client.manifest_digests([("x", str(n)) for n in range(8)])
-        assert time.monotonic() - started < 0.5 * 4  # not a timeout per HEAD
+        assert time.monotonic() - started < 0.5 * 1.9  # one timeout: not asked again
     finally:
         server.close()

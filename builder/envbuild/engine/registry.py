@@ -569,6 +569,11 @@ class RegistryClient:
             answers = self._plain_heads(heads) if self.registry.scheme == "http" else None
             if answers is None:
                 answers = self._heads(heads)
+        except TimeoutError:  # asked again, it would keep us waiting as long once more
+            raise self._fail(
+                f"cannot reach the registry {self.registry.host}: timed out",
+                hint="is it running, and is --registry right?",
+            ) from None
         except (OSError, ValueError, LookupError):
             answers = [(0, "")] * len(wanted)  # asked again, one by one
         found: list[str | None] = []
